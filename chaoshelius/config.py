@@ -1,0 +1,52 @@
+"""The harness's view of a Chaos Toolkit `configuration` block.
+
+Every activity reads its settings through `HarnessConfig.from_chaos(configuration)`, so the key
+names, their defaults and their validation live in one place. Defaults point at the embedded
+local stack on its default base port, so `chaos run experiments/x.json` needs no flag.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from chaoshelius.exceptions import ConfigurationError
+from chaoshelius.topology import NAMESPACE
+
+DEFAULT_BASE_PORT = 17000
+
+
+class HarnessConfig(BaseModel):
+    """Typed configuration. Chaos Toolkit keys are the field names below."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    target: Literal["local", "kubernetes"] = "local"
+    # local stack endpoints
+    helius_control_url: str = f"http://127.0.0.1:{DEFAULT_BASE_PORT}"
+    prometheus_base_url: str = f"http://127.0.0.1:{DEFAULT_BASE_PORT + 90}"
+    helius_reco_url: str = f"http://127.0.0.1:{DEFAULT_BASE_PORT + 80}"
+    helius_loadgen_metrics_port: int = DEFAULT_BASE_PORT + 89
+    # where a run keeps what it measured (fault windows, Locust CSVs, the report)
+    helius_run_dir: Path = Path("reports/runs/latest")
+    # HTTP timeout for every call the harness makes (control API, Prometheus)
+    helius_http_timeout_seconds: float = Field(default=5.0, gt=0)
+    # kubernetes target: refuse to act outside these
+    kube_context: str | None = None
+    kube_allowed_contexts: list[str] = Field(default_factory=list)
+    kube_namespace: str = NAMESPACE
+    kube_allowed_namespaces: list[str] = Field(default_factory=lambda: [NAMESPACE])
+
+    @classmethod
+    def from_chaos(cls, configuration: dict[str, Any] | None) -> HarnessConfig:
+        """Build from Chaos Toolkit's (already resolved) configuration mapping."""
+        try:
+            return cls.model_validate(dict(configuration or {}))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise ConfigurationError(
+                f"configuration key {where!r}: {first['msg']} (got {first.get('input')!r})"
+            ) from exc
