@@ -1,0 +1,6 @@
+"""The embedded local stack: the whole system on one machine, with faults that revert themselves.
+
+`daemon.py` is the supervisor (one asyncio process: pods, service and path proxies, the control
+API, the TTL reaper); `postgres.py` and `mlflow_server.py` are reusable server helpers; the CLI
+lives in `chaoshelius/cli/stack.py`. See docs/stack.md.
+"""
