@@ -1,0 +1,70 @@
+"""JUnit XML for CI: one test case per experiment of the suite."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
+
+from chaoshelius.report.model import RunSummary, Verdict
+
+
+def junit_tree(summaries: Sequence[RunSummary], suite_name: str = "helius-chaos") -> ET.Element:
+    """<testsuites><testsuite> with a <testcase> per run; failure = the failing hypothesis.
+
+    A run whose verdict is its expected one passes (a negative control expects `deviated`).
+    Otherwise a deviated / passed-but-expected-to-deviate run is a <failure>, and an
+    interrupted or failed run is an <error>.
+    """
+    failures = errors = 0
+    suite = ET.Element("testsuite", name=suite_name)
+    total_time = 0.0
+    for s in summaries:
+        name = s.experiment_key if s.variant is None else f"{s.experiment_key}[{s.variant}]"
+        case = ET.SubElement(
+            suite,
+            "testcase",
+            classname=f"{suite_name}.{s.experiment_key}",
+            name=name,
+            time=f"{s.duration_s or 0.0:.3f}",
+        )
+        total_time += s.duration_s or 0.0
+        detail = f"run {s.run_id}: verdict {s.verdict}, expected {s.expected_verdict}. {s.reason}"
+        if not s.as_expected:
+            if s.verdict in (Verdict.INTERRUPTED, Verdict.FAILED):
+                errors += 1
+                element = ET.SubElement(case, "error", type=str(s.verdict), message=s.reason)
+            else:
+                failures += 1
+                message = (
+                    s.reason
+                    if s.verdict == Verdict.DEVIATED
+                    else f"expected {s.expected_verdict} but the hypothesis held: {s.reason}"
+                )
+                element = ET.SubElement(case, "failure", type=str(s.verdict), message=message)
+            element.text = detail
+        out = ET.SubElement(case, "system-out")
+        out.text = (
+            detail
+            + "\nKPIs: "
+            + ", ".join(f"{k}={v}" for k, v in s.kpis.as_dict().items() if k != "notes")
+        )
+    suite.set("tests", str(len(summaries)))
+    suite.set("failures", str(failures))
+    suite.set("errors", str(errors))
+    suite.set("time", f"{total_time:.3f}")
+    root = ET.Element(
+        "testsuites",
+        tests=str(len(summaries)),
+        failures=str(failures),
+        errors=str(errors),
+        time=f"{total_time:.3f}",
+    )
+    root.append(suite)
+    return root
+
+
+def write_junit(summaries: Sequence[RunSummary], path: Path) -> None:
+    tree = ET.ElementTree(junit_tree(summaries))
+    ET.indent(tree)
+    tree.write(path, encoding="utf-8", xml_declaration=True)

@@ -1,0 +1,285 @@
+"""The report's data model: what a run report and the index show, built before any HTML.
+
+Everything here is plain typed data (dataclasses) so it can be unit-tested and serialised to
+`summary.json` without a template in sight. Values are kept as measured (floats, seconds since
+the epoch, ratios in 0..1); formatting happens only in the templates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+SUMMARY_SCHEMA_VERSION = 1
+
+
+class Verdict(StrEnum):
+    """The one-word outcome of a run, as shown at the top of its report."""
+
+    PASSED = "passed"  # completed, every hypothesis probe held
+    DEVIATED = "deviated"  # completed, a hypothesis probe did not hold
+    FAILED = "failed"  # the steady state was not met before the method, or an activity failed it
+    INTERRUPTED = "interrupted"  # interrupted / aborted (SIGTERM, control, safeguard, no journal)
+
+
+class Phase(StrEnum):
+    """When a hypothesis probe ran."""
+
+    BEFORE = "before"
+    DURING = "during"
+    AFTER = "after"
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One hypothesis probe run, in one phase.
+
+    `value`/`threshold`/`query`/`description` come from the harness's SLO probe output
+    (`{"ok","value","threshold","query","description","window"}`); for any other output they
+    are None and `raw_output` holds what the probe returned, shown as JSON.
+    """
+
+    name: str
+    phase: Phase
+    met: bool | None  # tolerance met; None when the probe never ran to a verdict
+    status: str  # chaoslib activity status: succeeded / failed
+    value: float | None = None
+    threshold: float | str | None = None
+    query: str | None = None
+    description: str | None = None
+    raw_output: Any = None
+    structured: bool = False  # True when the output matched the SLO probe shape
+    exception: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+
+
+@dataclass(frozen=True)
+class HypothesisRow:
+    """One probe of the steady-state hypothesis, across the phases it ran in."""
+
+    name: str
+    before: ProbeResult | None
+    during: tuple[ProbeResult, ...]
+    after: ProbeResult | None
+
+
+@dataclass(frozen=True)
+class TimelineEvent:
+    """An activity of the method or of the rollbacks, placed in time."""
+
+    name: str
+    section: str  # "method" or "rollback"
+    activity_type: str  # action / probe
+    status: str  # succeeded / failed / not run
+    started_at: float | None
+    ended_at: float | None
+    background: bool = False
+    exception: str | None = None
+    output_excerpt: str | None = None
+
+
+@dataclass(frozen=True)
+class FaultWindow:
+    """A period during which a fault was active. `ended_at` None: never closed in the record."""
+
+    id: str
+    kind: str
+    target: str
+    started_at: float
+    ended_at: float | None
+    source: str  # windows.json / journal / prometheus
+
+    def end_or(self, default: float) -> float:
+        return self.ended_at if self.ended_at is not None else default
+
+
+@dataclass(frozen=True)
+class Point:
+    t: float
+    v: float
+
+
+@dataclass(frozen=True)
+class Series:
+    """One labelled time series from a Prometheus range query (or Locust's history)."""
+
+    label: str
+    labels: dict[str, str]
+    points: tuple[Point, ...]
+
+
+@dataclass(frozen=True)
+class SeriesSet:
+    """The result of one chart query: zero or more series, or why there is none."""
+
+    key: str
+    query: str
+    series: tuple[Series, ...]
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Kpis:
+    """Resilience KPIs of a run. None means: could not be measured (said why in `notes`)."""
+
+    availability_during_fault: float | None = None  # successful / all client requests, 0..1
+    requests_during_fault: float | None = None  # client requests counted in the fault window
+    time_to_fallback_s: float | None = None  # fault start -> first fallback gauge at 1
+    time_to_recover_s: float | None = None  # fault end -> healthy again for the rest of the run
+    worst_p99_s: float | None = None  # highest client p99 latency over the run
+    fault_duration_s: float | None = None
+    notes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["notes"] = list(self.notes)
+        return data
+
+
+KPI_LABELS: dict[str, str] = {
+    "availability_during_fault": "Availability during the fault",
+    "time_to_fallback_s": "Time to fallback",
+    "time_to_recover_s": "Time to recover",
+    "worst_p99_s": "Worst p99 latency",
+}
+
+
+@dataclass(frozen=True)
+class LocustRow:
+    """One row of `locust_stats.csv` (times in milliseconds, as Locust writes them)."""
+
+    method: str
+    name: str
+    requests: int
+    failures: int
+    median_ms: float | None
+    average_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+    rps: float | None
+
+
+@dataclass(frozen=True)
+class LocustFailure:
+    method: str
+    name: str
+    error: str
+    occurrences: int
+
+
+@dataclass(frozen=True)
+class LocustStats:
+    rows: tuple[LocustRow, ...]
+    failures: tuple[LocustFailure, ...]
+    history: tuple[dict[str, str], ...] = ()
+
+    @property
+    def total(self) -> LocustRow | None:
+        for row in self.rows:
+            if row.name == "Aggregated":
+                return row
+        return None
+
+
+@dataclass(frozen=True)
+class RunMeta:
+    """Optional `meta.json` written by the suite runner next to the journal."""
+
+    experiment: str | None = None  # stable key, e.g. the experiment file stem
+    variant: str | None = None  # e.g. "negative:fallback-disabled"
+    expected_verdict: Verdict = Verdict.PASSED  # a negative control expects "deviated"
+    suite_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What `summary.json` holds: the verdict and KPIs the index, history and JUnit read."""
+
+    run_id: str
+    experiment_key: str
+    experiment_title: str
+    verdict: Verdict
+    reason: str
+    status: str | None  # chaoslib journal status
+    deviated: bool
+    started_at: float | None
+    ended_at: float | None
+    duration_s: float | None
+    failing_probe: str | None
+    kpis: Kpis
+    expected_verdict: Verdict = Verdict.PASSED
+    variant: str | None = None
+    suite_id: str | None = None
+    prometheus_error: str | None = None
+    schema_version: int = SUMMARY_SCHEMA_VERSION
+
+    @property
+    def as_expected(self) -> bool:
+        return self.verdict == self.expected_verdict
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["verdict"] = str(self.verdict)
+        data["expected_verdict"] = str(self.expected_verdict)
+        data["kpis"] = self.kpis.as_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSummary:
+        kpi_data = dict(data.get("kpis") or {})
+        kpi_data["notes"] = tuple(kpi_data.get("notes") or ())
+        known = set(Kpis.__dataclass_fields__)
+        kpis = Kpis(**{k: v for k, v in kpi_data.items() if k in known})
+        return cls(
+            run_id=str(data["run_id"]),
+            experiment_key=str(data["experiment_key"]),
+            experiment_title=str(data.get("experiment_title") or data["experiment_key"]),
+            verdict=Verdict(data["verdict"]),
+            reason=str(data.get("reason") or ""),
+            status=data.get("status"),
+            deviated=bool(data.get("deviated")),
+            started_at=_opt_float(data.get("started_at")),
+            ended_at=_opt_float(data.get("ended_at")),
+            duration_s=_opt_float(data.get("duration_s")),
+            failing_probe=data.get("failing_probe"),
+            kpis=kpis,
+            expected_verdict=Verdict(data.get("expected_verdict") or Verdict.PASSED),
+            variant=data.get("variant"),
+            suite_id=data.get("suite_id"),
+            prometheus_error=data.get("prometheus_error"),
+            schema_version=int(data.get("schema_version") or SUMMARY_SCHEMA_VERSION),
+        )
+
+
+@dataclass(frozen=True)
+class Link:
+    label: str
+    href: str
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """Everything the run report shows."""
+
+    summary: RunSummary
+    experiment_description: str | None
+    hypothesis_title: str | None
+    hypothesis: tuple[HypothesisRow, ...]
+    timeline: tuple[TimelineEvent, ...]
+    windows: tuple[FaultWindow, ...]
+    charts: tuple[SeriesSet, ...]
+    locust: LocustStats | None
+    links: tuple[Link, ...]
+    warnings: tuple[str, ...] = ()
+    prometheus_url: str | None = None
+    series_fetched_at: float | None = None
+    range_start: float | None = None
+    range_end: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
