@@ -1,0 +1,29 @@
+"""Shared dependencies: the components assembled by `main.create_app`, typed for routes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from helius_reco.core.config import Settings
+from helius_reco.lifecycle.refresher import Refresher
+from helius_reco.lifecycle.store import ModelStore
+from helius_reco.metrics import Metrics
+
+
+@dataclass(frozen=True)
+class Components:
+    settings: Settings
+    store: ModelStore
+    refresher: Refresher
+    metrics: Metrics
+
+
+def get_components(request: Request) -> Components:
+    components: Components = request.app.state.components
+    return components
+
+
+ComponentsDep = Annotated[Components, Depends(get_components)]

@@ -1,0 +1,41 @@
+"""Request metrics as a plain ASGI middleware (no per-request task or body copy)."""
+
+from __future__ import annotations
+
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from helius_reco.metrics import Metrics
+
+UNMATCHED_ROUTE = "unmatched"  # bounded label for 404s: never the raw path
+
+
+class RequestMetricsMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        metrics = self.metrics
+        metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            metrics.in_flight.dec()
+            route = scope.get("route")
+            template = getattr(route, "path", UNMATCHED_ROUTE)
+            metrics.requests.labels(template, scope["method"], str(status)).inc()
+            metrics.latency.labels(template).observe(time.perf_counter() - started)

@@ -1,0 +1,1 @@
+"""The recommender: synthetic data, training, the plain-data artifact format, scoring."""
