@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from chaoshelius.exceptions import ConfigurationError
-from chaoshelius.topology import NAMESPACE
+from chaoshelius.topology import NAMESPACE, App
 
 DEFAULT_BASE_PORT = 17000
 
@@ -38,6 +38,20 @@ class HarnessConfig(BaseModel):
     kube_allowed_contexts: list[str] = Field(default_factory=list)
     kube_namespace: str = NAMESPACE
     kube_allowed_namespaces: list[str] = Field(default_factory=lambda: [NAMESPACE])
+    # kubernetes target: app label -> Deployment name (scaling), and the RDS side of the
+    # mlflow-rds edge (an ipBlock CIDR on AWS; otherwise pods labelled app=postgres)
+    kube_deployments: dict[str, str] = Field(
+        default_factory=lambda: {App.RECO.value: App.RECO.value, App.MLFLOW.value: "mlflow"}
+    )
+    kube_rds_cidr: str | None = None
+
+    @field_validator("kube_allowed_contexts", "kube_allowed_namespaces", mode="before")
+    @classmethod
+    def _split_csv(cls, value: object) -> object:
+        """Allow a comma-separated string (an environment variable) for the allow-lists."""
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
 
     @classmethod
     def from_chaos(cls, configuration: dict[str, Any] | None) -> HarnessConfig:

@@ -1,0 +1,79 @@
+"""What every target driver offers the activities: a small, typed fault vocabulary.
+
+Activities (pods/, network/, zones/) never talk to a target directly; they call a `Driver`
+chosen by `get_driver(config)` from the configuration key `target`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+PathMode = Literal["blackhole", "reset", "latency"]
+PATH_MODES: tuple[PathMode, ...] = ("blackhole", "reset", "latency")
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    """One replica of an app, as the target sees it."""
+
+    name: str
+    app: str
+    zone: str | None
+    ready: bool
+
+
+@dataclass(frozen=True)
+class FaultRef:
+    """A fault the target holds: what undoes it and when it expires by itself."""
+
+    id: str
+    kind: str
+    target: str
+    started_at: float | None = None
+    expires_at: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Driver(Protocol):
+    """The operations a fault domain needs. Every undo is safe to call twice."""
+
+    name: str
+
+    def list_pods(self, app: str, zone: str | None = None) -> list[PodInfo]:
+        """Pods of `app` (optionally in one zone)."""
+        ...
+
+    def kill_pods(self, app: str, count: int | None = None, zone: str | None = None) -> list[str]:
+        """Kill `count` pods of `app` (all when None); return the names killed."""
+        ...
+
+    def scale(self, app: str, replicas: int, ttl_seconds: float) -> FaultRef:
+        """Run `replicas` replicas of `app` until `restore_scale` or the TTL."""
+        ...
+
+    def restore_scale(self, app: str) -> list[str]:
+        """Undo every scale fault on `app`; return the ids undone (empty if none)."""
+        ...
+
+    def cut_path(
+        self, edge: str, mode: PathMode, latency_ms: int | None, ttl_seconds: float
+    ) -> FaultRef:
+        """Degrade the dependency edge `edge` until `restore_path` or the TTL."""
+        ...
+
+    def restore_path(self, edge: str) -> list[str]:
+        """Undo every fault on `edge`; return the ids undone (empty if none)."""
+        ...
+
+    def drain_zone(self, zone: str, ttl_seconds: float) -> FaultRef:
+        """Stop every pod of the zone and keep them down until `uncordon_zone` or the TTL."""
+        ...
+
+    def uncordon_zone(self, zone: str) -> list[str]:
+        """Undo a zone drain; return the ids undone (empty if none)."""
+        ...
+
+    def active_faults(self) -> list[FaultRef]:
+        """Faults the target currently holds."""
+        ...

@@ -1,0 +1,1 @@
+"""Network fault domain: cut or slow a dependency edge (MLflow -> RDS, recommender -> MLflow)."""

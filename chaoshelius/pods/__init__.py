@@ -1,0 +1,1 @@
+"""Pods fault domain: kill replicas, scale an app down (full outage), check replacement."""

@@ -1,0 +1,119 @@
+"""Pod faults: kill replicas of an app, scale an app down (an outage), wait for replacement.
+
+Each fault records its window (see chaoshelius.windows) for the after-method hypothesis.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from chaoslib.exceptions import ActivityFailed
+from chaoslib.types import Configuration, Secrets
+
+from chaoshelius import windows
+from chaoshelius.drivers import driver_for
+
+__all__ = ["await_pods_ready", "kill_pods", "restore_scale", "scale_app"]
+
+KIND_KILL = "pod-kill"
+KIND_SCALE = "scale"
+
+
+def kill_pods(
+    app: str,
+    count: int | None = 1,
+    zone: str | None = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict[str, Any]:
+    """Kill `count` pods of `app` (all of them when `count` is null), optionally in one `zone`.
+
+    Opens a `pod-kill` window that `await_pods_ready` closes once replacements are ready.
+    Returns `{"killed": [names], "window": {...}}`.
+    """
+    windows.mark_fault_phase()
+    config, driver = driver_for(configuration)
+    killed = driver.kill_pods(app, count=count, zone=zone)
+    if not killed:
+        raise ActivityFailed(
+            f"no pod of app {app!r}{f' in {zone}' if zone else ''} was killed: none matched; "
+            "check the stack is up (`chaoshelius stack status`) and the app label"
+        )
+    window = windows.open_window(
+        config.helius_run_dir, KIND_KILL, app, details={"killed": killed, "zone": zone}
+    )
+    return {"killed": killed, "window": window.as_output()}
+
+
+def await_pods_ready(
+    app: str,
+    replicas: int,
+    timeout_seconds: float = 60.0,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict[str, Any]:
+    """Wait until `app` has `replicas` ready pods, none of them a pod killed in this run.
+
+    Closes the app's open `pod-kill` window at that moment. Raises ActivityFailed after
+    `timeout_seconds` (the after-method hypothesis then judges the unfinished recovery).
+    """
+    config, driver = driver_for(configuration)
+    window = windows.find_window(kind=KIND_KILL, target=app)
+    killed = set(window.details.get("killed", [])) if window else set()
+    deadline = time.monotonic() + timeout_seconds
+    started = time.monotonic()
+    while True:
+        pods = driver.list_pods(app)
+        ready = [p.name for p in pods if p.ready and p.name not in killed]
+        if len(ready) >= replicas:
+            closed = windows.close_windows(config.helius_run_dir, kind=KIND_KILL, target=app)
+            return {
+                "ready": ready,
+                "waited_seconds": round(time.monotonic() - started, 3),
+                "window": closed[0].as_close_output() if closed else None,
+            }
+        if time.monotonic() >= deadline:
+            raise ActivityFailed(
+                f"{app} has {len(ready)} ready replacement pod(s) of {replicas} after "
+                f"{timeout_seconds:g} s (pods: {[(p.name, p.ready) for p in pods]}); "
+                "look at the pod logs under .helius/stack/"
+            )
+        time.sleep(0.5)
+
+
+def scale_app(
+    app: str,
+    replicas: int = 0,
+    ttl_seconds: float = 90.0,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict[str, Any]:
+    """Run only `replicas` replicas of `app` (0: a full outage) until `restore_scale` or the TTL.
+
+    The TTL is the dead-man's switch: set it a little longer than the planned hold.
+    """
+    windows.mark_fault_phase()
+    config, driver = driver_for(configuration)
+    fault = driver.scale(app, replicas, ttl_seconds)
+    window = windows.open_window(
+        config.helius_run_dir,
+        KIND_SCALE,
+        app,
+        window_id=fault.id,
+        details={"replicas": replicas, "ttl_seconds": ttl_seconds, "expires_at": fault.expires_at},
+    )
+    return {"fault": fault.id, "expires_at": fault.expires_at, "window": window.as_output()}
+
+
+def restore_scale(
+    app: str, configuration: Configuration = None, secrets: Secrets = None
+) -> dict[str, Any]:
+    """Undo every scale fault on `app` (safe to run twice: the second finds nothing to undo)."""
+    config, driver = driver_for(configuration)
+    undone = driver.restore_scale(app)
+    closed = windows.close_windows(config.helius_run_dir, kind=KIND_SCALE, target=app)
+    return {
+        "undone": undone,
+        "window": closed[0].as_close_output() if closed else None,
+    }

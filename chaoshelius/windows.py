@@ -1,0 +1,173 @@
+"""Fault windows: when each fault of this run started and ended.
+
+Fault actions open a window when they inject (`open_window`) and restore actions close it
+(`close_windows`); the after-method hypothesis then judges that window in Prometheus. The
+record lives in two places:
+
+- in this process (Chaos Toolkit runs every Python activity of an experiment in the `chaos`
+  process), so probes see exactly the windows of *this* run, never a stale file of an earlier
+  run in the same run directory;
+- in `<helius_run_dir>/windows.json`, a JSON list of `{"id", "kind", "target", "started_at",
+  "ended_at", "details"}` (epoch seconds), for the report builder. The first window of a process
+  replaces whatever an earlier run left there.
+
+A window probe must tell "before the method" (no fault yet: it holds vacuously) from "after the
+method, but the fault never recorded a window" (a failure). `mark_fault_phase()` is called at
+the very start of every fault action, before it can fail, so the second case is detected.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "Window",
+    "close_windows",
+    "fault_phase_started",
+    "find_window",
+    "mark_fault_phase",
+    "open_window",
+    "reset",
+    "windows",
+]
+
+WINDOWS_FILE = "windows.json"
+
+
+@dataclass
+class Window:
+    """One fault's time window, epoch seconds. `ended_at` is None while the fault is active."""
+
+    id: str
+    kind: str
+    target: str
+    started_at: float
+    ended_at: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_output(self) -> dict[str, Any]:
+        """What a fault action returns under `"window"` (the journal keeps it)."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "target": self.target,
+            "started_at": self.started_at,
+        }
+
+    def as_close_output(self) -> dict[str, Any]:
+        """What a restore action returns under `"window"`."""
+        return {"id": self.id, "ended_at": self.ended_at}
+
+
+@dataclass
+class _RunState:
+    fault_phase: bool = False
+    windows: list[Window] = field(default_factory=list)
+
+
+_LOCK = threading.Lock()
+_STATE = _RunState()
+
+
+def reset() -> None:
+    """Forget this process's windows (tests; a new run in the same process)."""
+    global _STATE
+    with _LOCK:
+        _STATE = _RunState()
+
+
+def mark_fault_phase() -> None:
+    """Record that the method reached a fault action (call first thing in every fault action)."""
+    with _LOCK:
+        _STATE.fault_phase = True
+
+
+def fault_phase_started() -> bool:
+    """True once any fault action of this run has been called, whether it succeeded or not."""
+    with _LOCK:
+        return _STATE.fault_phase
+
+
+def windows() -> list[Window]:
+    """A copy of this run's windows, oldest first."""
+    with _LOCK:
+        return [Window(**asdict(w)) for w in _STATE.windows]
+
+
+def open_window(
+    run_dir: Path,
+    kind: str,
+    target: str,
+    window_id: str | None = None,
+    details: dict[str, Any] | None = None,
+    started_at: float | None = None,
+) -> Window:
+    """Start a window now (or at `started_at`) and persist it."""
+    window = Window(
+        id=window_id or f"{kind}-{uuid.uuid4().hex[:8]}",
+        kind=kind,
+        target=target,
+        started_at=time.time() if started_at is None else started_at,
+        details=dict(details or {}),
+    )
+    with _LOCK:
+        _STATE.fault_phase = True
+        _STATE.windows.append(window)
+        _persist(run_dir)
+    return Window(**asdict(window))
+
+
+def close_windows(
+    run_dir: Path,
+    kind: str | None = None,
+    target: str | None = None,
+    window_id: str | None = None,
+    ended_at: float | None = None,
+) -> list[Window]:
+    """End the open windows that match; already-closed windows keep their first end (idempotent)."""
+    stamp = time.time() if ended_at is None else ended_at
+    closed: list[Window] = []
+    with _LOCK:
+        for window in _STATE.windows:
+            if window.ended_at is not None or not _matches(window, kind, target, window_id):
+                continue
+            window.ended_at = stamp
+            closed.append(Window(**asdict(window)))
+        if closed:
+            _persist(run_dir)
+    return closed
+
+
+def find_window(
+    window_id: str | None = None, kind: str | None = None, target: str | None = None
+) -> Window | None:
+    """The most recent window of this run matching all the given filters, or None."""
+    with _LOCK:
+        for window in reversed(_STATE.windows):
+            if _matches(window, kind, target, window_id):
+                return Window(**asdict(window))
+    return None
+
+
+def _matches(window: Window, kind: str | None, target: str | None, window_id: str | None) -> bool:
+    return (
+        (kind is None or window.kind == kind)
+        and (target is None or window.target == target)
+        and (window_id is None or window.id == window_id)
+    )
+
+
+def _persist(run_dir: Path) -> None:
+    """Write this run's windows to `<run_dir>/windows.json` atomically (lock held)."""
+    path = Path(run_dir) / WINDOWS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{WINDOWS_FILE}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps([asdict(w) for w in _STATE.windows], indent=2) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,1 @@
+"""Zones fault domain: drain and uncordon an availability zone."""
