@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
 from helius_reco import SERVICE_NAME, __version__
+from helius_reco.api import errors
 from helius_reco.api.deps import Components
 from helius_reco.api.middleware import RequestMetricsMiddleware
 from helius_reco.api.routes import health, metrics, predict
@@ -103,6 +104,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.components = components
+    errors.install(app)
     app.include_router(health.router)
     app.include_router(predict.router)
     app.include_router(metrics.router)

@@ -12,15 +12,13 @@ Identifier = Annotated[str, Field(min_length=1, max_length=128)]
 class PredictRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={
-            "examples": [{"user_id": "u0042", "num_items": 5, "exclude": ["i0007"]}]
-        },
+        json_schema_extra={"examples": [{"user_id": "u0042", "k": 5, "exclude": ["i0007"]}]},
     )
 
     user_id: Identifier = Field(
         description="User to recommend for; unknown users get popular items."
     )
-    num_items: int = Field(default=10, ge=1, le=100, description="How many items to return.")
+    k: int = Field(default=10, ge=1, le=100, description="How many items to return (top-k).")
     exclude: list[Identifier] = Field(
         default_factory=list, max_length=1000, description="Item ids never to return."
     )

@@ -32,7 +32,6 @@ class Settings(BaseSettings):
     pod_name: str = Field(default_factory=lambda: os.environ.get("HOSTNAME", "local"))
     zone: str = "unknown"
     max_artifact_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
-    default_num_items: int = Field(default=10, ge=1, le=100)
     log_level: str = "INFO"
 
     def mlflow_client_env(self) -> dict[str, str]:

@@ -19,7 +19,7 @@ async def predict(body: PredictRequest, components: ComponentsDep) -> PredictRes
     served = components.store.current  # one read: a concurrent swap cannot mix two models
     if served is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no model loaded yet")
-    reco = served.model.recommend(body.user_id, body.num_items, body.exclude)
+    reco = served.model.recommend(body.user_id, body.k, body.exclude)
     return PredictResponse(
         user_id=body.user_id,
         items=[ScoredItem(item_id=item, score=score) for item, score in reco.items],
