@@ -12,12 +12,23 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
 from chaoshelius import windows
-from chaoshelius.drivers import driver_for
+from chaoshelius.drivers import Driver, driver_for
 
 __all__ = ["await_pods_ready", "kill_pods", "restore_scale", "scale_app"]
 
 KIND_KILL = "pod-kill"
 KIND_SCALE = "scale"
+
+
+def ready_before(window: windows.Window, app: str) -> int:
+    """Ready pods of `app` when the fault started, as its action recorded them (at least 1)."""
+    counts = window.details.get("ready_before", {})
+    return max(1, int(counts.get(app, 1)))
+
+
+def ready_counts(driver: Driver, *apps: str) -> dict[str, int]:
+    """Ready pods per app, now (recorded in fault windows as `ready_before`)."""
+    return {app: sum(1 for p in driver.list_pods(app) if p.ready) for app in apps}
 
 
 def kill_pods(
@@ -34,6 +45,7 @@ def kill_pods(
     """
     windows.mark_fault_phase()
     config, driver = driver_for(configuration)
+    before = ready_counts(driver, app)
     killed = driver.kill_pods(app, count=count, zone=zone)
     if not killed:
         raise ActivityFailed(
@@ -41,26 +53,38 @@ def kill_pods(
             "check the stack is up (`chaoshelius stack status`) and the app label"
         )
     window = windows.open_window(
-        config.helius_run_dir, KIND_KILL, app, details={"killed": killed, "zone": zone}
+        config.helius_run_dir,
+        KIND_KILL,
+        app,
+        details={"killed": killed, "zone": zone, "ready_before": before},
     )
     return {"killed": killed, "window": window.as_output()}
 
 
 def await_pods_ready(
     app: str,
-    replicas: int,
+    replicas: int | None = None,
     timeout_seconds: float = 60.0,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
     """Wait until `app` has `replicas` ready pods, none of them a pod killed in this run.
 
-    Closes the app's open `pod-kill` window at that moment. Raises ActivityFailed after
-    `timeout_seconds` (the after-method hypothesis then judges the unfinished recovery).
+    `replicas` defaults to the ready count recorded when this run's last fault on `app`
+    started (kill, scale or zone drain), else 1. Closes the app's open `pod-kill` window at
+    that moment. Raises ActivityFailed after `timeout_seconds` (the after-method hypothesis
+    then judges the unfinished recovery).
     """
     config, driver = driver_for(configuration)
     window = windows.find_window(kind=KIND_KILL, target=app)
     killed = set(window.details.get("killed", [])) if window else set()
+    if replicas is None:
+        latest = max(
+            (w for w in windows.windows() if app in w.details.get("ready_before", {})),
+            key=lambda w: w.started_at,
+            default=None,
+        )
+        replicas = ready_before(latest, app) if latest else 1
     deadline = time.monotonic() + timeout_seconds
     started = time.monotonic()
     while True:
@@ -95,13 +119,19 @@ def scale_app(
     """
     windows.mark_fault_phase()
     config, driver = driver_for(configuration)
+    before = ready_counts(driver, app)
     fault = driver.scale(app, replicas, ttl_seconds)
     window = windows.open_window(
         config.helius_run_dir,
         KIND_SCALE,
         app,
         window_id=fault.id,
-        details={"replicas": replicas, "ttl_seconds": ttl_seconds, "expires_at": fault.expires_at},
+        details={
+            "replicas": replicas,
+            "ttl_seconds": ttl_seconds,
+            "expires_at": fault.expires_at,
+            "ready_before": before,
+        },
     )
     return {"fault": fault.id, "expires_at": fault.expires_at, "window": window.as_output()}
 

@@ -7,8 +7,8 @@ from typing import Any
 from chaoslib.types import Configuration, Secrets
 
 from chaoshelius.drivers import driver_for
-from chaoshelius.pods.actions import KIND_KILL
-from chaoshelius.slo.verdict import verdict, window_json, window_or_verdict
+from chaoshelius.pods.actions import KIND_KILL, ready_before
+from chaoshelius.slo.verdict import gated, verdict, window_json, window_or_verdict
 
 __all__ = ["pods_ready", "pods_replaced"]
 
@@ -20,33 +20,39 @@ def pods_ready(
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
-    """`ok` when `app` has at least `min_ready` ready pods (in `zone`, if given), now."""
+    """`ok` when `app` has at least `min_ready` ready pods (in `zone`, if given), now.
+    Before any fault it raises instead of returning `ok: false` (a broken start fails the run)."""
     _, driver = driver_for(configuration)
     pods = driver.list_pods(app, zone)
     ready = [p.name for p in pods if p.ready]
     where = f" in {zone}" if zone else ""
-    return verdict(
-        len(ready) >= min_ready,
-        len(ready),
-        {"min_ready": min_ready},
-        f"{app}{where}: {len(ready)} ready pod(s) of {len(pods)}, need {min_ready}",
-        pods=[{"name": p.name, "zone": p.zone, "ready": p.ready} for p in pods],
+    return gated(
+        verdict(
+            len(ready) >= min_ready,
+            len(ready),
+            {"min_ready": min_ready},
+            f"{app}{where}: {len(ready)} ready pod(s) of {len(pods)}, need {min_ready}",
+            pods=[{"name": p.name, "zone": p.zone, "ready": p.ready} for p in pods],
+        )
     )
 
 
 def pods_replaced(
     app: str,
-    min_ready: int,
+    min_ready: int | None = None,
     window_id: str | None = None,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
     """Proof the kill happened and healed: the pods killed in this run's `pod-kill` window are
-    gone and `app` has at least `min_ready` ready pods with new names. Vacuous before the fault.
+    gone and `app` has at least `min_ready` ready pods with new names (default: as many as
+    were ready before the kill). Vacuous before the fault.
     """
     window = window_or_verdict(window_id, KIND_KILL, app, {"min_ready": min_ready})
     if isinstance(window, dict):
         return window
+    if min_ready is None:
+        min_ready = ready_before(window, app)
     killed = set(window.details.get("killed", []))
     _, driver = driver_for(configuration)
     pods = driver.list_pods(app)

@@ -19,8 +19,9 @@ from typing import Any
 from chaoslib.types import Configuration, Secrets
 
 from chaoshelius.config import HarnessConfig
+from chaoshelius.pods.actions import ready_before
 from chaoshelius.slo import prometheus as prom
-from chaoshelius.slo.verdict import verdict, window_json, window_or_verdict
+from chaoshelius.slo.verdict import gated, verdict, window_json, window_or_verdict
 from chaoshelius.windows import Window
 
 __all__ = [
@@ -70,7 +71,8 @@ def query_value(
     secrets: Secrets = None,
 ) -> dict[str, Any]:
     """`ok` when the instant `query` (one series) is within [min_value, max_value] now.
-    No series is a failure. Example: `max(reco_engine_in_fallback_mode)` with max_value 0."""
+    No series is a failure. Example: `max(reco_engine_in_fallback_mode)` with max_value 0.
+    Before any fault it raises instead of returning `ok: false` (a broken start fails the run)."""
     config = HarnessConfig.from_chaos(configuration)
     value = prom.instant_value(config, query)
     ok = (
@@ -78,12 +80,14 @@ def query_value(
         and (min_value is None or value >= min_value)
         and (max_value is None or value <= max_value)
     )
-    return verdict(
-        ok,
-        value,
-        {"min": min_value, "max": max_value},
-        f"{query} = {_fmt(value)} (allowed [{min_value}, {max_value}])",
-        query=query,
+    return gated(
+        verdict(
+            ok,
+            value,
+            {"min": min_value, "max": max_value},
+            f"{query} = {_fmt(value)} (allowed [{min_value}, {max_value}])",
+            query=query,
+        )
     )
 
 
@@ -504,8 +508,8 @@ def targets_went_down(
 
 def replicas_recovered_within(
     app: str,
-    replicas: int,
     seconds: float,
+    replicas: int | None = None,
     window_id: str | None = None,
     kind: str | None = None,
     target: str | None = None,
@@ -514,11 +518,15 @@ def replicas_recovered_within(
 ) -> dict[str, Any]:
     """`ok` when Prometheus saw `replicas` `up` targets of `app` again within `seconds` of the
     fault's end (of its start for an instant fault such as a kill), and still does now.
+    `replicas` defaults to the ready count the fault action recorded for `app`.
     Reports `time_to_recover_seconds` (from the first dip below `replicas`)."""
-    threshold = {"replicas": replicas, "seconds": seconds}
+    threshold: dict[str, Any] = {"replicas": replicas, "seconds": seconds}
     window = window_or_verdict(window_id, kind, target, threshold)
     if isinstance(window, dict):
         return window
+    if replicas is None:
+        replicas = ready_before(window, app)
+        threshold["replicas"] = replicas
     config = HarnessConfig.from_chaos(configuration)
     start = window.started_at
     ref = window.ended_at if window.ended_at is not None and window.kind != "pod-kill" else start

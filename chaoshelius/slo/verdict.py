@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from chaoslib.exceptions import ActivityFailed
+
 from chaoshelius import windows
 from chaoshelius.windows import Window
 
-__all__ = ["OK_TOLERANCE", "verdict", "window_json", "window_or_verdict"]
+__all__ = ["OK_TOLERANCE", "gated", "verdict", "window_json", "window_or_verdict"]
 
 OK_TOLERANCE: dict[str, Any] = {"type": "jsonpath", "path": "$.ok", "expect": True}
 
@@ -81,3 +83,16 @@ def window_json(window: Window) -> dict[str, Any]:
         "started_at": window.started_at,
         "ended_at": window.ended_at,
     }
+
+
+def gated(result: dict[str, Any]) -> dict[str, Any]:
+    """Raise instead of returning `ok: false` before any fault of this run (the before-method
+    hypothesis): Chaos Toolkit exits 0 when a before-method tolerance fails, but 1 when a
+    probe raises, and a run that started from a broken system proved nothing.
+    After the method the result is returned as is (the tolerance then deviates the run).
+    """
+    if not result["ok"] and not windows.fault_phase_started():
+        raise ActivityFailed(
+            f"steady state not met before any fault was injected: {result['description']}"
+        )
+    return result

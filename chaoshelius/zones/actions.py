@@ -9,7 +9,8 @@ from chaoslib.types import Configuration, Secrets
 
 from chaoshelius import windows
 from chaoshelius.drivers import driver_for
-from chaoshelius.topology import ZONES
+from chaoshelius.pods.actions import ready_counts
+from chaoshelius.topology import ZONES, App
 
 __all__ = ["drain_zone", "uncordon_zone"]
 
@@ -31,13 +32,14 @@ def drain_zone(
     if zone not in ZONES:
         raise ActivityFailed(f"unknown zone {zone!r}; use one of {list(ZONES)}")
     config, driver = driver_for(configuration)
+    before = ready_counts(driver, App.RECO.value, App.MLFLOW.value)
     fault = driver.drain_zone(zone, ttl_seconds)
     window = windows.open_window(
         config.helius_run_dir,
         KIND_DRAIN,
         zone,
         window_id=fault.id,
-        details={"expires_at": fault.expires_at, **fault.details},
+        details={"expires_at": fault.expires_at, "ready_before": before, **fault.details},
     )
     return {"fault": fault.id, "expires_at": fault.expires_at, "window": window.as_output()}
 

@@ -6,7 +6,8 @@ from typing import Any
 
 from chaoslib.types import Configuration, Secrets
 
-from chaoshelius.pods.probes import pods_ready
+from chaoshelius.drivers import driver_for
+from chaoshelius.slo.verdict import gated, verdict
 from chaoshelius.topology import ZONES
 
 __all__ = ["every_zone_has_ready_pods"]
@@ -16,15 +17,16 @@ def every_zone_has_ready_pods(
     app: str, configuration: Configuration = None, secrets: Secrets = None
 ) -> dict[str, Any]:
     """`ok` when each zone runs at least one ready pod of `app` (the spread survived)."""
-    per_zone = {zone: pods_ready(app, 1, zone, configuration, secrets) for zone in ZONES}
-    missing = [zone for zone, result in per_zone.items() if not result["ok"]]
-    return {
-        "ok": not missing,
-        "value": len(ZONES) - len(missing),
-        "threshold": {"zones": list(ZONES)},
-        "query": "",
-        "description": f"{app}: "
-        + (f"no ready pod in {missing}" if missing else "a ready pod in every zone"),
-        "window": None,
-        "zones": {zone: result["value"] for zone, result in per_zone.items()},
-    }
+    _, driver = driver_for(configuration)
+    pods = driver.list_pods(app)
+    per_zone = {zone: sum(1 for p in pods if p.ready and p.zone == zone) for zone in ZONES}
+    missing = [zone for zone, count in per_zone.items() if not count]
+    return gated(
+        verdict(
+            not missing,
+            len(ZONES) - len(missing),
+            {"zones": list(ZONES)},
+            f"{app}: " + (f"no ready pod in {missing}" if missing else "a ready pod in every zone"),
+            zones=per_zone,
+        )
+    )
