@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 
 from chaoshelius.report.model import FaultWindow, Point, Series, TimelineEvent
 
-WIDTH = 760
-LEFT = 64
+WIDTH = 960
+LEFT = 150
 RIGHT = 16
 TOP = 10
 LINE_HEIGHT = 190

@@ -273,7 +273,7 @@ def _verdict(
         return (
             Verdict.PASSED,
             f"The hypothesis held: {n} probe run(s) before, during and after "
-            f"{actions} fault action(s) all met their tolerance.",
+            f"the method's {actions} action(s) all met their tolerance.",
             None,
         )
     if not states and status is None:
