@@ -16,7 +16,6 @@ from __future__ import annotations
 import bisect
 import itertools
 import random
-import socket
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -100,6 +99,9 @@ class ClientFailure(Exception):
         super().__init__(message)
         self.reason = reason
 
+    def __repr__(self) -> str:  # Locust's failure tables show repr(): keep it the message
+        return str(self)
+
 
 def check_status(status: int) -> ClientFailure | None:
     if status == 0 or 200 <= status < 300:
@@ -158,36 +160,65 @@ def check_health(body: Any) -> ClientFailure | None:
 
 
 def _chain(exc: BaseException | None) -> list[BaseException]:
+    """The exception and what caused it: __cause__, __context__, and the wrapped exceptions
+    urllib3/requests keep in `.reason` or `args[0]`."""
+    todo: list[BaseException] = [exc] if exc is not None else []
     seen: list[BaseException] = []
-    while exc is not None and exc not in seen:
-        seen.append(exc)
-        exc = exc.__cause__ or exc.__context__
+    while todo:
+        current = todo.pop()
+        if any(current is s for s in seen):
+            continue
+        seen.append(current)
+        reason = getattr(current, "reason", None)
+        first = current.args[0] if current.args else None
+        for nxt in (current.__cause__, current.__context__, reason, first):
+            if isinstance(nxt, BaseException):
+                todo.append(nxt)
     return seen
 
 
+_TIMEOUT_NAMES: Final = {
+    "Timeout",
+    "ReadTimeout",
+    "ConnectTimeout",
+    "ReadTimeoutError",
+    "ConnectTimeoutError",
+}
+_CONNECTION_NAMES: Final = {
+    "ConnectionError",
+    "NewConnectionError",
+    "ProtocolError",
+    "RemoteDisconnected",
+    "ChunkedEncodingError",
+}
+
+
 def classify(exception: BaseException | None, status: int | None) -> str:
-    """The `reason` label of one request, from Locust's `request` event arguments."""
+    """The `reason` label of one request, from Locust's `request` event arguments.
+
+    Order matters: a refused/reset connection is "connection" even though urllib3 2 makes
+    NewConnectionError a subclass of ConnectTimeoutError; a connect or read that ran out of
+    time (a blackholed or hung server) is "timeout"."""
     if exception is None:
         return REASON_OK
     if isinstance(exception, ClientFailure):
         return exception.reason
-    chain = _chain(exception)
-    names = {cls.__name__ for e in chain for cls in type(e).__mro__}
-    if names & {"Timeout", "ReadTimeout", "ConnectTimeout", "TimeoutError", "ReadTimeoutError"}:
-        return "timeout"
-    if any(isinstance(e, socket.timeout) for e in chain):
-        return "timeout"
-    if names & {"ConnectionError", "NewConnectionError", "ProtocolError", "RemoteDisconnected"}:
-        return "connection"
-    if any(isinstance(e, ConnectionError | OSError) for e in chain):
-        return "connection"
     if status:
         failure = check_status(status)
         if failure is not None:
             return failure.reason
+    chain = _chain(exception)
+    if any(isinstance(e, ConnectionError) for e in chain):  # refused, reset, aborted, pipe
+        return "connection"
+    names = {type(e).__name__ for e in chain}
+    if names & _TIMEOUT_NAMES or any(isinstance(e, TimeoutError) for e in chain):
+        return "timeout"
+    if names & _CONNECTION_NAMES or any(isinstance(e, OSError) for e in chain):
+        return "connection"
     return "other"
 
 
 def predict_body(user: str, k: int, exclude: Sequence[str] = ()) -> dict[str, Any]:
-    """The `/predict` request body."""
+    """The `/predict` request body (helius_reco.api.schemas.PredictRequest; extra keys are
+    rejected with 422, so only these three)."""
     return {"user_id": user, "k": k, "exclude": list(exclude)}

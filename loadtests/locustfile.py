@@ -32,9 +32,11 @@ import math
 import random
 from typing import Any
 
+import gevent
 import helius_traffic as traffic
 from locust import HttpUser, LoadTestShape, between, events, task
 from locust.env import Environment
+from locust.stats import CSV_STATS_INTERVAL_SEC
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -191,6 +193,12 @@ def _on_request(
 @events.quitting.add_listener
 def _on_quitting(environment: Environment, **_: Any) -> None:
     options = environment.parsed_options
+    runner = environment.runner
+    if options is not None and options.csv_prefix and runner is not None:
+        # Locust rewrites its CSVs every CSV_STATS_INTERVAL_SEC and does not write them once more
+        # on exit: stop the users and give the writer one more turn, so the CSVs are final.
+        runner.stop()
+        gevent.sleep(CSV_STATS_INTERVAL_SEC + 0.25)
     threshold = options.fail_ratio if options is not None else 0.01
     ratio = environment.stats.total.fail_ratio
     if ratio > threshold:

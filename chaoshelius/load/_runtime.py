@@ -104,6 +104,15 @@ def read_pid(files: RunFiles) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def forget_finished_children(files: RunFiles) -> None:
+    """Reap Locust children of this process that ended (stopped from another process, or by
+    their run time) and are no longer the run dir's current load."""
+    current = read_pid(files)
+    for pid, child in list(_children.items()):
+        if child.poll() is not None and pid != current:
+            del _children[pid]
+
+
 def _reap(pid: int) -> None:
     child = _children.get(pid)
     if child is not None:

@@ -68,6 +68,7 @@ def start_load(
     if shape not in ("steady", "ramp"):
         raise TargetError(f"start_load: shape must be 'steady' or 'ramp', not {shape!r}.")
     files = rt.run_files(config)
+    rt.forget_finished_children(files)
     port = config.helius_loadgen_metrics_port
     metrics_url = f"http://127.0.0.1:{port}/metrics"
 
@@ -128,6 +129,7 @@ def start_load(
     deadline = time.monotonic() + _STARTUP_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
+            rt._children.pop(process.pid, None)
             files.pid.unlink(missing_ok=True)
             raise TargetError(
                 f"Locust exited early with code {process.returncode}; see {files.log}. "
@@ -138,6 +140,7 @@ def start_load(
         time.sleep(0.2)
     rt.signal_group(process.pid, signal.SIGKILL)
     process.wait(5)
+    rt._children.pop(process.pid, None)
     files.pid.unlink(missing_ok=True)
     raise TargetError(
         f"Locust started but its metrics endpoint {metrics_url} did not answer within "
@@ -161,6 +164,7 @@ def stop_load(
     """
     config = rt.load_config(configuration)
     files = rt.run_files(config)
+    rt.forget_finished_children(files)
     pid = rt.read_pid(files)
     result: dict[str, Any] = {"stopped": False, "pid": pid, "signal": None}
     if pid is not None and rt.is_locust(pid):

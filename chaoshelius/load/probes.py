@@ -22,6 +22,7 @@ def load_is_running(configuration: Configuration = None, secrets: Secrets = None
     """True while the Locust process started by start_load (per `<helius_run_dir>/locust.pid`)
     is alive."""
     files = rt.run_files(rt.load_config(configuration))
+    rt.forget_finished_children(files)
     pid = rt.read_pid(files)
     return pid is not None and rt.is_locust(pid)
 

@@ -53,7 +53,11 @@ class FakeReco:
                 status, body = fake.predict(request)
                 self._send(status, body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # clients that time out close their end: broken pipes are expected
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -77,6 +81,8 @@ class FakeReco:
         }
 
     def predict(self, request: dict[str, Any]) -> tuple[int, Any]:
+        if set(request) - {"user_id", "k", "exclude"} or "user_id" not in request:
+            return 422, {"detail": "bad request body"}  # like PredictRequest(extra="forbid")
         exclude = list(request.get("exclude") or [])
         k = int(request.get("k", 10))
         with self._lock:
