@@ -17,10 +17,6 @@ from chaoshelius.topology import APP_LABEL
 
 __all__ = ["LocalDriver"]
 
-KIND_PATH = "path"
-KIND_DRAIN = "drain"
-KIND_SCALE = "scale"
-
 
 class LocalDriver:
     """Client of the local stack's control API."""
@@ -55,12 +51,7 @@ class LocalDriver:
         return _fault(body)
 
     def restore_scale(self, app: str) -> list[str]:
-        undone = []
-        for fault in self.active_faults():
-            if fault.kind == KIND_SCALE and fault.target == app:
-                self._request("DELETE", f"/faults/{fault.id}")
-                undone.append(fault.id)
-        return undone
+        return _removed(self._request("DELETE", f"/apps/{app}/scale"))
 
     def cut_path(
         self, edge: str, mode: PathMode, latency_ms: int | None, ttl_seconds: float
@@ -71,9 +62,7 @@ class LocalDriver:
         return _fault(self._request("POST", f"/paths/{edge}/faults", json=payload))
 
     def restore_path(self, edge: str) -> list[str]:
-        before = [f.id for f in self.active_faults() if f.kind == KIND_PATH and f.target == edge]
-        self._request("DELETE", f"/paths/{edge}/faults")
-        return before
+        return _removed(self._request("DELETE", f"/paths/{edge}/faults"))
 
     def drain_zone(self, zone: str, ttl_seconds: float) -> FaultRef:
         return _fault(
@@ -81,9 +70,7 @@ class LocalDriver:
         )
 
     def uncordon_zone(self, zone: str) -> list[str]:
-        before = [f.id for f in self.active_faults() if f.kind == KIND_DRAIN and f.target == zone]
-        self._request("POST", f"/zones/{zone}/uncordon")
-        return before
+        return _removed(self._request("POST", f"/zones/{zone}/uncordon"))
 
     def active_faults(self) -> list[FaultRef]:
         body = self._request("GET", "/faults")
@@ -144,6 +131,12 @@ def _pod(item: dict[str, Any]) -> PodInfo:
         zone=item.get("zone", labels.get("zone")),
         ready=bool(ready),
     )
+
+
+def _removed(body: Any) -> list[str]:
+    """Ids of the faults an undo removed (`{"removed": [fault, ...]}`)."""
+    removed = body.get("removed", []) if isinstance(body, dict) else []
+    return [str(item["id"]) if isinstance(item, dict) else str(item) for item in removed or []]
 
 
 def _fault(body: dict[str, Any]) -> FaultRef:

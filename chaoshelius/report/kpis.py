@@ -99,10 +99,10 @@ def compute_kpis(
 def increase(points: Sequence[Point], start: float, end: float) -> float:
     """Counter increase over [start, end] from samples, counting resets as Prometheus does.
 
-    The sample at or just before `start` is the baseline (the first sample when none is).
+    The last sample at or before `start` is the baseline (the first sample when none is).
     """
-    inside = [p for p in points if start <= p.t <= end]
-    before = [p for p in points if p.t < start]
+    inside = [p for p in points if start < p.t <= end]
+    before = [p for p in points if p.t <= start]
     chain = ([before[-1]] if before else []) + inside
     total = 0.0
     for prev, cur in zip(chain, chain[1:], strict=False):

@@ -47,7 +47,7 @@ def _get(config: HarnessConfig, path: str, params: dict[str, str]) -> Any:
     base = config.prometheus_base_url.rstrip("/")
     timeout = config.helius_http_timeout_seconds
     # Prometheus's own evaluation timeout, a little under ours, so it answers with an error
-    params = {**params, "timeout": f"{max(timeout - 0.5, 0.5):g}s"}
+    params = {**params, "timeout": f"{int(max(timeout - 0.5, 0.5) * 1000)}ms"}
     try:
         response = httpx.get(f"{base}{path}", params=params, timeout=timeout)
     except httpx.TimeoutException as exc:

@@ -1,0 +1,77 @@
+"""Stack profiles: what the supervisor runs (replicas, zones, the recommender's app and env).
+
+The default profile is the system as shipped. Negative controls (chaoshelius/negative/) load
+fragile variants from a JSON or YAML file with `chaoshelius stack up --profile FILE`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from chaoshelius.stack.errors import StackError
+from chaoshelius.topology import ZONES
+
+
+class AppPlacement(BaseModel):
+    """Replicas of one app; replica i runs in zones[i % len(zones)]."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    replicas: int = Field(default=3, ge=0, le=9)
+    zones: tuple[str, ...] = ZONES
+
+    @field_validator("zones")
+    @classmethod
+    def _known_zones(cls, zones: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [zone for zone in zones if zone not in ZONES]
+        if unknown or not zones:
+            raise ValueError(f"zones must be a non-empty subset of {list(ZONES)}, got {unknown}")
+        return zones
+
+    def zone_of(self, index: int) -> str:
+        return self.zones[index % len(self.zones)]
+
+
+class StackConfig(BaseModel):
+    """A stack profile. Every field has the shipped default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "default"
+    reco: AppPlacement = AppPlacement()
+    mlflow: AppPlacement = AppPlacement()
+    # import string of the recommender's app factory (uvicorn --factory)
+    reco_app: str = "helius_reco.main:create_app"
+    # extra environment for the recommender pods (wins over the stack's own HELIUS_* values)
+    reco_env: dict[str, str] = Field(default_factory=dict)
+    # "service": through the reco-mlflow path proxy to the MLflow service proxy (HA);
+    # "pod": the path proxy forwards to MLflow replica 0 only, whatever its health (fragile)
+    reco_mlflow_endpoint: Literal["service", "pod"] = "service"
+    refresh_interval_seconds: float = Field(default=2.0, gt=0)
+    # train and register `reco@champion` on first start (needs helius_reco installed)
+    bootstrap_model: bool = True
+    # delay before a killed pod is replaced (ReplicaSet-like)
+    replace_delay_seconds: float = Field(default=1.5, ge=0)
+
+    @classmethod
+    def load(cls, path: Path) -> StackConfig:
+        """Read a profile from JSON or YAML; errors name the file and the key."""
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise StackError(f"cannot read stack profile {path}: {exc}") from exc
+        try:
+            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            raise StackError(f"stack profile {path} is not valid JSON/YAML: {exc}") from exc
+        try:
+            return cls.model_validate(data or {})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise StackError(f"stack profile {path}: key {where!r}: {first['msg']}") from exc

@@ -1,0 +1,171 @@
+"""TCP proxies on asyncio: path proxies (faults on an edge) and service proxies (round-robin).
+
+A path proxy forwards to one upstream and can be switched, at run time, into a fault mode:
+
+- `blackhole`: bytes stop flowing both ways, on new and established connections, without RST
+  or FIN (a partition / a NetworkPolicy drop). Clients hang until their own timeouts. When the
+  fault is lifted, held data flows again, like TCP retransmission after a partition heals.
+- `reset`: established connections are reset (RST) and new ones are reset on accept.
+- `latency`: each chunk is delayed by `latency_ms` in each direction.
+
+A service proxy is the same machine with an upstream picker that round-robins over the ready
+pods of an app, like kube-proxy: it balances connections (L4), not requests. With no ready pod
+a new connection is reset, the local equivalent of "connection refused".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import socket
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+_CHUNK = 65536
+Upstream = tuple[str, int]
+
+
+class ProxyMode(StrEnum):
+    NORMAL = "normal"
+    BLACKHOLE = "blackhole"
+    RESET = "reset"
+    LATENCY = "latency"
+
+
+@dataclass(frozen=True)
+class ProxyFault:
+    mode: ProxyMode = ProxyMode.NORMAL
+    latency_ms: int = 0
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with RST (SO_LINGER 0) instead of FIN."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+class RoundRobin:
+    """Picks the next upstream among those `candidates()` returns (None if there are none)."""
+
+    def __init__(self, candidates: Callable[[], Sequence[Upstream]]) -> None:
+        self._candidates = candidates
+        self._counter = itertools.count()
+
+    def __call__(self) -> Upstream | None:
+        upstreams = list(self._candidates())
+        if not upstreams:
+            return None
+        return upstreams[next(self._counter) % len(upstreams)]
+
+
+class TcpProxy:
+    """Listen on host:port and forward each connection to `pick()`'s upstream."""
+
+    def __init__(
+        self, name: str, port: int, pick: Callable[[], Upstream | None], host: str = "127.0.0.1"
+    ) -> None:
+        self.name = name
+        self.host = host
+        self.port = port
+        self.pick = pick
+        self.fault = ProxyFault()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._server: asyncio.Server | None = None
+        self._conns: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter | None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.connections_total = 0
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._handle, self.host, self.port, reuse_address=True, backlog=1024
+        )
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        self._flowing.set()
+        for client, upstream in list(self._conns):
+            client.transport.abort()
+            if upstream is not None:
+                upstream.transport.abort()
+        for task in list(self._tasks):
+            task.cancel()
+
+    def set_fault(self, fault: ProxyFault) -> None:
+        """Switch mode; `reset` also resets the connections already open."""
+        self.fault = fault
+        if fault.mode is ProxyMode.BLACKHOLE:
+            self._flowing.clear()
+        else:
+            self._flowing.set()
+        if fault.mode is ProxyMode.RESET:
+            for client, upstream in list(self._conns):
+                _reset(client)
+                if upstream is not None:
+                    _reset(upstream)
+
+    def clear_fault(self) -> None:
+        self.set_fault(ProxyFault())
+
+    def _resetting(self) -> bool:
+        return self.fault.mode is ProxyMode.RESET
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._conns)
+
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        self.connections_total += 1
+        if self.fault.mode is ProxyMode.RESET:
+            _reset(client_w)
+            return
+        entry: tuple[asyncio.StreamWriter, asyncio.StreamWriter | None] = (client_w, None)
+        self._conns.add(entry)
+        try:
+            await self._flowing.wait()  # a blackhole holds the connection here, silent
+            upstream = self.pick()
+            if upstream is None or self._resetting():
+                _reset(client_w)
+                return
+            try:
+                up_r, up_w = await asyncio.open_connection(*upstream)
+            except OSError:
+                _reset(client_w)
+                return
+            self._conns.discard(entry)
+            entry = (client_w, up_w)
+            self._conns.add(entry)
+            for sock_writer in (client_w, up_w):
+                sock = sock_writer.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await asyncio.gather(self._pump(client_r, up_w), self._pump(up_r, client_w))
+        finally:
+            self._conns.discard(entry)
+            for writer in entry:
+                if writer is not None:
+                    writer.close()
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                data = await reader.read(_CHUNK)
+                if not data:
+                    break
+                if not self._flowing.is_set():
+                    await self._flowing.wait()
+                if self.fault.mode is ProxyMode.LATENCY and self.fault.latency_ms > 0:
+                    await asyncio.sleep(self.fault.latency_ms / 1000)
+                writer.write(data)
+                await writer.drain()
+            if writer.can_write_eof():
+                writer.write_eof()
+        except (ConnectionError, OSError):
+            writer.transport.abort()

@@ -1,0 +1,356 @@
+"""Pods like a ReplicaSet: slots per app, each running one pod process at a time.
+
+A slot is (app, index, zone). Its pod is a child process in its own process group with a fresh
+name (`<app>-<5 hex>`) and a fresh port each time it is (re)created. A pod that dies (or is
+killed) is replaced after `replace_delay_seconds` (with exponential back-off while it keeps
+crashing before ever becoming ready). A drained zone or a scale-down fault makes slots
+undesired: their pods are stopped and not replaced until the fault is undone or expires.
+Readiness is probed continuously (a real call per app); the service proxies read it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import shutil
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from chaoshelius.stack import selectors
+from chaoshelius.stack.procs import LOOPBACK, kill_group, port_is_free
+from chaoshelius.topology import NAMESPACE, ZONE_LABEL, App
+
+log = logging.getLogger(__name__)
+
+PROBE_PERIOD_SECONDS = 0.5
+PROBE_TIMEOUT_SECONDS = 1.5
+FAILURES_TO_UNREADY = 2
+STOP_GRACE_SECONDS = 3.0
+MAX_BACKOFF_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class PodSpec:
+    """How to run one app's pods: argv/env built from (pod, slot), and the readiness path."""
+
+    app: App
+    argv: Callable[[Pod], list[str]]
+    env: Callable[[Pod], dict[str, str]]
+    ready_path: str
+
+
+@dataclass(eq=False)
+class Pod:
+    name: str
+    app: App
+    zone: str
+    slot: int
+    port: int
+    log_path: Path
+    work_dir: Path
+    started_at: float = field(default_factory=time.time)
+    process: asyncio.subprocess.Process | None = None
+    ready: bool = False
+    stopping: bool = False
+    exited: bool = False
+    failures: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def state(self) -> str:
+        if self.exited:
+            return "terminated"
+        if self.stopping:
+            return "terminating"
+        return "ready" if self.ready else "not-ready"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {"app": str(self.app), "pod": self.name, "zone": self.zone, "namespace": NAMESPACE}
+
+
+@dataclass(eq=False)
+class Slot:
+    app: App
+    index: int
+    zone: str
+    pod: Pod | None = None
+    restarts: int = 0
+    crashes_before_ready: int = 0
+    next_start: float = 0.0
+
+
+def new_pod_name(app: App) -> str:
+    return f"{app}-{secrets.token_hex(3)[:5]}"
+
+
+class Supervisor:
+    """Keeps each enabled app's desired slots running; all methods run on the event loop."""
+
+    def __init__(
+        self,
+        specs: Mapping[App, PodSpec],
+        placements: Mapping[App, Callable[[int], str]],
+        replicas: Mapping[App, int],
+        pod_ports: Sequence[int],
+        logs_dir: Path,
+        run_dir: Path,
+        replace_delay: float,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.specs = dict(specs)
+        self.placements = dict(placements)
+        self.replicas = dict(replicas)
+        self.pod_ports = list(pod_ports)
+        self.logs_dir = logs_dir
+        self.run_dir = run_dir
+        self.replace_delay = replace_delay
+        self.on_change = on_change
+        self.enabled: set[App] = set()
+        self.drained: set[str] = set()
+        self.scale: dict[App, int] = {}
+        # apps whose replica 0 must be ready once before the others start (MLflow: the first
+        # server migrates the schema; several at once on a fresh database race and crash)
+        self.leader_first: set[App] = set()
+        self.leader_ready: set[App] = set()
+        self.slots: dict[App, list[Slot]] = {app: [] for app in specs}
+        self._port_cursor = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._http = httpx.AsyncClient(timeout=PROBE_TIMEOUT_SECONDS)
+        self._wakeup = asyncio.Event()
+
+    # -- queries ---------------------------------------------------------------------------
+    def pods(self, selector: str | None = None) -> list[Pod]:
+        found = [
+            slot.pod
+            for slots in self.slots.values()
+            for slot in slots
+            if slot.pod is not None and not slot.pod.exited
+        ]
+        return [pod for pod in found if selectors.matches(selector, pod.labels)]
+
+    def ready_upstreams(self, app: App) -> list[tuple[str, int]]:
+        return [(LOOPBACK, pod.port) for pod in self.pods() if pod.app is app and pod.ready]
+
+    def slot_of(self, pod: Pod) -> Slot:
+        return self.slots[pod.app][pod.slot]
+
+    def desired(self, app: App) -> int:
+        return self.scale.get(app, self.replicas[app]) if app in self.enabled else 0
+
+    def wants(self, slot: Slot) -> bool:
+        return slot.index < self.desired(slot.app) and slot.zone not in self.drained
+
+    def all_ready(self, apps: Sequence[App] | None = None) -> bool:
+        for app in apps or list(self.slots):
+            for slot in self._ensure_slots(app):
+                if self.wants(slot) and (slot.pod is None or not slot.pod.ready):
+                    return False
+        return True
+
+    def pod_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for pod in self.pods():
+            rows.append(
+                {
+                    "name": pod.name,
+                    "app": str(pod.app),
+                    "zone": pod.zone,
+                    "namespace": NAMESPACE,
+                    "labels": {**pod.labels, ZONE_LABEL: pod.zone},
+                    "state": pod.state,
+                    "ready": pod.ready,
+                    "restarts": self.slot_of(pod).restarts,
+                    "slot": pod.slot,
+                    "port": pod.port,
+                    "url": pod.url,
+                    "pid": pod.pid,
+                    "started_at": pod.started_at,
+                    "log": str(pod.log_path),
+                }
+            )
+        return sorted(rows, key=lambda row: (row["app"], row["slot"]))
+
+    # -- actions ---------------------------------------------------------------------------
+    def poke(self) -> None:
+        self._wakeup.set()
+
+    def kill(self, pods: Sequence[Pod]) -> list[str]:
+        """SIGKILL the pods' process groups; the slots replace them after the delay."""
+        killed = []
+        for pod in pods:
+            if pod.pid is not None and not pod.exited:
+                kill_group(pod.pid, signal.SIGKILL)
+                pod.ready = False
+                killed.append(pod.name)
+        self.on_change()
+        return killed
+
+    async def run(self) -> None:
+        """Reconcile forever (cancel to stop)."""
+        while True:
+            self.reconcile()
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), 0.25)
+
+    def reconcile(self) -> None:
+        now = time.monotonic()
+        for app in self.slots:
+            for slot in self._ensure_slots(app):
+                pod = slot.pod
+                if self.wants(slot):
+                    waiting = app in self.leader_first and app not in self.leader_ready
+                    if pod is None and now >= slot.next_start and not (waiting and slot.index):
+                        self._start(slot)
+                elif pod is not None and not pod.stopping and not pod.exited:
+                    self._stop(pod)
+
+    async def shutdown(self) -> None:
+        """Stop every pod (SIGTERM, then SIGKILL), wait for them, close the probe client."""
+        self.enabled.clear()
+        pods = self.pods()
+        for pod in pods:
+            self._stop(pod)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS + 3
+        while any(not pod.exited for pod in pods) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for pod in pods:
+            if pod.pid is not None:
+                kill_group(pod.pid, signal.SIGKILL)
+        for task in list(self._tasks):
+            task.cancel()
+        await self._http.aclose()
+
+    # -- internals -------------------------------------------------------------------------
+    def _ensure_slots(self, app: App) -> list[Slot]:
+        slots = self.slots[app]
+        while len(slots) < max(self.desired(app), self.replicas[app]):
+            index = len(slots)
+            slots.append(Slot(app, index, self.placements[app](index)))
+        return slots
+
+    def _next_port(self) -> int:
+        used = {pod.port for pod in self.pods()}
+        for _ in range(len(self.pod_ports)):
+            port = self.pod_ports[self._port_cursor % len(self.pod_ports)]
+            self._port_cursor += 1
+            if port not in used and port_is_free(port):
+                return port
+        raise RuntimeError("no free pod port left in the stack's pod port range")
+
+    def _start(self, slot: Slot) -> None:
+        spec = self.specs[slot.app]
+        name = new_pod_name(slot.app)
+        pod = Pod(
+            name=name,
+            app=slot.app,
+            zone=slot.zone,
+            slot=slot.index,
+            port=self._next_port(),
+            log_path=self.logs_dir / f"{name}.log",
+            work_dir=self.run_dir / name,
+        )
+        slot.pod = pod
+        log.info(
+            "pod %s starting (slot %s, zone %s, port %s)", name, slot.index, slot.zone, pod.port
+        )
+        self._spawn(self._run_pod(pod, spec))
+        self.on_change()
+
+    def _stop(self, pod: Pod) -> None:
+        pod.stopping = True
+        pod.ready = False
+        if pod.pid is not None:
+            kill_group(pod.pid, signal.SIGTERM)
+            self._spawn(self._kill_later(pod))
+        self.on_change()
+
+    async def _kill_later(self, pod: Pod) -> None:
+        await asyncio.sleep(STOP_GRACE_SECONDS)
+        if not pod.exited and pod.pid is not None:
+            kill_group(pod.pid, signal.SIGKILL)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_pod(self, pod: Pod, spec: PodSpec) -> None:
+        pod.work_dir.mkdir(parents=True, exist_ok=True)
+        pod.log_path.parent.mkdir(parents=True, exist_ok=True)
+        slot = self.slot_of(pod)
+        with pod.log_path.open("ab") as log_file:
+            try:
+                pod.process = await asyncio.create_subprocess_exec(
+                    *spec.argv(pod),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=asyncio.subprocess.STDOUT,
+                    env=spec.env(pod),
+                    cwd=pod.work_dir,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                log_file.write(f"cannot start pod {pod.name}: {exc}\n".encode())
+                pod.exited = True
+        probe = asyncio.get_running_loop().create_task(self._probe(pod, spec))
+        returncode = await pod.process.wait() if pod.process is not None else -1
+        probe.cancel()
+        if pod.pid is not None:
+            kill_group(pod.pid, signal.SIGKILL)  # no orphan keeps serving (uvicorn children)
+        pod.exited = True
+        pod.ready = False
+        log.info("pod %s exited with %s", pod.name, returncode)
+        shutil.rmtree(pod.work_dir, ignore_errors=True)
+        if slot.pod is pod:
+            slot.pod = None
+            if not pod.stopping:
+                slot.restarts += 1
+                slot.crashes_before_ready += 1
+                backoff = self.replace_delay * 2 ** max(0, slot.crashes_before_ready - 2)
+                slot.next_start = time.monotonic() + min(backoff, MAX_BACKOFF_SECONDS)
+        self.on_change()
+        self.poke()
+
+    async def _probe(self, pod: Pod, spec: PodSpec) -> None:
+        url = pod.url + spec.ready_path
+        while not pod.exited and not pod.stopping:
+            try:
+                response = await self._http.get(url)
+                ok = response.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if pod.stopping or pod.exited:
+                break
+            if ok:
+                pod.failures = 0
+                if not pod.ready:
+                    pod.ready = True
+                    log.info("pod %s ready after %.1f s", pod.name, time.time() - pod.started_at)
+                    self.slot_of(pod).crashes_before_ready = 0
+                    if pod.slot == 0:
+                        self.leader_ready.add(pod.app)
+                    self.poke()
+                    self.on_change()
+            else:
+                pod.failures += 1
+                if pod.ready and pod.failures >= FAILURES_TO_UNREADY:
+                    pod.ready = False
+                    self.on_change()
+            await asyncio.sleep(PROBE_PERIOD_SECONDS)

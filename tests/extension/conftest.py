@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_control import FakeStack, serve
+
+from chaoshelius import windows
+
+
+@pytest.fixture(autouse=True)
+def _fresh_windows() -> Iterator[None]:
+    """Each test is a new 'run': no fault phase, no windows."""
+    windows.reset()
+    yield
+    windows.reset()
+
+
+@pytest.fixture
+def fake_stack() -> Iterator[tuple[FakeStack, str]]:
+    stack = FakeStack()
+    for app in ("helius-reco", "mlflow"):
+        for zone in ("zone-a", "zone-b", "zone-c"):
+            stack.add_pod(app, zone)
+    server, url = serve(stack)
+    yield stack, url
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def configuration(fake_stack: tuple[FakeStack, str], tmp_path: Path) -> dict[str, Any]:
+    return {
+        "helius_control_url": fake_stack[1],
+        "helius_run_dir": str(tmp_path / "run"),
+        "helius_http_timeout_seconds": 2,
+    }
+
+
+def read_windows(configuration: dict[str, Any]) -> list[dict[str, Any]]:
+    data: list[dict[str, Any]] = json.loads(
+        (Path(configuration["helius_run_dir"]) / "windows.json").read_text()
+    )
+    return data

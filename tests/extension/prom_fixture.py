@@ -1,0 +1,161 @@
+"""A real Prometheus holding a known history, for the SLO probes.
+
+The history is written as OpenMetrics with explicit timestamps, turned into TSDB blocks by
+`promtool tsdb create-blocks-from openmetrics`, and served by the real `prometheus` binary on a
+free port >= 20000. Timeline (seconds after T0, T0 an hour ago, one sample per second):
+
+- load: 10 requests/s, all successful, latencies in the 50 ms bucket, except
+- GOOD fault [100, 160): MLflow down (up=0), refresh failures born at 102 and growing,
+  fallback gauge 1 on [104, 166), RecoEngineInFallback firing on [115, 170); clients unaffected.
+- BAD fault [300, 360): 30 % of requests fail and take ~0.8 s; no fallback, no alert.
+- HUNG fault [450, 480): clients complete only 1 request/s (all "successful").
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+SPAN = 600
+GOOD = (100, 160)
+BAD = (300, 360)
+HUNG = (450, 480)
+BUCKETS = ("0.05", "0.25", "1.0", "+Inf")
+
+
+@dataclass(frozen=True)
+class PromHistory:
+    url: str
+    t0: float
+
+    def at(self, offset: float) -> float:
+        return self.t0 + offset
+
+
+def free_port(start: int = 20000, stop: int = 21000) -> int:
+    for port in range(start, stop):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-20999")
+
+
+def _openmetrics(t0: int) -> str:
+    lines: list[str] = []
+    ok = fail = 0.0
+    counts = dict.fromkeys(BUCKETS, 0.0)
+    total_sum = 0.0
+    req_ok: list[str] = []
+    req_fail: list[str] = []
+    hist: list[str] = []
+    for s in range(SPAN):
+        ts = t0 + s
+        if BAD[0] <= s < BAD[1]:
+            ok += 7
+            fail += 3
+            # 7 fast requests (<= 50 ms), 3 slow ones (<= 1 s)
+            for b, n in zip(BUCKETS, (7, 7, 10, 10), strict=True):
+                counts[b] += n
+            total_sum += 7 * 0.02 + 3 * 0.8
+        elif HUNG[0] <= s < HUNG[1]:
+            ok += 1
+            for b in BUCKETS:
+                counts[b] += 1
+            total_sum += 0.02
+        else:
+            ok += 10
+            for b in BUCKETS:
+                counts[b] += 10
+            total_sum += 10 * 0.02
+        req_ok.append(
+            f'helius_client_requests_total{{name="/predict",outcome="success"}} {ok} {ts}'
+        )
+        req_fail.append(
+            f'helius_client_requests_total{{name="/predict",outcome="failure",reason="http"}} '
+            f"{fail} {ts}"
+        )
+        for b in BUCKETS:
+            hist.append(
+                f'helius_client_request_latency_seconds_bucket{{name="/predict",le="{b}"}} '
+                f"{counts[b]} {ts}"
+            )
+        hist.append(
+            f'helius_client_request_latency_seconds_count{{name="/predict"}} {counts["+Inf"]} {ts}'
+        )
+        hist.append(
+            f'helius_client_request_latency_seconds_sum{{name="/predict"}} {total_sum} {ts}'
+        )
+    lines += ["# TYPE helius_client_requests counter", *req_ok, *req_fail]
+    lines += ["# TYPE helius_client_request_latency_seconds histogram", *hist]
+
+    lines.append("# TYPE reco_engine_in_fallback_mode gauge")
+    for pod in ("helius-reco-aaaaa", "helius-reco-bbbbb"):
+        for s in range(SPAN):
+            v = 1 if 104 <= s < 166 else 0
+            lines.append(f'reco_engine_in_fallback_mode{{pod="{pod}"}} {v} {t0 + s}')
+
+    lines.append("# TYPE reco_engine_refresh_failures counter")
+    for s in range(102, SPAN):
+        v = min((s - 102) // 2 + 1, (GOOD[1] - 102) // 2 + 1)
+        lines.append(f'reco_engine_refresh_failures_total{{reason="timeout"}} {v} {t0 + s}')
+
+    lines.append("# TYPE ALERTS gauge")
+    for s in range(115, 170):
+        lines.append(f'ALERTS{{alertname="RecoEngineInFallback",alertstate="firing"}} 1 {t0 + s}')
+
+    lines.append("# TYPE up gauge")
+    for pod, zone in (("mlflow-11111", "zone-a"), ("mlflow-22222", "zone-b")):
+        for s in range(SPAN):
+            v = 0 if GOOD[0] + 2 <= s < GOOD[1] + 3 else 1
+            lines.append(f'up{{app="mlflow",pod="{pod}",zone="{zone}"}} {v} {t0 + s}')
+    lines.append("# EOF")
+    return "\n".join(lines) + "\n"
+
+
+def start_prometheus(workdir: Path) -> tuple[subprocess.Popen[bytes], PromHistory]:
+    prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
+    if not prometheus or not promtool:
+        raise RuntimeError("prometheus and promtool must be installed (apt install prometheus)")
+    t0 = int(time.time()) - 3600
+    data = workdir / "data"
+    source = workdir / "history.om"
+    source.write_text(_openmetrics(t0))
+    subprocess.run(
+        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(data)],
+        check=True,
+        capture_output=True,
+    )
+    config = workdir / "prometheus.yml"
+    config.write_text("global:\n  scrape_interval: 15s\n")
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            prometheus,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={data}",
+            "--storage.tsdb.retention.time=30d",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(workdir / "prometheus.log").open("wb"),
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
+                return proc, PromHistory(url, float(t0))
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"Prometheus did not become ready; see {workdir / 'prometheus.log'}")

@@ -1,0 +1,231 @@
+"""SLO probes against a real Prometheus holding a known history (prom_fixture.py).
+
+Each probe is shown to pass on the GOOD fault and to fail on the BAD one, and no-data is shown
+to fail: a check that cannot fail is a defect.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chaoslib.exceptions import ActivityFailed
+from prom_fixture import BAD, GOOD, HUNG, PromHistory, start_prometheus
+
+from chaoshelius import windows
+from chaoshelius.exceptions import PrometheusError
+from chaoshelius.slo import probes
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PromHistory]:
+    proc, hist = start_prometheus(tmp_path_factory.mktemp("prom"))
+    yield hist
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def cfg(history: PromHistory, tmp_path: Path) -> dict[str, Any]:
+    return {"prometheus_base_url": history.url, "helius_run_dir": str(tmp_path)}
+
+
+def _window(
+    cfg: dict[str, Any], hist: PromHistory, span: tuple[int, int], kind: str = "scale"
+) -> windows.Window:
+    window = windows.open_window(
+        Path(cfg["helius_run_dir"]),
+        kind,
+        "mlflow",
+        started_at=hist.at(span[0]),
+        details={"ready_before": {"mlflow": 2}},
+    )
+    windows.close_windows(
+        Path(cfg["helius_run_dir"]), window_id=window.id, ended_at=hist.at(span[1])
+    )
+    return window
+
+
+def test_client_success_ratio(cfg: dict[str, Any], history: PromHistory) -> None:
+    good = _window(cfg, history, GOOD)
+    result = probes.client_success_ratio(0.99, window_id=good.id, configuration=cfg)
+    assert result["ok"], result["description"]
+    assert result["value"] == pytest.approx(1.0)
+
+    bad = _window(cfg, history, BAD)
+    result = probes.client_success_ratio(0.99, window_id=bad.id, configuration=cfg)
+    assert not result["ok"]
+    assert result["value"] == pytest.approx(0.7, abs=0.02)
+
+    hung = _window(cfg, history, HUNG)
+    result = probes.client_success_ratio(0.99, window_id=hung.id, configuration=cfg)
+    assert not result["ok"] and "throughput fell" in result["description"]
+    assert result["value"] == pytest.approx(1.0)  # the ratio alone would have passed
+
+    nodata = probes.client_success_ratio(
+        0.99, request_name="/nope", window_id=good.id, configuration=cfg
+    )
+    assert not nodata["ok"] and "no client request data" in nodata["description"]
+
+
+def test_latency_p99_ratio(cfg: dict[str, Any], history: PromHistory) -> None:
+    good = _window(cfg, history, GOOD)
+    result = probes.latency_p99_ratio(2.0, floor_seconds=0.1, window_id=good.id, configuration=cfg)
+    assert result["ok"], result["description"]
+    bad = _window(cfg, history, BAD)
+    result = probes.latency_p99_ratio(2.0, floor_seconds=0.1, window_id=bad.id, configuration=cfg)
+    assert not result["ok"] and result["value"] > 10
+    nodata = probes.latency_p99_ratio(metric="nope_seconds", window_id=bad.id, configuration=cfg)
+    assert not nodata["ok"] and "no latency data" in nodata["description"]
+
+
+def test_fallback_engaged_and_cleared(cfg: dict[str, Any], history: PromHistory) -> None:
+    good = _window(cfg, history, GOOD)
+    engaged = probes.fallback_engaged_within(10, window_id=good.id, configuration=cfg)
+    assert engaged["ok"] and engaged["time_to_fallback_seconds"] == pytest.approx(4, abs=1)
+    assert not probes.fallback_engaged_within(2, window_id=good.id, configuration=cfg)["ok"]
+    cleared = probes.fallback_cleared_within(10, window_id=good.id, configuration=cfg)
+    assert cleared["ok"] and cleared["time_to_recover_seconds"] == pytest.approx(6, abs=1)
+    assert not probes.fallback_cleared_within(3, window_id=good.id, configuration=cfg)["ok"]
+
+    bad = _window(cfg, history, BAD)
+    never = probes.fallback_engaged_within(30, window_id=bad.id, configuration=cfg)
+    assert not never["ok"] and "never engaged" in never["description"]
+    assert probes.fallback_never_engaged(window_id=bad.id, configuration=cfg)["ok"]
+    assert not probes.fallback_never_engaged(window_id=good.id, configuration=cfg)["ok"]
+
+
+def test_fallback_cleared_needs_an_ended_fault(cfg: dict[str, Any], history: PromHistory) -> None:
+    window = windows.open_window(Path(cfg["helius_run_dir"]), "path", "mlflow-rds")
+    result = probes.fallback_cleared_within(30, window_id=window.id, configuration=cfg)
+    assert not result["ok"] and "has not ended" in result["description"]
+
+
+def test_alert_fired(cfg: dict[str, Any], history: PromHistory) -> None:
+    good = _window(cfg, history, GOOD)
+    fired = probes.alert_fired("RecoEngineInFallback", 30, window_id=good.id, configuration=cfg)
+    assert fired["ok"] and fired["time_to_alert_seconds"] == pytest.approx(15, abs=1)
+    assert not probes.alert_fired("RecoEngineInFallback", 10, window_id=good.id, configuration=cfg)[
+        "ok"
+    ]
+    bad = _window(cfg, history, BAD)
+    assert not probes.alert_fired("RecoEngineInFallback", 60, window_id=bad.id, configuration=cfg)[
+        "ok"
+    ]
+
+
+def test_counter_grew_counts_a_series_born_in_the_window(
+    cfg: dict[str, Any], history: PromHistory
+) -> None:
+    good = _window(cfg, history, GOOD)
+    grew = probes.counter_grew(
+        "reco_engine_refresh_failures_total", window_id=good.id, configuration=cfg
+    )
+    assert grew["ok"] and grew["value"] == 30  # born at 1: increase() would have said 29
+    bad = _window(cfg, history, BAD)
+    flat = probes.counter_grew(
+        "reco_engine_refresh_failures_total", window_id=bad.id, configuration=cfg
+    )
+    assert not flat["ok"] and flat["value"] == 0
+    nodata = probes.counter_grew("nope_total", window_id=good.id, configuration=cfg)
+    assert not nodata["ok"] and nodata["value"] is None
+
+
+def test_targets_went_down_and_recovered(cfg: dict[str, Any], history: PromHistory) -> None:
+    good = _window(cfg, history, GOOD)
+    down = probes.targets_went_down("mlflow", window_id=good.id, configuration=cfg)
+    assert down["ok"] and down["up_before"] == 2
+    zone = probes.targets_went_down("mlflow", zone="zone-a", window_id=good.id, configuration=cfg)
+    assert zone["ok"]
+    bad = _window(cfg, history, BAD)
+    assert not probes.targets_went_down("mlflow", window_id=bad.id, configuration=cfg)["ok"]
+    nothing = probes.targets_went_down("grafana", window_id=good.id, configuration=cfg)
+    assert not nothing["ok"] and "no grafana target was up" in nothing["description"]
+
+    back = probes.replicas_recovered_within("mlflow", 10, window_id=good.id, configuration=cfg)
+    assert back["ok"] and back["time_to_recover_seconds"] == pytest.approx(3, abs=1.5)
+    assert back["threshold"]["replicas"] == 2  # from the window's ready_before
+    assert not probes.replicas_recovered_within("mlflow", 1, window_id=good.id, configuration=cfg)[
+        "ok"
+    ]
+
+
+def test_window_probes_are_vacuous_only_before_the_fault_phase(cfg: dict[str, Any]) -> None:
+    before = probes.client_success_ratio(configuration=cfg)
+    assert before["ok"] and before["vacuous"]
+    windows.mark_fault_phase()
+    after = probes.client_success_ratio(configuration=cfg)
+    assert not after["ok"] and "no fault window" in after["description"]
+
+
+def test_query_value_no_data_raises_before_and_fails_after(cfg: dict[str, Any]) -> None:
+    # the history is an hour old: nothing is current, exactly like a dead scrape
+    with pytest.raises(ActivityFailed, match="no data"):
+        probes.query_value("max(reco_engine_in_fallback_mode)", max_value=0, configuration=cfg)
+    windows.mark_fault_phase()
+    result = probes.query_value("max(reco_engine_in_fallback_mode)", max_value=0, configuration=cfg)
+    assert not result["ok"] and result["value"] is None
+    assert probes.query_value("vector(0)", max_value=0, configuration=cfg)["ok"]
+    assert not probes.query_value("vector(1)", max_value=0, configuration=cfg)["ok"]
+
+
+def test_guarded_chaosprometheus_query(cfg: dict[str, Any]) -> None:
+    assert probes.query("vector(1)", configuration=cfg)["data"]["result"][0]["value"][1] == "1"
+    with pytest.raises(PrometheusError, match="no data"):
+        probes.query("nope_metric", configuration=cfg)
+
+
+@pytest.fixture
+def hung_server() -> Iterator[str]:
+    """Accepts connections and never answers: a hung Prometheus."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(sock.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    sock.close()
+
+
+def test_hung_prometheus_fails_within_the_timeout(hung_server: str, tmp_path: Path) -> None:
+    cfg = {
+        "prometheus_base_url": hung_server,
+        "helius_http_timeout_seconds": 1,
+        "helius_run_dir": str(tmp_path),
+    }
+    for call in (
+        lambda: probes.query_value("vector(1)", configuration=cfg),
+        lambda: probes.query("vector(1)", configuration=cfg),
+    ):
+        started = time.monotonic()
+        with pytest.raises(PrometheusError, match="1 s"):
+            call()
+        assert time.monotonic() - started < 3
+
+
+def test_unreachable_prometheus_is_an_actionable_error(tmp_path: Path) -> None:
+    cfg = {"prometheus_base_url": "http://127.0.0.1:1", "helius_run_dir": str(tmp_path)}
+    with pytest.raises(PrometheusError, match="unreachable"):
+        probes.query_value("vector(1)", configuration=cfg)

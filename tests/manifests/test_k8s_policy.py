@@ -1,0 +1,130 @@
+"""Deployment policies hold on every overlay, and each policy catches a broken manifest."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from conftest import TARGETS
+from k8s_checks import check_all
+
+Obj = dict[str, Any]
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_every_workload_meets_the_policies(target: str, rendered: dict[str, list[Obj]]) -> None:
+    assert check_all(rendered[target]) == []
+
+
+def test_the_policies_cover_every_deployment(rendered: dict[str, list[Obj]]) -> None:
+    names = {o["metadata"]["name"] for o in rendered["kind"] if o["kind"] == "Deployment"}
+    assert names == {"helius-reco", "mlflow", "grafana", "prometheus"}
+
+
+def _deployment(objects: list[Obj], name: str = "mlflow") -> Obj:
+    return next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == name)
+
+
+def _pdb(objects: list[Obj], name: str = "mlflow") -> Obj:
+    return next(
+        o for o in objects if o["kind"] == "PodDisruptionBudget" and o["metadata"]["name"] == name
+    )
+
+
+def _container(objects: list[Obj]) -> Obj:
+    container: Obj = _deployment(objects)["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def _env(objects: list[Obj], name: str) -> Obj:
+    return next(e for e in _container(objects)["env"] if e["name"] == name)
+
+
+BREAKAGES: dict[str, tuple[Callable[[list[Obj]], None], str]] = {
+    "two replicas": (
+        lambda o: _deployment(o)["spec"].update(replicas=2),
+        "2 replicas, at least 3 required",
+    ),
+    "no zone spread": (
+        lambda o: _deployment(o)["spec"]["template"]["spec"].pop("topologySpreadConstraints"),
+        "no zone spread",
+    ),
+    "spread on hostname only": (
+        lambda o: _deployment(o)["spec"]["template"]["spec"]["topologySpreadConstraints"].pop(0),
+        "no zone spread",
+    ),
+    "no PDB": (
+        lambda o: o.remove(_pdb(o)),
+        "0 PodDisruptionBudgets select it",
+    ),
+    "PDB blocks every eviction": (
+        lambda o: _pdb(o)["spec"].update(maxUnavailable=0),
+        "no room for an eviction",
+    ),
+    "PDB minAvailable equal to replicas": (
+        lambda o: (_pdb(o)["spec"].pop("maxUnavailable"), _pdb(o)["spec"].update(minAvailable=3)),
+        "no room for an eviction",
+    ),
+    "PDB lets everything go": (
+        lambda o: _pdb(o)["spec"].update(maxUnavailable="100%"),
+        "lets every replica go at once",
+    ),
+    "no readiness probe": (
+        lambda o: _container(o).pop("readinessProbe"),
+        "has no readinessProbe",
+    ),
+    "no liveness probe": (
+        lambda o: _container(o).pop("livenessProbe"),
+        "has no livenessProbe",
+    ),
+    "no memory limit": (
+        lambda o: _container(o)["resources"]["limits"].pop("memory"),
+        "has no limits.memory",
+    ),
+    "runs as root": (
+        lambda o: _deployment(o)["spec"]["template"]["spec"]["securityContext"].update(
+            runAsNonRoot=False, runAsUser=0
+        ),
+        "does not set runAsNonRoot",
+    ),
+    "privilege escalation": (
+        lambda o: _container(o)["securityContext"].pop("allowPrivilegeEscalation"),
+        "allowPrivilegeEscalation",
+    ),
+    "latest tag": (
+        lambda o: _container(o).update(image="ghcr.io/helius/mlflow-server:latest"),
+        "uses `latest`",
+    ),
+    "untagged image": (
+        lambda o: _container(o).update(image="ghcr.io/helius/mlflow-server"),
+        "has no tag",
+    ),
+    "literal password in env": (
+        lambda o: _env(o, "DB_PASS").update(value="hunter2", valueFrom=None),
+        "DB_PASS has a literal value",
+    ),
+    "literal password in a URI": (
+        lambda o: _env(o, "MLFLOW_BACKEND_STORE_URI").update(
+            value="postgresql://mlflow:hunter2@postgres:5432/mlflow"
+        ),
+        "URI with a literal password",
+    ),
+    "a Secret object with data": (
+        lambda o: o.append(
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}, "data": {"k": "dg=="}}
+        ),
+        "literal Secret",
+    ),
+}
+
+
+@pytest.mark.parametrize("breakage", sorted(BREAKAGES))
+def test_a_broken_manifest_is_caught(breakage: str, rendered: dict[str, list[Obj]]) -> None:
+    objects = copy.deepcopy(rendered["kind"])
+    assert check_all(objects) == []
+    breaker, expected = BREAKAGES[breakage]
+    breaker(objects)
+    problems = check_all(objects)
+    assert any(expected in p for p in problems), problems

@@ -1,0 +1,105 @@
+"""The index across runs, the history and the JUnit XML."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+
+from chaoshelius.report import build_index, build_run_report
+
+
+def _suite(run_copy: Callable[..., Path]) -> Path:
+    for name in ("passed", "deviated", "interrupted"):
+        build_run_report(run_copy(name, f"2026-r1-{name}"), offline=True)
+    return run_copy("passed").parents[1]  # the reports dir
+
+
+def test_index_lists_each_experiment_with_verdict_and_kpis(
+    run_copy: Callable[..., Path],
+) -> None:
+    reports = _suite(run_copy)
+    result = build_index(reports)
+    assert len(result.current) == 3
+    html = result.index_html.read_text()
+    for verdict in ("passed", "deviated", "interrupted"):
+        assert f'pill-{verdict}">{verdict}</span>' in html
+    assert 'href="runs/2026-r1-deviated/report.html"' in html
+    assert "Availability during the fault" in html and "1 / 3 as expected" in html
+
+
+def test_junit_one_case_per_experiment_with_failing_hypothesis(
+    run_copy: Callable[..., Path],
+) -> None:
+    result = build_index(_suite(run_copy))
+    root = ET.parse(result.junit_xml).getroot()
+    cases = root.findall("./testsuite/testcase")
+    assert len(cases) == 3
+    assert root.get("tests") == "3" and root.get("failures") == "1" and root.get("errors") == "1"
+    by_name = {c.get("name"): c for c in cases}
+    deviated = by_name["toy-error-injection-30-of-predictions-fail"]
+    failure = deviated.find("failure")
+    assert failure is not None
+    assert "client-success-ratio-during-fault" in (failure.get("message") or "")
+    interrupted = next(c for c in cases if c.find("error") is not None)
+    assert "interrupted" in (interrupted.find("error").get("message") or "")  # type: ignore[union-attr]
+    passed = next(c for n, c in by_name.items() if n and n.startswith("toy-mlflow-outage-pred"))
+    assert passed.find("failure") is None and passed.find("error") is None
+
+
+def test_negative_control_expected_to_deviate_passes_in_junit(
+    run_copy: Callable[..., Path],
+) -> None:
+    run_dir = run_copy("deviated", "neg")
+    (run_dir / "meta.json").write_text(json.dumps({"expected_verdict": "deviated"}))
+    build_run_report(run_dir, offline=True)
+    result = build_index(run_dir.parents[1])
+    root = ET.parse(result.junit_xml).getroot()
+    assert root.get("failures") == "0" and root.get("errors") == "0"
+    (case,) = root.findall("./testsuite/testcase")
+    assert case.find("failure") is None
+
+
+def test_history_keeps_earlier_runs_and_draws_trends(run_copy: Callable[..., Path]) -> None:
+    first = run_copy("passed", "a-first")
+    build_run_report(first, offline=True)
+    second = run_copy("passed", "b-second")
+    build_run_report(second, offline=True)
+    summary = json.loads((second / "summary.json").read_text())
+    summary["started_at"] += 3600
+    summary["kpis"]["time_to_recover_s"] = 2.5
+    (second / "summary.json").write_text(json.dumps(summary))
+    third = run_copy("passed", "c-third")
+    build_run_report(third, offline=True)
+    summary = json.loads((third / "summary.json").read_text())
+    summary["started_at"] += 7200
+    (third / "summary.json").write_text(json.dumps(summary))
+    (first.parent / "broken").mkdir()
+    (first.parent / "broken" / "summary.json").write_text("{")
+
+    result = build_index(first.parents[1])
+    (key,) = result.history
+    assert [s.run_id for s in result.history[key]] == ["a-first", "b-second", "c-third"]
+    assert [s.run_id for s in result.current] == ["c-third"]
+    assert result.problems and "broken" in result.problems[0]
+    html = result.index_html.read_text()
+    assert '<svg class="spark"' in html and "2.5 s" in html
+
+
+def test_suite_id_selects_the_current_runs(run_copy: Callable[..., Path]) -> None:
+    old = run_copy("passed", "old")
+    (old / "meta.json").write_text(json.dumps({"suite_id": "s1"}))
+    build_run_report(old, offline=True)
+    new = run_copy("passed", "new")
+    (new / "meta.json").write_text(json.dumps({"suite_id": "s2"}))
+    build_run_report(new, offline=True)
+    result = build_index(old.parents[1], suite_id="s1")
+    assert [s.run_id for s in result.current] == ["old"]
+
+
+def test_empty_reports_dir(tmp_path: Path) -> None:
+    result = build_index(tmp_path / "reports")
+    assert result.current == ()
+    assert "No run summaries found" in result.index_html.read_text()
+    assert ET.parse(result.junit_xml).getroot().get("tests") == "0"
