@@ -127,19 +127,29 @@ def test_hung_registry_is_abandoned_at_the_deadline(
     assert value(metrics, "reco_engine_in_fallback_mode") == 1
 
 
+def attempt_threads(before: set[threading.Thread]) -> list[threading.Thread]:
+    """Refresh-attempt threads started since `before` was taken, alive now. Only these are
+    counted: other tests' threads (servers, loops) may start or end at any time."""
+    return [
+        t for t in threading.enumerate() if t not in before and t.name.startswith("helius-refresh-")
+    ]
+
+
 def test_hung_attempts_are_bounded_then_recover(make_refresher, fake_registry, artifact) -> None:
     fake_registry.publish("3", artifact)
     refresher = make_refresher(deadline_seconds=0.1, max_hung=2)
     fake_registry.hang = threading.Event()
-    threads_before = threading.active_count()
+    threads_before = set(threading.enumerate())
     reasons = [refresher.refresh_once().reason for _ in range(5)]
     assert reasons == ["timeout", "timeout", "busy", "busy", "busy"]
-    assert threading.active_count() - threads_before == 2  # no pile-up
+    hung = attempt_threads(threads_before)
+    assert sorted(t.name for t in hung) == ["helius-refresh-1", "helius-refresh-2"]  # no pile-up
     assert fake_registry.resolve_calls == 2
     fake_registry.hang.set()  # MLflow answers again: the abandoned attempts end
     fake_registry.hang = None
-    wait_until(lambda: threading.active_count() == threads_before)
+    wait_until(lambda: not any(t.is_alive() for t in hung))
     assert refresher.refresh_once().ok
+    wait_until(lambda: not attempt_threads(threads_before))  # the new attempt ended too
 
 
 def test_corrupt_artifact_is_rejected_and_the_previous_model_serves(
