@@ -154,6 +154,7 @@ def load_run(
         expected_verdict=meta.expected_verdict,
         variant=meta.variant,
         suite_id=meta.suite_id,
+        expected_failing_probe=meta.expected_failing_probe,
         prometheus_error=prometheus_error,
     )
     links = tuple(Link(label, name) for name, label in _LINKED_FILES if (path / name).is_file())
@@ -329,6 +330,7 @@ def _read_meta(path: Path, warnings: list[str]) -> RunMeta:
         variant=_opt_str(data.get("variant")),
         expected_verdict=expected,
         suite_id=_opt_str(data.get("suite_id")),
+        expected_failing_probe=_opt_str(data.get("expected_failing_probe")),
     )
 
 

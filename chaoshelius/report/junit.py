@@ -36,11 +36,15 @@ def junit_tree(summaries: Sequence[RunSummary], suite_name: str = "helius-chaos"
                 element = ET.SubElement(case, "error", type=str(s.verdict), message=s.reason)
             else:
                 failures += 1
-                message = (
-                    s.reason
-                    if s.verdict == Verdict.DEVIATED
-                    else f"expected {s.expected_verdict} but the hypothesis held: {s.reason}"
-                )
+                if s.verdict == s.expected_verdict:  # deviated, but not where it should have
+                    message = (
+                        f"deviated on probe {s.failing_probe!r}, expected probe "
+                        f"{s.expected_failing_probe!r} to catch it: {s.reason}"
+                    )
+                elif s.verdict == Verdict.DEVIATED:
+                    message = s.reason
+                else:
+                    message = f"expected {s.expected_verdict} but the hypothesis held: {s.reason}"
                 element = ET.SubElement(case, "failure", type=str(s.verdict), message=message)
             element.text = detail
         out = ET.SubElement(case, "system-out")

@@ -192,6 +192,7 @@ class RunMeta:
     variant: str | None = None  # e.g. "negative:fallback-disabled"
     expected_verdict: Verdict = Verdict.PASSED  # a negative control expects "deviated"
     suite_id: str | None = None
+    expected_failing_probe: str | None = None  # a negative control names the probe that bites
 
 
 @dataclass(frozen=True)
@@ -215,10 +216,16 @@ class RunSummary:
     suite_id: str | None = None
     prometheus_error: str | None = None
     schema_version: int = SUMMARY_SCHEMA_VERSION
+    expected_failing_probe: str | None = None
 
     @property
     def as_expected(self) -> bool:
-        return self.verdict == self.expected_verdict
+        """The expected verdict, and (negative controls) the failure on the expected probe."""
+        if self.verdict != self.expected_verdict:
+            return False
+        return self.expected_failing_probe is None or self.failing_probe == (
+            self.expected_failing_probe
+        )
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -251,6 +258,7 @@ class RunSummary:
             suite_id=data.get("suite_id"),
             prometheus_error=data.get("prometheus_error"),
             schema_version=int(data.get("schema_version") or SUMMARY_SCHEMA_VERSION),
+            expected_failing_probe=data.get("expected_failing_probe"),
         )
 
 

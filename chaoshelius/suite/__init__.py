@@ -1,0 +1,21 @@
+"""The suite: the experiment catalogue (or its negative controls) run end to end."""
+
+from chaoshelius.suite.runner import (
+    PlannedRun,
+    SuiteError,
+    SuiteOptions,
+    SuiteResult,
+    plan,
+    run_suite,
+    summary_line,
+)
+
+__all__ = [
+    "PlannedRun",
+    "SuiteError",
+    "SuiteOptions",
+    "SuiteResult",
+    "plan",
+    "run_suite",
+    "summary_line",
+]

@@ -1,0 +1,289 @@
+"""Run the experiment catalogue with the real `chaos` CLI, one run directory per experiment.
+
+For each planned run: write `meta.json`, run `chaos run --journal-path ...` in its own process
+group (so a Ctrl-C reaches it once, through us), build the run's HTML report, print one line.
+At the end: `reports/index.html` and `reports/junit.xml`. The local stack is brought up (with
+the profile a run needs) and left as it was found.
+
+SIGTERM / SIGINT: the running `chaos` gets SIGTERM (it plays its rollbacks: every experiment
+uses the `always` strategy), its report is still built, no further experiment starts, the
+index is written, and the suite exits 130.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from chaoshelius.exceptions import HeliusError
+from chaoshelius.negative import load_controls
+from chaoshelius.report import build_index, build_run_report
+from chaoshelius.report.model import RunSummary, Verdict
+from chaoshelius.stack import lifecycle
+from chaoshelius.stack.config import StackConfig
+from chaoshelius.stack.state import StackPaths
+
+__all__ = [
+    "PlannedRun",
+    "SuiteError",
+    "SuiteOptions",
+    "SuiteResult",
+    "plan",
+    "run_suite",
+    "summary_line",
+]
+
+INTERRUPTED_EXIT = 130
+CHAOS_STOP_GRACE_SECONDS = 120.0  # rollbacks + after-hypothesis queries, then SIGKILL
+
+
+class SuiteError(HeliusError):
+    """The suite cannot start (no experiments, unknown name, `chaos` not installed...)."""
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    experiment: Path
+    profile: Path | None = None  # stack profile; None = the shipped default
+    expected: Verdict = Verdict.PASSED
+    expected_probe: str | None = None  # negative controls: the probe that must fail
+
+    @property
+    def key(self) -> str:
+        return self.experiment.stem
+
+    @property
+    def variant(self) -> str | None:
+        return None if self.profile is None else f"negative:{self.profile.stem}"
+
+    def run_id(self, suite_id: str) -> str:
+        suffix = "" if self.profile is None else f"--{self.profile.stem}"
+        return f"{suite_id}-{self.key}{suffix}"
+
+
+@dataclass(frozen=True)
+class SuiteOptions:
+    reports_dir: Path = Path("reports")
+    state_dir: Path = Path(".helius") / "stack"
+    base_port: int = 17000
+    keep_stack: bool = False
+    echo: Callable[[str], None] = print
+
+
+@dataclass
+class SuiteResult:
+    suite_id: str
+    summaries: list[RunSummary] = field(default_factory=list)
+    interrupted: bool = False
+    seconds: float = 0.0
+    index_html: Path | None = None
+    junit_xml: Path | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return INTERRUPTED_EXIT
+        return 0 if all(s.as_expected for s in self.summaries) else 1
+
+
+def plan(
+    experiments_dir: Path, only: Sequence[str] = (), negative: bool = False
+) -> list[PlannedRun]:
+    """The runs of the catalogue (or of `only`), in file order; negatives grouped by profile."""
+    files = sorted(experiments_dir.glob("*.json"))
+    if not files:
+        raise SuiteError(f"no experiments (*.json) in {experiments_dir}")
+    by_key = {f.stem: f for f in files}
+    unknown = [name for name in only if name not in by_key]
+    if unknown:
+        raise SuiteError(f"unknown experiment(s) {unknown}; known: {sorted(by_key)}")
+    chosen = [by_key[name] for name in only] if only else files
+    if not negative:
+        return [PlannedRun(f) for f in chosen]
+    controls = load_controls()
+    missing = [f.stem for f in chosen if f.stem not in controls]
+    if missing:
+        raise SuiteError(f"no negative control for {missing}; add them to chaoshelius/negative/")
+    runs = [
+        PlannedRun(
+            f,
+            controls[f.stem].profile_file,
+            Verdict.DEVIATED,
+            controls[f.stem].probe,
+        )
+        for f in chosen
+    ]
+    return sorted(runs, key=lambda r: (str(r.profile), r.key))  # one stack restart per profile
+
+
+def run_suite(runs: Sequence[PlannedRun], options: SuiteOptions) -> SuiteResult:
+    """Run `runs` against the local stack; see the module docstring."""
+    chaos = shutil.which("chaos") or str(Path(sys.executable).with_name("chaos"))
+    if not Path(chaos).exists():
+        raise SuiteError("the `chaos` CLI is not installed: pip install chaostoolkit")
+    started = time.monotonic()
+    result = SuiteResult(time.strftime("%Y%m%d-%H%M%S"))
+    runs_dir = options.reports_dir / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    paths = StackPaths(options.state_dir.resolve())
+    found = lifecycle.running_state(paths)
+    found_profile = StackConfig.model_validate(found["profile"]) if found else None
+    echo = options.echo
+    with _Interrupts() as interrupts:
+        try:
+            current: Path | None = None
+            state: dict[str, Any] | None = None  # None: not brought up by this suite yet
+            for run in runs:
+                if interrupts.fired:
+                    break
+                if state is None or run.profile != current:
+                    config = StackConfig.load(run.profile) if run.profile else StackConfig()
+                    echo(f"-- local stack, profile {config.name!r}: starting (if needed)")
+                    up = lifecycle.up(options.state_dir, options.base_port, config, restart=True)
+                    state, current = up.state, run.profile
+                summary = _run_one(run, result.suite_id, runs_dir, chaos, state, interrupts)
+                result.summaries.append(summary)
+                echo(summary_line(summary))
+        finally:
+            result.interrupted = interrupts.fired
+            if result.summaries:
+                index = build_index(options.reports_dir, suite_id=result.suite_id)
+                result.index_html, result.junit_xml = index.index_html, index.junit_xml
+            _leave_stack(options, found_profile)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def summary_line(s: RunSummary) -> str:
+    """One line per run: name, verdict, expectation, duration and the KPIs that matter."""
+    k = s.kpis
+    name = s.experiment_key + (f" [{s.variant}]" if s.variant else "")
+    mark = "ok  " if s.as_expected else "FAIL"
+    parts = [
+        f"{mark} {name:<48} {s.verdict!s:<11}",
+        f"expected {s.expected_verdict}"
+        + (f" on {s.expected_failing_probe}" if s.expected_failing_probe else ""),
+        f"{s.duration_s or 0:.0f} s",
+        f"availability {_num(k.availability_during_fault, '.4f')}",
+        f"fallback {_num(k.time_to_fallback_s, '.1f', ' s')}",
+        f"recover {_num(k.time_to_recover_s, '.1f', ' s')}",
+        f"worst p99 {_num(k.worst_p99_s, '.3f', ' s')}",
+    ]
+    if s.failing_probe:
+        parts.append(f"failing probe {s.failing_probe}")
+    return "  ".join(parts)
+
+
+def _num(value: float | None, spec: str, unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:{spec}}{unit}"
+
+
+def _run_one(
+    run: PlannedRun,
+    suite_id: str,
+    runs_dir: Path,
+    chaos: str,
+    state: dict[str, Any],
+    interrupts: _Interrupts,
+) -> RunSummary:
+    run_dir = runs_dir / run.run_id(suite_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_meta(run_dir, run, suite_id)
+    ports = state["ports"]
+    prometheus_url = f"http://127.0.0.1:{ports['prometheus']}"
+    env = {
+        **os.environ,
+        "HELIUS_TARGET": "local",
+        "HELIUS_RUN_DIR": str(run_dir.resolve()),
+        "HELIUS_CONTROL_URL": f"http://127.0.0.1:{ports['control']}",
+        "HELIUS_PROMETHEUS_URL": prometheus_url,
+        "HELIUS_RECO_URL": f"http://127.0.0.1:{ports['reco_service']}",
+        "HELIUS_LOADGEN_METRICS_PORT": str(ports["loadgen"]),
+    }
+    argv = [
+        chaos, "--log-file", str(run_dir / "chaos.log"),
+        "run", "--journal-path", str(run_dir / "journal.json"), str(run.experiment),
+    ]  # fmt: skip
+    with (run_dir / "chaos.out").open("wb") as out:
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # our signal handler decides what reaches it
+        )
+        interrupts.child = process
+        try:
+            _wait(process, interrupts)
+        finally:
+            interrupts.child = None
+    return build_run_report(run_dir, prometheus_url).summary
+
+
+def _wait(process: subprocess.Popen[bytes], interrupts: _Interrupts) -> None:
+    while process.poll() is None:
+        if interrupts.fired:
+            try:
+                process.wait(CHAOS_STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            return
+        time.sleep(0.2)
+
+
+def _write_meta(run_dir: Path, run: PlannedRun, suite_id: str) -> None:
+    meta = {
+        "experiment": run.key,
+        "experiment_file": str(run.experiment),
+        "variant": run.variant,
+        "expected_verdict": str(run.expected),
+        "expected_failing_probe": run.expected_probe,
+        "suite_id": suite_id,
+    }
+    (run_dir / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+
+
+def _leave_stack(options: SuiteOptions, found: StackConfig | None) -> None:
+    """Leave the stack as found: down if we started it, else back on its own profile."""
+    if options.keep_stack:
+        return
+    if found is None:
+        lifecycle.down(options.state_dir)
+    else:
+        lifecycle.up(options.state_dir, options.base_port, found, restart=True)
+
+
+class _Interrupts:
+    """SIGTERM/SIGINT: forward SIGTERM to the running `chaos` once, remember it happened."""
+
+    def __init__(self) -> None:
+        self.fired = False
+        self.child: subprocess.Popen[bytes] | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.fired = True
+        child = self.child
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+
+    def __enter__(self) -> _Interrupts:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
