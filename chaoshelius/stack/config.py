@@ -37,6 +37,10 @@ class AppPlacement(BaseModel):
         return self.zones[index % len(self.zones)]
 
 
+# fields whose change only needs new recommender pods (what the negative profiles change)
+RECO_FIELDS = frozenset({"name", "reco", "reco_app", "reco_env", "reco_mlflow_endpoint"})
+
+
 class StackConfig(BaseModel):
     """A stack profile. Every field has the shipped default."""
 
@@ -57,6 +61,11 @@ class StackConfig(BaseModel):
     bootstrap_model: bool = True
     # delay before a killed pod is replaced (ReplicaSet-like)
     replace_delay_seconds: float = Field(default=1.5, ge=0)
+
+    def differs_only_in_recommender(self, other: StackConfig) -> bool:
+        """True if `other` can be applied by replacing the recommender pods alone."""
+        keep = set(type(self).model_fields) - RECO_FIELDS
+        return self.model_dump(include=keep) == other.model_dump(include=keep)
 
     @classmethod
     def load(cls, path: Path) -> StackConfig:

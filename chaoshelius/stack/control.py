@@ -12,8 +12,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
+from chaoshelius.stack.config import StackConfig
 from chaoshelius.stack.errors import StackError
 from chaoshelius.stack.faults import MAX_TTL_SECONDS
 
@@ -119,6 +120,18 @@ def create_app(stack: Stack) -> FastAPI:
     @app.get("/metrics")
     async def metrics() -> Response:
         return Response(stack.metrics(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.put("/profile", response_model=None)
+    async def profile(body: dict[str, Any]) -> dict[str, Any] | JSONResponse:
+        """Swap to another profile that differs only in the recommender (no full restart)."""
+        try:
+            config = StackConfig.model_validate(body)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            return _error(400, f"profile: {where}: {first['msg']}")
+        await stack.reconfigure(config)
+        return {"profile": config.model_dump(mode="json")}
 
     @app.post("/shutdown")
     async def shutdown() -> dict[str, Any]:

@@ -376,6 +376,47 @@ class Stack:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def reconfigure(self, config: StackConfig) -> None:
+        """Apply a profile that differs only in the recommender: replace its pods, wait ready.
+
+        Everything else (PostgreSQL, MLflow, Prometheus and its history) keeps running, so a
+        negative control costs seconds instead of a full restart.
+        """
+        if self.phase != "ready":
+            raise StackError(f"the stack is {self.phase}, not ready: cannot change its profile")
+        if not self.config.differs_only_in_recommender(config):
+            raise StackError("this profile changes more than the recommender: restart the stack")
+        if self.faults.active():
+            raise StackError("faults are active: undo them before changing the profile")
+        self.phase = "reconfiguring"
+        self._write_state()
+        self._event("profile change", profile=config.name)
+        deadline = time.monotonic() + BOOT_TIMEOUT_SECONDS
+        try:
+            self.supervisor.enabled.discard(App.RECO)
+            self.supervisor.poke()
+            await self._until(
+                lambda: not self.supervisor.pods(f"app={App.RECO}"),
+                deadline,
+                "the old recommender pods did not stop",
+            )
+            self.config = config  # pod specs read it when a pod starts
+            self.supervisor.slots[App.RECO] = []
+            self.supervisor.placements[App.RECO] = config.reco.zone_of
+            self.supervisor.replicas[App.RECO] = config.reco.replicas
+            self.supervisor.enabled.add(App.RECO)
+            self.supervisor.poke()
+            await self._until(self.supervisor.all_ready, deadline, "not every pod became ready")
+            if config.bootstrap_model and config.mlflow.replicas > 0:
+                await self._wait_reco_on_registry_model()
+        except StackError as exc:
+            self.phase, self.error = "failed", str(exc)
+            self._write_state()
+            raise
+        self.phase = "ready"
+        self._event("profile changed", profile=config.name)
+        self._changed()
+
     # -- faults ------------------------------------------------------------------------------
     async def _reaper(self) -> None:
         while True:

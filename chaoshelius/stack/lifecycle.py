@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,9 @@ def up(
                     f"{state.get('base_port')}; run `chaoshelius stack down` first or pass "
                     f"--restart"
                 )
+            if state.get("base_port") == base_port and _swap_profile(state, config, timeout):
+                state = _wait_ready(paths, state["pids"]["supervisor"], started + timeout)
+                return UpResult(True, time.monotonic() - started, state)
             down(state_dir)
         else:
             state = _wait_ready(paths, state["pids"]["supervisor"], started + timeout)
@@ -95,12 +99,30 @@ def up(
             start_new_session=True,
             cwd=paths.root,
         )  # fmt: skip
+    # the supervisor outlives this call: reap it when it exits (no zombie left in a long-lived
+    # caller, no "subprocess is still running" ResourceWarning when `process` is collected)
+    threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
     try:
         state = _wait_ready(paths, process.pid, started + timeout, process)
     except StackError:
         down(state_dir)
         raise
     return UpResult(False, time.monotonic() - started, state)
+
+
+def _swap_profile(state: dict[str, Any], config: StackConfig, timeout: float) -> bool:
+    """Ask the running stack to swap to `config` in place; False if it needs a restart."""
+    running = StackConfig.model_validate(state.get("profile") or {})
+    if not running.differs_only_in_recommender(config):
+        return False
+    url = f"http://127.0.0.1:{state['ports']['control']}/profile"
+    try:
+        response = httpx.put(url, json=config.model_dump(mode="json"), timeout=timeout)
+    except httpx.HTTPError:
+        return False
+    if response.status_code != 200:
+        raise StackError(f"the stack refused the profile change: {response.text}")
+    return True
 
 
 def _wait_ready(
