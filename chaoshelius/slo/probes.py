@@ -44,12 +44,18 @@ FALLBACK_GAUGE = "reco_engine_in_fallback_mode"
 
 
 # ------------------------------------------------------------------ helpers
+def _now() -> float:
+    """The judging clock, epoch seconds: "now" for open windows and "still ... now" checks.
+    One seam, so tests can judge a recorded history as of the end of the recording."""
+    return time.time()
+
+
 def _dur(seconds: float) -> str:
     return f"{max(1, math.ceil(seconds))}s"
 
 
 def _bounds(window: Window) -> tuple[float, float]:
-    end = window.ended_at if window.ended_at is not None else time.time()
+    end = window.ended_at if window.ended_at is not None else _now()
     return window.started_at, max(end, window.started_at + 1.0)
 
 
@@ -261,7 +267,7 @@ def fallback_engaged_within(
     config = HarnessConfig.from_chaos(configuration)
     start, end = _bounds(window)
     q = f"max({FALLBACK_GAUGE})"
-    stop = min(time.time(), max(end, start + seconds) + 2)
+    stop = min(_now(), max(end, start + seconds) + 2)
     series = prom.range_series(config, q, start, stop)
     if not series:
         return verdict(
@@ -314,7 +320,7 @@ def fallback_cleared_within(
         )
     config = HarnessConfig.from_chaos(configuration)
     end = window.ended_at
-    now = time.time()
+    now = _now()
     q = f"max({FALLBACK_GAUGE})"
     series = prom.range_series(config, q, end, now)
     points = series[0].points if series else []
@@ -371,7 +377,7 @@ def fallback_never_engaged(
         return window
     config = HarnessConfig.from_chaos(configuration)
     start, end = _bounds(window)
-    stop = min(time.time(), end + grace_seconds)
+    stop = min(_now(), end + grace_seconds)
     q = f"max_over_time(max({FALLBACK_GAUGE})[{_dur(stop - start)}:1s] @ {stop:.3f})"
     value = prom.instant_value(config, q)
     return verdict(
@@ -393,8 +399,10 @@ def alert_fired(
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
-    """`ok` when Prometheus alert `alertname` was firing within `within_seconds` of the
-    fault's start (the ALERTS series). Reports `time_to_alert_seconds`."""
+    """`ok` when Prometheus alert `alertname` started firing within `within_seconds` of the
+    fault's start (the ALERTS series, judged each second). An alert that was already firing
+    when the fault started does not count (nothing shows this fault raised it) unless it
+    stopped and fired again in that time. Reports `time_to_alert_seconds`."""
     threshold = {"within_seconds": within_seconds}
     window = window_or_verdict(window_id, kind, target, threshold)
     if isinstance(window, dict):
@@ -402,20 +410,32 @@ def alert_fired(
     config = HarnessConfig.from_chaos(configuration)
     start, _ = _bounds(window)
     q = f'max(ALERTS{{alertname="{alertname}",alertstate="firing"}})'
-    stop = min(time.time(), start + within_seconds)
-    series = prom.range_series(config, q, start, max(stop, start + 1))
-    first = next((t for s in series for t, v in s.points if v >= 1), None)
-    tta = None if first is None else first - start
+    stop = max(min(_now(), start + within_seconds), start + 1)
+    series = prom.range_series(config, q, start, stop, step=1.0)
+    # seconds after the start at which the alert was firing (absent steps: not firing)
+    firing = {round(t - start) for s in series for t, v in s.points if v >= 1}
+    at_start = 0 in firing
+    tta = next((float(k) for k in sorted(firing) if k > 0 and k - 1 not in firing), None)
+    if tta is not None and tta > within_seconds:
+        tta = None
+    if tta is not None:
+        description = f"alert {alertname} started firing {tta:.1f} s after the fault started"
+    elif at_start:
+        description = (
+            f"alert {alertname} was already firing when the fault started and did not fire "
+            f"anew within {within_seconds:g} s: nothing shows this fault raised it"
+        )
+    else:
+        description = f"alert {alertname} never fired within {within_seconds:g} s of the fault"
     return verdict(
         tta is not None,
         tta,
         threshold,
-        f"alert {alertname} never fired within {within_seconds:g} s of the fault"
-        if tta is None
-        else f"alert {alertname} firing {tta:.1f} s after the fault started",
+        description,
         q,
         window_json(window),
         time_to_alert_seconds=tta,
+        firing_at_start=at_start,
     )
 
 
@@ -530,7 +550,7 @@ def replicas_recovered_within(
     config = HarnessConfig.from_chaos(configuration)
     start = window.started_at
     ref = window.ended_at if window.ended_at is not None and window.kind != "pod-kill" else start
-    now = time.time()
+    now = _now()
     q = f"count({_sel('up', app=app)} == 1) or vector(0)"
     series = prom.range_series(config, q, start, now)
     points = series[0].points if series else []
