@@ -5,10 +5,24 @@ The history is written as OpenMetrics with explicit timestamps, turned into TSDB
 free port >= 20000. Timeline (seconds after T0, T0 an hour ago, one sample per second):
 
 - load: 10 requests/s, all successful, latencies in the 50 ms bucket, except
-- GOOD fault [100, 160): MLflow down (up=0), refresh failures born at 102 and growing,
-  fallback gauge 1 on [104, 166), RecoEngineInFallback firing on [115, 170); clients unaffected.
+- GOOD fault [100, 160): MLflow down (up=0 on [102, 163)), refresh failures born at 102 and
+  growing, fallback gauge 1 on [104, 166), RecoEngineInFallback firing on [115, 170), then
+  resolved; clients unaffected.
 - BAD fault [300, 360): 30 % of requests fail and take ~0.8 s; no fallback, no alert.
 - HUNG fault [450, 480): clients complete only 1 request/s (all "successful").
+
+Two things a real Prometheus has that the history must get right:
+
+- A counter sample scraped at time t counts the requests completed *before* t: the sample at
+  T0 + s holds seconds 0 .. s-1, so the first sample showing a fault's requests is at its
+  start + 1, and a baseline ending at the fault's start holds none of them.
+- Staleness: when a series stops (an alert resolves, a target goes away) Prometheus writes a
+  staleness marker and the series is gone at once. OpenMetrics cannot carry that marker, so
+  this Prometheus runs with a lookback of STALE_AFTER seconds instead of 5 minutes: a series
+  that stops is gone STALE_AFTER s later (the ALERTS series is absent from 175 on), where a
+  5-minute lookback would keep the resolved alert "firing" over the BAD window.
+
+Window probes are judged as of the end of the recording, T0 + NOW (their `_now` clock).
 """
 
 from __future__ import annotations
@@ -23,6 +37,8 @@ from pathlib import Path
 import httpx
 
 SPAN = 600
+NOW = SPAN  # the probes' clock, in seconds after T0: the end of the recording
+STALE_AFTER = 5  # seconds; a few 1 s samples, standing in for staleness markers
 GOOD = (100, 160)
 BAD = (300, 360)
 HUNG = (450, 480)
@@ -59,23 +75,7 @@ def _openmetrics(t0: int) -> str:
     hist: list[str] = []
     for s in range(SPAN):
         ts = t0 + s
-        if BAD[0] <= s < BAD[1]:
-            ok += 7
-            fail += 3
-            # 7 fast requests (<= 50 ms), 3 slow ones (<= 1 s)
-            for b, n in zip(BUCKETS, (7, 7, 10, 10), strict=True):
-                counts[b] += n
-            total_sum += 7 * 0.02 + 3 * 0.8
-        elif HUNG[0] <= s < HUNG[1]:
-            ok += 1
-            for b in BUCKETS:
-                counts[b] += 1
-            total_sum += 0.02
-        else:
-            ok += 10
-            for b in BUCKETS:
-                counts[b] += 10
-            total_sum += 10 * 0.02
+        # the sample at ts counts the requests of the seconds before it, then second s runs
         req_ok.append(
             f'helius_client_requests_total{{name="/predict",outcome="success"}} {ok} {ts}'
         )
@@ -94,6 +94,23 @@ def _openmetrics(t0: int) -> str:
         hist.append(
             f'helius_client_request_latency_seconds_sum{{name="/predict"}} {total_sum} {ts}'
         )
+        if BAD[0] <= s < BAD[1]:
+            ok += 7
+            fail += 3
+            # 7 fast requests (<= 50 ms), 3 slow ones (<= 1 s)
+            for b, n in zip(BUCKETS, (7, 7, 10, 10), strict=True):
+                counts[b] += n
+            total_sum += 7 * 0.02 + 3 * 0.8
+        elif HUNG[0] <= s < HUNG[1]:
+            ok += 1
+            for b in BUCKETS:
+                counts[b] += 1
+            total_sum += 0.02
+        else:
+            ok += 10
+            for b in BUCKETS:
+                counts[b] += 10
+            total_sum += 10 * 0.02
     lines += ["# TYPE helius_client_requests counter", *req_ok, *req_fail]
     lines += ["# TYPE helius_client_request_latency_seconds histogram", *hist]
 
@@ -108,7 +125,7 @@ def _openmetrics(t0: int) -> str:
         v = min((s - 102) // 2 + 1, (GOOD[1] - 102) // 2 + 1)
         lines.append(f'reco_engine_refresh_failures_total{{reason="timeout"}} {v} {t0 + s}')
 
-    lines.append("# TYPE ALERTS gauge")
+    lines.append("# TYPE ALERTS gauge")  # resolved at 170: no sample after (see STALE_AFTER)
     for s in range(115, 170):
         lines.append(f'ALERTS{{alertname="RecoEngineInFallback",alertstate="firing"}} 1 {t0 + s}')
 
@@ -143,6 +160,7 @@ def start_prometheus(workdir: Path) -> tuple[subprocess.Popen[bytes], PromHistor
             f"--config.file={config}",
             f"--storage.tsdb.path={data}",
             "--storage.tsdb.retention.time=30d",
+            f"--query.lookback-delta={STALE_AFTER}s",
             f"--web.listen-address=127.0.0.1:{port}",
         ],
         stdout=subprocess.DEVNULL,

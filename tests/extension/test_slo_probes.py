@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from chaoslib.exceptions import ActivityFailed
-from prom_fixture import BAD, GOOD, HUNG, PromHistory, start_prometheus
+from prom_fixture import BAD, GOOD, HUNG, NOW, PromHistory, start_prometheus
 
 from chaoshelius import windows
 from chaoshelius.exceptions import PrometheusError
@@ -33,7 +33,10 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PromHistory]:
 
 
 @pytest.fixture
-def cfg(history: PromHistory, tmp_path: Path) -> dict[str, Any]:
+def cfg(history: PromHistory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Configuration for the recorded Prometheus; the probes' clock is the recording's end (an
+    hour ago), as a live run judges right after its fault: "still up now" means then."""
+    monkeypatch.setattr(probes, "_now", lambda: history.at(NOW))
     return {"prometheus_base_url": history.url, "helius_run_dir": str(tmp_path)}
 
 
@@ -82,6 +85,7 @@ def test_latency_p99_ratio(cfg: dict[str, Any], history: PromHistory) -> None:
     bad = _window(cfg, history, BAD)
     result = probes.latency_p99_ratio(2.0, floor_seconds=0.1, window_id=bad.id, configuration=cfg)
     assert not result["ok"] and result["value"] > 10
+    assert result["p99_before_seconds"] < 0.05  # the baseline holds none of the slow requests
     nodata = probes.latency_p99_ratio(metric="nope_seconds", window_id=bad.id, configuration=cfg)
     assert not nodata["ok"] and "no latency data" in nodata["description"]
 
@@ -115,10 +119,15 @@ def test_alert_fired(cfg: dict[str, Any], history: PromHistory) -> None:
     assert not probes.alert_fired("RecoEngineInFallback", 10, window_id=good.id, configuration=cfg)[
         "ok"
     ]
+    # the alert of the GOOD fault, resolved 130 s before, does not count for the BAD one
     bad = _window(cfg, history, BAD)
-    assert not probes.alert_fired("RecoEngineInFallback", 60, window_id=bad.id, configuration=cfg)[
-        "ok"
-    ]
+    quiet = probes.alert_fired("RecoEngineInFallback", 60, window_id=bad.id, configuration=cfg)
+    assert not quiet["ok"] and "never fired" in quiet["description"]
+    # a fault starting while the alert was already firing (since 115) did not raise it
+    late = _window(cfg, history, (130, 160))
+    already = probes.alert_fired("RecoEngineInFallback", 30, window_id=late.id, configuration=cfg)
+    assert not already["ok"] and already["firing_at_start"]
+    assert "already firing" in already["description"]
 
 
 def test_counter_grew_counts_a_series_born_in_the_window(
