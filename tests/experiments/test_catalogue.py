@@ -1,0 +1,144 @@
+"""The experiment files, checked without any target: valid for Chaos Toolkit, safe to interrupt.
+
+`ensure_experiment_is_valid` binds every python activity's arguments to the real function
+signature, so a renamed argument or a typo in a module name fails here, not mid-run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chaoslib.experiment import ensure_experiment_is_valid
+from chaoslib.loader import load_experiment
+
+from chaoshelius.negative import load_controls
+from chaoshelius.suite import plan
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPERIMENTS = sorted((ROOT / "experiments").glob("*.json"))
+FAULT_ACTIONS = {  # injecting function -> the function that undoes it
+    "kill_pods": None,  # a kill needs no undo: the ReplicaSet / supervisor replaces the pod
+    "scale_app": "restore_scale",
+    "cut_path": "restore_path",
+    "drain_zone": "uncordon_zone",
+    "start_load": "stop_load",
+}
+
+
+def _load(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def _funcs(activities: list[dict[str, Any]]) -> list[str]:
+    return [a["provider"].get("func", "") for a in activities]
+
+
+def test_the_catalogue_is_complete() -> None:
+    names = {p.stem for p in EXPERIMENTS}
+    assert {
+        "mlflow-pod-kill",
+        "mlflow-outage",
+        "rds-path-cut",
+        "az-drain",
+        "mlflow-latency",
+        "reco-pod-kill",
+    } <= names
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_experiment_is_valid_for_chaostoolkit(path: Path) -> None:
+    experiment = load_experiment(str(path))
+    ensure_experiment_is_valid(experiment)  # raises InvalidExperiment on any problem
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_rollbacks_always_play_and_undo_every_fault(path: Path) -> None:
+    experiment = _load(path)
+    assert experiment["runtime"]["rollbacks"]["strategy"] == "always"
+    method, rollbacks = _funcs(experiment["method"]), _funcs(experiment["rollbacks"])
+    for func in method:
+        undo = FAULT_ACTIONS.get(func)
+        if undo is not None:
+            assert undo in rollbacks, f"{func} in the method but no {undo} in the rollbacks"
+            assert undo in method, f"the method must end its own fault ({undo}) before judging"
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_every_fault_has_a_ttl_and_load_runs_throughout(path: Path) -> None:
+    experiment = _load(path)
+    method = experiment["method"]
+    assert method[0]["provider"]["func"] == "start_load", "the load starts first"
+    assert method[-1]["provider"]["func"] == "stop_load", "the load stops last"
+    for activity in method:
+        provider = activity["provider"]
+        if provider.get("func") in ("scale_app", "cut_path", "drain_zone"):
+            ttl = provider["arguments"].get("ttl_seconds")
+            assert isinstance(ttl, int | float) and 0 < ttl <= 300, activity["name"]
+        if provider["type"] == "process":
+            assert isinstance(provider.get("arguments"), list), "string arguments go through sh"
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_hypothesis_judges_the_fault_window(path: Path) -> None:
+    """At least one probe reads the fault window from Prometheus, and every tolerance is
+    a jsonpath on `ok` (the probes return a verdict, never a raw value to compare)."""
+    probes = _load(path)["steady-state-hypothesis"]["probes"]
+    windowed = [p for p in probes if "kind" in p["provider"].get("arguments", {})]
+    assert windowed, "no probe judges the fault window"
+    for probe in probes:
+        assert probe["tolerance"] == {"type": "jsonpath", "path": "$.ok", "expect": True}
+
+
+def test_every_experiment_has_a_negative_control_naming_a_real_probe() -> None:
+    controls = load_controls()
+    assert set(controls) == {p.stem for p in EXPERIMENTS}
+    for path in EXPERIMENTS:
+        control = controls[path.stem]
+        probes = [p["name"] for p in _load(path)["steady-state-hypothesis"]["probes"]]
+        assert control.probe in probes, f"{path.stem}: {control.probe} is not one of {probes}"
+        assert control.profile_file.is_file()
+
+
+def test_negative_plan_groups_runs_by_profile() -> None:
+    runs = plan(ROOT / "experiments", negative=True)
+    profiles = [r.profile for r in runs]
+    switches = sum(1 for a, b in zip(profiles, profiles[1:], strict=False) if a != b)
+    assert switches == len(set(profiles)) - 1
+    assert all(r.expected_probe for r in runs)
+
+
+def test_experiments_readme_lists_every_experiment() -> None:
+    readme = (ROOT / "experiments" / "README.md").read_text()
+    listed = set(re.findall(r"`([a-z0-9-]+)\.json`", readme))
+    assert listed == {p.stem for p in EXPERIMENTS}
+
+
+def test_chaos_validate_accepts_every_experiment() -> None:
+    chaos = Path(sys.executable).with_name("chaos")
+    for path in EXPERIMENTS:
+        done = subprocess.run(
+            [str(chaos), "--no-log-file", "validate", str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_discovery_lists_actions_and_probes_from_the_modules() -> None:
+    from chaoshelius.discovery import discover
+
+    activities = discover()["activities"]
+    kinds = {(a["name"], a["type"]) for a in activities}
+    assert ("kill_pods", "action") in kinds
+    assert ("client_success_ratio", "probe") in kinds
+    assert not {name for name, kind in kinds if kind == "action"} & {
+        name for name, kind in kinds if kind == "probe"
+    }
