@@ -154,18 +154,19 @@ def start_prometheus(workdir: Path) -> tuple[subprocess.Popen[bytes], PromHistor
     config = workdir / "prometheus.yml"
     config.write_text("global:\n  scrape_interval: 15s\n")
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            prometheus,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={data}",
-            "--storage.tsdb.retention.time=30d",
-            f"--query.lookback-delta={STALE_AFTER}s",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(workdir / "prometheus.log").open("wb"),
-    )
+    with (workdir / "prometheus.log").open("wb") as log:  # the child keeps its own copy
+        proc = subprocess.Popen(
+            [
+                prometheus,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={data}",
+                "--storage.tsdb.retention.time=30d",
+                f"--query.lookback-delta={STALE_AFTER}s",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
