@@ -1,8 +1,8 @@
 """Sessions for the Helius resilience harness (`nox -l` lists them).
 
 Default sessions (`nox`): lint, typecheck, tests. The slow ones are opt-in: chaos (the whole
-experiment catalogue on the embedded local stack -> reports/index.html), bench, security,
-report_browser.
+experiment catalogue on the embedded local stack -> reports/index.html), negative (each
+experiment against its fragile variant: it must deviate), bench, security, report_browser.
 """
 
 from __future__ import annotations
@@ -45,6 +45,13 @@ def chaos(session: nox.Session) -> None:
     """The chaos suite on the embedded local stack under load -> reports/index.html."""
     session.install(*HARNESS)
     session.run("chaoshelius", "suite", "run", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def negative(session: nox.Session) -> None:
+    """Negative controls: every experiment must deviate against its known-fragile variant."""
+    session.install(*HARNESS)
+    session.run("chaoshelius", "suite", "run", "--negative", *session.posargs)
 
 
 @nox.session(python=PYTHON, default=False)
