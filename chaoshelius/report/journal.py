@@ -140,7 +140,7 @@ def probe_from_run(run: Mapping[str, Any], phase: Phase) -> ProbeResult:
         return ProbeResult(
             **common,
             value=_finite_or_none(value),
-            threshold=threshold if isinstance(threshold, int | float | str) else None,
+            threshold=_threshold_text(threshold),
             query=_opt_str(output.get("query")),
             description=_opt_str(output.get("description")),
             structured=True,
@@ -211,11 +211,24 @@ def windows_from_file(data: Any) -> tuple[FaultWindow, ...]:
     return tuple(windows)
 
 
+def _threshold_text(threshold: Any) -> float | str | None:
+    """A probe's threshold as shown: a number, or `key=value` pairs for a dict of limits."""
+    if isinstance(threshold, bool) or threshold is None:
+        return None
+    if isinstance(threshold, int | float | str):
+        return threshold
+    if isinstance(threshold, Mapping):
+        pairs = [f"{k}={v}" for k, v in threshold.items() if v is not None]
+        return ", ".join(pairs) or None
+    return str(threshold)
+
+
 def describe_probe(probe: ProbeResult) -> str:
     """A short sentence about one probe result: name, measured value and threshold."""
     if probe.structured:
         value = "no data" if probe.value is None else format(probe.value, ".6g")
-        return f"'{probe.name}' measured {value} against threshold {probe.threshold}"
+        sentence = f"'{probe.name}' measured {value} against threshold {probe.threshold}"
+        return sentence + (f" ({probe.description})" if probe.description else "")
     if probe.exception:
         return f"'{probe.name}' raised: {probe.exception}"
     return f"'{probe.name}' returned {_excerpt(probe.raw_output, 120)}"

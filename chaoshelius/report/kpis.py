@@ -13,6 +13,8 @@ Definitions (also in docs/reports.md):
   fallback, no fault is active and the per-step client success ratio is >= RECOVERED_RATIO.
 - worst p99: highest client-side p99 latency (seconds) between run start and end; the
   server-side p99 when the client has none.
+- p99 before / during the fault: highest client-side p99 from run start to span start, and
+  within the span (their ratio says how much the fault slowed what users saw).
 """
 
 from __future__ import annotations
@@ -82,6 +84,9 @@ def compute_kpis(
         else:
             to_fallback = max(0.0, first - start)
 
+    p99 = series.get("client_latency_p99", ())
+    p99_before = _max_between(p99, run_start, start)
+    p99_during = _max_between(p99, start, end)
     to_recover, note = time_to_recover(series, end, run_end)
     if note:
         notes.append(note)
@@ -93,6 +98,8 @@ def compute_kpis(
         worst_p99_s=worst,
         fault_duration_s=end - start,
         notes=tuple(notes),
+        p99_before_fault_s=p99_before,
+        p99_during_fault_s=p99_during,
     )
 
 

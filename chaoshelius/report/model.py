@@ -131,6 +131,14 @@ class Kpis:
     worst_p99_s: float | None = None  # highest client p99 latency over the run
     fault_duration_s: float | None = None
     notes: tuple[str, ...] = ()
+    p99_before_fault_s: float | None = None  # highest client p99 from run start to the fault
+    p99_during_fault_s: float | None = None  # highest client p99 during the fault span
+
+    @property
+    def p99_ratio(self) -> float | None:
+        """p99 during the fault / p99 before it (None when either is unmeasured or zero)."""
+        before, during = self.p99_before_fault_s, self.p99_during_fault_s
+        return None if not before or during is None else during / before
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)

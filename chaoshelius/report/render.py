@@ -30,6 +30,8 @@ KPI_UNITS = {
     "worst_p99_s": "s",
     "fault_duration_s": "s",
     "requests_during_fault": "",
+    "p99_before_fault_s": "s",
+    "p99_during_fault_s": "s",
 }
 
 

@@ -178,6 +178,7 @@ def summary_line(s: RunSummary) -> str:
         f"fallback {_num(k.time_to_fallback_s, '.1f', ' s')}",
         f"recover {_num(k.time_to_recover_s, '.1f', ' s')}",
         f"worst p99 {_num(k.worst_p99_s, '.3f', ' s')}",
+        f"p99 during/before {_num(k.p99_ratio, '.2f', 'x')}",
     ]
     if s.failing_probe:
         parts.append(f"failing probe {s.failing_probe}")
