@@ -9,9 +9,11 @@ chowned to it and its parent directories get the search bit (`o+x`) so that user
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -22,7 +24,7 @@ import psycopg2
 from psycopg2 import sql
 
 from chaoshelius.stack.errors import ProcessStartError, StackError
-from chaoshelius.stack.procs import LOOPBACK, ensure_port_free
+from chaoshelius.stack.procs import LOOPBACK, ensure_port_free, pid_alive, wait_until
 
 PG_USER = "helius-pg"  # OS user the server runs as when we are root
 SUPERUSER = "postgres"  # database superuser created by initdb (trust auth on loopback)
@@ -97,14 +99,29 @@ class PostgresServer:
             time.sleep(0.1)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Fast shutdown (idempotent)."""
-        if not self.is_running():
+        """Fast shutdown (idempotent); raise `StackError` if the server is still running."""
+        pid = self.pid
+        if pid is None:
             return
+        if self._as_root:
+            # a parent may have lost its search bit since start (pytest resets its temp root to
+            # 0700 when a new session starts): without it pg_ctl cannot reach the data directory
+            self._grant_traversal()
         self._run(
             ["pg_ctl", "stop", "-D", str(self.data_dir), "-m", "fast", "-t", str(int(timeout))],
             timeout=timeout + 5,
             check=False,
         )
+        # pg_ctl failed (its error is in its exit status only): signal the postmaster as pg_ctl
+        # would, fast shutdown first, then immediate shutdown
+        for sig, grace in ((signal.SIGINT, timeout), (signal.SIGQUIT, 5.0)):
+            if not self._is_postmaster(pid):
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            wait_until(lambda: not self._is_postmaster(pid), grace, 0.1)
+        if self._is_postmaster(pid):
+            raise StackError(f"PostgreSQL (pid {pid}) did not stop; see {self.log_path}")
 
     def __enter__(self) -> Self:
         self.start()
@@ -135,6 +152,16 @@ class PostgresServer:
 
     def is_running(self) -> bool:
         return self.pid is not None
+
+    def _is_postmaster(self, pid: int) -> bool:
+        """True if `pid` is a live server of this data directory (not a reused pid)."""
+        if not pid_alive(pid):
+            return False
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return str(self.data_dir).encode() in argv
 
     def accepts_connections(self) -> bool:
         try:
@@ -181,7 +208,10 @@ class PostgresServer:
             os.chown(path, uid, gid)
         for child in self.data_dir.rglob("*"):
             os.chown(child, uid, gid, follow_symlinks=False)
-        # the server user must be able to traverse down to its data directory
+        self._grant_traversal()
+
+    def _grant_traversal(self) -> None:
+        """The server user must be able to traverse down to its data directory."""
         for parent in self.data_dir.parents:
             mode = parent.stat().st_mode
             if not mode & 0o001:
