@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import socket
 from typing import Any
 
 import kubernetes_validate
@@ -45,7 +46,26 @@ def test_every_object_validates_against_the_openapi_schema(
             validate(obj)
         except kubernetes_validate.ValidationError as exc:
             failures.append(f"{obj['kind']}/{obj['metadata']['name']}: {exc.message}")
+        except kubernetes_validate.SchemaNotFoundError:
+            failures.append(f"{obj['kind']}/{obj['metadata']['name']}: no schema (a CRD?)")
     assert failures == []
+
+
+def test_validation_is_offline_and_never_skips_an_unknown_kind(
+    rendered: dict[str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The schemas ship with the package: no socket opens; a kind it lacks is an error."""
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        raise AssertionError("kubernetes-validate tried to use the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    for obj in rendered["kind"]:
+        validate(obj)
+    custom = {"apiVersion": "chaos-mesh.org/v1alpha1", "kind": "NetworkChaos", "metadata": {}}
+    with pytest.raises(kubernetes_validate.SchemaNotFoundError):
+        validate(custom)
 
 
 def test_the_validator_rejects_a_broken_object(rendered: dict[str, list[dict[str, Any]]]) -> None:
