@@ -113,14 +113,31 @@ def check_security_context(obj: Obj) -> list[str]:
     return problems
 
 
+def _secret_mounts(obj: Obj, container: Obj) -> list[str]:
+    """Mount paths of the container's Secret volumes."""
+    secret_volumes = {v["name"] for v in pod_spec(obj).get("volumes") or [] if "secret" in v}
+    return [
+        m["mountPath"].rstrip("/") + "/"
+        for m in container.get("volumeMounts") or []
+        if m["name"] in secret_volumes
+    ]
+
+
 def check_no_literal_secrets(obj: Obj) -> list[str]:
-    """Secret-looking env vars come from secretKeyRef; no URI carries a literal password."""
+    """Secret-looking env vars come from secretKeyRef (or, named *_FILE, name a file in a
+    mounted Secret volume); no URI carries a literal password."""
     problems = []
     for c in containers(obj):
         for env in c.get("env") or []:
             value = env.get("value")
             where = f"{name_of(obj)}: {c['name']} env {env['name']}"
             if value is None:
+                continue
+            if env["name"].endswith("_FILE"):
+                if SECRET_NAME.search(env["name"]) and not any(
+                    value.startswith(m) for m in _secret_mounts(obj, c)
+                ):
+                    problems.append(f"{where} names a file outside any Secret volume")
                 continue
             if SECRET_NAME.search(env["name"]) and not INTERPOLATION.match(value):
                 problems.append(f"{where} has a literal value (use secretKeyRef)")

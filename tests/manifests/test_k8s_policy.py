@@ -33,13 +33,20 @@ def _pdb(objects: list[Obj], name: str = "mlflow") -> Obj:
     )
 
 
-def _container(objects: list[Obj]) -> Obj:
-    container: Obj = _deployment(objects)["spec"]["template"]["spec"]["containers"][0]
+def _container(objects: list[Obj], deployment: str = "mlflow") -> Obj:
+    spec = _deployment(objects, deployment)["spec"]["template"]["spec"]
+    container: Obj = spec["containers"][0]
     return container
 
 
-def _env(objects: list[Obj], name: str) -> Obj:
-    return next(e for e in _container(objects)["env"] if e["name"] == name)
+def _env(objects: list[Obj], name: str, deployment: str = "mlflow") -> Obj:
+    return next(e for e in _container(objects, deployment)["env"] if e["name"] == name)
+
+
+def _volume(objects: list[Obj], name: str, deployment: str) -> Obj:
+    volumes = _deployment(objects, deployment)["spec"]["template"]["spec"]["volumes"]
+    volume: Obj = next(v for v in volumes if v["name"] == name)
+    return volume
 
 
 BREAKAGES: dict[str, tuple[Callable[[list[Obj]], None], str]] = {
@@ -110,6 +117,17 @@ BREAKAGES: dict[str, tuple[Callable[[list[Obj]], None], str]] = {
             value="postgresql://mlflow:hunter2@postgres:5432/mlflow"
         ),
         "URI with a literal password",
+    ),
+    "password file outside a Secret volume": (
+        lambda o: _env(o, "GF_DATABASE_PASSWORD__FILE", "grafana").update(value="/tmp/pass"),
+        "names a file outside any Secret volume",
+    ),
+    "password file volume turned into a ConfigMap": (
+        lambda o: (
+            _volume(o, "db-creds", "grafana").pop("secret"),
+            _volume(o, "db-creds", "grafana").update(configMap={"name": "grafana-db-creds"}),
+        ),
+        "names a file outside any Secret volume",
     ),
     "a Secret object with data": (
         lambda o: o.append(
