@@ -28,7 +28,7 @@ from typing import Any
 from chaoshelius.exceptions import HeliusError
 from chaoshelius.negative import load_controls
 from chaoshelius.report import build_index, build_run_report
-from chaoshelius.report.model import RunSummary, Verdict
+from chaoshelius.report.model import Kpis, RunSummary, Verdict
 from chaoshelius.stack import lifecycle
 from chaoshelius.stack.config import StackConfig
 from chaoshelius.stack.state import StackPaths
@@ -229,7 +229,35 @@ def _run_one(
             _wait(process, interrupts)
         finally:
             interrupts.child = None
-    return build_run_report(run_dir, prometheus_url).summary
+    try:
+        return build_run_report(run_dir, prometheus_url).summary
+    except Exception as exc:  # a report bug must not lose the suite: record it as a failed run
+        return _unreported(run, run_dir, suite_id, exc)
+
+
+def _unreported(run: PlannedRun, run_dir: Path, suite_id: str, exc: Exception) -> RunSummary:
+    """The summary of a run whose report could not be built (the journal is still on disk)."""
+    reason = f"the report could not be built ({type(exc).__name__}: {exc}); see {run_dir}"
+    summary = RunSummary(
+        run_id=run_dir.name,
+        experiment_key=run.key,
+        experiment_title=run.key,
+        verdict=Verdict.FAILED,
+        reason=reason,
+        status=None,
+        deviated=False,
+        started_at=None,
+        ended_at=None,
+        duration_s=None,
+        failing_probe=None,
+        kpis=Kpis(notes=(reason,)),
+        expected_verdict=run.expected,
+        variant=run.variant,
+        suite_id=suite_id,
+        expected_failing_probe=run.expected_probe,
+    )
+    (run_dir / "summary.json").write_text(json.dumps(summary.as_dict(), indent=2))
+    return summary
 
 
 def _wait(process: subprocess.Popen[bytes], interrupts: _Interrupts) -> None:
