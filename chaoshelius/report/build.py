@@ -192,7 +192,7 @@ def build_index(reports_dir: str | Path = "reports", suite_id: str | None = None
     """Write `index.html` and `junit.xml` in `reports_dir` from every `runs/*/summary.json`.
 
     The current suite is the runs whose `suite_id` matches (when given), else the latest run
-    of each experiment (by start time). Older runs make the history and KPI trends.
+    of each experiment and variant (by start time). Older runs make the history and KPI trends.
     """
     from chaoshelius.report.junit import write_junit
     from chaoshelius.report.render import render_index
@@ -200,8 +200,8 @@ def build_index(reports_dir: str | Path = "reports", suite_id: str | None = None
     root = Path(reports_dir)
     summaries, problems = read_summaries(root)
     history: dict[str, list[RunSummary]] = {}
-    for summary in summaries:
-        history.setdefault(summary.experiment_key, []).append(summary)
+    for summary in summaries:  # a negative control's history is not its experiment's
+        history.setdefault(history_key(summary), []).append(summary)
     for runs in history.values():
         runs.sort(key=_sort_key)
     current: list[RunSummary] = []
@@ -220,6 +220,13 @@ def build_index(reports_dir: str | Path = "reports", suite_id: str | None = None
     junit_path = root / "junit.xml"
     write_junit(current, junit_path)
     return IndexResult(index_path, junit_path, tuple(current), frozen, tuple(problems))
+
+
+def history_key(summary: RunSummary) -> str:
+    """Runs are compared with runs of the same experiment *and* variant."""
+    if summary.variant is None:
+        return summary.experiment_key
+    return f"{summary.experiment_key} [{summary.variant}]"
 
 
 def read_summaries(reports_dir: Path) -> tuple[list[RunSummary], list[str]]:

@@ -103,3 +103,44 @@ def test_empty_reports_dir(tmp_path: Path) -> None:
     assert result.current == ()
     assert "No run summaries found" in result.index_html.read_text()
     assert ET.parse(result.junit_xml).getroot().get("tests") == "0"
+
+
+def test_negative_controls_have_their_own_history_and_expected_probe(
+    run_copy: Callable[..., Path],
+) -> None:
+    """A negative control's run is not compared with its experiment's runs, and it only
+    counts as expected when it deviated on the probe it names."""
+    plain = run_copy("deviated", "plain")
+    build_run_report(plain, offline=True)
+    right = run_copy("deviated", "neg-right")
+    (right / "meta.json").write_text(
+        json.dumps(
+            {
+                "expected_verdict": "deviated",
+                "variant": "negative:fragile",
+                "expected_failing_probe": "client-success-ratio-during-fault",
+            }
+        )
+    )
+    build_run_report(right, offline=True)
+    wrong = run_copy("deviated", "neg-wrong")
+    (wrong / "meta.json").write_text(
+        json.dumps(
+            {
+                "expected_verdict": "deviated",
+                "variant": "negative:other",
+                "expected_failing_probe": "some-other-probe",
+            }
+        )
+    )
+    build_run_report(wrong, offline=True)
+    result = build_index(plain.parents[1])
+    assert len(result.history) == 3 and len(result.current) == 3
+    by_run = {s.run_id: s for s in result.current}
+    assert not by_run["plain"].as_expected
+    assert by_run["neg-right"].as_expected
+    assert not by_run["neg-wrong"].as_expected
+    root = ET.parse(result.junit_xml).getroot()
+    assert root.get("failures") == "2"
+    messages = [f.get("message") or "" for f in root.iter("failure")]
+    assert any("expected probe 'some-other-probe'" in m for m in messages)
