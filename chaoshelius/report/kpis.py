@@ -7,8 +7,9 @@ Definitions (also in docs/reports.md):
 - availability during the fault: successful / all client requests counted in the span, from
   the cumulative `helius_client_requests_total` by outcome (counter resets handled like
   Prometheus' `increase`), resolution one query step.
-- time to fallback: span start -> first sample where any pod's `reco_engine_in_fallback_mode`
-  is 1.
+- time to fallback: span start -> first sample in the span where any pod's
+  `reco_engine_in_fallback_mode` is 1 (a pod that starts after the fault, in fallback until its
+  first refresh, is recovery, not fallback).
 - time to recover: span end -> first sample from which, to the end of the run, no pod is in
   fallback, no fault is active and the per-step client success ratio is >= RECOVERED_RATIO.
 - worst p99: highest client-side p99 latency (seconds) between run start and end; the
@@ -78,14 +79,14 @@ def compute_kpis(
     if not fallback:
         notes.append("no fallback gauge series")
     else:
-        first = _first_at_least(fallback, 1.0, start, run_end)
+        first = _first_at_least(fallback, 1.0, start, end)
         if first is None:
-            notes.append("the fallback gauge never reached 1 after the fault started")
+            notes.append("the fallback gauge never reached 1 during the fault")
         else:
             to_fallback = max(0.0, first - start)
 
     p99 = series.get("client_latency_p99", ())
-    p99_before = _max_between(p99, run_start, start)
+    p99_before = _max_between(p99, run_start, start - 1e-6)  # strictly before the fault
     p99_during = _max_between(p99, start, end)
     to_recover, note = time_to_recover(series, end, run_end)
     if note:

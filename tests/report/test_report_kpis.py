@@ -120,3 +120,23 @@ def test_recorded_deviation_never_falls_back() -> None:
     kpis = compute_kpis(_recorded("deviated"), view.windows, view.started_at, view.ended_at)
     assert kpis.time_to_fallback_s is None
     assert any("never reached 1" in n for n in kpis.notes)
+
+
+def test_fallback_after_the_fault_is_not_time_to_fallback() -> None:
+    """A pod (re)started after the fault reports fallback until its first refresh: that is
+    recovery, and must not be read as a slow fallback."""
+    late = _s("p", [(t, 1.0 if 25 <= t <= 27 else 0.0) for t in range(0, 40)], pod="new")
+    kpis = compute_kpis({"fallback": (late,)}, [_window(10, 20)], 0, 40)
+    assert kpis.time_to_fallback_s is None
+    assert kpis.time_to_recover_s == 8  # healthy from t=28, 8 s after the fault ended
+    inside = _s("p", [(t, 1.0 if 13 <= t <= 22 else 0.0) for t in range(0, 40)], pod="p")
+    assert compute_kpis({"fallback": (inside,)}, [_window(10, 20)], 0, 40).time_to_fallback_s == 3
+
+
+def test_p99_before_and_during_the_fault() -> None:
+    p99 = _s("p99", [(t, 0.5 if 12 <= t <= 20 else 0.05) for t in range(0, 40)])
+    kpis = compute_kpis({"client_latency_p99": (p99,)}, [_window(10, 20)], 0, 40)
+    assert kpis.p99_before_fault_s == 0.05
+    assert kpis.p99_during_fault_s == 0.5
+    assert kpis.p99_ratio == pytest.approx(10)
+    assert compute_kpis({}, [_window(10, 20)], 0, 40).p99_ratio is None
