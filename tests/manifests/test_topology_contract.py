@@ -261,3 +261,20 @@ def test_driver_reads_labels_from_topology() -> None:
     assert "from chaoshelius.topology import" in source
     for literal in ('"app"', '"topology.kubernetes.io/zone"', f'"{NAMESPACE}"'):
         assert literal not in source, literal
+
+
+def test_kind_port_mappings_reach_the_nodeport_services(rendered: dict[str, list[Obj]]) -> None:
+    """The host ports kind maps are the NodePorts of the recommender and Grafana Services."""
+    cluster = yaml.safe_load((MANIFESTS / "overlays/kind/kind-cluster.yaml").read_text())
+    (control,) = [n for n in cluster["nodes"] if n["role"] == "control-plane"]
+    assert ZONE_LABEL not in control.get("labels", {})  # a zone drain leaves the entry alone
+    mapped = {m["containerPort"] for m in control["extraPortMappings"]}
+    assert all(m["listenAddress"] == "127.0.0.1" for m in control["extraPortMappings"])
+    nodeports = {
+        p["nodePort"]: s["spec"]["selector"][APP_LABEL]
+        for s in _objects(rendered["kind"], "Service")
+        if s["spec"].get("type") == "NodePort"
+        for p in s["spec"]["ports"]
+    }
+    assert mapped == set(nodeports)
+    assert sorted(nodeports.values()) == sorted([App.RECO.value, App.GRAFANA.value])
