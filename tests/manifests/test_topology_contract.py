@@ -278,3 +278,17 @@ def test_kind_port_mappings_reach_the_nodeport_services(rendered: dict[str, list
     }
     assert mapped == set(nodeports)
     assert sorted(nodeports.values()) == sorted([App.RECO.value, App.GRAFANA.value])
+
+
+def test_kind_stand_ins_stay_out_of_the_drained_zone(rendered: dict[str, list[Obj]]) -> None:
+    """PostgreSQL and MinIO (one replica, node-bound volume) live outside the zones drained."""
+    drained = _experiment_values("zone")
+    for name in ("postgres", "minio"):
+        sts = next(
+            s for s in _objects(rendered["kind"], "StatefulSet") if s["metadata"]["name"] == name
+        )
+        affinity = sts["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+        (term,) = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+        (expr,) = term["matchExpressions"]
+        assert expr["key"] == ZONE_LABEL and expr["operator"] == "In"
+        assert set(expr["values"]) <= set(ZONES) - drained, name
