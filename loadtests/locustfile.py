@@ -201,9 +201,13 @@ def _on_quitting(environment: Environment, **_: Any) -> None:
         gevent.sleep(CSV_STATS_INTERVAL_SEC + 0.25)
     threshold = options.fail_ratio if options is not None else 0.01
     ratio = environment.stats.total.fail_ratio
+    # Set the exit code both ways: Locust's own default (--exit-code-on-error 1) would make a
+    # single failed request fail the run, which is not what --fail-ratio promises.
     if ratio > threshold:
         log.error("failure ratio %.4f above %.4f: exit code 1", ratio, threshold)
         environment.process_exit_code = 1
+    else:
+        environment.process_exit_code = 0
 
 
 class RecoUser(HttpUser):
