@@ -299,13 +299,21 @@ def fallback_cleared_within(
     window_id: str | None = None,
     kind: str | None = None,
     target: str | None = None,
+    after_app_back: str | None = None,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
     """`ok` when `max(reco_engine_in_fallback_mode)` was back to 0 within `seconds` of the
     fault's end and stayed 0 since. Fails if the fault has not ended. Reports
-    `time_to_recover_seconds`."""
-    threshold = {"seconds": seconds}
+    `time_to_recover_seconds` (from the fault's end).
+
+    With `after_app_back` (e.g. "mlflow"), the clock starts when Prometheus first sees a target
+    of that app up again after the fault's end: how fast the *service* recovers once its
+    dependency is back, whatever that dependency's own cold start costs. The dependency must
+    come back: if it never does, the check fails."""
+    threshold: dict[str, Any] = {"seconds": seconds}
+    if after_app_back:
+        threshold["after_app_back"] = after_app_back
     window = window_or_verdict(window_id, kind, target, threshold)
     if isinstance(window, dict):
         return window
@@ -350,14 +358,40 @@ def fallback_cleared_within(
             time_to_recover_seconds=None,
         )
     ttr = max(0.0, cleared_at - end)
+    if not after_app_back:
+        return verdict(
+            ttr <= seconds,
+            ttr,
+            threshold,
+            f"fallback cleared {ttr:.1f} s after the fault ended (allowed {seconds:g} s)",
+            q,
+            window_json(window),
+            time_to_recover_seconds=ttr,
+        )
+    up_q = f"max({_sel('up', app=after_app_back)})"
+    up_series = prom.range_series(config, up_q, end, now)
+    back_at = next((t for t, v in (up_series[0].points if up_series else []) if v >= 1), None)
+    if back_at is None:
+        return verdict(
+            False,
+            None,
+            threshold,
+            f"{after_app_back} never came back after the fault ended",
+            up_q,
+            window_json(window),
+            time_to_recover_seconds=ttr,
+        )
+    since_back = max(0.0, cleared_at - back_at)
     return verdict(
-        ttr <= seconds,
-        ttr,
+        since_back <= seconds,
+        since_back,
         threshold,
-        f"fallback cleared {ttr:.1f} s after the fault ended (allowed {seconds:g} s)",
-        q,
+        f"fallback cleared {since_back:.1f} s after {after_app_back} was back "
+        f"({ttr:.1f} s after the fault ended; allowed {seconds:g} s after {after_app_back})",
+        f"{q} ; {up_q}",
         window_json(window),
         time_to_recover_seconds=ttr,
+        app_back_after_seconds=back_at - end,
     )
 
 

@@ -238,3 +238,24 @@ def test_unreachable_prometheus_is_an_actionable_error(tmp_path: Path) -> None:
     cfg = {"prometheus_base_url": "http://127.0.0.1:1", "helius_run_dir": str(tmp_path)}
     with pytest.raises(PrometheusError, match="unreachable"):
         probes.query_value("vector(1)", configuration=cfg)
+
+
+def test_fallback_cleared_after_the_dependency_is_back(
+    cfg: dict[str, Any], history: PromHistory
+) -> None:
+    """GOOD: MLflow back up at 163, fallback cleared at 166: 3 s after MLflow, 6 s after the end."""
+    good = _window(cfg, history, GOOD)
+    back = probes.fallback_cleared_within(
+        5, window_id=good.id, after_app_back="mlflow", configuration=cfg
+    )
+    assert back["ok"], back["description"]
+    assert back["value"] == pytest.approx(3, abs=1.5)
+    assert back["time_to_recover_seconds"] == pytest.approx(6, abs=1)
+    too_slow = probes.fallback_cleared_within(
+        1, window_id=good.id, after_app_back="mlflow", configuration=cfg
+    )
+    assert not too_slow["ok"]
+    never = probes.fallback_cleared_within(
+        30, window_id=good.id, after_app_back="grafana", configuration=cfg
+    )
+    assert not never["ok"] and "never came back" in never["description"]
