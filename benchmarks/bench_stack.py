@@ -1,0 +1,356 @@
+"""The local stack's own figures: cold start, resident memory, the service proxy's added latency.
+
+    python benchmarks/bench_stack.py [--base-port 27000] [--rounds 6] [--requests 200]
+        [--warmup 30] [--json OUT]
+
+1. Cold start: `lifecycle.up` on a fresh state directory (a new temp dir: initdb, MLflow schema,
+   model training and registration included) until the stack reports `ready` (every pod passes
+   readiness, Prometheus ready, the recommenders on the registry model). Target: < 45 s.
+2. Memory: resident set size summed over the supervisor and all its descendants (pods, their
+   children, Prometheus) plus the PostgreSQL server and its workers, read with psutil (or from
+   /proc when psutil is missing; the output says which). RSS counts shared pages once per
+   process, so the PSS sum (each shared page split between its users) is shown too when the
+   kernel gives it (/proc/PID/smaps_rollup).
+3. Proxy latency: POST /predict {"user_id": "u0001", "k": 10}, direct to one recommender pod
+   vs through the recommender service proxy, from the same client, requests interleaved
+   (direct, proxied, direct, ...), over several rounds. Two client modes:
+   - keep-alive (like Locust's HttpUser): one connection each way per round; the proxied
+     connection is pinned to one pod (the proxy balances connections, like kube-proxy), and the
+     direct side targets that same pod (found with GET /health on the proxied connection);
+   - new connection per request: the proxy also pays an accept and an upstream connect.
+   Target: proxied / direct < 1.2 at p50 (keep-alive).
+
+The stack runs on --base-port (default: the first of 27000, 28000, ... whose ports are free)
+with its state in a temp dir, and is brought down at the end (also on an error or Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+
+from chaoshelius.stack import lifecycle
+from chaoshelius.stack.config import StackConfig
+from chaoshelius.stack.ports import StackPorts
+from chaoshelius.stack.procs import LOOPBACK, descendants, pid_alive, port_is_free, rss_bytes
+from chaoshelius.stack.state import StackPaths
+from chaoshelius.topology import App
+
+try:
+    import psutil
+except ImportError:  # pragma: no cover - psutil is installed with the dev extras' deps
+    psutil = None
+
+CANDIDATE_BASES = (27000, 28000, 29000, 30000, 32000, 33000)  # 31xxx: bench_predict's range
+PREDICT_BODY = {"user_id": "u0001", "k": 10}
+COLD_START_TARGET_S = 45.0
+RATIO_TARGET = 1.2
+
+
+@dataclass
+class Memory:
+    source: str
+    processes: int
+    rss_mib: float
+    pss_mib: float | None
+    by_part: dict[str, tuple[int, float]] = field(default_factory=dict)  # part: (n, RSS MiB)
+
+
+@dataclass
+class Latency:
+    mode: str
+    samples: int
+    direct_p50_ms: float
+    direct_p99_ms: float
+    proxied_p50_ms: float
+    proxied_p99_ms: float
+    ratio_p50: float
+    ratio_p99: float
+    round_ratios_p50: list[float]
+
+
+@dataclass
+class Result:
+    base_port: int
+    cold_start_s: float
+    memory_at_ready: Memory
+    memory_after_load: Memory
+    latency: list[Latency]
+    load_average: tuple[float, float, float]
+    cpus: int
+
+
+# -- ports and lifecycle ---------------------------------------------------------------------
+def _free_base(requested: int | None) -> int:
+    for base in [requested] if requested else CANDIDATE_BASES:
+        if all(port_is_free(port) for port in StackPorts(base).listeners()):
+            return base
+    raise SystemExit(f"no free base port among {[requested] if requested else CANDIDATE_BASES}")
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise _Interrupted(f"signal {signum}")
+
+
+@contextmanager
+def _stack(base: int) -> Iterator[tuple[Path, dict[str, Any], float]]:
+    """A fresh stack in a temp dir; always brought down, and checked to leave nothing."""
+    state_dir = Path(tempfile.mkdtemp(prefix="helius-bench-stack-"))
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        result = lifecycle.up(state_dir, base, StackConfig())
+        yield state_dir, result.state, result.seconds
+    finally:
+        state = lifecycle.running_state(StackPaths(state_dir))
+        pids = _stack_pids(state) if state else set()
+        lifecycle.down(state_dir)
+        left = [pid for pid in pids if pid_alive(pid)]
+        if left:
+            print(f"WARNING: processes still alive after down: {left}", file=sys.stderr)
+        signal.signal(signal.SIGTERM, previous)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+# -- memory ----------------------------------------------------------------------------------
+def _tree(pid: int) -> list[int]:
+    if psutil is None:
+        return descendants(pid)
+    try:
+        root = psutil.Process(pid)
+        return [pid, *(child.pid for child in root.children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _stack_pids(state: dict[str, Any]) -> set[int]:
+    pids: set[int] = set()
+    for key in ("supervisor", "postgres"):
+        pid = state["pids"].get(key)
+        if isinstance(pid, int):
+            pids.update(_tree(pid))
+    return pids
+
+
+def _rss_pss(pid: int) -> tuple[int, int | None]:
+    if psutil is None:
+        return rss_bytes(pid), None
+    try:
+        process = psutil.Process(pid)
+        try:
+            full = process.memory_full_info()
+            return full.rss, getattr(full, "pss", None)
+        except psutil.AccessDenied:
+            return process.memory_info().rss, None
+    except psutil.NoSuchProcess:
+        return 0, 0
+
+
+def measure_memory(state: dict[str, Any], control_url: str) -> Memory:
+    pods = httpx.get(control_url + "/pods", timeout=10).json()["pods"]
+    parts: dict[str, list[int]] = {
+        "supervisor (daemon, proxies, control API)": [state["pids"]["supervisor"]],
+        "Prometheus": _tree(state["pids"]["prometheus"]),
+        "PostgreSQL": _tree(state["pids"]["postgres"]),
+    }
+    for app in (App.MLFLOW, App.RECO):
+        parts[f"{app} pods"] = [
+            pid for pod in pods if pod["app"] == app for pid in _tree(pod["pid"])
+        ]
+    everything = _stack_pids(state)
+    counted = {pid for pids in parts.values() for pid in pids}
+    if everything - counted:
+        parts["other descendants"] = sorted(everything - counted)
+    rss_total, pss_total, pss_known = 0, 0, True
+    by_part: dict[str, tuple[int, float]] = {}
+    for name, pids in parts.items():
+        part_rss = 0
+        for pid in pids:
+            rss, pss = _rss_pss(pid)
+            part_rss += rss
+            rss_total += rss
+            if pss is None:
+                pss_known = False
+            else:
+                pss_total += pss
+        by_part[name] = (len(pids), part_rss / 2**20)
+    return Memory(
+        source="psutil" if psutil is not None else "/proc (psutil not installed)",
+        processes=len(counted | everything),
+        rss_mib=rss_total / 2**20,
+        pss_mib=pss_total / 2**20 if pss_known else None,
+        by_part=by_part,
+    )
+
+
+# -- latency ---------------------------------------------------------------------------------
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def _timed(call: Callable[[], httpx.Response]) -> float:
+    started = time.perf_counter()
+    response = call()
+    elapsed = time.perf_counter() - started
+    if response.status_code != 200:
+        raise RuntimeError(f"/predict answered {response.status_code}: {response.text[:200]}")
+    return elapsed
+
+
+def measure_latency(
+    service_url: str,
+    pods: dict[str, str],
+    keep_alive: bool,
+    rounds: int,
+    requests: int,
+    warmup: int,
+) -> Latency:
+    direct_all: list[float] = []
+    proxied_all: list[float] = []
+    round_ratios: list[float] = []
+    fallback_pod = next(iter(pods.values()))
+    for _ in range(rounds):
+        limits = httpx.Limits(max_keepalive_connections=10 if keep_alive else 0)
+        with httpx.Client(limits=limits, timeout=10) as client:
+            if keep_alive:  # the pod the proxied connection is pinned to
+                pod = client.get(service_url + "/health").json().get("pod")
+                pod_url = pods.get(pod, fallback_pod)
+            else:
+                pod_url = fallback_pod
+
+            def direct(client: httpx.Client = client, url: str = pod_url) -> httpx.Response:
+                return client.post(url + "/predict", json=PREDICT_BODY)
+
+            def proxied(client: httpx.Client = client) -> httpx.Response:
+                return client.post(service_url + "/predict", json=PREDICT_BODY)
+
+            for _ in range(warmup):
+                _timed(direct)
+                _timed(proxied)
+            direct_round: list[float] = []
+            proxied_round: list[float] = []
+            for i in range(requests):
+                pair = (direct, proxied) if i % 2 == 0 else (proxied, direct)
+                for call in pair:
+                    (direct_round if call is direct else proxied_round).append(_timed(call))
+        direct_all += direct_round
+        proxied_all += proxied_round
+        round_ratios.append(statistics.median(proxied_round) / statistics.median(direct_round))
+    d50, d99 = _percentile(direct_all, 0.5), _percentile(direct_all, 0.99)
+    p50, p99 = _percentile(proxied_all, 0.5), _percentile(proxied_all, 0.99)
+    return Latency(
+        mode="keep-alive" if keep_alive else "new connection per request",
+        samples=len(direct_all),
+        direct_p50_ms=d50 * 1000,
+        direct_p99_ms=d99 * 1000,
+        proxied_p50_ms=p50 * 1000,
+        proxied_p99_ms=p99 * 1000,
+        ratio_p50=p50 / d50,
+        ratio_p99=p99 / d99,
+        round_ratios_p50=[round(r, 3) for r in round_ratios],
+    )
+
+
+# -- report ----------------------------------------------------------------------------------
+def _verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def render(result: Result) -> str:
+    load = ", ".join(f"{x:.2f}" for x in result.load_average)
+    lines = [
+        f"local stack bench: base port {result.base_port}, {result.cpus} CPUs, "
+        f"load average at the end {load}",
+        "",
+        "| figure | value | target |",
+        "|---|---|---|",
+        f"| cold start to all-ready | {result.cold_start_s:.1f} s | < {COLD_START_TARGET_S:.0f} s "
+        f"({_verdict(result.cold_start_s < COLD_START_TARGET_S)}) |",
+    ]
+    for label, memory in (("at ready", result.memory_at_ready),
+                          ("after the latency runs", result.memory_after_load)):  # fmt: skip
+        pss = f", PSS {memory.pss_mib:.0f} MiB" if memory.pss_mib is not None else ""
+        lines.append(
+            f"| resident memory {label} ({memory.processes} processes, {memory.source}) | "
+            f"RSS {memory.rss_mib:.0f} MiB{pss} | - |"
+        )
+    for lat in result.latency:
+        target = (
+            f"< {RATIO_TARGET} ({_verdict(lat.ratio_p50 < RATIO_TARGET)})"
+            if lat.mode == "keep-alive"
+            else "-"
+        )
+        lines += [
+            f"| /predict direct p50 / p99, {lat.mode} | {lat.direct_p50_ms:.2f} / "
+            f"{lat.direct_p99_ms:.2f} ms | - |",
+            f"| /predict proxied p50 / p99, {lat.mode} | {lat.proxied_p50_ms:.2f} / "
+            f"{lat.proxied_p99_ms:.2f} ms | - |",
+            f"| ratio proxied/direct p50 (p99), {lat.mode}, {lat.samples} pairs | "
+            f"{lat.ratio_p50:.3f} ({lat.ratio_p99:.3f}); per round p50: "
+            f"{', '.join(f'{r:.2f}' for r in lat.round_ratios_p50)} | {target} |",
+        ]
+    lines += ["", "memory by part at ready (processes, RSS MiB):"]
+    for name, (count, mib) in result.memory_at_ready.by_part.items():
+        lines.append(f"  {name:<45} {count:>3}  {mib:8.0f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base-port", type=int, help="default: first free of 27000, 28000, ...")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--requests", type=int, default=200, help="pairs per round")
+    parser.add_argument("--warmup", type=int, default=30, help="pairs per round, not measured")
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    args = parser.parse_args(argv)
+    base = _free_base(args.base_port)
+    print(f"starting a fresh local stack on base port {base} ...", flush=True)
+    with _stack(base) as (_, state, cold_start):
+        print(f"ready in {cold_start:.1f} s; measuring ...", flush=True)
+        control_url = f"http://{LOOPBACK}:{state['ports']['control']}"
+        service_url = f"http://{LOOPBACK}:{state['ports']['reco_service']}"
+        memory_at_ready = measure_memory(state, control_url)
+        reco = httpx.get(control_url + "/pods", params={"selector": f"app={App.RECO}"}).json()
+        pods = {pod["name"]: pod["url"] for pod in reco["pods"]}
+        latency = [
+            measure_latency(service_url, pods, keep_alive, args.rounds, args.requests, args.warmup)
+            for keep_alive in (True, False)
+        ]
+        memory_after = measure_memory(state, control_url)
+        result = Result(
+            base_port=base,
+            cold_start_s=cold_start,
+            memory_at_ready=memory_at_ready,
+            memory_after_load=memory_after,
+            latency=latency,
+            load_average=os.getloadavg(),
+            cpus=os.cpu_count() or 0,
+        )
+    print(render(result))
+    if args.json:
+        args.json.write_text(json.dumps(asdict(result), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
