@@ -45,6 +45,12 @@ class HarnessConfig(BaseModel):
     )
     kube_rds_cidr: str | None = None
 
+    @field_validator("kube_context", "kube_rds_cidr", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """An empty string (an unset environment variable's default) means: not set."""
+        return None if value == "" else value
+
     @field_validator("kube_allowed_contexts", "kube_allowed_namespaces", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:

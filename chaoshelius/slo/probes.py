@@ -486,9 +486,10 @@ def counter_grew(
     """Proof the fault reached the service: the counter `selector` (summed) grew by at least
     `min_increase` during the window, e.g. `reco_engine_refresh_failures_total`.
 
-    Compares the last value at the window's end with the last value before its start (a
-    series born during the fault counts from 0), so the first increment is not lost as it
-    would be with `increase()`. Assumes the counted pods did not restart in the window.
+    Per series, compares the last value at the window's end with the last value before its
+    start (a series born during the fault counts from 0, so the first increment is not lost as
+    it would be with `increase()`; a series gone before the end, e.g. a replaced pod's, counts
+    nothing), then sums. A series that went down (a counter reset) counts from 0.
     """
     threshold = {"min_increase": min_increase}
     window = window_or_verdict(window_id, kind, target, threshold)
@@ -497,10 +498,11 @@ def counter_grew(
     config = HarnessConfig.from_chaos(configuration)
     start, end = _bounds(window)
     span = _dur(end - start + 5)
-    q = (
-        f"sum(last_over_time({selector}[{span}] @ {end:.3f})) - "
-        f"(sum(last_over_time({selector}[5m] @ {start:.3f})) or vector(0))"
-    )
+    at_end = f"last_over_time({selector}[{span}] @ {end:.3f})"
+    before = f"last_over_time({selector}[5m] @ {start:.3f})"
+    # per series: end - before (0 for a series born in the window); a reset counts from 0
+    delta = f"({at_end} - ({before} or {at_end} * 0))"
+    q = f"sum(({delta} >= 0) or {at_end})"
     value = prom.instant_value(config, q)
     return verdict(
         value is not None and value >= min_increase,

@@ -129,6 +129,13 @@ def _openmetrics(t0: int) -> str:
     for s in range(115, 170):
         lines.append(f'ALERTS{{alertname="RecoEngineInFallback",alertstate="firing"}} 1 {t0 + s}')
 
+    # a replaced pod's counter (high, gone at 90) and its replacement's (born at 110)
+    lines.append("# TYPE helius_test_replaced counter")
+    for s in range(0, 90):
+        lines.append(f'helius_test_replaced_total{{pod="old"}} {50 + s} {t0 + s}')
+    for s in range(110, SPAN):
+        lines.append(f'helius_test_replaced_total{{pod="new"}} {min(s - 109, 5)} {t0 + s}')
+
     lines.append("# TYPE up gauge")
     for pod, zone in (("mlflow-11111", "zone-a"), ("mlflow-22222", "zone-b")):
         for s in range(SPAN):

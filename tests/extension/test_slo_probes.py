@@ -259,3 +259,13 @@ def test_fallback_cleared_after_the_dependency_is_back(
         30, window_id=good.id, after_app_back="grafana", configuration=cfg
     )
     assert not never["ok"] and "never came back" in never["description"]
+
+
+def test_counter_grew_ignores_a_replaced_pods_series(
+    cfg: dict[str, Any], history: PromHistory
+) -> None:
+    """The old pod's counter (139 at its end, gone at 90) must not be subtracted from its
+    replacement's (born at 110, 5 by the window's end): the growth is 5, not -134."""
+    good = _window(cfg, history, GOOD)
+    grew = probes.counter_grew("helius_test_replaced_total", window_id=good.id, configuration=cfg)
+    assert grew["ok"] and grew["value"] == 5, grew["description"]
