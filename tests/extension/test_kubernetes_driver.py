@@ -1,0 +1,602 @@
+"""The kubernetes driver, checked by what it sends to a (fake) Kubernetes API server.
+
+A Kubernetes API server cannot run on the machines this harness is developed on (no cluster, no
+container engine), so tests/extension/k8s_fake_api.py stands in for one: a small HTTP server on
+127.0.0.1, port 0, that records every request and answers with the API server's shapes. Nothing
+is mocked in between: the real `kubernetes` client and the real chaosk8s functions read a real
+kubeconfig (written to tmp_path, `KUBECONFIG` pointed at it) and talk HTTP to the fake.
+
+What this proves: which context the driver uses and that it refuses the others before any
+request; which objects each fault and each undo names (method, path, selector, body); that
+every undo is safe to run twice; that API errors reach the experiment as a TargetError a person
+can act on. What it does not prove: that a real API server accepts these bodies (admission,
+RBAC, validation), that the controllers and the CNI then do what we expect (a replacement pod,
+a NetworkPolicy actually dropping MLflow -> RDS), or anything about timing on a cluster.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chaoslib.exceptions import ActivityFailed
+from chaoslib.provider.python import run_python_activity
+from k8s_fake_api import FakeKubeAPI, Request, serve, write_kubeconfig
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config import kube_config
+
+from chaoshelius import windows
+from chaoshelius.config import HarnessConfig
+from chaoshelius.drivers import get_driver
+from chaoshelius.drivers.kubernetes import (
+    ANNOT_EXPIRES,
+    ANNOT_ORIGINAL,
+    FAULT_LABEL,
+    KubernetesDriver,
+)
+from chaoshelius.exceptions import NotAllowedError, TargetError
+from chaoshelius.pods import actions as pods
+
+NS = "helius"
+ALLOWED = "kind-helius"
+ZONE = "topology.kubernetes.io/zone"
+
+
+# ---------------------------------------------------------------- fixtures
+@pytest.fixture
+def api() -> FakeKubeAPI:
+    """Four nodes over three zones; MLflow and the recommender spread over them."""
+    fake = FakeKubeAPI()
+    for node, zone in (
+        ("node-a1", "zone-a"),
+        ("node-a2", "zone-a"),
+        ("node-b1", "zone-b"),
+        ("node-c1", "zone-c"),
+    ):
+        fake.add_node(node, zone)
+    for name, node in (
+        ("mlflow-a", "node-a1"),
+        ("mlflow-b", "node-b1"),
+        ("mlflow-c", "node-c1"),
+        ("helius-reco-a1", "node-a1"),
+        ("helius-reco-a2", "node-a2"),
+        ("helius-reco-b", "node-b1"),
+        ("helius-reco-c", "node-c1"),
+    ):
+        fake.add_pod(NS, name, node, {"app": name.rsplit("-", 1)[0]})
+    # another namespace on a zone-a node, and a DaemonSet pod (kubectl drain leaves those)
+    fake.add_pod("kube-system", "coredns-a", "node-a2", {"k8s-app": "kube-dns"})
+    fake.add_pod("kube-system", "kube-proxy-a1", "node-a1", {"k8s-app": "kube-proxy"}, "DaemonSet")
+    fake.add_deployment(NS, "mlflow", 3)
+    fake.add_deployment(NS, "helius-reco", 3)
+    return fake
+
+
+def _isolate_client(monkeypatch: pytest.MonkeyPatch, kubeconfig: Path | str) -> None:
+    """Point the kubernetes client and chaosk8s at `kubeconfig`, and undo their global changes.
+
+    chaosk8s reads `KUBECONFIG` when called, the kubernetes client once at import
+    (`KUBE_CONFIG_DEFAULT_LOCATION`): both are set. `load_kube_config` replaces the client's
+    default Configuration, and chaosk8s assigns `verify_ssl` / `debug` on the class itself:
+    monkeypatch restores all three after the test.
+    """
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
+    for name in (
+        "KUBERNETES_CONTEXT",
+        "KUBERNETES_HOST",
+        "CHAOSTOOLKIT_IN_POD",
+        "HTTP_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "no_proxy",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(k8s.Configuration, "_default", None)
+    monkeypatch.setattr(k8s.Configuration, "verify_ssl", False, raising=False)
+    monkeypatch.setattr(k8s.Configuration, "debug", k8s.Configuration.__dict__["debug"])
+
+
+@pytest.fixture
+def server_url(api: FakeKubeAPI) -> Iterator[str]:
+    server, url = serve(api)
+    yield url
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def kubeconfig(server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Contexts `kind-helius` and `prod`, both on the fake (prod is the current one).
+
+    Both reach the same fake on purpose: a request made with `prod` would be recorded (with the
+    token `prod-token`), so "nothing was sent" and "kind-helius was used" are observable.
+    """
+    path = write_kubeconfig(
+        tmp_path / "kubeconfig", {ALLOWED: server_url, "prod": server_url}, current="prod"
+    )
+    _isolate_client(monkeypatch, path)
+    return path
+
+
+def harness(**overrides: Any) -> HarnessConfig:
+    values: dict[str, Any] = {
+        "target": "kubernetes",
+        "kube_context": ALLOWED,
+        "kube_allowed_contexts": [ALLOWED],
+        "kube_allowed_namespaces": [NS],
+    }
+    return HarnessConfig.from_chaos(values | overrides)
+
+
+@pytest.fixture
+def driver(kubeconfig: Path) -> KubernetesDriver:
+    built = get_driver(harness())
+    assert isinstance(built, KubernetesDriver)
+    return built
+
+
+def tokens(api: FakeKubeAPI) -> set[str | None]:
+    return {r.token for r in api.sent()}
+
+
+def deleted_pods(api: FakeKubeAPI) -> list[str]:
+    return [r.path for r in api.sent("DELETE", "/pods/")]
+
+
+# ---------------------------------------------------------------- the allow-list
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        pytest.param({"kube_context": "prod"}, "'prod'", id="context-not-listed"),
+        pytest.param({"kube_context": None}, "'prod'", id="current-context-not-listed"),
+        pytest.param({"kube_allowed_contexts": []}, "kube_allowed_contexts", id="empty-list"),
+        pytest.param(
+            {"kube_namespace": "default"}, "kube_allowed_namespaces", id="namespace-not-listed"
+        ),
+        pytest.param(
+            {"kube_namespace": "default", "kube_allowed_namespaces": []},
+            "'default'",
+            id="empty-namespace-list",
+        ),
+    ],
+)
+def test_refused_before_any_request(
+    api: FakeKubeAPI, kubeconfig: Path, overrides: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(NotAllowedError, match=named):
+        get_driver(harness(**overrides))
+    assert api.requests == []
+
+
+def test_refusal_reaches_the_activity_before_any_request(
+    api: FakeKubeAPI, kubeconfig: Path
+) -> None:
+    configuration = harness(kube_context="prod").model_dump(mode="json")
+    with pytest.raises(NotAllowedError, match="not in kube_allowed_contexts"):
+        pods.kill_pods("mlflow", count=None, configuration=configuration)
+    assert api.requests == []
+    assert api.pods.keys() >= {(NS, "mlflow-a"), (NS, "mlflow-b"), (NS, "mlflow-c")}
+
+
+def test_the_allowed_context_is_the_one_used(api: FakeKubeAPI, driver: KubernetesDriver) -> None:
+    """kubeconfig's current context is `prod`; every request still goes out as kind-helius."""
+    driver.kill_pods("mlflow", count=1)
+    driver.scale("mlflow", 0, ttl_seconds=60)
+    driver.restore_scale("mlflow")
+    driver.cut_path("mlflow-rds", "blackhole", None, ttl_seconds=60)
+    driver.restore_path("mlflow-rds")
+    driver.drain_zone("zone-c", ttl_seconds=30)
+    driver.uncordon_zone("zone-c")
+    assert api.requests and tokens(api) == {f"{ALLOWED}-token"}
+
+
+def test_current_context_is_used_when_allowed(
+    api: FakeKubeAPI, server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_kubeconfig(
+        tmp_path / "kubeconfig", {ALLOWED: server_url, "prod": server_url}, current=ALLOWED
+    )
+    _isolate_client(monkeypatch, path)
+    get_driver(harness(kube_context=None)).kill_pods("mlflow", count=1)
+    assert tokens(api) == {f"{ALLOWED}-token"}
+
+
+def test_an_allowed_name_missing_from_the_kubeconfig_is_refused(
+    api: FakeKubeAPI, kubeconfig: Path
+) -> None:
+    """An allow-listed name the kubeconfig does not define cannot be checked, so it is refused."""
+    config = harness(kube_context="kind-other", kube_allowed_contexts=["kind-other"])
+    with pytest.raises(TargetError, match="kind-other"):
+        get_driver(config)
+    assert api.requests == []
+
+
+def test_no_kubeconfig_means_no_context_to_trust(
+    api: FakeKubeAPI, server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a kubeconfig file chaosk8s ignores the context and calls KUBERNETES_HOST.
+
+    The allow-list would then vouch for a cluster it never saw: the driver must refuse.
+    """
+    _isolate_client(monkeypatch, tmp_path / "absent")
+    monkeypatch.setenv("KUBERNETES_HOST", server_url)
+    with pytest.raises(TargetError, match="kubeconfig"):
+        get_driver(harness()).kill_pods("mlflow", count=None)
+    assert api.requests == []
+
+
+def test_kubeconfig_changed_after_import_is_refused(
+    api: FakeKubeAPI, kubeconfig: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """chaosk8s checks `KUBECONFIG` now but the client loads the path it saw at import."""
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(tmp_path / "other"))
+    with pytest.raises(TargetError, match="KUBECONFIG changed"):
+        get_driver(harness())
+    assert api.requests == []
+
+
+def test_a_context_the_client_cannot_load_is_a_target_error(
+    api: FakeKubeAPI, server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The context exists, but its client certificate (read only for https) does not."""
+    https = server_url.replace("http://", "https://")
+    path = write_kubeconfig(tmp_path / "kubeconfig", {ALLOWED: https}, current=ALLOWED)
+    path.write_text(
+        path.read_text().replace(
+            f"token: {ALLOWED}-token",
+            f"client-certificate: {tmp_path}/gone.crt\n    client-key: {tmp_path}/gone.key",
+        )
+    )
+    _isolate_client(monkeypatch, path)
+    with pytest.raises(TargetError, match=f"cannot load kube context '{ALLOWED}'.*gone"):
+        get_driver(harness()).list_pods("mlflow")
+    assert api.requests == []
+
+
+# ---------------------------------------------------------------- pods
+def test_kill_all_pods_of_an_app(api: FakeKubeAPI, driver: KubernetesDriver) -> None:
+    killed = driver.kill_pods("mlflow", count=None)
+    assert sorted(killed) == ["mlflow-a", "mlflow-b", "mlflow-c"]
+    [listed] = api.sent("GET", "/pods$")
+    assert listed.path == f"/api/v1/namespaces/{NS}/pods"
+    assert listed.query["labelSelector"] == "app=mlflow"
+    assert sorted(deleted_pods(api)) == [f"/api/v1/namespaces/{NS}/pods/{n}" for n in killed]
+    assert (NS, "helius-reco-a1") in api.pods  # the other app is untouched
+
+
+def test_kill_count_pods_of_an_app(api: FakeKubeAPI, driver: KubernetesDriver) -> None:
+    [killed] = driver.kill_pods("helius-reco", count=1)
+    assert deleted_pods(api) == [f"/api/v1/namespaces/{NS}/pods/{killed}"]
+    assert killed.startswith("helius-reco-")
+
+
+@pytest.mark.parametrize(("count", "expected"), [(None, 2), (1, 1)])
+def test_kill_pods_in_one_zone(
+    api: FakeKubeAPI, driver: KubernetesDriver, count: int | None, expected: int
+) -> None:
+    """Zone = the zone label of the pod's node; only pods on zone-a nodes are deleted."""
+    killed = driver.kill_pods("helius-reco", count=count, zone="zone-a")
+    assert len(killed) == expected
+    assert set(killed) <= {"helius-reco-a1", "helius-reco-a2"}
+    assert sorted(deleted_pods(api)) == sorted(f"/api/v1/namespaces/{NS}/pods/{n}" for n in killed)
+    assert all(
+        r.query.get("labelSelector") == "app=helius-reco" for r in api.sent("GET", r"/pods$")
+    )
+
+
+def test_list_pods_reads_zone_from_the_node_and_readiness(
+    api: FakeKubeAPI, driver: KubernetesDriver
+) -> None:
+    api.add_pod(NS, "mlflow-d", "node-b1", {"app": "mlflow"}, ready=False)
+    listed = {p.name: (p.zone, p.ready) for p in driver.list_pods("mlflow")}
+    assert listed == {
+        "mlflow-a": ("zone-a", True),
+        "mlflow-b": ("zone-b", True),
+        "mlflow-c": ("zone-c", True),
+        "mlflow-d": ("zone-b", False),
+    }
+    assert [p.name for p in driver.list_pods("mlflow", zone="zone-c")] == ["mlflow-c"]
+
+
+# ---------------------------------------------------------------- scale
+def _annotations(api: FakeKubeAPI, name: str) -> dict[str, str]:
+    annotations: dict[str, str] = api.deployments[(NS, name)]["metadata"].get("annotations", {})
+    return annotations
+
+
+def test_scale_to_zero_keeps_the_original_count_and_restore_brings_it_back(
+    api: FakeKubeAPI, driver: KubernetesDriver
+) -> None:
+    fault = driver.scale("mlflow", 0, ttl_seconds=60)
+    assert fault.details == {"replicas": 0, "original_replicas": 3}
+    assert api.deployments[(NS, "mlflow")]["spec"]["replicas"] == 0
+    assert _annotations(api, "mlflow")[ANNOT_ORIGINAL] == "3"
+    assert fault.expires_at is not None
+    assert _annotations(api, "mlflow")[ANNOT_EXPIRES] == f"{fault.expires_at:.0f}"
+    patches = api.sent("PATCH", f"/apis/apps/v1/namespaces/{NS}/deployments/mlflow$")
+    assert [p.body for p in patches][-1] == {"spec": {"replicas": 0}}
+    assert {p.content_type for p in patches} == {"application/strategic-merge-patch+json"}
+
+    # a second fault before the undo must not take 0 for the original
+    driver.scale("mlflow", 1, ttl_seconds=60)
+    assert _annotations(api, "mlflow")[ANNOT_ORIGINAL] == "3"
+
+    assert driver.restore_scale("mlflow") == ["scale-mlflow"]
+    assert api.deployments[(NS, "mlflow")]["spec"]["replicas"] == 3
+    assert ANNOT_ORIGINAL not in _annotations(api, "mlflow")
+    assert ANNOT_EXPIRES not in _annotations(api, "mlflow")
+
+
+def test_restore_scale_twice_changes_nothing_the_second_time(
+    api: FakeKubeAPI, driver: KubernetesDriver
+) -> None:
+    driver.scale("helius-reco", 0, ttl_seconds=60)
+    driver.restore_scale("helius-reco")
+    before = len(api.requests)
+    assert driver.restore_scale("helius-reco") == []
+    assert [r.method for r in api.requests[before:]] == ["GET"]
+    assert api.deployments[(NS, "helius-reco")]["spec"]["replicas"] == 3
+
+
+def test_scale_needs_a_known_deployment(api: FakeKubeAPI, driver: KubernetesDriver) -> None:
+    with pytest.raises(TargetError, match="kube_deployments"):
+        driver.scale("grafana", 0, ttl_seconds=60)
+    assert api.requests == []
+
+
+# ---------------------------------------------------------------- network paths
+POLICY = "helius-chaos-mlflow-rds"
+POLICIES = f"/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies"
+
+
+def _created_policy(api: FakeKubeAPI) -> dict[str, Any]:
+    [created] = api.sent("POST", f"{POLICIES}$")
+    body: dict[str, Any] = created.body
+    return body
+
+
+def test_cut_path_creates_a_policy_that_excludes_postgres(
+    api: FakeKubeAPI, driver: KubernetesDriver
+) -> None:
+    fault = driver.cut_path("mlflow-rds", "blackhole", None, ttl_seconds=60)
+    assert fault.id == POLICY and fault.kind == "path"
+    policy = _created_policy(api)
+    assert policy["metadata"]["name"] == POLICY
+    assert policy["metadata"]["namespace"] == NS
+    assert policy["metadata"]["labels"][FAULT_LABEL] == "true"
+    assert policy["metadata"]["annotations"][ANNOT_EXPIRES] == f"{fault.expires_at:.0f}"
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"app": "mlflow"}}
+    assert policy["spec"]["policyTypes"] == ["Egress"]
+    [rule] = policy["spec"]["egress"]
+    assert rule["to"] == [
+        {
+            "namespaceSelector": {},
+            "podSelector": {
+                "matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["postgres"]}]
+            },
+        }
+    ]
+    assert (NS, POLICY) in api.policies
+    assert [f.id for f in driver.active_faults()] == [POLICY]
+
+
+def test_cut_path_with_an_rds_cidr_excludes_that_block(api: FakeKubeAPI, kubeconfig: Path) -> None:
+    get_driver(harness(kube_rds_cidr="10.20.0.0/16")).cut_path(
+        "mlflow-rds", "reset", None, ttl_seconds=60
+    )
+    [rule] = _created_policy(api)["spec"]["egress"]
+    assert {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.20.0.0/16"]}} in rule["to"]
+
+
+def test_cut_path_twice_keeps_one_policy(api: FakeKubeAPI, driver: KubernetesDriver) -> None:
+    driver.cut_path("mlflow-rds", "blackhole", None, ttl_seconds=60)
+    driver.cut_path("mlflow-rds", "blackhole", None, ttl_seconds=60)  # 409: already in place
+    assert list(api.policies) == [(NS, POLICY)]
+
+
+def test_restore_path_deletes_the_policy_and_is_safe_twice(
+    api: FakeKubeAPI, driver: KubernetesDriver
+) -> None:
+    driver.cut_path("mlflow-rds", "blackhole", None, ttl_seconds=60)
+    assert driver.restore_path("mlflow-rds") == [POLICY]
+    assert api.sent("DELETE", f"{POLICIES}/{POLICY}$")
+    assert api.policies == {}
+    assert driver.restore_path("mlflow-rds") == []  # 404s: nothing left to undo
+    assert driver.active_faults() == []
+
+
+def test_latency_uses_chaos_mesh_and_restore_removes_it(
+    api: FakeKubeAPI, driver: KubernetesDriver
+) -> None:
+    api.chaos_mesh = True
+    fault = driver.cut_path("reco-mlflow", "latency", 250, ttl_seconds=60)
+    assert fault.id == "helius-chaos-reco-mlflow-latency"
+    [created] = api.sent("POST", f"/apis/chaos-mesh.org/v1alpha1/namespaces/{NS}/networkchaos$")
+    spec = created.body["spec"]
+    assert created.body["metadata"]["name"] == fault.id
+    assert spec["delay"] == {"latency": "250ms"}
+    assert spec["selector"]["labelSelectors"] == {"app": "helius-reco"}
+    assert spec["target"]["selector"]["labelSelectors"] == {"app": "mlflow"}
+    assert driver.restore_path("reco-mlflow") == [fault.id]
+    assert api.chaos == {}
+    assert driver.restore_path("reco-mlflow") == []
+
+
+def test_latency_without_chaos_mesh_says_so(api: FakeKubeAPI, driver: KubernetesDriver) -> None:
+    with pytest.raises(TargetError, match="Chaos Mesh"):
+        driver.cut_path("mlflow-rds", "latency", 250, ttl_seconds=60)
+
+
+# ---------------------------------------------------------------- zones
+def _unschedulable(api: FakeKubeAPI) -> dict[str, bool]:
+    return {name: bool(n["spec"].get("unschedulable")) for name, n in api.nodes.items()}
+
+
+def test_drain_zone_cordons_and_evicts_the_zone_only(
+    api: FakeKubeAPI, driver: KubernetesDriver
+) -> None:
+    fault = driver.drain_zone("zone-a", ttl_seconds=30)
+    assert sorted(fault.details["nodes"]) == ["node-a1", "node-a2"]
+    # nodes are chosen by the zone label (then chaosk8s re-reads each one by name to cordon it)
+    listed = {(r.query.get("labelSelector"), r.query.get("fieldSelector")) for r in _nodes(api)}
+    assert listed == {
+        (f"{ZONE}=zone-a", None),
+        (None, "metadata.name=node-a1"),
+        (None, "metadata.name=node-a2"),
+    }
+    assert _unschedulable(api) == {
+        "node-a1": True,
+        "node-a2": True,
+        "node-b1": False,
+        "node-c1": False,
+    }
+    assert {r.body["spec"]["unschedulable"] for r in api.sent("PATCH", "/nodes/")} == {True}
+    evicted = sorted(r.path.split("/")[4] + "/" + r.path.split("/")[6] for r in _evictions(api))
+    # like `kubectl drain`: every managed pod on those nodes, whatever its namespace, but not
+    # a DaemonSet's. The namespace allow-list does not bound a drain: nodes are cluster-wide.
+    assert evicted == [
+        "helius/helius-reco-a1",
+        "helius/helius-reco-a2",
+        "helius/mlflow-a",
+        "kube-system/coredns-a",
+    ]
+    assert (NS, "mlflow-b") in api.pods and ("kube-system", "kube-proxy-a1") in api.pods
+
+
+def _evictions(api: FakeKubeAPI) -> list[Request]:
+    return api.sent("POST", "/eviction$")
+
+
+def _nodes(api: FakeKubeAPI) -> list[Request]:
+    return api.sent("GET", "^/api/v1/nodes$")
+
+
+def test_uncordon_undoes_the_drain_and_is_safe_twice(
+    api: FakeKubeAPI, driver: KubernetesDriver
+) -> None:
+    driver.drain_zone("zone-a", ttl_seconds=30)
+    drained = len(api.requests)
+    assert driver.uncordon_zone("zone-a") == ["drain-zone-a"]
+    assert not any(_unschedulable(api).values())
+    patches = [r for r in api.requests[drained:] if r.method == "PATCH"]
+    assert sorted((r.path, r.body["spec"]["unschedulable"]) for r in patches) == [
+        ("/api/v1/nodes/node-a1", False),
+        ("/api/v1/nodes/node-a2", False),
+    ]
+    assert driver.uncordon_zone("zone-a") == []  # nothing was cordoned any more
+    assert not any(_unschedulable(api).values())
+    # both runs only read and patch nodes: nothing evicted, deleted or created
+    assert {r.method for r in api.requests[drained:]} == {"GET", "PATCH"}
+
+
+def test_drain_of_a_zone_without_nodes_says_which_label(
+    api: FakeKubeAPI, driver: KubernetesDriver
+) -> None:
+    with pytest.raises(TargetError, match=f"{ZONE}=zone-x"):
+        driver.drain_zone("zone-x", ttl_seconds=30)
+
+
+# ---------------------------------------------------------------- API errors
+@pytest.mark.parametrize(
+    ("method", "path", "code", "reason", "call", "hint"),
+    [
+        pytest.param(
+            "DELETE", "/pods/", 403, "Forbidden",
+            lambda d: d.kill_pods("mlflow", count=1), "RBAC", id="kill-403",
+        ),
+        pytest.param(
+            "GET", "/pods$", 500, "InternalError",
+            lambda d: d.list_pods("mlflow"), "API server", id="list-500",
+        ),
+        pytest.param(
+            "PATCH", "/deployments/", 403, "Forbidden",
+            lambda d: d.scale("mlflow", 0, 60), "RBAC", id="scale-403",
+        ),
+        pytest.param(
+            "POST", "/networkpolicies$", 403, "Forbidden",
+            lambda d: d.cut_path("mlflow-rds", "blackhole", None, 60), "RBAC", id="cut-403",
+        ),
+        pytest.param(
+            "DELETE", "/networkpolicies/", 500, "InternalError",
+            lambda d: d.restore_path("mlflow-rds"), "API server", id="restore-path-500",
+        ),
+        pytest.param(
+            "PATCH", "/nodes/", 403, "Forbidden",
+            lambda d: d.drain_zone("zone-a", 30), "RBAC", id="drain-403",
+        ),
+        pytest.param(
+            "PATCH", "/nodes/", 500, "InternalError",
+            lambda d: d.uncordon_zone("zone-a"), "API server", id="uncordon-500",
+        ),
+        pytest.param(
+            "POST", "/eviction$", 403, "Forbidden",
+            lambda d: d.drain_zone("zone-a", 30), "RBAC", id="evict-403",
+        ),
+    ],
+)  # fmt: skip
+def test_api_errors_become_target_errors_a_person_can_act_on(
+    api: FakeKubeAPI,
+    driver: KubernetesDriver,
+    method: str,
+    path: str,
+    code: int,
+    reason: str,
+    call: Callable[[KubernetesDriver], object],
+    hint: str,
+) -> None:
+    api.fail(method, path, code, reason, f"simulated {reason.lower()} from the fake")
+    with pytest.raises(TargetError) as caught:
+        call(driver)
+    message = str(caught.value)
+    assert isinstance(caught.value.__cause__, ApiException)
+    assert str(code) in message and ALLOWED in message and hint in message
+    assert f"simulated {reason.lower()} from the fake" in message  # the API's own words
+    assert "HTTP response headers" not in message and "\n" not in message
+
+
+def test_an_unreachable_api_server_is_a_target_error(
+    api: FakeKubeAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    path = write_kubeconfig(tmp_path / "kubeconfig", {ALLOWED: closed}, current=ALLOWED)
+    _isolate_client(monkeypatch, path)
+    with pytest.raises(TargetError, match="cannot reach the Kubernetes API"):
+        get_driver(harness()).list_pods("mlflow")
+
+
+# ---------------------------------------------------------------- through Chaos Toolkit
+def test_kill_pods_activity_dispatches_to_the_kubernetes_driver(
+    api: FakeKubeAPI, kubeconfig: Path, tmp_path: Path
+) -> None:
+    """An experiment's action, run by chaoslib with a configuration block, ends at the fake."""
+    configuration = harness().model_dump(mode="json") | {"helius_run_dir": str(tmp_path / "run")}
+    activity = {
+        "type": "action",
+        "name": "kill-one-mlflow-pod-in-zone-b",
+        "provider": {
+            "type": "python",
+            "module": "chaoshelius.pods.actions",
+            "func": "kill_pods",
+            "arguments": {"app": "mlflow", "count": 1, "zone": "zone-b"},
+        },
+    }
+    out = run_python_activity(activity, configuration, {})
+    assert out["killed"] == ["mlflow-b"]
+    assert deleted_pods(api) == [f"/api/v1/namespaces/{NS}/pods/mlflow-b"]
+    assert tokens(api) == {f"{ALLOWED}-token"}
+    [window] = windows.windows()
+    assert window.kind == "pod-kill" and window.details["ready_before"] == {"mlflow": 3}
+    assert (tmp_path / "run" / "windows.json").is_file()
+
+    refused = configuration | {"kube_context": "prod"}
+    before = len(api.requests)
+    with pytest.raises(ActivityFailed, match="not in kube_allowed_contexts"):
+        run_python_activity(activity, refused, {})
+    assert len(api.requests) == before
