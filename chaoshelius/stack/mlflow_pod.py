@@ -33,6 +33,8 @@ def main(argv: list[str]) -> None:
         return None
 
     setattr(server_module, "_exec_cmd", _serve_in_process)  # noqa: B010
+    if "--expose-prometheus" in argv:  # the spawned server would find it made; in-process, not
+        os.makedirs(argv[argv.index("--expose-prometheus") + 1], exist_ok=True)
     cli(["server", *argv])
 
 

