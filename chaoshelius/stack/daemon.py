@@ -57,6 +57,7 @@ from chaoshelius.topology import (
 log = logging.getLogger("chaoshelius.stack")
 
 MLFLOW_DB = "mlflow"
+FALLBACK_GAUGE = "reco_engine_in_fallback_mode"
 BOOT_TIMEOUT_SECONDS = 240.0
 
 
@@ -264,21 +265,30 @@ class Stack:
             await self._wait_reco_on_registry_model()
 
     async def _wait_reco_on_registry_model(self) -> None:
-        """Give the recommenders one refresh to pick up the registry model (best effort)."""
-        deadline = time.monotonic() + max(15.0, 3 * self.config.refresh_interval_seconds)
+        """Wait (best effort) for the steady state experiments start from: every recommender
+        confirmed on the registry model (not in fallback), and Prometheus has seen it."""
+        deadline = time.monotonic() + max(30.0, 5 * self.config.refresh_interval_seconds)
+        pods = self.supervisor.pods(f"app={App.RECO}")
+        query = f"count({FALLBACK_GAUGE} == 0)"
+        prom_url = f"http://{LOOPBACK}:{self.ports.prometheus}/api/v1/query"
         async with httpx.AsyncClient(timeout=2) as client:
             while time.monotonic() < deadline:
-                sources = []
-                for pod in self.supervisor.pods(f"app={App.RECO}"):
+                confirmed = 0
+                for pod in pods:
                     try:
                         health = (await client.get(pod.url + "/health")).json()
                     except (httpx.HTTPError, ValueError):
                         health = {}
-                    sources.append(health.get("model_source"))
-                if all(source == "registry" for source in sources):
+                    if health.get("model_source") == "registry" and not health.get(
+                        "fallback_mode", True
+                    ):
+                        confirmed += 1
+                if confirmed == len(pods) and await _prom_count(client, prom_url, query) >= len(
+                    pods
+                ):
                     return
-                await asyncio.sleep(0.2)
-        self._event("warning: not every recommender serves the registry model yet")
+                await asyncio.sleep(0.3)
+        self._event("warning: not every recommender is confirmed on the registry model yet")
 
     async def _until(
         self, predicate: Callable[[], bool], deadline: float, what: str, blocking: bool = False
@@ -630,6 +640,15 @@ class Stack:
                 "profile": self.config.model_dump(mode="json"),
             },
         )
+
+
+async def _prom_count(client: httpx.AsyncClient, url: str, query: str) -> int:
+    """The value of a `count(...)` instant query, 0 when it has no data or fails."""
+    try:
+        result = (await client.get(url, params={"query": query})).json()["data"]["result"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return 0
+    return int(float(result[0]["value"][1])) if result else 0
 
 
 def main(argv: list[str] | None = None) -> int:

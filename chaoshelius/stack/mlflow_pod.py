@@ -16,10 +16,33 @@ import os
 import sys
 from typing import Any
 
+# Options whose effect MLflow reads when `mlflow.server` is imported (the spawned server imports
+# it after `mlflow server` has put them in its environment; in-process, we must do it first).
+_IMPORT_TIME_ENV = {
+    "--expose-prometheus": "prometheus_multiproc_dir",  # the /metrics exporter
+    "--allowed-hosts": "MLFLOW_SERVER_ALLOWED_HOSTS",  # the Host-header check
+}
+
+
+def _option(argv: list[str], name: str) -> str | None:
+    return argv[argv.index(name) + 1] if name in argv[:-1] else None
+
 
 def main(argv: list[str]) -> None:
-    import mlflow.server as server_module
+    for option, variable in _IMPORT_TIME_ENV.items():
+        value = _option(argv, option)
+        if value is not None:
+            os.environ[variable] = value
+    metrics_dir = _option(argv, "--expose-prometheus")
+    if metrics_dir is not None:
+        os.makedirs(metrics_dir, exist_ok=True)
+
     import uvicorn.main
+
+    # uvicorn first: `mlflow.server` installs its security middleware (the Host check) only
+    # when it is imported into a process that already runs a server
+    assert uvicorn.main
+    import mlflow.server as server_module
     from mlflow.cli import cli
 
     original: Any = getattr(server_module, "_exec_cmd")  # noqa: B009 (private name)
@@ -33,8 +56,6 @@ def main(argv: list[str]) -> None:
         return None
 
     setattr(server_module, "_exec_cmd", _serve_in_process)  # noqa: B010
-    if "--expose-prometheus" in argv:  # the spawned server would find it made; in-process, not
-        os.makedirs(argv[argv.index("--expose-prometheus") + 1], exist_ok=True)
     cli(["server", *argv])
 
 

@@ -111,4 +111,8 @@ def argv(binary: str, config_path: Path, data_dir: Path, port: int) -> list[str]
         f"--web.listen-address=127.0.0.1:{port}",
         "--web.enable-lifecycle",
         "--log.level=warn",
+        # Scrapes are 1 s apart, so 30 s is plenty; the 5 min default would keep the last value
+        # of a previous stack's pods (killed with Prometheus, never marked stale) in every
+        # `max()`/`count()` for 5 minutes after a restart.
+        "--query.lookback-delta=30s",
     ]

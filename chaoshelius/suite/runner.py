@@ -25,6 +25,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import httpx
+
 from chaoshelius.exceptions import HeliusError
 from chaoshelius.negative import load_controls
 from chaoshelius.report import build_index, build_run_report
@@ -45,6 +47,7 @@ __all__ = [
 
 INTERRUPTED_EXIT = 130
 CHAOS_STOP_GRACE_SECONDS = 120.0  # rollbacks + after-hypothesis queries, then SIGKILL
+STEADY_TIMEOUT_SECONDS = 120.0  # before each run: the previous one's recovery to settle
 
 
 class SuiteError(HeliusError):
@@ -151,6 +154,12 @@ def run_suite(runs: Sequence[PlannedRun], options: SuiteOptions) -> SuiteResult:
                     echo(f"-- local stack, profile {config.name!r}: starting (if needed)")
                     up = lifecycle.up(options.state_dir, options.base_port, config, restart=True)
                     state, current = up.state, run.profile
+                if not _await_steady(state, STEADY_TIMEOUT_SECONDS, interrupts):
+                    echo(
+                        f"warning: the stack is not steady after {STEADY_TIMEOUT_SECONDS:.0f} s "
+                        f"(pods not ready, a fault active, or a recommender in fallback); "
+                        f"running {run.key} anyway: its steady-state hypothesis will judge"
+                    )
                 summary = _run_one(run, result.suite_id, runs_dir, chaos, state, interrupts)
                 result.summaries.append(summary)
                 echo(summary_line(summary))
@@ -258,6 +267,39 @@ def _unreported(run: PlannedRun, run_dir: Path, suite_id: str, exc: Exception) -
     )
     (run_dir / "summary.json").write_text(json.dumps(summary.as_dict(), indent=2))
     return summary
+
+
+def _await_steady(state: dict[str, Any], timeout: float, interrupts: _Interrupts) -> bool:
+    """Wait until every pod is ready, no fault is active and Prometheus sees every recommender
+    out of fallback: what the previous experiment's recovery should have left."""
+    ports = state["ports"]
+    control = f"http://127.0.0.1:{ports['control']}/status"
+    query = f"http://127.0.0.1:{ports['prometheus']}/api/v1/query"
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=5) as client:
+        while time.monotonic() < deadline and not interrupts.fired:
+            try:
+                status = client.get(control).json()
+                pods = status["pods"]
+                reco = sum(1 for p in pods if p["app"] == "helius-reco")
+                steady_pods = all(p["ready"] for p in pods) and not status["faults"]
+                confirmed = client.get(
+                    query, params={"query": "count(reco_engine_in_fallback_mode == 0)"}
+                ).json()["data"]["result"]
+                in_fallback = client.get(
+                    query, params={"query": "count(reco_engine_in_fallback_mode == 1)"}
+                ).json()["data"]["result"]
+            except (httpx.HTTPError, ValueError, KeyError):
+                steady_pods, confirmed, in_fallback, reco = False, [], [], 0
+            if (
+                steady_pods
+                and confirmed
+                and float(confirmed[0]["value"][1]) >= reco
+                and not in_fallback
+            ):
+                return True
+            time.sleep(1.0)
+    return False
 
 
 def _wait(process: subprocess.Popen[bytes], interrupts: _Interrupts) -> None:
