@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,10 +37,3 @@ def configuration(fake_stack: tuple[FakeStack, str], tmp_path: Path) -> dict[str
         "helius_run_dir": str(tmp_path / "run"),
         "helius_http_timeout_seconds": 2,
     }
-
-
-def read_windows(configuration: dict[str, Any]) -> list[dict[str, Any]]:
-    data: list[dict[str, Any]] = json.loads(
-        (Path(configuration["helius_run_dir"]) / "windows.json").read_text()
-    )
-    return data

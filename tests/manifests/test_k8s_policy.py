@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import TARGETS
 from k8s_checks import check_all
+from k8s_paths import TARGETS
 
 Obj = dict[str, Any]
 

@@ -9,7 +9,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from conftest import MANIFESTS, TARGETS
+from k8s_paths import MANIFESTS, TARGETS
 
 from chaoshelius.topology import NAMESPACE, ZONE_LABEL, ZONES
 

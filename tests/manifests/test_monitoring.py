@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import MANIFESTS, REPO
+from k8s_paths import MANIFESTS, REPO
 from prometheus_client import CollectorRegistry
 
 from chaoshelius.stack.prometheus import DEFAULT_RULES

@@ -12,7 +12,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import MANIFESTS
+from k8s_paths import MANIFESTS
 
 Obj = dict[str, Any]
 SKIP_ANNOTATION = re.compile(r"^CKV2?_K8S_\d+=[^=]+$")  # checkov splits on "=": exactly one

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import MANIFESTS, REPO
 from k8s_checks import WORKLOAD_KINDS, selects
+from k8s_paths import MANIFESTS, REPO
 
 from chaoshelius.config import HarnessConfig
 from chaoshelius.drivers.kubernetes import network_policy_for
@@ -56,12 +56,23 @@ def _arguments(node: Any) -> Iterator[dict[str, Any]]:
 
 
 def _experiment_values(key: str) -> set[str]:
-    return {
-        str(args[key])
-        for path in EXPERIMENTS
-        for args in _arguments(json.loads(path.read_text()))
-        if key in args
-    }
+    """Every value an argument `key` takes in the experiments; a `${name}` reference resolves
+    to the default of the experiment's configuration key `name` (what a plain run uses)."""
+    values = set()
+    for path in EXPERIMENTS:
+        experiment = json.loads(path.read_text())
+        for args in _arguments(experiment):
+            if key in args:
+                values.add(_resolve(str(args[key]), experiment.get("configuration", {})))
+    return values
+
+
+def _resolve(value: str, configuration: dict[str, Any]) -> str:
+    match = re.fullmatch(r"\$\{(\w+)\}", value)
+    if match is None:
+        return value
+    entry = configuration[match.group(1)]
+    return str(entry["default"] if isinstance(entry, dict) else entry)
 
 
 def _objects(objects: list[Obj], kind: str) -> list[Obj]:

@@ -1,4 +1,5 @@
-"""One real local stack per test session (base port 27000, state in a pytest tmp dir).
+"""One real local stack per test session (base port 27000, state in a pytest tmp dir), shared by
+tests/stack (the stack itself) and tests/experiments (interrupted chaos runs).
 
 Tests share it, so each one must leave it as it found it: the `stack` fixture undoes every
 fault and waits until all pods are ready again after each test, whatever the test did.
