@@ -105,8 +105,8 @@ def create_app(
     )
     app.state.components = components
     errors.install(app)
+    app.include_router(predict.router)  # first: the hot path is matched before the others
     app.include_router(health.router)
-    app.include_router(predict.router)
     app.include_router(metrics.router)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics_)
     return app

@@ -21,9 +21,16 @@ class Components:
     metrics: Metrics
 
 
-def get_components(request: Request) -> Components:
+def components_of(request: Request) -> Components:
+    """The app's components; `/predict` calls this directly (no dependency solving)."""
     components: Components = request.app.state.components
     return components
+
+
+async def get_components(request: Request) -> Components:
+    # async on purpose: FastAPI runs a plain `def` dependency in its thread pool, and that
+    # hop per request cost more than the whole recommendation (benchmarks/bench_predict.py)
+    return components_of(request)
 
 
 ComponentsDep = Annotated[Components, Depends(get_components)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from helius_reco.metrics import Metrics
@@ -15,6 +16,9 @@ class RequestMetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # labelled children by (route, method, status): `labels()` takes a lock and validates
+        # its arguments on every call; routes, methods and statuses are few
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -37,5 +41,13 @@ class RequestMetricsMiddleware:
             metrics.in_flight.dec()
             route = scope.get("route")
             template = getattr(route, "path", UNMATCHED_ROUTE)
-            metrics.requests.labels(template, scope["method"], str(status)).inc()
-            metrics.latency.labels(template).observe(time.perf_counter() - started)
+            key = (template, scope["method"], status)
+            children = self._children.get(key)
+            if children is None:
+                children = (
+                    metrics.requests.labels(template, scope["method"], str(status)),
+                    metrics.latency.labels(template),
+                )
+                self._children[key] = children
+            children[0].inc()
+            children[1].observe(time.perf_counter() - started)

@@ -54,3 +54,15 @@ class ReadyResponse(BaseModel):
     model_version: str | None
     model_source: Literal["registry", "cache", "baseline"] | None
     initial_refresh_done: bool
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int] = Field(description='Where: ["body", field, ...].')
+    msg: str
+    type: str
+
+
+class ValidationErrorResponse(BaseModel):
+    """A 422: what is wrong with the request (FastAPI's shape)."""
+
+    detail: list[ValidationIssue]

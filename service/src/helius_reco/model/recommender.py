@@ -11,6 +11,10 @@ import numpy.typing as npt
 
 FORMAT_VERSION = 1
 POPULARITY_WEIGHT = 0.1  # share of the popularity prior in a known user's score
+RANKED_PER_USER = 128  # best items kept per training user when the model is loaded
+MAX_USERS_RANKED_AT_LOAD = 10_000  # above: rank per request (load time and memory grow)
+_IndexArray = npt.NDArray[np.intp]
+_ScoreArray = npt.NDArray[np.float64]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +30,12 @@ class RecoModel:
     """An item-to-item model: for each item its top-K co-occurring neighbours, a popularity
     prior, and each training user's history (CSR). Unknown users get the popular items.
 
+    Ranking: score descending, ties by item index, so answers are deterministic. The model is
+    immutable, so the popularity ranking and (up to `MAX_USERS_RANKED_AT_LOAD` users) each
+    training user's best `RANKED_PER_USER` items are ranked once, when it is built; a request
+    then only filters and slices (see benchmarks/bench_predict.py for why). Requests the
+    precomputed list cannot answer (long `exclude` lists) are ranked on the spot, identically.
+
     The arrays are validated by `model.artifact.decode` before one of these is built from
     untrusted bytes; the constructor only derives lookup tables.
     """
@@ -40,16 +50,22 @@ class RecoModel:
     _item_list: list[str] = field(init=False, repr=False)
     _item_index: dict[str, int] = field(init=False, repr=False)
     _user_index: dict[str, int] = field(init=False, repr=False)
-    _prior: npt.NDArray[np.float64] = field(init=False, repr=False)
+    _weighted_prior: _ScoreArray = field(init=False, repr=False)
+    _popular: tuple[_IndexArray, _ScoreArray] = field(init=False, repr=False)
+    # [n_users, RANKED_PER_USER] best items and their scores (-inf pads); None: not ranked
+    _ranked: tuple[_IndexArray, _ScoreArray] | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         items = [str(i) for i in self.item_ids]
         top = float(self.popularity.max()) if self.popularity.size else 0.0
         prior = self.popularity.astype(np.float64) / (top if top > 0 else 1.0)
+        popular = np.argsort(-prior, kind="stable")
         object.__setattr__(self, "_item_list", items)
         object.__setattr__(self, "_item_index", {item: i for i, item in enumerate(items)})
         object.__setattr__(self, "_user_index", {str(u): i for i, u in enumerate(self.user_ids)})
-        object.__setattr__(self, "_prior", prior)
+        object.__setattr__(self, "_weighted_prior", POPULARITY_WEIGHT * prior)
+        object.__setattr__(self, "_popular", (popular, prior[popular]))
+        object.__setattr__(self, "_ranked", self._rank_users())
 
     @property
     def n_items(self) -> int:
@@ -72,36 +88,55 @@ class RecoModel:
     def recommend(self, user: str, n: int, exclude: Iterable[str] = ()) -> Recommendation:
         """Top-`n` items for `user`, never an item the user already has or asked to exclude."""
         row = self._user_index.get(user)
-        if row is None or self.neighbors.shape[1] == 0:
-            scores = self._prior.copy()
-            seen = np.empty(0, dtype=np.int32)
-        else:
-            seen = self.history_indices[self.history_indptr[row] : self.history_indptr[row + 1]]
-            scores = np.bincount(
-                self.neighbors[seen].ravel(),
-                weights=self.neighbor_scores[seen].ravel(),
-                minlength=self.n_items,
-            )
-            top = scores.max() if scores.size else 0.0
-            if top > 0:
-                scores /= top
-            scores += POPULARITY_WEIGHT * self._prior
-        scores[seen] = -np.inf
-        for item in exclude:
-            index = self._item_index.get(item)
-            if index is not None:
-                scores[index] = -np.inf
         n = min(n, self.n_items)
         if n <= 0:
             return Recommendation([], row is not None)
-        if n < self.n_items:
-            candidates = np.argpartition(-scores, n - 1)[:n]
+        excluded = {i for i in map(self._item_index.get, exclude) if i is not None}
+        wanted = n + len(excluded)  # enough candidates even if every excluded one is among them
+        if row is None or self.neighbors.shape[1] == 0:
+            order, scores = self._popular
+        elif self._ranked is not None and wanted <= RANKED_PER_USER:
+            order, scores = self._ranked[0][row], self._ranked[1][row]
         else:
-            candidates = np.arange(self.n_items)
-        ranked = candidates[np.argsort(-scores[candidates], kind="stable")]
+            all_scores = self._scores(row)
+            order = _best(all_scores, wanted)
+            scores = all_scores[order]
         items = self._item_list
-        out = [(items[i], float(scores[i])) for i in ranked.tolist() if scores[i] != -np.inf]
-        return Recommendation(out, row is not None)
+        out = [
+            (items[i], score)
+            for i, score in zip(order[:wanted].tolist(), scores[:wanted].tolist(), strict=True)
+            if score != -np.inf and i not in excluded
+        ]
+        return Recommendation(out[:n], row is not None)
+
+    def _scores(self, row: int) -> _ScoreArray:
+        """Every item's score for training user `row`; -inf for the items they already have."""
+        seen = self.history_indices[self.history_indptr[row] : self.history_indptr[row + 1]]
+        scores = np.bincount(
+            self.neighbors[seen].ravel(),
+            weights=self.neighbor_scores[seen].ravel(),
+            minlength=self.n_items,
+        )
+        top = scores.max()
+        if top > 0:
+            scores /= top
+        scores += self._weighted_prior
+        scores[seen] = -np.inf
+        return scores
+
+    def _rank_users(self) -> tuple[_IndexArray, _ScoreArray] | None:
+        no_neighbors = self.n_items == 0 or self.neighbors.shape[1] == 0
+        if no_neighbors or self.n_users > MAX_USERS_RANKED_AT_LOAD:
+            return None
+        width = min(RANKED_PER_USER, self.n_items)
+        order = np.zeros((self.n_users, RANKED_PER_USER), dtype=np.intp)
+        scores = np.full((self.n_users, RANKED_PER_USER), -np.inf)
+        for row in range(self.n_users):
+            all_scores = self._scores(row)
+            best = _best(all_scores, width)
+            order[row, :width] = best
+            scores[row, :width] = all_scores[best]
+        return order, scores
 
     def arrays(self) -> dict[str, npt.NDArray[np.generic]]:
         """The model as named arrays: exactly what the artifact stores."""
@@ -125,3 +160,14 @@ class RecoModel:
             digest.update(f"{name}|{contiguous.dtype.str}|{contiguous.shape}|".encode())
             digest.update(contiguous.tobytes())
         return digest.hexdigest()
+
+
+def _best(scores: _ScoreArray, n: int) -> _IndexArray:
+    """Indices of the `n` best scores: score descending, ties by index (exact, deterministic)."""
+    if n >= scores.size:
+        return np.argsort(-scores, kind="stable")
+    nth = np.partition(scores, scores.size - n)[scores.size - n]  # the n-th best score
+    above = np.flatnonzero(scores > nth)
+    tied = np.flatnonzero(scores == nth)[: n - above.size]
+    chosen = np.concatenate((above, tied))
+    return chosen[np.argsort(-scores[chosen], kind="stable")]
