@@ -14,8 +14,9 @@ Definitions (also in docs/reports.md):
   fallback, no fault is active and the per-step client success ratio is >= RECOVERED_RATIO.
 - worst p99: highest client-side p99 latency (seconds) between run start and end; the
   server-side p99 when the client has none.
-- p99 before / during the fault: highest client-side p99 from run start to span start, and
-  within the span (their ratio says how much the fault slowed what users saw).
+- p99 before / during the fault: highest client-side p99 in the 15 s before the span (the
+  baseline `latency_p99_ratio` uses too), and within the span (their ratio says how much the
+  fault slowed what users saw).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from chaoshelius.report.model import FaultWindow, Kpis, Point, Series
 
 RECOVERED_RATIO = 0.99
+BASELINE_S = 15.0  # p99 "before the fault": this many seconds before it
 
 
 def fault_span(windows: Sequence[FaultWindow], run_end: float | None) -> tuple[float, float] | None:
@@ -86,7 +88,8 @@ def compute_kpis(
             to_fallback = max(0.0, first - start)
 
     p99 = series.get("client_latency_p99", ())
-    p99_before = _max_between(p99, run_start, start - 1e-6)  # strictly before the fault
+    # the baseline the probe uses too: the 15 s before the fault (not the load's ramp-up)
+    p99_before = _max_between(p99, start - BASELINE_S, start - 1e-6)
     p99_during = _max_between(p99, start, end)
     to_recover, note = time_to_recover(series, end, run_end)
     if note:
