@@ -11,8 +11,8 @@ import numpy.typing as npt
 
 FORMAT_VERSION = 1
 POPULARITY_WEIGHT = 0.1  # share of the popularity prior in a known user's score
-RANKED_PER_USER = 128  # best items kept per training user when the model is loaded
-MAX_USERS_RANKED_AT_LOAD = 10_000  # above: rank per request (load time and memory grow)
+RANKED_PER_USER = 128  # best items kept per training user once they have been ranked
+MAX_USERS_KEPT_RANKED = 10_000  # above: rank on every request (the table would be too big)
 _IndexArray = npt.NDArray[np.intp]
 _ScoreArray = npt.NDArray[np.float64]
 
@@ -31,10 +31,11 @@ class RecoModel:
     prior, and each training user's history (CSR). Unknown users get the popular items.
 
     Ranking: score descending, ties by item index, so answers are deterministic. The model is
-    immutable, so the popularity ranking and (up to `MAX_USERS_RANKED_AT_LOAD` users) each
-    training user's best `RANKED_PER_USER` items are ranked once, when it is built; a request
-    then only filters and slices (see benchmarks/bench_predict.py for why). Requests the
-    precomputed list cannot answer (long `exclude` lists) are ranked on the spot, identically.
+    immutable, so rankings are kept: the popularity ranking from the start, and each training
+    user's best `RANKED_PER_USER` items from their first request on (for models of up to
+    `MAX_USERS_KEPT_RANKED` users: at most ~20 MB). A request then only filters and slices
+    (see benchmarks/bench_predict.py for why). Requests a kept list cannot answer (long
+    `exclude` lists) are ranked on the spot, identically.
 
     The arrays are validated by `model.artifact.decode` before one of these is built from
     untrusted bytes; the constructor only derives lookup tables.
@@ -52,8 +53,7 @@ class RecoModel:
     _user_index: dict[str, int] = field(init=False, repr=False)
     _weighted_prior: _ScoreArray = field(init=False, repr=False)
     _popular: tuple[_IndexArray, _ScoreArray] = field(init=False, repr=False)
-    # [n_users, RANKED_PER_USER] best items and their scores (-inf pads); None: not ranked
-    _ranked: tuple[_IndexArray, _ScoreArray] | None = field(init=False, repr=False)
+    _ranked: _RankedUsers | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         items = [str(i) for i in self.item_ids]
@@ -65,7 +65,11 @@ class RecoModel:
         object.__setattr__(self, "_user_index", {str(u): i for i, u in enumerate(self.user_ids)})
         object.__setattr__(self, "_weighted_prior", POPULARITY_WEIGHT * prior)
         object.__setattr__(self, "_popular", (popular, prior[popular]))
-        object.__setattr__(self, "_ranked", self._rank_users())
+        keep = self.n_items > 0 and self.neighbors.shape[1] > 0
+        ranked = (
+            _RankedUsers(self.n_users) if keep and self.n_users <= MAX_USERS_KEPT_RANKED else None
+        )
+        object.__setattr__(self, "_ranked", ranked)
 
     @property
     def n_items(self) -> int:
@@ -96,7 +100,7 @@ class RecoModel:
         if row is None or self.neighbors.shape[1] == 0:
             order, scores = self._popular
         elif self._ranked is not None and wanted <= RANKED_PER_USER:
-            order, scores = self._ranked[0][row], self._ranked[1][row]
+            order, scores = self._ranked_row(row, self._ranked)
         else:
             all_scores = self._scores(row)
             order = _best(all_scores, wanted)
@@ -124,19 +128,14 @@ class RecoModel:
         scores[seen] = -np.inf
         return scores
 
-    def _rank_users(self) -> tuple[_IndexArray, _ScoreArray] | None:
-        no_neighbors = self.n_items == 0 or self.neighbors.shape[1] == 0
-        if no_neighbors or self.n_users > MAX_USERS_RANKED_AT_LOAD:
-            return None
-        width = min(RANKED_PER_USER, self.n_items)
-        order = np.zeros((self.n_users, RANKED_PER_USER), dtype=np.intp)
-        scores = np.full((self.n_users, RANKED_PER_USER), -np.inf)
-        for row in range(self.n_users):
+    def _ranked_row(self, row: int, ranked: _RankedUsers) -> tuple[_IndexArray, _ScoreArray]:
+        if not ranked.done[row]:  # two threads may both rank a row: same values, no harm
             all_scores = self._scores(row)
-            best = _best(all_scores, width)
-            order[row, :width] = best
-            scores[row, :width] = all_scores[best]
-        return order, scores
+            best = _best(all_scores, min(RANKED_PER_USER, self.n_items))
+            ranked.order[row, : best.size] = best
+            ranked.scores[row, : best.size] = all_scores[best]
+            ranked.done[row] = 1
+        return ranked.order[row], ranked.scores[row]
 
     def arrays(self) -> dict[str, npt.NDArray[np.generic]]:
         """The model as named arrays: exactly what the artifact stores."""
@@ -160,6 +159,15 @@ class RecoModel:
             digest.update(f"{name}|{contiguous.dtype.str}|{contiguous.shape}|".encode())
             digest.update(contiguous.tobytes())
         return digest.hexdigest()
+
+
+class _RankedUsers:
+    """Each training user's best items and their scores (-inf pads), once ranked."""
+
+    def __init__(self, n_users: int) -> None:
+        self.order = np.zeros((n_users, RANKED_PER_USER), dtype=np.intp)
+        self.scores = np.full((n_users, RANKED_PER_USER), -np.inf)
+        self.done = bytearray(n_users)
 
 
 def _best(scores: _ScoreArray, n: int) -> _IndexArray:
