@@ -10,12 +10,12 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from polling import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from chaoshelius.stack.mlflow_server import MlflowServer, upgrade_schema
@@ -29,16 +29,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll until true; return the seconds it took; fail the test naming `what`."""
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"{what}: not within {timeout:g} s")
-        time.sleep(0.05)
-    return time.monotonic() - started
 
 
 class MlflowHandle:

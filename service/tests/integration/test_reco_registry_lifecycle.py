@@ -23,6 +23,7 @@ from helius_reco.model.artifact import encode
 from helius_reco.model.data import DatasetSpec, generate
 from helius_reco.model.training import fit
 from helius_reco.train import register
+from polling import wait_for
 from prometheus_client import CollectorRegistry
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -37,15 +38,6 @@ def publish(url: str, name: str, seed: int = 20261125) -> str:
         url, encode(model), model.fingerprint(), model_name=name, alias="champion", params={}
     )
     return version
-
-
-def wait_for(predicate, timeout: float, what: str) -> float:  # type: ignore[no-untyped-def]
-    started = time.monotonic()
-    while not predicate():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"{what}: not within {timeout:g} s")
-        time.sleep(0.05)
-    return time.monotonic() - started
 
 
 def test_outage_and_recovery(mlflow, start_service, tmp_path: Path) -> None:
