@@ -111,6 +111,8 @@ def plan(
     if unknown:
         raise SuiteError(f"unknown experiment(s) {unknown}; known: {sorted(by_key)}")
     chosen = [by_key[name] for name in only] if only else files
+    for path in chosen:
+        _validate(path)
     if not negative:
         return [PlannedRun(f) for f in chosen]
     controls = load_controls()
@@ -127,6 +129,19 @@ def plan(
         for f in chosen
     ]
     return sorted(runs, key=lambda r: (str(r.profile), r.key))  # one stack restart per profile
+
+
+def _validate(path: Path) -> None:
+    """Chaos Toolkit's own validation, before any stack is started: one line on failure."""
+    from chaoslib.exceptions import ChaosException
+    from chaoslib.experiment import ensure_experiment_is_valid
+    from chaoslib.loader import load_experiment
+
+    try:
+        ensure_experiment_is_valid(load_experiment(str(path)))
+    except (ChaosException, ValueError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SuiteError(f"{path} is not a valid experiment: {first}") from exc
 
 
 def run_suite(runs: Sequence[PlannedRun], options: SuiteOptions) -> SuiteResult:

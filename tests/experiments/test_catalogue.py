@@ -142,3 +142,54 @@ def test_discovery_lists_actions_and_probes_from_the_modules() -> None:
     assert not {name for name, kind in kinds if kind == "action"} & {
         name for name, kind in kinds if kind == "probe"
     }
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"title": "x"', "Expecting"),
+        (
+            json.dumps(
+                {
+                    "title": "t",
+                    "description": "d",
+                    "method": [
+                        {
+                            "type": "action",
+                            "name": "kill",
+                            "provider": {
+                                "type": "python",
+                                "module": "chaoshelius.pods.actions",
+                                "func": "kill_pods",
+                                "arguments": {"appp": "mlflow"},
+                            },
+                        }
+                    ],
+                }
+            ),
+            "required argument 'app' is missing",
+        ),
+    ],
+    ids=["broken-json", "wrong-argument"],
+)
+def test_the_suite_refuses_a_bad_experiment_in_one_line(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    """Before any stack starts: the file, and what is wrong with it, in one line."""
+    (tmp_path / "bad.json").write_text(text)
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("chaoshelius")),
+            "suite",
+            "run",
+            "--experiments",
+            str(tmp_path),
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "bad.json is not a valid experiment" in lines[0], done.stderr
+    assert message in lines[0]
