@@ -50,7 +50,12 @@ def up(
         result = lifecycle.up(state_dir, base_port, config, restart=restart, timeout=timeout)
     except StackError as exc:
         raise click.ClickException(str(exc)) from exc
-    verb = "already up" if result.already_running else f"ready in {result.seconds:.1f} s"
+    if result.profile_swapped:
+        verb = f"switched to this profile in place in {result.seconds:.1f} s"
+    elif result.already_running:
+        verb = "already up"
+    else:
+        verb = f"ready in {result.seconds:.1f} s"
     ports = result.state["ports"]
     click.echo(f"helius local stack {verb} (profile {config.name!r}, state {state_dir})")
     click.echo(f"  service     http://127.0.0.1:{ports['reco_service']}")

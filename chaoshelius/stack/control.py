@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field, ValidationError
 
 from chaoshelius.stack.config import StackConfig
-from chaoshelius.stack.errors import StackError
+from chaoshelius.stack.errors import InvalidRequest, StackError
 from chaoshelius.stack.faults import MAX_TTL_SECONDS
 
 if TYPE_CHECKING:
@@ -64,6 +64,10 @@ def create_app(stack: Stack) -> FastAPI:
     @app.exception_handler(NotFound)
     async def _not_found(request: Request, exc: NotFound) -> JSONResponse:
         return _error(404, str(exc))
+
+    @app.exception_handler(InvalidRequest)
+    async def _invalid_request(request: Request, exc: InvalidRequest) -> JSONResponse:
+        return _error(400, str(exc))
 
     @app.exception_handler(StackError)
     async def _refused(request: Request, exc: StackError) -> JSONResponse:

@@ -37,7 +37,7 @@ from prometheus_client.registry import Collector
 from chaoshelius.stack import mlflow_server, prometheus
 from chaoshelius.stack.config import StackConfig
 from chaoshelius.stack.control import NotFound, create_app
-from chaoshelius.stack.errors import ProcessStartError, StackError
+from chaoshelius.stack.errors import InvalidRequest, ProcessStartError, StackError
 from chaoshelius.stack.faults import Fault, FaultBook, FaultKind
 from chaoshelius.stack.ports import StackPorts
 from chaoshelius.stack.postgres import PostgresServer
@@ -475,7 +475,7 @@ class Stack:
     def cut(self, edge: str, mode: str, latency_ms: int, ttl: float) -> dict[str, Any]:
         proxy = self._edge(edge)
         if mode == ProxyMode.LATENCY and latency_ms <= 0:
-            raise StackError("mode latency needs latency_ms > 0")
+            raise InvalidRequest("mode latency needs latency_ms > 0")
         params: dict[str, Any] = {"mode": mode}
         if mode == ProxyMode.LATENCY:
             params["latency_ms"] = latency_ms

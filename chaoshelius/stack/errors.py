@@ -9,6 +9,10 @@ class StackError(HeliusError):
     """The local stack could not do what was asked (start, stop, a fault...)."""
 
 
+class InvalidRequest(StackError):
+    """The request itself is malformed (a bad selector, a missing parameter): HTTP 400."""
+
+
 class PortInUseError(StackError):
     """A port the stack needs is already taken by another process."""
 

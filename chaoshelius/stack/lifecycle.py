@@ -40,6 +40,7 @@ class UpResult:
     already_running: bool
     seconds: float
     state: dict[str, Any]
+    profile_swapped: bool = False  # a running stack took the new profile in place
 
 
 def running_state(paths: StackPaths) -> dict[str, Any] | None:
@@ -74,7 +75,7 @@ def up(
                 )
             if state.get("base_port") == base_port and _swap_profile(state, config, timeout):
                 state = _wait_ready(paths, state["pids"]["supervisor"], started + timeout)
-                return UpResult(True, time.monotonic() - started, state)
+                return UpResult(True, time.monotonic() - started, state, profile_swapped=True)
             down(state_dir)
         else:
             state = _wait_ready(paths, state["pids"]["supervisor"], started + timeout)

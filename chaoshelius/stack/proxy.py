@@ -164,7 +164,8 @@ class TcpProxy:
                 if self.fault.mode is ProxyMode.LATENCY and self.fault.latency_ms > 0:
                     await asyncio.sleep(self.fault.latency_ms / 1000)
                 writer.write(data)
-                await writer.drain()
+                if writer.transport.get_write_buffer_size() > _CHUNK:  # backpressure only
+                    await writer.drain()
             if writer.can_write_eof():
                 writer.write_eof()
         except (ConnectionError, OSError):

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from chaoshelius.stack.errors import StackError
+from chaoshelius.stack.errors import InvalidRequest
 from chaoshelius.topology import ZONE_LABEL
 
 _KEYS = {"app", "pod", "zone", "namespace"}
@@ -19,7 +19,7 @@ _ALIASES = {ZONE_LABEL: "zone", "name": "pod"}
 _TERM = re.compile(r"^\s*([\w./-]+)\s*(!=|==|=|\s+in\s+|\s+notin\s+)\s*(.+?)\s*$")
 
 
-class SelectorError(StackError):
+class SelectorError(InvalidRequest):
     """A selector could not be parsed."""
 
 
