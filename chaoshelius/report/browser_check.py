@@ -74,9 +74,16 @@ class PageCheck:
 
 
 def chromium_binary() -> str:
-    found = shutil.which("chromium") or (CHROMIUM if Path(CHROMIUM).exists() else None)
+    found = (
+        os.environ.get("HELIUS_CHROMIUM")
+        or shutil.which("chromium")
+        or (CHROMIUM if Path(CHROMIUM).exists() else None)
+        or shutil.which("google-chrome")  # GitHub's Ubuntu runners ship Chrome, not Chromium
+    )
     if found is None:
-        raise BrowserCheckFailed("Chromium not found: install Debian's `chromium` package")
+        raise BrowserCheckFailed(
+            "Chromium not found: install Debian's `chromium` package (or set HELIUS_CHROMIUM)"
+        )
     return found
 
 
