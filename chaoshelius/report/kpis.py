@@ -14,9 +14,9 @@ Definitions (also in docs/reports.md):
   fallback, no fault is active and the per-step client success ratio is >= RECOVERED_RATIO.
 - worst p99: highest client-side p99 latency (seconds) between run start and end; the
   server-side p99 when the client has none.
-- p99 before / during the fault: highest client-side p99 in the 15 s before the span (the
-  baseline `latency_p99_ratio` uses too), and within the span (their ratio says how much the
-  fault slowed what users saw).
+- p99 before / during the fault: the client-side rolling p99 at the span's start (its rate
+  window covers the seconds before the fault, like `latency_p99_ratio`'s baseline), and the
+  highest within the span (their ratio says how much the fault slowed what users saw).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from collections.abc import Mapping, Sequence
 from chaoshelius.report.model import FaultWindow, Kpis, Point, Series
 
 RECOVERED_RATIO = 0.99
-BASELINE_S = 15.0  # p99 "before the fault": this many seconds before it
 
 
 def fault_span(windows: Sequence[FaultWindow], run_end: float | None) -> tuple[float, float] | None:
@@ -88,8 +87,9 @@ def compute_kpis(
             to_fallback = max(0.0, first - start)
 
     p99 = series.get("client_latency_p99", ())
-    # the baseline the probe uses too: the 15 s before the fault (not the load's ramp-up)
-    p99_before = _max_between(p99, start - BASELINE_S, start - 1e-6)
+    # the rolling p99 as the fault starts: its rate window is the few seconds before the fault,
+    # the baseline `latency_p99_ratio` uses too (an earlier sample would reach into the ramp-up)
+    p99_before = _last_at_or_before(p99, start)
     p99_during = _max_between(p99, start, end)
     to_recover, note = time_to_recover(series, end, run_end)
     if note:
@@ -191,6 +191,12 @@ def _max_between(series: Sequence[Series], start: float | None, end: float | Non
     lo = start if start is not None else float("-inf")
     hi = end if end is not None else float("inf")
     values = [p.v for s in series for p in s.points if lo <= p.t <= hi]
+    return max(values) if values else None
+
+
+def _last_at_or_before(series: Sequence[Series], t: float) -> float | None:
+    """The highest, over the series, of each one's last sample at or before `t`."""
+    values = [pts[-1].v for s in series if (pts := [p for p in s.points if p.t <= t])]
     return max(values) if values else None
 
 
