@@ -12,6 +12,7 @@ Usage: python -m chaoshelius.stack.mlflow_pod <mlflow server options...>
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from typing import Any
@@ -37,11 +38,9 @@ def main(argv: list[str]) -> None:
     if metrics_dir is not None:
         os.makedirs(metrics_dir, exist_ok=True)
 
-    import uvicorn.main
-
     # uvicorn first: `mlflow.server` installs its security middleware (the Host check) only
     # when it is imported into a process that already runs a server
-    assert uvicorn.main
+    uvicorn_main: Any = importlib.import_module("uvicorn.main").main
     import mlflow.server as server_module
     from mlflow.cli import cli
 
@@ -51,7 +50,6 @@ def main(argv: list[str]) -> None:
         if list(cmd[1:3]) != ["-m", "uvicorn"] or "--workers" not in cmd:
             return original(cmd, *args, **kwargs)
         os.environ.update(kwargs.get("extra_env") or {})
-        uvicorn_main: Any = uvicorn.main.main
         uvicorn_main(list(cmd[3:]))  # raises SystemExit when the server stops
         return None
 
