@@ -3,18 +3,161 @@
 Default sessions (`nox`): lint, typecheck, tests. The slow ones are opt-in: chaos (the whole
 experiment catalogue on the embedded local stack -> reports/index.html), negative (each
 experiment against its fragile variant: it must deviate), bench, security, report_browser.
+
+The sessions set up what they need on a fresh machine, so the README's two commands are the
+whole quick start:
+
+- **Python**: chaostoolkit >= 1.20 needs Python >= 3.12. The sessions use the first working
+  interpreter among `$HELIUS_PYTHON`, `python3.12`/`python3.13` on PATH, pyenv's installed
+  versions (not activated: Debian 12's `python3` is 3.11) and uv's managed ones, without any
+  download. None found: nox stops with one line saying what to install (never "skipped").
+- **System tools** (Prometheus, promtool, PostgreSQL 15 server binaries, Chromium): found on
+  PATH (or Debian's `/usr/lib/postgresql/*/bin`), else installed with `apt-get` when running as
+  root, else the session fails with the exact command to run.
 """
 
 from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import nox
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = True  # a missing Python fails, never "skipped"
 
-PYTHON = "3.12"
 HARNESS = ["-e", "./service", "-e", ".[dev]"]
+MIN_PYTHON = (3, 12)
+
+# tool on PATH -> Debian package that provides it
+DEBIAN_PACKAGES = {
+    "prometheus": "prometheus",
+    "promtool": "prometheus",
+    "initdb": "postgresql-15",
+    "pg_ctl": "postgresql-15",
+    "postgres": "postgresql-15",
+    "chromium": "chromium",
+    "wrk": "wrk",
+}
+POSTGRES_TOOLS = ("initdb", "pg_ctl", "postgres")
+STACK_TOOLS = ("prometheus", "promtool", *POSTGRES_TOOLS)
+
+
+def _python_candidates() -> list[str]:
+    found: list[str] = []
+    if override := os.environ.get("HELIUS_PYTHON"):
+        return [override]
+    found += ["python3.12", "python3.13"]
+    pyenv_root = os.environ.get("PYENV_ROOT", str(Path.home() / ".pyenv"))
+    for pattern in ("3.12*", "3.13*"):
+        found += sorted(glob.glob(f"{pyenv_root}/versions/{pattern}/bin/python3"), reverse=True)
+    found += ["/usr/local/bin/python3.12", "/usr/bin/python3.12"]
+    if uv := shutil.which("uv"):  # `uv python find` only looks; it never downloads
+        try:
+            out = subprocess.run(
+                [uv, "python", "find", ">=3.12"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=False,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        if out:
+            found.append(out)
+    return found
+
+
+def _works(candidate: str) -> str | None:
+    """The absolute path of `candidate` if it runs and is new enough (a pyenv shim for a
+    version that is not activated is on PATH but fails when run)."""
+    path = shutil.which(candidate)
+    if path is None:
+        return None
+    check = f"import sys; sys.exit(0 if sys.version_info[:2] >= {MIN_PYTHON!r} else 1)"
+    try:
+        ok = subprocess.run([path, "-c", check], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return path if ok else None
+
+
+def _find_python() -> str:
+    for candidate in _python_candidates():
+        if path := _works(candidate):
+            return path
+    print(
+        "noxfile: no Python >= 3.12 found (looked at $HELIUS_PYTHON, python3.12/3.13 on PATH, "
+        "pyenv's versions, uv's); install one (`pyenv install 3.12`, `uv python install 3.12` "
+        "or your distribution's python3.12) or set HELIUS_PYTHON=/path/to/python3.12",
+        file=sys.stderr,
+    )
+    return "3.12"  # nox then fails: error_on_missing_interpreters
+
+
+PYTHON = _find_python()
+
+
+def _postgres_bin_dirs() -> list[str]:
+    """Debian's postgresql-NN packages put the server binaries off PATH."""
+    return sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True)
+
+
+def _version_key(path: str) -> tuple[int, ...]:
+    version = Path(path).parent.name
+    return tuple(int(p) for p in version.split(".") if p.isdigit())
+
+
+def _which(tool: str, path: str) -> str | None:
+    return shutil.which(tool, path=path)
+
+
+def _session_path(session: nox.Session) -> str:
+    return str(session.env.get("PATH") or os.environ.get("PATH", ""))
+
+
+def _put_postgres_on_path(session: nox.Session) -> None:
+    path = _session_path(session)
+    if all(_which(t, path) for t in POSTGRES_TOOLS):
+        return
+    for bin_dir in _postgres_bin_dirs():
+        if all(Path(bin_dir, t).exists() for t in POSTGRES_TOOLS):
+            session.env["PATH"] = os.pathsep.join([path, bin_dir])
+            return
+
+
+def ensure_system_tools(session: nox.Session, *tools: str) -> None:
+    """Find `tools` on PATH; install the missing ones with apt-get when root; else fail with
+    the one command that installs them."""
+    if set(tools) & set(POSTGRES_TOOLS):
+        _put_postgres_on_path(session)
+    missing = [t for t in tools if not _which(t, _session_path(session))]
+    if not missing:
+        return
+    packages = sorted({DEBIAN_PACKAGES[t] for t in missing})
+    command = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages]
+    can_install = hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get")
+    if not can_install:
+        session.error(
+            f"missing {', '.join(missing)}: install with `sudo {' '.join(command[:3])} "
+            f"{' '.join(packages)}` (Debian/Ubuntu), or put them on PATH"
+        )
+    session.log(f"installing {', '.join(packages)} with apt-get (missing: {', '.join(missing)})")
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
+    session.run("apt-get", "update", "-qq", external=True, env=env)
+    session.run(*command, external=True, env=env)
+    if set(tools) & set(POSTGRES_TOOLS):
+        _put_postgres_on_path(session)
+    still = [t for t in tools if not _which(t, _session_path(session))]
+    if still:
+        session.error(f"apt-get installed {', '.join(packages)} but {', '.join(still)} is "
+                      "still not on PATH")
 
 
 @nox.session(python=PYTHON)
@@ -36,6 +179,7 @@ def typecheck(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """All tests: unit, real-server integration (PostgreSQL, MLflow, Prometheus), manifests."""
+    ensure_system_tools(session, *STACK_TOOLS)
     session.install(*HARNESS)
     session.run("pytest", *session.posargs)
 
@@ -43,6 +187,7 @@ def tests(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 def chaos(session: nox.Session) -> None:
     """The chaos suite on the embedded local stack under load -> reports/index.html."""
+    ensure_system_tools(session, *STACK_TOOLS)
     session.install(*HARNESS)
     session.run("chaoshelius", "suite", "run", *session.posargs)
 
@@ -50,6 +195,7 @@ def chaos(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 def negative(session: nox.Session) -> None:
     """Negative controls: every experiment must deviate against its known-fragile variant."""
+    ensure_system_tools(session, *STACK_TOOLS)
     session.install(*HARNESS)
     session.run("chaoshelius", "suite", "run", "--negative", *session.posargs)
 
@@ -57,6 +203,7 @@ def negative(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
     """/predict throughput and latency vs a bare FastAPI endpoint and `mlflow models serve`."""
+    ensure_system_tools(session, "wrk")
     session.install(*HARNESS)
     session.run("python", "benchmarks/bench_predict.py", *session.posargs)
 
@@ -71,5 +218,6 @@ def security(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 def report_browser(session: nox.Session) -> None:
     """Render a report in headless Chromium, check it loads and draws, keep a screenshot."""
+    ensure_system_tools(session, "chromium")
     session.install(*HARNESS)
     session.run("python", "-m", "chaoshelius.report.browser_check", *session.posargs)
