@@ -156,8 +156,9 @@ def ensure_system_tools(session: nox.Session, *tools: str) -> None:
         _put_postgres_on_path(session)
     still = [t for t in tools if not _which(t, _session_path(session))]
     if still:
-        session.error(f"apt-get installed {', '.join(packages)} but {', '.join(still)} is "
-                      "still not on PATH")
+        session.error(
+            f"apt-get installed {', '.join(packages)} but {', '.join(still)} is still not on PATH"
+        )
 
 
 @nox.session(python=PYTHON)
