@@ -64,6 +64,11 @@ def _alerts(rules: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {r["alert"]: r for g in rules["groups"] for r in g["rules"] if "alert" in r}
 
 
+def _records(rules: dict[str, Any]) -> dict[str, str]:
+    """Recording rule name -> its expression."""
+    return {r["record"]: r["expr"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+
+
 def _promtool_test(tmp_path: Path, promtool: str, rules: dict[str, Any]) -> int:
     """`promtool test rules` with the real unit tests over `rules`; its exit code."""
     (tmp_path / "rules" / "tests").mkdir(parents=True)
@@ -119,6 +124,107 @@ def test_unit_tests_catch_an_alert_that_fires_too_easily(
 
 def test_the_mutation_harness_passes_the_real_rules(promtool: str, tmp_path: Path) -> None:
     assert _promtool_test(tmp_path, promtool, _rules()) == 0
+
+
+# ------------------------------------------------------------------------------ recording rules
+_RECORD_NAME = re.compile(
+    r"(?P<level>[a-z][a-z0-9_]*):(?P<metric>[a-z][a-z0-9_]*):(?P<ops>[a-z0-9_]+)"
+)
+# A `level:metric:operations` name of a recorded helius or recommender series, wherever it is used.
+_RECORD_USE = re.compile(r"\b[a-z][a-z0-9_]*:(?:reco|helius)_[a-z0-9_]*:[a-z0-9_]+\b")
+
+
+def record_name_problems(name: str, expr: str) -> list[str]:
+    """Where `name` breaks the `level:metric:operations` convention for `expr`.
+
+    level: the labels the result keeps, i.e. the first (outermost) `by (...)` clause, less `le`
+    when histogram_quantile consumes it, joined by `_`; operations: every range window of the
+    expression (`[30s]` -> `...30s`) and its function (`rate`, `increase`, a quantile `pNN`).
+    """
+    match = _RECORD_NAME.fullmatch(name)
+    if match is None:
+        return [f"{name}: not level:metric:operations"]
+    problems = []
+    by = re.search(r"\bby\s*\(([^)]*)\)", expr)
+    kept = [label.strip() for label in by.group(1).split(",")] if by else []
+    quantile = re.match(r"\s*histogram_quantile\(\s*0?\.(\d+)", expr)
+    if quantile:
+        kept.remove("le")
+    if match["level"] != "_".join(kept):
+        problems.append(f"{name}: level should be {'_'.join(kept)!r} (its by clause)")
+    ops = match["ops"]
+    for window in re.findall(r"\[(\w+)\]", expr):
+        if not re.search(rf"(?<![0-9]){window}(?:_|$)", ops):
+            problems.append(f"{name}: operations should name the [{window}] window")
+    for function in re.findall(r"\b(rate|increase|avg_over_time)\(", expr):
+        if function not in ops:
+            problems.append(f"{name}: operations should name {function}()")
+    if quantile and not ops.startswith(f"p{quantile.group(1)}"):
+        problems.append(f"{name}: operations should start with p{quantile.group(1)}")
+    if match["metric"].endswith(("_total", "_bucket")):
+        problems.append(f"{name}: drop _total/_bucket from the metric after rate()")
+    return problems
+
+
+def test_recording_rules_follow_level_metric_operations() -> None:
+    records = _records(_rules())
+    assert len(records) >= 4
+    problems = [p for name, expr in records.items() for p in record_name_problems(name, expr)]
+    assert not problems, problems
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "helius:reco_engine_requests:rate30s",  # level is not what the by clause keeps
+        "job:reco_engine_requests:rate30s",  # no `job` label survives the sum
+        "namespace:reco_engine_requests:rate1m",  # window of the expression is 30s
+        "namespace:reco_engine_requests:sum30s",  # the function is rate
+        "namespace:reco_engine_requests_total:rate30s",  # _total kept after rate()
+        "namespace:reco_engine_requests",  # no operations
+    ],
+)
+def test_the_naming_check_catches_a_bad_name(name: str) -> None:
+    expr = _records(_rules())["namespace:reco_engine_requests:rate30s"]
+    assert record_name_problems(name, expr)
+
+
+def test_the_naming_check_catches_a_bad_quantile_name() -> None:
+    record = "namespace:reco_engine_requests_latency_seconds:p99_rate1m"
+    expr = _records(_rules())[record]
+    assert not record_name_problems(record, expr)
+    assert record_name_problems(record.replace(":p99_", ":p95_"), expr)
+    assert record_name_problems(record.replace("namespace:", "namespace_le:"), expr)
+
+
+def _tracked_text_files() -> list[Path]:
+    tracked = _run("git", "-C", str(REPO), "ls-files", "-z").stdout.split("\0")
+    suffixes = (".py", ".md", ".yml", ".yaml", ".json", ".j2", ".toml")
+    paths = [REPO / p for p in tracked if p.endswith(suffixes) and (REPO / p).is_file()]
+    return [p for p in paths if p != Path(__file__)]  # this file spells bad names on purpose
+
+
+def test_every_recorded_series_used_in_the_repo_is_recorded() -> None:
+    """Alerts, rule tests, the dashboard, docs and Python name only series the rules record
+    (a renamed rule left behind anywhere is an empty panel or a silent alert)."""
+    recorded = set(_records(_rules()))
+    used = {
+        (path.relative_to(REPO).as_posix(), name)
+        for path in _tracked_text_files()
+        for name in _RECORD_USE.findall(path.read_text(errors="replace"))
+    }
+    unknown = sorted((path, name) for path, name in used if name not in recorded)
+    assert not unknown, unknown
+    users = {path for path, _ in used}
+    assert {
+        "manifests/monitoring/rules/tests/helius-alerts.test.yml",
+        "manifests/monitoring/dashboards/helius-resilience.json",
+    } <= users
+    rules = _rules()
+    readers = [RULE_TESTS.read_text(), DASHBOARD.read_text()]
+    readers += [r["expr"] for r in _alerts(rules).values()] + list(_records(rules).values())
+    read = {name for text in readers for name in _RECORD_USE.findall(text)}
+    assert recorded <= read, f"recorded, read by no alert, rule test or panel: {recorded - read}"
 
 
 # ------------------------------------------------------------------------------ one copy
@@ -213,6 +319,8 @@ def test_service_metric_names_used_by_rules_and_dashboard_exist() -> None:
         for family in registry.collect()
         for suffix in suffixes.get(family.type, [""])
     }
-    used = set(re.findall(r"\breco_engine_\w+", RULES.read_text() + "\n".join(_dashboard_exprs())))
+    text = RULES.read_text() + "\n".join(_dashboard_exprs())
+    # recorded names (`namespace:reco_engine_requests:rate30s`) are not exported series
+    used = set(re.findall(r"(?<![\w:])reco_engine_\w+\b(?!:)", text))
     assert used, "no service metric found in the rules or the dashboard"
     assert used <= exported, used - exported
