@@ -11,9 +11,11 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import monitoring_checks as checks
 import pytest
 import yaml
 from k8s_paths import MANIFESTS, REPO
@@ -60,13 +62,8 @@ def _rules() -> dict[str, Any]:
     return rules
 
 
-def _alerts(rules: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {r["alert"]: r for g in rules["groups"] for r in g["rules"] if "alert" in r}
-
-
-def _records(rules: dict[str, Any]) -> dict[str, str]:
-    """Recording rule name -> its expression."""
-    return {r["record"]: r["expr"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+_alerts = checks.alerts
+_records = checks.records
 
 
 def _promtool_test(tmp_path: Path, promtool: str, rules: dict[str, Any]) -> int:
@@ -76,6 +73,23 @@ def _promtool_test(tmp_path: Path, promtool: str, rules: dict[str, Any]) -> int:
     test = tmp_path / "rules" / "tests" / "helius-alerts.test.yml"
     shutil.copy(RULE_TESTS, test)
     return _run(promtool, "test", "rules", str(test)).returncode
+
+
+def _promtool_check_exprs(
+    promtool: str, exprs: list[str], tmp_path: Path
+) -> subprocess.CompletedProcess[str]:
+    """`promtool check rules` over `exprs` written as recording rules (it parses each one)."""
+    rules = {
+        "groups": [
+            {
+                "name": "queries",
+                "rules": [{"record": f"query:q{i}", "expr": e} for i, e in enumerate(exprs)],
+            }
+        ]
+    }
+    path = tmp_path / "queries.yml"
+    path.write_text(yaml.safe_dump(rules))
+    return _run(promtool, "check", "rules", str(path))
 
 
 # ------------------------------------------------------------------------------ promtool
@@ -127,49 +141,10 @@ def test_the_mutation_harness_passes_the_real_rules(promtool: str, tmp_path: Pat
 
 
 # ------------------------------------------------------------------------------ recording rules
-_RECORD_NAME = re.compile(
-    r"(?P<level>[a-z][a-z0-9_]*):(?P<metric>[a-z][a-z0-9_]*):(?P<ops>[a-z0-9_]+)"
-)
-# A `level:metric:operations` name of a recorded helius or recommender series, wherever it is used.
-_RECORD_USE = re.compile(r"\b[a-z][a-z0-9_]*:(?:reco|helius)_[a-z0-9_]*:[a-z0-9_]+\b")
-
-
-def record_name_problems(name: str, expr: str) -> list[str]:
-    """Where `name` breaks the `level:metric:operations` convention for `expr`.
-
-    level: the labels the result keeps, i.e. the first (outermost) `by (...)` clause, less `le`
-    when histogram_quantile consumes it, joined by `_`; operations: every range window of the
-    expression (`[30s]` -> `...30s`) and its function (`rate`, `increase`, a quantile `pNN`).
-    """
-    match = _RECORD_NAME.fullmatch(name)
-    if match is None:
-        return [f"{name}: not level:metric:operations"]
-    problems = []
-    by = re.search(r"\bby\s*\(([^)]*)\)", expr)
-    kept = [label.strip() for label in by.group(1).split(",")] if by else []
-    quantile = re.match(r"\s*histogram_quantile\(\s*0?\.(\d+)", expr)
-    if quantile:
-        kept.remove("le")
-    if match["level"] != "_".join(kept):
-        problems.append(f"{name}: level should be {'_'.join(kept)!r} (its by clause)")
-    ops = match["ops"]
-    for window in re.findall(r"\[(\w+)\]", expr):
-        if not re.search(rf"(?<![0-9]){window}(?:_|$)", ops):
-            problems.append(f"{name}: operations should name the [{window}] window")
-    for function in re.findall(r"\b(rate|increase|avg_over_time)\(", expr):
-        if function not in ops:
-            problems.append(f"{name}: operations should name {function}()")
-    if quantile and not ops.startswith(f"p{quantile.group(1)}"):
-        problems.append(f"{name}: operations should start with p{quantile.group(1)}")
-    if match["metric"].endswith(("_total", "_bucket")):
-        problems.append(f"{name}: drop _total/_bucket from the metric after rate()")
-    return problems
-
-
 def test_recording_rules_follow_level_metric_operations() -> None:
     records = _records(_rules())
     assert len(records) >= 4
-    problems = [p for name, expr in records.items() for p in record_name_problems(name, expr)]
+    problems = [p for n, expr in records.items() for p in checks.record_name_problems(n, expr)]
     assert not problems, problems
 
 
@@ -186,15 +161,15 @@ def test_recording_rules_follow_level_metric_operations() -> None:
 )
 def test_the_naming_check_catches_a_bad_name(name: str) -> None:
     expr = _records(_rules())["namespace:reco_engine_requests:rate30s"]
-    assert record_name_problems(name, expr)
+    assert checks.record_name_problems(name, expr)
 
 
 def test_the_naming_check_catches_a_bad_quantile_name() -> None:
     record = "namespace:reco_engine_requests_latency_seconds:p99_rate1m"
     expr = _records(_rules())[record]
-    assert not record_name_problems(record, expr)
-    assert record_name_problems(record.replace(":p99_", ":p95_"), expr)
-    assert record_name_problems(record.replace("namespace:", "namespace_le:"), expr)
+    assert not checks.record_name_problems(record, expr)
+    assert checks.record_name_problems(record.replace(":p99_", ":p95_"), expr)
+    assert checks.record_name_problems(record.replace("namespace:", "namespace_le:"), expr)
 
 
 def _tracked_text_files() -> list[Path]:
@@ -211,7 +186,7 @@ def test_every_recorded_series_used_in_the_repo_is_recorded() -> None:
     used = {
         (path.relative_to(REPO).as_posix(), name)
         for path in _tracked_text_files()
-        for name in _RECORD_USE.findall(path.read_text(errors="replace"))
+        for name in checks.RECORD_USE.findall(path.read_text(errors="replace"))
     }
     unknown = sorted((path, name) for path, name in used if name not in recorded)
     assert not unknown, unknown
@@ -223,8 +198,91 @@ def test_every_recorded_series_used_in_the_repo_is_recorded() -> None:
     rules = _rules()
     readers = [RULE_TESTS.read_text(), DASHBOARD.read_text()]
     readers += [r["expr"] for r in _alerts(rules).values()] + list(_records(rules).values())
-    read = {name for text in readers for name in _RECORD_USE.findall(text)}
+    read = {name for text in readers for name in checks.RECORD_USE.findall(text)}
     assert recorded <= read, f"recorded, read by no alert, rule test or panel: {recorded - read}"
+
+
+# ------------------------------------------------------------------------------ runbooks
+def test_every_alert_has_a_runbook_page() -> None:
+    assert checks.runbook_problems(_rules(), REPO) == []
+
+
+def test_runbook_queries_parse(promtool: str, tmp_path: Path) -> None:
+    exprs = [
+        expr
+        for page in sorted((REPO / checks.RUNBOOK_DIR).glob("*.md"))
+        for expr in checks.promql_blocks(page.read_text())
+    ]
+    assert len(exprs) >= 2 * len(_alerts(_rules()))
+    done = _promtool_check_exprs(promtool, exprs, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_promql_check_catches_a_broken_query(promtool: str, tmp_path: Path) -> None:
+    done = _promtool_check_exprs(promtool, ["sum by (pod (up)"], tmp_path)
+    assert done.returncode != 0
+
+
+def _drop_annotation(key: str) -> Callable[[dict[str, Any], Path], None]:
+    def mutate(rules: dict[str, Any], repo: Path) -> None:
+        del _alerts(rules)["MLflowDown"]["annotations"][key]
+
+    return mutate
+
+
+def _edit_page(old: str, new: str) -> Callable[[dict[str, Any], Path], None]:
+    def mutate(rules: dict[str, Any], repo: Path) -> None:
+        page = repo / checks.runbook_url("MLflowDegraded")
+        assert old in page.read_text()
+        page.write_text(page.read_text().replace(old, new))
+
+    return mutate
+
+
+def _loosen_mlflow_degraded(rules: dict[str, Any], repo: Path) -> None:
+    _alerts(rules)["MLflowDegraded"]["expr"] = _alerts(rules)["MLflowDegraded"]["expr"].replace(
+        "> 0", "> 1"
+    )
+
+
+def _remove_page(rules: dict[str, Any], repo: Path) -> None:
+    (repo / checks.runbook_url("RecoEngineSaturated")).unlink()
+
+
+def _orphan_page(rules: dict[str, Any], repo: Path) -> None:
+    (repo / checks.RUNBOOK_DIR / "RecoEngineGone.md").write_text("# RecoEngineGone\n")
+
+
+def _wrong_url(rules: dict[str, Any], repo: Path) -> None:
+    _alerts(rules)["MLflowDown"]["annotations"]["runbook_url"] = "docs/runbooks/mlflow-down.md"
+
+
+def _unlisted(rules: dict[str, Any], repo: Path) -> None:
+    index = repo / checks.RUNBOOK_DIR / "README.md"
+    index.write_text(index.read_text().replace("(RecoEngineLatencySLO.md)", "(latency.md)"))
+
+
+BROKEN_RUNBOOKS = {
+    "no runbook_url": _drop_annotation("runbook_url"),
+    "no summary": _drop_annotation("summary"),
+    "no description": _drop_annotation("description"),
+    "runbook_url elsewhere": _wrong_url,
+    "page missing": _remove_page,
+    "page without an alert": _orphan_page,
+    "section missing": _edit_page("## What to do\n", "## Next steps\n"),
+    "wrong title": _edit_page("# MLflowDegraded\n", "# MLflow degraded\n"),
+    "expression out of date": _loosen_mlflow_degraded,
+    "not in the index": _unlisted,
+}
+
+
+@pytest.mark.parametrize("broken", sorted(BROKEN_RUNBOOKS))
+def test_the_runbook_check_catches(broken: str, tmp_path: Path) -> None:
+    shutil.copytree(REPO / checks.RUNBOOK_DIR, tmp_path / checks.RUNBOOK_DIR)
+    rules = _rules()
+    assert checks.runbook_problems(rules, tmp_path) == []  # the copy itself is fine
+    BROKEN_RUNBOOKS[broken](rules, tmp_path)
+    assert checks.runbook_problems(rules, tmp_path)
 
 
 # ------------------------------------------------------------------------------ one copy

@@ -1,0 +1,130 @@
+"""Convention checks over the monitoring files: each returns the problems it finds.
+
+Pure functions over plain dicts and paths, so the tests run them on the real files (no
+problem allowed) and on deliberately broken copies (the problem must be reported):
+
+- recording rule names (`level:metric:operations`),
+- alert annotations and their runbook pages (docs/runbooks/<AlertName>.md).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+Rules = dict[str, Any]
+
+# ------------------------------------------------------------------------------ rule files
+
+
+def alerts(rules: Rules) -> dict[str, dict[str, Any]]:
+    """Alert name -> its rule."""
+    return {r["alert"]: r for g in rules["groups"] for r in g["rules"] if "alert" in r}
+
+
+def records(rules: Rules) -> dict[str, str]:
+    """Recording rule name -> its expression."""
+    return {r["record"]: r["expr"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+
+
+def squash(expr: str) -> str:
+    """An expression without whitespace, to compare a quoted copy with the rule."""
+    return re.sub(r"\s+", "", expr)
+
+
+# ------------------------------------------------------------------------------ record names
+RECORD_NAME = re.compile(
+    r"(?P<level>[a-z][a-z0-9_]*):(?P<metric>[a-z][a-z0-9_]*):(?P<ops>[a-z0-9_]+)"
+)
+# A `level:metric:operations` name of a recorded helius or recommender series, wherever used.
+RECORD_USE = re.compile(r"\b[a-z][a-z0-9_]*:(?:reco|helius)_[a-z0-9_]*:[a-z0-9_]+\b")
+
+
+def record_name_problems(name: str, expr: str) -> list[str]:
+    """Where `name` breaks the `level:metric:operations` convention for `expr`.
+
+    level: the labels the result keeps, i.e. the first (outermost) `by (...)` clause, less `le`
+    when histogram_quantile consumes it, joined by `_`; operations: every range window of the
+    expression (`[30s]` -> `...30s`), its function (`rate`, ...) and a quantile (`p99_...`);
+    metric: without `_total`/`_bucket` once rate() has been applied.
+    """
+    match = RECORD_NAME.fullmatch(name)
+    if match is None:
+        return [f"{name}: not level:metric:operations"]
+    problems = []
+    by = re.search(r"\bby\s*\(([^)]*)\)", expr)
+    kept = [label.strip() for label in by.group(1).split(",")] if by else []
+    quantile = re.match(r"\s*histogram_quantile\(\s*0?\.(\d+)", expr)
+    if quantile and "le" in kept:
+        kept.remove("le")
+    if match["level"] != "_".join(kept):
+        problems.append(f"{name}: level should be {'_'.join(kept)!r} (its by clause)")
+    ops = match["ops"]
+    for window in re.findall(r"\[(\w+)\]", expr):
+        if not re.search(rf"(?<![0-9]){window}(?:_|$)", ops):
+            problems.append(f"{name}: operations should name the [{window}] window")
+    for function in re.findall(r"\b(rate|irate|increase|avg_over_time)\(", expr):
+        if function not in ops:
+            problems.append(f"{name}: operations should name {function}()")
+    if quantile and not ops.startswith(f"p{quantile.group(1)}"):
+        problems.append(f"{name}: operations should start with p{quantile.group(1)}")
+    if match["metric"].endswith(("_total", "_bucket")):
+        problems.append(f"{name}: drop _total/_bucket from the metric after rate()")
+    return problems
+
+
+# ------------------------------------------------------------------------------ runbooks
+RUNBOOK_DIR = "docs/runbooks"
+RUNBOOK_SECTIONS = (
+    "## What it means",
+    "## Confirm",
+    "## What to do",
+    "## How the chaos experiments trigger it",
+)
+_PROMQL_BLOCK = re.compile(r"^```promql\n(.*?)^```", re.M | re.S)
+
+
+def runbook_url(alert: str) -> str:
+    """The `runbook_url` of an alert: its page, relative to the repository root."""
+    return f"{RUNBOOK_DIR}/{alert}.md"
+
+
+def promql_blocks(markdown: str) -> list[str]:
+    """The ```promql blocks of a page, one expression each."""
+    return [block.strip() for block in _PROMQL_BLOCK.findall(markdown)]
+
+
+def runbook_problems(rules: Rules, repo: Path) -> list[str]:
+    """Every alert: summary, description, runbook_url naming an existing page under `repo`
+    that has the four sections and quotes the alert's current expression; every page is an
+    alert's and listed in the index (README.md)."""
+    problems = []
+    found = alerts(rules)
+    pages = repo / RUNBOOK_DIR
+    index = (pages / "README.md").read_text() if (pages / "README.md").is_file() else ""
+    for name, rule in found.items():
+        annotations = rule.get("annotations") or {}
+        for key in ("summary", "description"):
+            if not str(annotations.get(key, "")).strip():
+                problems.append(f"{name}: no {key} annotation")
+        url = annotations.get("runbook_url")
+        if url != runbook_url(name):
+            problems.append(f"{name}: runbook_url is {url!r}, expected {runbook_url(name)!r}")
+            continue
+        page = repo / url
+        if not page.is_file():
+            problems.append(f"{name}: {url} does not exist")
+            continue
+        text = page.read_text()
+        if not text.startswith(f"# {name}\n"):
+            problems.append(f"{url}: does not start with '# {name}'")
+        lines = text.splitlines()
+        problems += [f"{url}: no '{s}' section" for s in RUNBOOK_SECTIONS if s not in lines]
+        if squash(rule["expr"]) not in {squash(b) for b in promql_blocks(text)}:
+            problems.append(f"{url}: does not quote the alert's current expression")
+        if f"({name}.md)" not in index:
+            problems.append(f"{RUNBOOK_DIR}/README.md: no link to {name}.md")
+    orphans = {p.stem for p in pages.glob("*.md")} - set(found) - {"README"}
+    problems += [f"{RUNBOOK_DIR}/{o}.md: no alert of that name" for o in sorted(orphans)]
+    return problems
