@@ -28,6 +28,14 @@ def records(rules: Rules) -> dict[str, str]:
     return {r["record"]: r["expr"] for g in rules["groups"] for r in g["rules"] if "record" in r}
 
 
+def alert_threshold(rules: Rules, alert: str) -> float:
+    """The number an alert's expression ends comparing with (`... > 0.25` -> 0.25)."""
+    match = re.search(r">\s*([0-9.]+)\s*$", alerts(rules)[alert]["expr"])
+    if match is None:
+        raise ValueError(f"{alert}: its expression does not end in `> <number>`")
+    return float(match.group(1))
+
+
 def squash(expr: str) -> str:
     """An expression without whitespace, to compare a quoted copy with the rule."""
     return re.sub(r"\s+", "", expr)
@@ -127,4 +135,113 @@ def runbook_problems(rules: Rules, repo: Path) -> list[str]:
             problems.append(f"{RUNBOOK_DIR}/README.md: no link to {name}.md")
     orphans = {p.stem for p in pages.glob("*.md")} - set(found) - {"README"}
     problems += [f"{RUNBOOK_DIR}/{o}.md: no alert of that name" for o in sorted(orphans)]
+    return problems
+
+
+# ------------------------------------------------------------------------------ dashboard
+Dashboard = dict[str, Any]
+DATASOURCE_REF = {"type": "prometheus", "uid": "${datasource}"}
+QUANTILES = ("0.5", "0.95", "0.99")
+CLIENT_LATENCY_BUCKET = "helius_client_request_latency_seconds_bucket"
+FAULT_METRIC = "helius_stack_fault_active"
+_FIXED_WINDOW = re.compile(r"\[\s*\d+[smhdwy]\s*\]")
+_DRAWN = {"line", "dashed", "line+area", "dashed+area"}
+
+
+def dashboard_exprs(dashboard: Dashboard) -> list[str]:
+    """Every PromQL expression of the dashboard: panel targets, annotations, variables."""
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    exprs += [a["expr"] for a in dashboard.get("annotations", {}).get("list", []) if "expr" in a]
+    exprs += [
+        v["query"]["query"]
+        for v in dashboard["templating"]["list"]
+        if v["type"] == "query" and isinstance(v.get("query"), dict)
+    ]
+    return exprs
+
+
+def _datasource_refs(node: Any, where: str = "") -> list[tuple[str, Any]]:
+    """Every `datasource` value anywhere in the JSON, with where it is."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "datasource":
+                found.append((where, value))
+            found += _datasource_refs(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _datasource_refs(value, f"{where}/{i}")
+    return found
+
+
+def _drawn_threshold(panel: Dashboard) -> set[float]:
+    """Threshold values the panel draws on its graph (none when the style is off)."""
+    defaults = panel.get("fieldConfig", {}).get("defaults", {})
+    style = defaults.get("custom", {}).get("thresholdsStyle", {}).get("mode", "off")
+    if style not in _DRAWN:
+        return set()
+    steps = defaults.get("thresholds", {}).get("steps", [])
+    return {float(s["value"]) for s in steps if s.get("value") is not None}
+
+
+def _panel_exprs(panel: Dashboard) -> str:
+    return "\n".join(t["expr"] for t in panel.get("targets", []))
+
+
+def dashboard_problems(
+    dashboard: Dashboard, datasource_uid: str, success_slo: float, latency_slo: float
+) -> list[str]:
+    """The dashboard conventions: a datasource variable defaulting to the provisioned one and
+    used by every query (no hard-coded uid); `$__rate_interval`, never a fixed range; a client
+    latency panel (p50/p95/p99); the SLOs drawn on the success-ratio and latency panels; fault
+    annotations from the harness and from ALERTS."""
+    problems = []
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    ds_var = variables.get("datasource", {})
+    if ds_var.get("type") != "datasource" or ds_var.get("query") != "prometheus":
+        problems.append("no `datasource` variable of type datasource / prometheus")
+    elif ds_var.get("current", {}).get("value") != datasource_uid:
+        problems.append(f"the datasource variable does not default to {datasource_uid!r}")
+    refs = _datasource_refs(dashboard)
+    problems += [
+        f"{at}: datasource {ref} is not $datasource" for at, ref in refs if ref != DATASOURCE_REF
+    ]
+    if not refs:
+        problems.append("no datasource reference at all")
+
+    exprs = dashboard_exprs(dashboard)
+    problems += [f"fixed range window in {e!r}" for e in exprs if _FIXED_WINDOW.search(e)]
+    if not any("[$__rate_interval]" in e for e in exprs):
+        problems.append("no query uses $__rate_interval")
+
+    panels = dashboard["panels"]
+    client = [p for p in panels if CLIENT_LATENCY_BUCKET in _panel_exprs(p)]
+    if not any(
+        all(f"histogram_quantile({q}," in _panel_exprs(p) for q in QUANTILES) for p in client
+    ):
+        problems.append(f"no panel with p50/p95/p99 of {CLIENT_LATENCY_BUCKET}")
+    latency = [
+        p for p in panels if re.search(r"histogram_quantile\(.*_latency_seconds", _panel_exprs(p))
+    ]
+    ratios = [
+        p
+        for p in panels
+        if p.get("fieldConfig", {}).get("defaults", {}).get("unit") == "percentunit"
+        and re.search(r"helius_client_requests|reco_engine_request", _panel_exprs(p))
+    ]
+    if len(latency) < 2:
+        problems.append("fewer than two latency panels (server and clients)")
+    if not ratios:
+        problems.append("no success-ratio panel")
+    for panel in latency:
+        if latency_slo not in _drawn_threshold(panel):
+            problems.append(f"{panel['title']}: latency SLO {latency_slo} s not drawn")
+    for panel in ratios:
+        if success_slo not in _drawn_threshold(panel):
+            problems.append(f"{panel['title']}: success SLO {success_slo} not drawn")
+
+    annotations = [a for a in dashboard.get("annotations", {}).get("list", []) if a.get("enable")]
+    for source in (FAULT_METRIC, "ALERTS"):
+        if not any(source in a.get("expr", "") for a in annotations):
+            problems.append(f"no enabled annotation from {source}")
     return problems

@@ -7,6 +7,7 @@ that never fires, an alert that fires when it should stay quiet).
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import shutil
@@ -326,59 +327,77 @@ def test_prometheus_loads_the_rules_where_the_deployment_mounts_them(
     assert "--config.file=/etc/prometheus/prometheus.yml" in container["args"]
 
 
-# ------------------------------------------------------------------------------ dashboard
-def _dashboard_exprs() -> list[str]:
-    dashboard = json.loads(DASHBOARD.read_text())
-    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
-    exprs += [v["query"]["query"] for v in dashboard["templating"]["list"]]
-    return exprs
+# ------------------------------------------------------------------------------ metric names
+_SUFFIXES = {"counter": ["_total"], "gauge": [""], "histogram": ["_bucket", "_count", "_sum"]}
+_CONSTRUCTORS = {
+    "Counter": "counter",
+    "Gauge": "gauge",
+    "Histogram": "histogram",
+    "GaugeMetricFamily": "gauge",
+}
 
 
-def test_dashboard_uses_the_provisioned_datasource() -> None:
-    datasource = yaml.safe_load(DATASOURCES.read_text())["datasources"][0]
-    dashboard = json.loads(DASHBOARD.read_text())
-    refs = [p["datasource"] for p in dashboard["panels"]]
-    refs += [t["datasource"] for p in dashboard["panels"] for t in p.get("targets", [])]
-    refs += [v["datasource"] for v in dashboard["templating"]["list"]]
-    assert refs and all(r == {"type": "prometheus", "uid": datasource["uid"]} for r in refs)
-    assert datasource["url"] == "http://prometheus:9090"
+def _declared_metrics(source: Path) -> set[str]:
+    """Series names a module declares (`Counter("x", ...)` -> x_total), read with `ast`: the
+    load generator's module must not be imported (importing locust patches the process)."""
+    names = set()
+    for node in ast.walk(ast.parse(source.read_text())):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in _CONSTRUCTORS
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            kind = _CONSTRUCTORS[node.func.id]
+            names |= {f"{node.args[0].value}{suffix}" for suffix in _SUFFIXES[kind]}
+    return names
 
 
-def test_dashboard_queries_parse(promtool: str, tmp_path: Path) -> None:
-    """Each panel query, `$namespace` substituted, as a recording rule for `promtool check`."""
-    exprs = [e for e in _dashboard_exprs() if not e.startswith("label_values(")]
-    assert len(exprs) > 10
-    rules = {
-        "groups": [
-            {
-                "name": "dashboard",
-                "rules": [
-                    {"record": f"dashboard:q{i}", "expr": e.replace("$namespace", ".+")}
-                    for i, e in enumerate(exprs)
-                ],
-            }
-        ]
-    }
-    path = tmp_path / "dashboard-queries.yml"
-    path.write_text(yaml.safe_dump(rules))
-    done = _run(promtool, "check", "rules", str(path))
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
-def test_service_metric_names_used_by_rules_and_dashboard_exist() -> None:
-    """Every reco_engine_* series the rules and the dashboard query is one the service exports."""
+def _exported_series() -> set[str]:
+    """What the service, the load generator and the harness (stack control API) export."""
     from helius_reco.metrics import Metrics
 
     registry = CollectorRegistry()
     Metrics(registry)
-    suffixes = {"counter": ["_total"], "gauge": [""], "histogram": ["_bucket", "_count", "_sum"]}
     exported = {
         f"{family.name}{suffix}"
         for family in registry.collect()
-        for suffix in suffixes.get(family.type, [""])
+        for suffix in _SUFFIXES.get(family.type, [""])
     }
-    text = RULES.read_text() + "\n".join(_dashboard_exprs())
-    # recorded names (`namespace:reco_engine_requests:rate30s`) are not exported series
-    used = set(re.findall(r"(?<![\w:])reco_engine_\w+\b(?!:)", text))
-    assert used, "no service metric found in the rules or the dashboard"
-    assert used <= exported, used - exported
+    exported |= _declared_metrics(REPO / "loadtests" / "locustfile.py")
+    exported |= _declared_metrics(REPO / "chaoshelius" / "stack" / "daemon.py")
+    return exported
+
+
+_OUR_SERIES = re.compile(r"(?<![\w:])(?:reco_engine|helius_client|helius_stack)_\w+\b(?!:)")
+
+
+def _queried_text() -> str:
+    dashboard = json.loads(DASHBOARD.read_text())
+    return RULES.read_text() + "\n".join(checks.dashboard_exprs(dashboard))
+
+
+def test_metric_names_used_by_rules_and_dashboard_exist() -> None:
+    """Every reco_engine_* / helius_client_* / helius_stack_* series the rules and the dashboard
+    query is one the service, the load generator or the harness exports (recorded names such as
+    `namespace:reco_engine_requests:rate30s` are not exported series: left out)."""
+    used = set(_OUR_SERIES.findall(_queried_text()))
+    for prefix in ("reco_engine_", "helius_client_", "helius_stack_"):
+        assert any(name.startswith(prefix) for name in used), f"no {prefix}* series used"
+    assert used <= _exported_series(), used - _exported_series()
+
+
+@pytest.mark.parametrize(
+    "typo",
+    [
+        ("reco_engine_in_fallback_mode", "reco_engine_fallback_mode"),
+        ("helius_client_request_latency_seconds_bucket", "helius_client_latency_seconds_bucket"),
+        ("helius_stack_fault_active", "helius_stack_faults_active"),
+    ],
+)
+def test_the_metric_name_check_catches_a_typo(typo: tuple[str, str]) -> None:
+    real, wrong = typo
+    text = _queried_text()
+    assert real in text
+    assert set(_OUR_SERIES.findall(text.replace(real, wrong))) - _exported_series() == {wrong}
