@@ -4,7 +4,10 @@ Pure functions over plain dicts and paths, so the tests run them on the real fil
 problem allowed) and on deliberately broken copies (the problem must be reported):
 
 - recording rule names (`level:metric:operations`),
-- alert annotations and their runbook pages (docs/runbooks/<AlertName>.md).
+- alert annotations and their runbook pages (docs/runbooks/<AlertName>.md),
+- the Grafana dashboard's conventions,
+- the `kubernetes_sd_configs` blocks of prometheus.yml, which Debian's promtool cannot check
+  (its build leaves Kubernetes SD out), and a copy of the file that it can check.
 """
 
 from __future__ import annotations
@@ -245,3 +248,163 @@ def dashboard_problems(
         if not any(source in a.get("expr", "") for a in annotations):
             problems.append(f"no enabled annotation from {source}")
     return problems
+
+
+# ------------------------------------------------------------------------------ prometheus.yml
+# <kubernetes_sd_config> as documented for Prometheus 3.x (configuration.md): its own keys and
+# the common <http_config> keys.
+KUBERNETES_SD_KEYS = {
+    "api_server",
+    "role",
+    "kubeconfig_file",
+    "namespaces",
+    "selectors",
+    "attach_metadata",
+}
+HTTP_CONFIG_KEYS = {
+    "basic_auth",
+    "authorization",
+    "oauth2",
+    "bearer_token",
+    "bearer_token_file",
+    "tls_config",
+    "proxy_url",
+    "no_proxy",
+    "proxy_from_environment",
+    "proxy_connect_header",
+    "follow_redirects",
+    "enable_http2",
+    "http_headers",
+}
+KUBERNETES_ROLES = {"node", "service", "pod", "endpoints", "endpointslice", "ingress"}
+ATTACH_NODE_ROLES = {"pod", "endpoints", "endpointslice"}
+_POD_META = {
+    "__meta_kubernetes_namespace",
+    *(
+        f"__meta_kubernetes_pod_{name}"
+        for name in (
+            "name",
+            "ip",
+            "container_init",
+            "container_name",
+            "container_id",
+            "container_image",
+            "container_port_name",
+            "container_port_number",
+            "container_port_protocol",
+            "ready",
+            "phase",
+            "node_name",
+            "host_ip",
+            "uid",
+            "controller_kind",
+            "controller_name",
+        )
+    ),
+}
+_POD_META_PREFIXES = tuple(
+    f"__meta_kubernetes_pod_{kind}_" for kind in ("label", "labelpresent", "annotation")
+) + ("__meta_kubernetes_pod_annotationpresent_",)
+_NODE_META = {"__meta_kubernetes_node_name"}
+_NODE_META_PREFIXES = tuple(
+    f"__meta_kubernetes_node_{kind}_"
+    for kind in ("label", "labelpresent", "annotation", "annotationpresent")
+)
+_NAMESPACE_META_PREFIXES = tuple(
+    f"__meta_kubernetes_namespace_{kind}_"
+    for kind in ("label", "labelpresent", "annotation", "annotationpresent")
+)
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+
+def _meta_label_known(label: str, node: bool, namespace: bool) -> bool:
+    """Whether role `pod` (with the attached metadata) gives this meta label."""
+    prefixes = _POD_META_PREFIXES
+    prefixes += _NODE_META_PREFIXES if node else ()
+    prefixes += _NAMESPACE_META_PREFIXES if namespace else ()
+    if label in _POD_META or (node and label in _NODE_META):
+        return True
+    return any(label.startswith(p) and _LABEL_NAME.fullmatch(label[len(p) :]) for p in prefixes)
+
+
+def _kubernetes_sd_problems(job: str, sd: Any) -> list[str]:
+    if not isinstance(sd, dict):
+        return [f"{job}: a kubernetes_sd_config is not a mapping"]
+    where = f"{job}/kubernetes_sd_configs"
+    problems = [
+        f"{where}: unknown key {k!r}"
+        for k in sorted(set(sd) - KUBERNETES_SD_KEYS - HTTP_CONFIG_KEYS)
+    ]
+    role = sd.get("role")
+    if role not in KUBERNETES_ROLES:
+        problems.append(f"{where}: role {role!r} is not one of {sorted(KUBERNETES_ROLES)}")
+    if "api_server" in sd and "kubeconfig_file" in sd:
+        problems.append(f"{where}: api_server and kubeconfig_file are mutually exclusive")
+    namespaces = sd.get("namespaces", {})
+    if not isinstance(namespaces, dict) or set(namespaces) - {"own_namespace", "names"}:
+        problems.append(f"{where}: namespaces takes only own_namespace and names")
+    elif not all(isinstance(n, str) and n for n in namespaces.get("names", [])):
+        problems.append(f"{where}: namespaces.names must be non-empty strings")
+    for selector in sd.get("selectors", []):
+        if not isinstance(selector, dict) or "role" not in selector:
+            problems.append(f"{where}: a selector needs a role")
+        elif set(selector) - {"role", "label", "field"}:
+            problems.append(f"{where}: a selector takes only role, label and field")
+    attach = sd.get("attach_metadata", {})
+    if not isinstance(attach, dict) or set(attach) - {"node", "namespace"}:
+        problems.append(f"{where}: attach_metadata takes only node and namespace")
+    elif not all(isinstance(v, bool) for v in attach.values()):
+        problems.append(f"{where}: attach_metadata values are booleans")
+    elif attach.get("node") and role not in ATTACH_NODE_ROLES:
+        problems.append(f"{where}: attach_metadata.node is valid for {sorted(ATTACH_NODE_ROLES)}")
+    return problems
+
+
+def kubernetes_sd_problems(config: dict[str, Any]) -> list[str]:
+    """The kubernetes_sd_configs blocks against the documented schema, and every `__meta_*`
+    label the relabelling reads against the labels the configured role and metadata give
+    (a typo there silently relabels to an empty value: no target, or no `zone`)."""
+    problems = []
+    for job in config.get("scrape_configs", []):
+        name = job.get("job_name", "?")
+        sds = job.get("kubernetes_sd_configs", [])
+        for sd in sds:
+            problems += _kubernetes_sd_problems(name, sd)
+        if not sds or not all(isinstance(sd, dict) for sd in sds):
+            continue
+        roles = {sd.get("role") for sd in sds}
+        node = all(sd.get("attach_metadata", {}).get("node") is True for sd in sds)
+        namespace = all(sd.get("attach_metadata", {}).get("namespace") is True for sd in sds)
+        meta = [
+            label
+            for relabel in job.get("relabel_configs", [])
+            for label in relabel.get("source_labels", [])
+            if label.startswith("__meta_")
+        ]
+        if meta and roles != {"pod"}:
+            problems.append(f"{name}: meta labels are checked for role pod only")
+            continue
+        problems += [
+            f"{name}: role pod gives no {label}"
+            for label in meta
+            if not _meta_label_known(label, node, namespace)
+        ]
+    if not any(job.get("kubernetes_sd_configs") for job in config.get("scrape_configs", [])):
+        problems.append("no scrape job uses kubernetes_sd_configs")
+    return problems
+
+
+KUBERNETES_SD_UNKNOWN = "field kubernetes_sd_configs not found"
+
+
+def without_kubernetes_sd(config: dict[str, Any], targets_file: Path) -> dict[str, Any]:
+    """The config with each kubernetes_sd_configs replaced by a file_sd_configs (same job,
+    same relabelling), for a promtool built without Kubernetes SD to check all the rest."""
+    copy = dict(config)
+    copy["scrape_configs"] = []
+    for job in config.get("scrape_configs", []):
+        job = dict(job)
+        if job.pop("kubernetes_sd_configs", None) is not None:
+            job.setdefault("file_sd_configs", []).append({"files": [str(targets_file)]})
+        copy["scrape_configs"].append(job)
+    return copy

@@ -1,13 +1,22 @@
-"""The monitoring files: alert rules (promtool), the one shared copy, the Grafana dashboard.
+"""The monitoring files: alert and recording rules, runbooks, prometheus.yml, the one copy.
 
-`promtool test rules` runs the unit tests in manifests/monitoring/rules/tests; mutated copies
-of the rules show that those tests can fail, for every alert, in both directions (an alert
-that never fires, an alert that fires when it should stay quiet).
+- `promtool check rules` / `promtool test rules` (manifests/monitoring/rules/tests); mutated
+  copies of the rules show that those tests can fail, for every alert, in both directions (an
+  alert that never fires, an alert that fires when it should stay quiet).
+- Recording rules named `level:metric:operations`; no other recorded name anywhere in the repo.
+- Every alert: summary, description, runbook_url and its page in docs/runbooks.
+- prometheus.yml: `promtool check config` (Debian's build lacks Kubernetes SD: then on a copy
+  with a file_sd stand-in) plus a schema check of the kubernetes_sd block.
+- Series the rules and the dashboard query exist in the service, load generator or harness.
+
+Each check is shown to fail on deliberately broken copies. The checks themselves live in
+monitoring_checks.py; the dashboard's tests in test_grafana_dashboard.py.
 """
 
 from __future__ import annotations
 
 import ast
+import copy
 import json
 import re
 import shutil
@@ -284,6 +293,107 @@ def test_the_runbook_check_catches(broken: str, tmp_path: Path) -> None:
     assert checks.runbook_problems(rules, tmp_path) == []  # the copy itself is fine
     BROKEN_RUNBOOKS[broken](rules, tmp_path)
     assert checks.runbook_problems(rules, tmp_path)
+
+
+# ------------------------------------------------------------------------------ prometheus.yml
+def _prometheus_config() -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load(PROMETHEUS_YML.read_text())
+    return config
+
+
+def _promtool_check_config(
+    promtool: str, config: dict[str, Any], tmp_path: Path
+) -> tuple[str, subprocess.CompletedProcess[str]]:
+    """`promtool check config` on `config`, its rule_files pointed at the rules directory the
+    Deployment mounts at /etc/prometheus/rules (so the rules are checked as loaded).
+
+    A promtool built with Kubernetes SD (upstream's) checks the file as it is. Debian's 2.42
+    is built without it and rejects `kubernetes_sd_configs` as an unknown field: it then
+    checks a copy where a file_sd stands in for that block (everything else - globals,
+    durations, relabel actions, regexes and target labels, rule files - is checked by
+    promtool itself), and `checks.kubernetes_sd_problems` checks the block against the
+    documented schema. Returns which of the two ran, and promtool's result."""
+    config = dict(config, rule_files=[str(RULES.parent / "*.yml")])
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    done = _run(promtool, "check", "config", str(path))
+    if done.returncode != 0 and checks.KUBERNETES_SD_UNKNOWN in done.stdout + done.stderr:
+        targets = tmp_path / "targets.json"
+        targets.write_text("[]")
+        path.write_text(yaml.safe_dump(checks.without_kubernetes_sd(config, targets)))
+        return "file_sd stand-in", _run(promtool, "check", "config", str(path))
+    return "as is", done
+
+
+def test_prometheus_yml_passes_promtool_check_config(promtool: str, tmp_path: Path) -> None:
+    how, done = _promtool_check_config(promtool, _prometheus_config(), tmp_path)
+    assert done.returncode == 0, f"promtool check config ({how}):\n{done.stdout}{done.stderr}"
+    assert "SUCCESS" in done.stdout and "13 rules found" in done.stdout, done.stdout
+
+
+def test_kubernetes_sd_follows_the_schema() -> None:
+    assert checks.kubernetes_sd_problems(_prometheus_config()) == []
+
+
+def _job(config: dict[str, Any]) -> dict[str, Any]:
+    job: dict[str, Any] = config["scrape_configs"][0]
+    return job
+
+
+def _relabel(config: dict[str, Any], target: str) -> dict[str, Any]:
+    return next(r for r in _job(config)["relabel_configs"] if r.get("target_label") == target)
+
+
+BROKEN_FOR_PROMTOOL: dict[str, Callable[[dict[str, Any]], None]] = {
+    "timeout above interval": lambda c: c["global"].update(scrape_timeout="10s"),
+    "bad duration": lambda c: c["global"].update(evaluation_interval="5 seconds"),
+    "bad relabel regex": lambda c: _relabel(c, "__address__").update(regex="(.+;(\\d+)"),
+    "unknown relabel action": lambda c: _job(c)["relabel_configs"][0].update(action="keepp"),
+    "invalid target label": lambda c: _relabel(c, "zone").update(target_label="zo-ne"),
+    "unknown scrape key": lambda c: _job(c).update(scrape_intervall="5s"),
+    "duplicate job": lambda c: c["scrape_configs"].append(dict(_job(c))),
+}
+
+
+@pytest.mark.parametrize("broken", sorted(BROKEN_FOR_PROMTOOL))
+def test_promtool_check_config_catches(broken: str, promtool: str, tmp_path: Path) -> None:
+    config = copy.deepcopy(_prometheus_config())
+    BROKEN_FOR_PROMTOOL[broken](config)
+    how, done = _promtool_check_config(promtool, config, tmp_path)
+    assert done.returncode != 0, f"{how}: {done.stdout}"
+    assert checks.KUBERNETES_SD_UNKNOWN not in done.stdout + done.stderr  # failed on the fault
+
+
+def _sd(config: dict[str, Any]) -> dict[str, Any]:
+    sd: dict[str, Any] = _job(config)["kubernetes_sd_configs"][0]
+    return sd
+
+
+BROKEN_KUBERNETES_SD: dict[str, Callable[[dict[str, Any]], None]] = {
+    "unknown key": lambda c: _sd(c).update(namespace={"names": ["helius"]}),
+    "unknown role": lambda c: _sd(c).update(role="pods"),
+    "namespaces typo": lambda c: _sd(c).update(namespaces={"name": ["helius"]}),
+    "node labels without attach_metadata": lambda c: _sd(c).pop("attach_metadata"),
+    "attach_metadata not a boolean": lambda c: _sd(c).update(attach_metadata={"node": "yes"}),
+    "attach_metadata.node on role service": lambda c: _sd(c).update(role="service"),
+    "api_server and kubeconfig_file": lambda c: _sd(c).update(
+        api_server="https://k8s:6443", kubeconfig_file="/kubeconfig"
+    ),
+    "selector without role": lambda c: _sd(c).update(selectors=[{"label": "app=mlflow"}]),
+    "meta label typo": lambda c: _relabel(c, "app").update(
+        source_labels=["__meta_kubernetes_pod_labels_app"]
+    ),
+    "no kubernetes_sd at all": lambda c: _job(c).update(
+        kubernetes_sd_configs=[], static_configs=[{"targets": ["127.0.0.1:9090"]}]
+    ),
+}
+
+
+@pytest.mark.parametrize("broken", sorted(BROKEN_KUBERNETES_SD))
+def test_the_kubernetes_sd_check_catches(broken: str) -> None:
+    config = copy.deepcopy(_prometheus_config())
+    BROKEN_KUBERNETES_SD[broken](config)
+    assert checks.kubernetes_sd_problems(config)
 
 
 # ------------------------------------------------------------------------------ one copy
