@@ -3,7 +3,9 @@
 Its conventions (monitoring_checks.dashboard_problems): a `$datasource` variable and no
 hard-coded datasource uid, `$__rate_interval` instead of fixed windows, a client latency panel,
 the SLOs of the alert rules drawn on the success-ratio and latency panels, fault annotations.
-Each convention is shown to fail on a broken copy; every query parses (promtool).
+Each convention is shown to fail on a broken copy. Every query parses (promtool), and returns
+data on series labelled as the scrape labels them (`promtool test rules`, with the alert rules
+loaded so `ALERTS` exists): a panel that would stay empty in Grafana fails here.
 """
 
 from __future__ import annotations
@@ -163,3 +165,101 @@ def test_dashboard_queries_parse(promtool: str, tmp_path: Path) -> None:
         [promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# Series shaped like what the exporters publish, with the labels the scrape gives (app, pod,
+# zone, namespace; the stack's and the load generator's as the local stack labels them).
+_POD = 'namespace="helius",app="helius-reco",pod="helius-reco-aaaaa",zone="zone-a"'
+_LOADGEN = 'namespace="helius",app="loadgen",pod="loadgen"'
+_REQUESTS = f'reco_engine_requests_total{{{_POD},method="POST",route="/predict"'
+_LATENCY = f'reco_engine_requests_latency_seconds_bucket{{{_POD},route="/predict"'
+_CLIENT = f'helius_client_requests_total{{{_LOADGEN},name="/predict"'
+_CLIENT_LATENCY = f'helius_client_request_latency_seconds_bucket{{{_LOADGEN},name="/predict"'
+_SERIES = {
+    f'{_REQUESTS},status="200"}}': "0+100x40",
+    f'{_REQUESTS},status="503"}}': "0+5x40",
+    f'reco_engine_requests_total{{{_POD},route="/ready",method="GET",status="200"}}': "0+1x40",
+    f'{_LATENCY},le="0.1"}}': "0+90x40",
+    f'{_LATENCY},le="0.5"}}': "0+105x40",
+    f'{_LATENCY},le="+Inf"}}': "0+105x40",
+    f"reco_engine_requests_in_flight{{{_POD}}}": "3x40",
+    f"reco_engine_in_fallback_mode{{{_POD}}}": "0x40",
+    f'reco_engine_model_info{{{_POD},version="3",source="registry"}}': "1x40",
+    f'reco_engine_refresh_failures_total{{{_POD},reason="unavailable"}}': "0+1x40",
+    f'reco_engine_refresh_failures_total{{{_POD},reason="disabled"}}': "0x40",
+    f"up{{{_POD}}}": "1x40",
+    'up{namespace="helius",app="mlflow",pod="mlflow-aaaaa",zone="zone-a"}': "1x40",
+    f'{_CLIENT},outcome="success",reason="ok"}}': "0+90x40",
+    f'{_CLIENT},outcome="failure",reason="timeout"}}': "0+1x40",
+    f'{_CLIENT_LATENCY},le="0.1"}}': "0+80x40",
+    f'{_CLIENT_LATENCY},le="0.5"}}': "0+91x40",
+    f'{_CLIENT_LATENCY},le="+Inf"}}': "0+91x40",
+    'helius_stack_fault_active{namespace="helius",kind="scale",target="mlflow"}': "0x10 1x30",
+}
+
+
+def _data_test(tmp_path: Path, exprs: list[str]) -> Path:
+    """A `promtool test rules` file: the alert rules (so ALERTS exists) over `_SERIES`, and
+    each expression must return at least one series at 50 s."""
+    test = {
+        "rule_files": [str(RULES)],
+        "evaluation_interval": "2s",
+        "tests": [
+            {
+                "interval": "2s",
+                "input_series": [{"series": s, "values": v} for s, v in _SERIES.items()],
+                "promql_expr_test": [
+                    {
+                        "expr": f"count({e}) > bool 0",
+                        "eval_time": "50s",
+                        "exp_samples": [{"labels": "{}", "value": 1}],
+                    }
+                    for e in exprs
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "dashboard-data.test.yml"
+    path.write_text(yaml.safe_dump(test))
+    return path
+
+
+def _substituted(dashboard: Dashboard) -> list[str]:
+    """The queries as Grafana sends them for namespace `helius`."""
+    return [
+        e.replace("$namespace", "helius").replace("$__rate_interval", "1m")
+        for e in checks.dashboard_exprs(dashboard)
+        if not e.startswith("label_values(")
+    ]
+
+
+def test_every_dashboard_query_returns_data(promtool: str, tmp_path: Path) -> None:
+    """On series labelled as the scrape labels them, every panel and annotation query returns
+    something: a wrong label name or value (an empty panel in Grafana) fails here."""
+    path = _data_test(tmp_path, _substituted(_dashboard()))
+    done = subprocess.run(
+        [promtool, "test", "rules", str(path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    "typo",
+    [
+        ('name="/predict"', 'name="predict"'),  # client latency panel
+        ("helius_stack_fault_active{", 'helius_stack_fault_active{app=~".+",'),  # no app label
+        ('outcome="success"', 'outcome="ok"'),  # success ratio panel
+    ],
+)
+def test_the_data_check_catches_an_empty_query(
+    typo: tuple[str, str], promtool: str, tmp_path: Path
+) -> None:
+    real, wrong = typo
+    text = DASHBOARD.read_text()
+    assert real.replace('"', '\\"') in text
+    dashboard = json.loads(text.replace(real.replace('"', '\\"'), wrong.replace('"', '\\"')))
+    path = _data_test(tmp_path, _substituted(dashboard))
+    done = subprocess.run(
+        [promtool, "test", "rules", str(path)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode != 0
