@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 import monitoring_checks as checks
 import pytest
 import yaml
-from k8s_paths import MANIFESTS
+from k8s_paths import MANIFESTS, REPO
 
 MONITORING = MANIFESTS / "monitoring"
 RULES = MONITORING / "rules" / "helius-alerts.yml"
@@ -263,3 +264,23 @@ def test_the_data_check_catches_an_empty_query(
         [promtool, "test", "rules", str(path)], capture_output=True, text=True, check=False
     )
     assert done.returncode != 0
+
+
+def _runbook_panel_titles() -> dict[str, list[str]]:
+    """Page -> the dashboard panels its header table names (`*title*` in its last column)."""
+    titles = {}
+    for page in sorted((REPO / checks.RUNBOOK_DIR).glob("*.md")):
+        table = [line for line in page.read_text().splitlines() if line.startswith("| ")]
+        if page.stem != "README":
+            titles[page.stem] = re.findall(r"\*([^*]+)\*", table[1].rsplit("|", 2)[-2])
+    return titles
+
+
+def test_runbooks_name_panels_that_exist() -> None:
+    existing = {p["title"] for p in _dashboard()["panels"]}
+    named = _runbook_panel_titles()
+    assert named and all(named.values()), named
+    missing = {page: set(t) - existing for page, t in named.items() if set(t) - existing}
+    assert not missing, missing
+    renamed = {t.replace("Success ratio", "Success") for t in existing}
+    assert any(set(t) - renamed for t in named.values())  # the check sees a renamed panel
