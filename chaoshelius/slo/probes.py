@@ -368,6 +368,7 @@ def fallback_cleared_within(
     judged: Judged,
     seconds: float,
     after_app_back: str | None = None,
+    recovery_seconds: float | None = None,
     window_id: str | None = None,
     kind: str | None = None,
     target: str | None = None,
@@ -376,13 +377,14 @@ def fallback_cleared_within(
 ) -> dict[str, Any]:
     """Every recommender pod was back at 0 within `seconds` of the dependency being back (the
     fault's end, or with `after_app_back` when Prometheus scraped that app again) and stayed 0
-    since. A pod still in fallback, one that flapped back to 1, or one reporting nothing after
-    the fault fails. Reports `time_to_recover_seconds` (the slowest pod, from the dependency's
+    since, until the load stopped (or `recovery_seconds` after the fault's end). A pod still in
+    fallback, one that flapped back to 1, or one reporting nothing after the fault fails.
+    Reports `time_to_recover_seconds` (the slowest pod, from the dependency's
     return) and `fault_to_recover_seconds` (from the fault's end)."""
     if judged.window.ended_at is None:
         return judged.result(False, None, "the fault has not ended (no restore recorded)")
     end = judged.end
-    now = clock.now()
+    now = _judged_end(judged, recovery_seconds)
     back = _dependency_back_at(judged, after_app_back)
     if back is None:
         return judged.result(False, None, f"{after_app_back} never came back after the fault")
