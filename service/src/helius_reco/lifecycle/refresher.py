@@ -31,7 +31,7 @@ from helius_reco.lifecycle.store import (
     ServedModel,
 )
 from helius_reco.metrics import Metrics
-from helius_reco.model.artifact import DEFAULT_MAX_BYTES, decode
+from helius_reco.model.artifact import DEFAULT_MAX_BYTES, DEFAULT_MAX_DECOMPRESSED_BYTES, decode
 from helius_reco.model.recommender import RecoModel
 from helius_reco.model.training import load_baseline
 
@@ -79,6 +79,7 @@ class Refresher:
         deadline_seconds: float,
         max_hung: int = 2,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
     ) -> None:
         self.store = store
         self.model_registry = model_registry
@@ -87,6 +88,7 @@ class Refresher:
         self.interval_seconds = interval_seconds
         self.deadline_seconds = deadline_seconds
         self.max_bytes = max_bytes
+        self.max_decompressed_bytes = max_decompressed_bytes
         self.initial_attempt_done = threading.Event()
         self.last_outcome: RefreshOutcome | None = None
         self._slots = threading.BoundedSemaphore(max_hung)
@@ -241,7 +243,12 @@ class Refresher:
                 return
             attempt.result = _Candidate(ref, None, None)  # lets a rejection name the version
             data = registry.fetch(ref)
-            attempt.result = _Candidate(ref, data, decode(data, max_bytes=self.max_bytes))
+            model = decode(
+                data,
+                max_bytes=self.max_bytes,
+                max_decompressed_bytes=self.max_decompressed_bytes,
+            )
+            attempt.result = _Candidate(ref, data, model)
         except Exception as exc:  # handed to the refresher thread, which classifies it
             attempt.error = exc
         finally:
