@@ -40,6 +40,9 @@ class Settings(BaseSettings):
         description="limit on an artifact's arrays once inflated, each and summed, judged "
         "from the zip directory and .npy headers before anything is inflated",
     )
+    max_request_body_bytes: int = Field(
+        default=1024 * 1024, gt=0, description="larger request bodies get a 413"
+    )
     log_level: str = "INFO"
 
     def mlflow_client_env(self) -> dict[str, str]:
