@@ -222,7 +222,7 @@ class Refresher:
             log.error("refresh attempt failed unexpectedly", exc_info=error)
             return _failure("unavailable", None, f"{type(error).__name__}: {error}")
         candidate = attempt.result
-        assert candidate is not None  # done without error means a result
+        assert candidate is not None  # noqa: S101  done without error means a result (for mypy)
         if candidate.model is None or candidate.data is None:
             return RefreshOutcome(True, None, candidate.ref.version, False, "unchanged", 0.0)
         self._serve(candidate.ref, candidate.data, candidate.model)
@@ -281,7 +281,7 @@ class Refresher:
             if previous is None or not previous.ok:
                 log.info("registry confirmed: version %s, fallback mode off", outcome.version)
             return
-        assert outcome.reason is not None
+        assert outcome.reason is not None  # noqa: S101  failures carry a reason (for mypy)
         self.metrics.fallback.set(1)
         self.metrics.refresh_failures.labels(outcome.reason).inc()
         current = self.store.current
