@@ -23,8 +23,7 @@ from helius_reco.exceptions import ArtifactError
 from helius_reco.lifecycle.cache import ModelCache
 from helius_reco.lifecycle.store import ModelSource
 from helius_reco.main import build_refresher
-from helius_reco.model import artifact as artifact_module
-from helius_reco.model.artifact import decode
+from helius_reco.model.artifact import ID_LOOKUP_BYTES, decode
 
 MiB = 1024 * 1024
 
@@ -134,14 +133,15 @@ def test_each_array_is_held_to_the_cap(artifact: bytes) -> None:
         decode(artifact, max_decompressed_bytes=100_000)
 
 
-def test_arrays_are_held_to_the_cap_together(artifact: bytes) -> None:
+def test_arrays_are_held_to_the_cap_together(artifact: bytes, model) -> None:
     members = zipfile.ZipFile(io.BytesIO(artifact)).infolist()
     largest, total = max(m.file_size for m in members), sum(m.file_size for m in members)
     cap = largest + 1000
     assert cap < total
     with pytest.raises(ArtifactError, match=f"in total.*{cap}-byte"):
         decode(artifact, max_decompressed_bytes=cap)
-    assert decode(artifact, max_decompressed_bytes=total).fingerprint()
+    ids = model.item_ids.size + model.user_ids.size
+    assert decode(artifact, max_decompressed_bytes=total + ids * ID_LOOKUP_BYTES).fingerprint()
 
 
 def test_zero_width_elements_still_count(model) -> None:
@@ -152,10 +152,13 @@ def test_zero_width_elements_still_count(model) -> None:
     assert peak.bytes < 2 * MiB
 
 
-def test_user_count_is_bounded(artifact: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(artifact_module, "_MAX_USERS", 1999)  # the trained model has 2000
-    with pytest.raises(ArtifactError, match="2000 users, expected at most 1999"):
-        decode(artifact)
+def test_ids_are_charged_what_they_cost_in_memory(artifact: bytes, model) -> None:
+    # ids become Python strings in lookup tables: a cap that fits the arrays but not those
+    arrays = sum(m.file_size for m in zipfile.ZipFile(io.BytesIO(artifact)).infolist())
+    ids = model.item_ids.size + model.user_ids.size
+    with pytest.raises(ArtifactError, match="user_ids: .* declares 552000 decompressed bytes"):
+        decode(artifact, max_decompressed_bytes=arrays + 100_000)
+    assert decode(artifact, max_decompressed_bytes=arrays + ids * ID_LOOKUP_BYTES).n_users
 
 
 def test_zip_size_must_agree_with_the_npy_header(model) -> None:
