@@ -161,6 +161,12 @@ def test_ids_are_charged_what_they_cost_in_memory(artifact: bytes, model) -> Non
     assert decode(artifact, max_decompressed_bytes=arrays + ids * ID_LOOKUP_BYTES).n_users
 
 
+def test_negative_dimensions_are_rejected(model) -> None:
+    negative = _artifact_with(model, user_ids=[_npy_header(np.dtype("<U8"), (-4, -4))])
+    with pytest.raises(ArtifactError, match="user_ids: negative dimension"):
+        decode(negative)
+
+
 def test_zip_size_must_agree_with_the_npy_header(model) -> None:
     # popularity declares 500 floats but carries 10 times as many bytes
     header = _npy_header(np.dtype("<f4"), (500,))

@@ -90,8 +90,9 @@ def decode(
 ) -> RecoModel:
     """Validate and load artifact bytes; raise `ArtifactError` saying what is wrong.
 
-    `max_bytes` bounds the file, `max_decompressed_bytes` its arrays once inflated (each one
-    and their sum), both checked before any array is read.
+    `max_bytes` bounds the file, `max_decompressed_bytes` what it takes in memory once
+    inflated (its arrays, and the lookup tables of its ids; each array and the sum), both
+    checked before any array is read.
     """
     if len(data) > max_bytes:
         raise ArtifactError(f"artifact is {len(data)} bytes, above the {max_bytes}-byte limit")
@@ -162,7 +163,7 @@ def _check_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int) -> 
     if dtype.hasobject or dtype.kind != _EXPECTED_KINDS[name]:
         raise ArtifactError(f"{name}: dtype {dtype} is not of kind {_EXPECTED_KINDS[name]!r}")
     if any(dim < 0 for dim in shape):
-        raise ArtifactError(f"{name}: negative dimension in shape {shape}")
+        raise ArtifactError(f"{name}: negative dimension in shape {_short(shape)}")
     count = math.prod(shape)
     # a zero-width dtype (`<U0`) still counts a byte per element: its elements take no bytes
     # in the array but cost time and memory in the checks
