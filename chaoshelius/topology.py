@@ -28,7 +28,7 @@ class App(StrEnum):
 
 RECO_SERVICE: Final = "helius-reco-service"  # Kubernetes Service name, port 80
 MLFLOW_SERVICE: Final = "mlflow"  # Kubernetes Service name, port 5000
-MLFLOW_DB_SECRET: Final = "mlflow-db-creds"  # keys DB_USER / DB_PASS
+MLFLOW_DB_SECRET: Final = "mlflow-db-creds"  # noqa: S105  a Secret's name (keys DB_USER / DB_PASS)
 MODEL_NAME: Final = "reco"
 MODEL_ALIAS: Final = "champion"
 

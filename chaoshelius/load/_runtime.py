@@ -42,7 +42,7 @@ class LoadConfig(HarnessConfig):
 
 def load_config(configuration: dict[str, Any] | None) -> LoadConfig:
     config = LoadConfig.from_chaos(configuration)
-    assert isinstance(config, LoadConfig)
+    assert isinstance(config, LoadConfig)  # noqa: S101  narrows the type for mypy
     return config
 
 

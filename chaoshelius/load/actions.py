@@ -117,7 +117,7 @@ def start_load(
         str(request_timeout_seconds),
     ]
     with files.log.open("wb") as log:
-        process = subprocess.Popen(
+        process = subprocess.Popen(  # noqa: S603  argv list, no shell: locust, our options
             command,
             stdin=subprocess.DEVNULL,
             stdout=log,

@@ -89,7 +89,7 @@ def chromium_binary() -> str:
 
 def _run(args: list[str], profile: Path) -> subprocess.CompletedProcess[str]:
     cmd = [chromium_binary(), *FLAGS, f"--user-data-dir={profile}", *args]
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # noqa: S603  argv list, no shell: Chromium, fixed flags
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     try:

@@ -207,7 +207,7 @@ def timeline_chart(
     labels: list[Tick] = []
     colors = {"method": "#2563eb", "rollback": "#9333ea"}
     for row, e in enumerate(rows):
-        assert e.started_at is not None
+        assert e.started_at is not None  # noqa: S101  narrows for mypy: rows are started events
         end = e.ended_at if e.ended_at is not None else axis.end
         x0, x1 = axis.x(e.started_at), axis.x(end)
         color = "#dc2626" if e.status == "failed" else colors.get(e.section, "#6b7280")

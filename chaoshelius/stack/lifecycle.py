@@ -87,7 +87,7 @@ def up(
     paths.create()
     paths.profile_file.write_text(json.dumps(config.model_dump(mode="json"), indent=1))
     with paths.supervisor_log.open("ab") as log:
-        process = subprocess.Popen(
+        process = subprocess.Popen(  # noqa: S603  argv list, no shell: our own daemon module
             [
                 sys.executable, "-m", "chaoshelius.stack.daemon",
                 "--state-dir", str(paths.root),

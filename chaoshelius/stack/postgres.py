@@ -221,7 +221,7 @@ class PostgresServer:
         if self._as_root:
             argv = ["runuser", "-u", PG_USER, "--", *argv]
         try:
-            done = subprocess.run(
+            done = subprocess.run(  # noqa: S603  argv list, no shell: PostgreSQL tools, our argv
                 argv,
                 cwd=self.data_dir,
                 stdin=subprocess.DEVNULL,
@@ -247,7 +247,7 @@ def _ensure_pg_user() -> tuple[int, int]:
         entry = pwd.getpwnam(PG_USER)
     except KeyError:
         useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-        subprocess.run(
+        subprocess.run(  # noqa: S603  argv list, no shell: useradd of the fixed PG_USER
             [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_USER],
             check=True,
             capture_output=True,

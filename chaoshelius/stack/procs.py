@@ -67,7 +67,7 @@ def spawn_group(
     if env:
         full_env.update(env)
     with log_path.open("ab") as log:
-        return subprocess.Popen(
+        return subprocess.Popen(  # noqa: S603  argv list, no shell: pod commands the stack builds
             list(argv),
             stdin=subprocess.DEVNULL,
             stdout=log,

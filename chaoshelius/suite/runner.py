@@ -255,7 +255,7 @@ def _run_one(
         "run", "--journal-path", str(run_dir / "journal.json"), str(run.experiment),
     ]  # fmt: skip
     with (run_dir / "chaos.out").open("wb") as out:
-        process = subprocess.Popen(
+        process = subprocess.Popen(  # noqa: S603  argv list, no shell: chaos CLI
             argv,
             stdin=subprocess.DEVNULL,
             stdout=out,

@@ -48,12 +48,17 @@ def build_refresher(
     return Refresher(
         model_store or ModelStore(),
         model_registry,
-        ModelCache(settings.cache_dir, max_bytes=settings.max_artifact_bytes),
+        ModelCache(
+            settings.cache_dir,
+            max_bytes=settings.max_artifact_bytes,
+            max_decompressed_bytes=settings.max_artifact_decompressed_bytes,
+        ),
         metrics,
         interval_seconds=settings.refresh_interval_seconds,
         deadline_seconds=settings.refresh_deadline_seconds,
         max_hung=settings.max_hung_refreshes,
         max_bytes=settings.max_artifact_bytes,
+        max_decompressed_bytes=settings.max_artifact_decompressed_bytes,
     )
 
 

@@ -151,7 +151,9 @@ def test_train_cli_is_idempotent(mlflow) -> None:
             "--model-name", "reco-cli"]  # fmt: skip
 
     def run() -> dict[str, object]:
-        done = subprocess.run(argv, capture_output=True, check=True, timeout=120, text=True)
+        done = subprocess.run(  # noqa: S603  argv list, no shell: our trainer
+            argv, capture_output=True, check=True, timeout=120, text=True
+        )
         result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
         return result
 

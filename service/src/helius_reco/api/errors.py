@@ -12,7 +12,7 @@ async def _bad_body_as_422(request: Request, exc: Exception) -> Response:
     # FastAPI answers 400 "There was an error parsing the body" for bodies it cannot decode
     # (not UTF-8, ...) but 422 for bodies that are not JSON; routes here never raise 400, so
     # any 400 is a body FastAPI could not read: answer like every other malformed input.
-    assert isinstance(exc, HTTPException)
+    assert isinstance(exc, HTTPException)  # noqa: S101  registered for HTTPException only
     if exc.status_code == status.HTTP_400_BAD_REQUEST:
         return JSONResponse(
             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,

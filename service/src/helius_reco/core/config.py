@@ -31,7 +31,18 @@ class Settings(BaseSettings):
     cache_dir: Path = Path(".helius-reco-cache")
     pod_name: str = Field(default_factory=lambda: os.environ.get("HOSTNAME", "local"))
     zone: str = "unknown"
-    max_artifact_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    max_artifact_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0, description="artifact file size limit (compressed)"
+    )
+    max_artifact_decompressed_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        gt=0,
+        description="limit on an artifact's arrays once inflated, each and summed, judged "
+        "from the zip directory and .npy headers before anything is inflated",
+    )
+    max_request_body_bytes: int = Field(
+        default=1024 * 1024, gt=0, description="larger request bodies get a 413"
+    )
     log_level: str = "INFO"
 
     def mlflow_client_env(self) -> dict[str, str]:

@@ -11,7 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from helius_reco.exceptions import ArtifactError
-from helius_reco.model.artifact import ARTIFACT_FILE, DEFAULT_MAX_BYTES, decode
+from helius_reco.model.artifact import (
+    ARTIFACT_FILE,
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_DECOMPRESSED_BYTES,
+    decode,
+)
 from helius_reco.model.recommender import RecoModel
 
 log = logging.getLogger(__name__)
@@ -29,9 +34,16 @@ class ModelCache:
     """`<dir>/reco.npz` + `<dir>/meta.json` (version, sha256 of the npz), each replaced
     atomically; a mismatch between the two (torn write, tampering) rejects the cache."""
 
-    def __init__(self, directory: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
+    ) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
+        self.max_decompressed_bytes = max_decompressed_bytes
 
     @property
     def artifact_path(self) -> Path:
@@ -54,6 +66,12 @@ class ModelCache:
             return None
         try:
             meta = json.loads(self.meta_path.read_text())
+            size = self.artifact_path.stat().st_size
+            if size > self.max_bytes:  # never read a file decode would refuse anyway
+                raise ArtifactError(
+                    f"cache artifact {self.artifact_path} is {size} bytes, "
+                    f"above the {self.max_bytes}-byte limit"
+                )
             data = self.artifact_path.read_bytes()
         except (OSError, ValueError) as exc:
             raise ArtifactError(f"cache at {self.directory} is unreadable: {exc}") from exc
@@ -62,7 +80,10 @@ class ModelCache:
         digest = hashlib.sha256(data).hexdigest()
         if meta.get("sha256") != digest:
             raise ArtifactError(f"cache artifact {self.artifact_path} does not match its sha256")
-        return CachedModel(decode(data, max_bytes=self.max_bytes), meta["version"], digest)
+        model = decode(
+            data, max_bytes=self.max_bytes, max_decompressed_bytes=self.max_decompressed_bytes
+        )
+        return CachedModel(model, meta["version"], digest)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -31,7 +31,7 @@ from helius_reco.lifecycle.store import (
     ServedModel,
 )
 from helius_reco.metrics import Metrics
-from helius_reco.model.artifact import DEFAULT_MAX_BYTES, decode
+from helius_reco.model.artifact import DEFAULT_MAX_BYTES, DEFAULT_MAX_DECOMPRESSED_BYTES, decode
 from helius_reco.model.recommender import RecoModel
 from helius_reco.model.training import load_baseline
 
@@ -79,6 +79,7 @@ class Refresher:
         deadline_seconds: float,
         max_hung: int = 2,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
     ) -> None:
         self.store = store
         self.model_registry = model_registry
@@ -87,6 +88,7 @@ class Refresher:
         self.interval_seconds = interval_seconds
         self.deadline_seconds = deadline_seconds
         self.max_bytes = max_bytes
+        self.max_decompressed_bytes = max_decompressed_bytes
         self.initial_attempt_done = threading.Event()
         self.last_outcome: RefreshOutcome | None = None
         self._slots = threading.BoundedSemaphore(max_hung)
@@ -220,7 +222,7 @@ class Refresher:
             log.error("refresh attempt failed unexpectedly", exc_info=error)
             return _failure("unavailable", None, f"{type(error).__name__}: {error}")
         candidate = attempt.result
-        assert candidate is not None  # done without error means a result
+        assert candidate is not None  # noqa: S101  done without error means a result (for mypy)
         if candidate.model is None or candidate.data is None:
             return RefreshOutcome(True, None, candidate.ref.version, False, "unchanged", 0.0)
         self._serve(candidate.ref, candidate.data, candidate.model)
@@ -241,7 +243,12 @@ class Refresher:
                 return
             attempt.result = _Candidate(ref, None, None)  # lets a rejection name the version
             data = registry.fetch(ref)
-            attempt.result = _Candidate(ref, data, decode(data, max_bytes=self.max_bytes))
+            model = decode(
+                data,
+                max_bytes=self.max_bytes,
+                max_decompressed_bytes=self.max_decompressed_bytes,
+            )
+            attempt.result = _Candidate(ref, data, model)
         except Exception as exc:  # handed to the refresher thread, which classifies it
             attempt.error = exc
         finally:
@@ -274,7 +281,7 @@ class Refresher:
             if previous is None or not previous.ok:
                 log.info("registry confirmed: version %s, fallback mode off", outcome.version)
             return
-        assert outcome.reason is not None
+        assert outcome.reason is not None  # noqa: S101  failures carry a reason (for mypy)
         self.metrics.fallback.set(1)
         self.metrics.refresh_failures.labels(outcome.reason).inc()
         current = self.store.current

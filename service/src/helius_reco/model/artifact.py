@@ -3,12 +3,23 @@
 `decode` is the trust boundary for bytes from the registry or the disk cache: anything that
 is not exactly the expected arrays, dtypes, shapes and value ranges raises `ArtifactError`.
 No code in an artifact is ever run (no pickle, no object arrays, no custom classes).
+
+Sizes are judged before anything is inflated: first the zip directory (each member's declared
+uncompressed size, their sum, the compression ratio), then each member's `.npy` header (its
+dtype and shape, so its size, alone and summed), which only needs the first few hundred bytes
+of each member. A member is read only once every one of them has passed, and `zipfile` never
+inflates past the size the directory declares, which must be the header's to the byte. So a
+small file that inflates to gigabytes, or declares a huge shape, costs no memory; running out
+of memory anyway is a rejection like any other.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import zipfile
+import zlib
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -17,9 +28,30 @@ from helius_reco.exceptions import ArtifactError
 from helius_reco.model.recommender import FORMAT_VERSION, RecoModel
 
 ARTIFACT_FILE = "reco.npz"
-DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # the file as fetched (compressed)
+DEFAULT_MAX_DECOMPRESSED_BYTES = 64 * 1024 * 1024  # all its arrays, inflated
+# A member larger than this that deflates better than MAX_COMPRESSION_RATIO:1 is refused.
+# Trained models deflate 2-10:1 (id strings compress best); zeros deflate about 1000:1.
+MAX_COMPRESSION_RATIO = 100
+_RATIO_CHECKED_ABOVE = 1024 * 1024
 _MAX_ITEMS = 1_000_000
+# Each id also becomes a Python string in the model's lookup tables (list and dict entries):
+# about 230 bytes measured, whatever its size in the array. Charged against the cap with the
+# array, so that the cap bounds the model in memory, not only its arrays.
+ID_LOOKUP_BYTES = 256
+_ID_ARRAYS = frozenset({"item_ids", "user_ids"})
 _MAX_NEIGHBORS = 1_000
+_READ_ERRORS = (
+    ValueError,
+    OSError,
+    EOFError,
+    KeyError,
+    zipfile.BadZipFile,
+    zlib.error,
+    RuntimeError,
+    NotImplementedError,
+    OverflowError,
+)
 
 _EXPECTED_KINDS = {
     "format_version": "i",
@@ -31,6 +63,16 @@ _EXPECTED_KINDS = {
     "history_indptr": "i",
     "history_indices": "i",
 }
+_EXPECTED_FILES = {f"{name}.npy" for name in _EXPECTED_KINDS}
+
+
+@dataclass(frozen=True)
+class _Member:
+    """A zip member whose directory entry and `.npy` header have been checked."""
+
+    name: str  # the array name (member name without `.npy`)
+    info: zipfile.ZipInfo
+    cost: int  # bytes in memory as its header declares it (>= 1 per element; ids more)
 
 
 def encode(model: RecoModel) -> bytes:
@@ -40,27 +82,119 @@ def encode(model: RecoModel) -> bytes:
     return buffer.getvalue()
 
 
-def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> RecoModel:
-    """Validate and load artifact bytes; raise `ArtifactError` saying what is wrong."""
+def decode(
+    data: bytes,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
+) -> RecoModel:
+    """Validate and load artifact bytes; raise `ArtifactError` saying what is wrong.
+
+    `max_bytes` bounds the file, `max_decompressed_bytes` what it takes in memory once
+    inflated (its arrays, and the lookup tables of its ids; each array and the sum), both
+    checked before any array is read.
+    """
     if len(data) > max_bytes:
         raise ArtifactError(f"artifact is {len(data)} bytes, above the {max_bytes}-byte limit")
     if not data:
         raise ArtifactError("artifact is empty")
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            names = set(npz.files)
-            if names != set(_EXPECTED_KINDS):
-                missing = sorted(set(_EXPECTED_KINDS) - names)
-                extra = sorted(names - set(_EXPECTED_KINDS))
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            infos = _check_directory(archive, max_decompressed_bytes)
+            members = [_check_header(archive, info, max_decompressed_bytes) for info in infos]
+            total = sum(member.cost for member in members)
+            if total > max_decompressed_bytes:
                 raise ArtifactError(
-                    f"artifact arrays differ: missing {missing}, unexpected {extra}"
+                    _over_cap("arrays declare in total", total, max_decompressed_bytes)
                 )
-            arrays = {name: npz[name] for name in _EXPECTED_KINDS}
+            arrays = {member.name: _read(archive, member) for member in members}
+        return _build(arrays)
     except ArtifactError:
         raise
-    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, RuntimeError) as exc:
+    except MemoryError as exc:  # a rejection like any other: the previous model keeps serving
+        raise ArtifactError(f"artifact needs more memory than is available: {exc}") from exc
+    except _READ_ERRORS as exc:
         raise ArtifactError(f"artifact is not a readable plain-data npz: {exc}") from exc
-    return _build(arrays)
+
+
+def _check_directory(archive: zipfile.ZipFile, cap: int) -> list[zipfile.ZipInfo]:
+    """The members in the zip directory, by what it declares: names, sizes, ratios."""
+    infos = archive.infolist()
+    files = [info.filename for info in infos]
+    if len(set(files)) != len(files):
+        raise ArtifactError("artifact has duplicate members")
+    if set(files) != _EXPECTED_FILES:
+        missing = sorted(f.removesuffix(".npy") for f in _EXPECTED_FILES - set(files))
+        extra = sorted(f.removesuffix(".npy") for f in set(files) - _EXPECTED_FILES)
+        raise ArtifactError(f"artifact arrays differ: missing {missing}, unexpected {extra}")
+    total = 0
+    for info in infos:
+        name = info.filename[:-4]
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise ArtifactError(f"{name}: compression method {info.compress_type} not accepted")
+        if info.file_size > cap:
+            raise ArtifactError(_over_cap(f"{name}: declares", info.file_size, cap))
+        total += info.file_size
+        if (
+            info.file_size > _RATIO_CHECKED_ABOVE
+            and info.file_size > MAX_COMPRESSION_RATIO * info.compress_size
+        ):
+            raise ArtifactError(
+                f"{name}: {info.compress_size} bytes that inflate to {info.file_size} "
+                f"compress better than {MAX_COMPRESSION_RATIO}:1, which no trained model does"
+            )
+    if total > cap:
+        raise ArtifactError(_over_cap("arrays declare in total", total, cap))
+    return infos
+
+
+def _check_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int) -> _Member:
+    """Read one member's `.npy` header (a few hundred bytes inflated, never the payload)."""
+    name = info.filename[:-4]
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+        else:
+            raise ArtifactError(f"{name}: .npy format version {version} not accepted")
+        header_size = member.tell()
+    if dtype.hasobject or dtype.kind != _EXPECTED_KINDS[name]:
+        raise ArtifactError(f"{name}: dtype {dtype} is not of kind {_EXPECTED_KINDS[name]!r}")
+    if any(dim < 0 for dim in shape):
+        raise ArtifactError(f"{name}: negative dimension in shape {_short(shape)}")
+    count = math.prod(shape)
+    # a zero-width dtype (`<U0`) still counts a byte per element: its elements take no bytes
+    # in the array but cost time and memory in the checks
+    cost = count * max(dtype.itemsize, 1)
+    if name in _ID_ARRAYS:
+        cost += count * ID_LOOKUP_BYTES
+    if cost > cap:
+        raise ArtifactError(
+            _over_cap(f"{name}: shape {_short(shape)} of {dtype} declares", cost, cap)
+        )
+    if header_size + count * dtype.itemsize != info.file_size:
+        raise ArtifactError(
+            f"{name}: the zip declares {info.file_size} bytes but the .npy header "
+            f"{header_size + count * dtype.itemsize} (shape {_short(shape)}, dtype {dtype})"
+        )
+    return _Member(name, info, cost)
+
+
+def _read(archive: zipfile.ZipFile, member: _Member) -> npt.NDArray[np.generic]:
+    with archive.open(member.info) as handle:
+        array: npt.NDArray[np.generic] = np.lib.format.read_array(handle, allow_pickle=False)
+    return array
+
+
+def _over_cap(what: str, size: int, cap: int) -> str:
+    return f"{what} {size} decompressed bytes, above the {cap}-byte limit"
+
+
+def _short(shape: tuple[int, ...]) -> str:
+    text = str(shape)
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 def _build(arrays: dict[str, npt.NDArray[np.generic]]) -> RecoModel:
@@ -121,6 +255,6 @@ def _check_indices(array: npt.NDArray[np.generic], bound: int, name: str) -> Non
 
 
 def _check_scores(array: npt.NDArray[np.generic], name: str) -> None:
-    values = array.astype(np.float64)
-    if not bool(np.all(np.isfinite(values))) or bool(np.any(values < 0)):
+    # no float64 copy: at the cap that copy alone doubled the peak of a decode
+    if not bool(np.all(np.isfinite(array))) or bool(np.any(np.less(array, 0))):
         raise ArtifactError(f"{name}: values must be finite and >= 0")

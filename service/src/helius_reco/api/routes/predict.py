@@ -6,6 +6,11 @@ the recommendation itself (benchmarks/bench_predict.py). So the route validates 
 pydantic straight from the bytes and serialises the answer in one call. Nothing is lost on the
 outside: the OpenAPI schema still shows `PredictRequest` and `PredictResponse`, and a malformed
 body still gets FastAPI's 422 `{"detail": [...]}` with the field named.
+
+What a request may cost is bounded here too: the body is refused with a 413 as soon as it is
+known to pass `HELIUS_MAX_REQUEST_BODY_BYTES` (from Content-Length before anything is read,
+else by counting the chunks as they arrive), and a 422 names the fields without echoing the
+input: no `input`, long field names cut, at most `_MAX_REPORTED_ERRORS` errors.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from helius_reco.api.deps import components_of
 from helius_reco.api.schemas import PredictRequest, PredictResponse, ValidationErrorResponse
 
 router = APIRouter(tags=["recommendations"])
+_MAX_REPORTED_ERRORS = 10
+_MAX_LOC_CHARS = 64
 
 _REQUEST_BODY_DOC = {
     "required": True,
@@ -36,15 +43,20 @@ _REQUEST_BODY_DOC = {
             "model": ValidationErrorResponse,
             "description": "The body is not a valid PredictRequest.",
         },
+        status.HTTP_413_CONTENT_TOO_LARGE: {
+            "description": "The body is larger than HELIUS_MAX_REQUEST_BODY_BYTES."
+        },
         status.HTTP_503_SERVICE_UNAVAILABLE: {"description": "No model loaded yet."},
     },
     openapi_extra={"requestBody": _REQUEST_BODY_DOC},
 )
 async def predict(request: Request) -> Response:
     """Top-N items for a user, with the model version and where the model came from."""
-    body = _parse(request.headers.get("content-type"), await request.body())
+    components = components_of(request)
+    raw = await _read_body(request, components.settings.max_request_body_bytes)
+    body = _parse(request.headers.get("content-type"), raw)
     # one read of the store: a concurrent swap cannot mix two models in one answer
-    served = components_of(request).store.current
+    served = components.store.current
     if served is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no model loaded yet")
     reco = served.model.recommend(body.user_id, body.k, body.exclude)
@@ -56,6 +68,31 @@ async def predict(request: Request) -> Response:
         "model_source": served.source.value,
     }
     return Response(to_json(answer), media_type="application/json")
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, or a 413 as soon as it is known to be longer than `limit` bytes."""
+    declared = request.headers.get("content-length")
+    # more than 18 digits is past any limit (and int() refuses over 4300 digits)
+    if declared is not None and (
+        len(declared) > 18 or (declared.isdigit() and int(declared) > limit)
+    ):
+        raise _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():  # chunked bodies, or a Content-Length that lies
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> HTTPException:
+    return HTTPException(
+        status.HTTP_413_CONTENT_TOO_LARGE,
+        f"request body is larger than the {limit}-byte limit (HELIUS_MAX_REQUEST_BODY_BYTES)",
+    )
 
 
 def _parse(content_type: str | None, raw: bytes) -> PredictRequest:
@@ -73,10 +110,25 @@ def _parse(content_type: str | None, raw: bytes) -> PredictRequest:
         except UnicodeDecodeError as decode_error:
             message = f"request body could not be read as UTF-8 JSON ({decode_error})"
             raise RequestValidationError([_body_error("body_not_decodable", message)]) from exc
-        errors = exc.errors(include_url=False)
-        for error in errors:
-            error["loc"] = ("body", *error["loc"])
-        raise RequestValidationError(errors) from exc
+        raise RequestValidationError(_reported(exc)) from exc
+
+
+def _reported(exc: ValidationError) -> list[dict[str, Any]]:
+    """The errors a 422 shows: never the input (it can be megabytes), the field named by its
+    location with long names cut, the first few errors and how many more there were."""
+    errors = exc.errors(include_url=False, include_input=False)
+    shown: list[dict[str, Any]] = []
+    for error in errors[:_MAX_REPORTED_ERRORS]:
+        loc = tuple(_cut(part) if isinstance(part, str) else part for part in error["loc"])
+        shown.append({**error, "loc": ("body", *loc)})
+    if len(errors) > _MAX_REPORTED_ERRORS:
+        more = len(errors) - _MAX_REPORTED_ERRORS
+        shown.append(_body_error("too_many_errors", f"{more} more errors not shown"))
+    return shown
+
+
+def _cut(name: str) -> str:
+    return name if len(name) <= _MAX_LOC_CHARS else f"{name[: _MAX_LOC_CHARS - 3]}..."
 
 
 def _body_error(kind: str, message: str) -> dict[str, Any]:
