@@ -183,7 +183,7 @@ def mlflow_pod_kill() -> Json:
                 "slo.probes",
                 "replicas_recovered_within",
                 app=MLFLOW,
-                seconds=60,
+                seconds=120,
                 **w,
             ),
             no_restart(RECO, w),
@@ -303,7 +303,7 @@ def rds_path_cut() -> Json:
         "Blackhole the mlflow-rds path (connections hang, like a NetworkPolicy drop; TTL 90 s) "
         "for 40 s under load, then restore. MLflow stays up but cannot answer registry calls; "
         "the recommenders' refreshes fail (proof), every one of them enters fallback, "
-        "MLflowDegraded fires, clients keep their answers at their usual latency, and once "
+        "MLflowDegraded and RecoEngineInFallback fire, clients keep their answers at their usual latency, and once "
         "the path is back MLflow serves again with the same pods and nobody was restarted.",
         ["rds", "network", "fallback"],
         {"availability": "high", "reliability": "high", "observability": "high"},
@@ -332,6 +332,14 @@ def rds_path_cut() -> Json:
                 "alert_fired",
                 alertname="MLflowDegraded",
                 within_seconds=45,
+                **w,
+            ),
+            probe(
+                "fallback-alert-fired",
+                "slo.probes",
+                "alert_fired",
+                alertname="RecoEngineInFallback",
+                within_seconds=40,
                 **w,
             ),
             probe(
