@@ -65,8 +65,8 @@ def portable_type(hint: Any) -> str:
     """chaoslib's portable type name, reading through `X | None` and `Optional[X]`."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         kept = [a for a in typing.get_args(hint) if a is not type(None)]
-        return portable_type_name(kept[0]) if len(kept) == 1 else "object"
-    return portable_type_name(hint)
+        return str(portable_type_name(kept[0])) if len(kept) == 1 else "object"
+    return str(portable_type_name(hint))
 
 
 def _resolve_types(activity: Any) -> None:
