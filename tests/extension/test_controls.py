@@ -223,3 +223,17 @@ def test_a_dry_run_and_a_failed_fault_are_not_judged(
     assert json.loads((run_dir / "journal.json").read_text())["status"] == "completed"
     assert summary.verdict is Verdict.NOT_JUDGED
     assert "'inject' failed" in summary.reason
+
+
+def test_every_experiment_declares_the_journal_and_safeguard_controls() -> None:
+    from chaoslib.control import validate_controls
+
+    experiments = sorted((Path(__file__).parents[2] / "experiments").glob("*.json"))
+    assert experiments
+    for path in experiments:
+        experiment = json.loads(path.read_text())
+        modules = [c["provider"]["module"] for c in experiment.get("controls", [])]
+        assert modules == ["chaoshelius.controls.journal", "chaoshelius.controls.safeguards"], (
+            path.name
+        )
+        validate_controls(experiment)  # chaoslib imports them and checks the declarations
