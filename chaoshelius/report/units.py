@@ -6,7 +6,7 @@ Values are stored as measured (ratios 0..1, seconds); these functions only forma
 |---------|-----------|---------------------|
 | `%`     | ratio 0..1 | `99.87 %` (100 % exactly when nothing failed) |
 | `s`     | seconds   | `24.3 s`            |
-| `ms`    | seconds   | `19.6 ms`, `97 ms`  |
+| `ms`    | seconds   | `19.6 ms`, `123 ms` |
 | `req/s` | per second | `78.9 req/s`       |
 | `x`     | ratio     | `×1.35`             |
 | ``      | count     | `2,052`             |
@@ -32,7 +32,7 @@ def format_quantity(value: float | None, unit: str, *, with_unit: bool = True) -
         return f"{value:.1f}{suffix}"
     if unit == "ms":
         ms = value * 1000
-        return (f"{ms:.1f}" if ms < 10 else f"{ms:.0f}") + suffix
+        return (f"{ms:.1f}" if ms < 100 else f"{ms:.0f}") + suffix
     if unit == "req/s":
         return f"{value:.1f}{suffix}"
     if unit == "x":

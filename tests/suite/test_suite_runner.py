@@ -220,7 +220,7 @@ def test_summary_line_rounds_with_units() -> None:
         "availability 99.87 %",
         "fallback 2.0 s",
         "recover 24.3 s",
-        "worst p99 20 ms",
+        "worst p99 19.6 ms",
         "load 78.9 req/s",
     ):
         assert text in line, text
