@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from chaoshelius.report.model import FaultWindow, Kpis, Point, Series
 
 RECOVERED_RATIO = 0.99
+NEVER_FELL_BACK = "the fallback gauge never reached 1 during the fault"
 
 
 def fault_span(windows: Sequence[FaultWindow], run_end: float | None) -> tuple[float, float] | None:
@@ -77,7 +78,7 @@ def compute_kpis(
     else:
         first = _first_at_least(fallback, 1.0, start, end)
         if first is None:
-            notes.append("the fallback gauge never reached 1 during the fault")
+            notes.append(NEVER_FELL_BACK)
         else:
             to_fallback = max(0.0, first - start)
 

@@ -28,7 +28,7 @@ from chaoshelius.report.charts import (
     timeline_chart,
     utc,
 )
-from chaoshelius.report.kpis import RECOVERED_RATIO
+from chaoshelius.report.kpis import NEVER_FELL_BACK, RECOVERED_RATIO
 from chaoshelius.report.model import (
     KPI_CLOCKS,
     KPI_LABELS,
@@ -98,9 +98,11 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def format_kpi(value: float | None, key: str) -> str:
+def format_kpi(value: float | None, key: str, notes: Sequence[str] = ()) -> str:
     """A KPI rounded, in its one unit (model.KPI_UNITS): %, s, ms or req/s."""
     if value is None:
+        if key == "time_to_fallback_s" and any(NEVER_FELL_BACK in n for n in notes):
+            return "never (no pod fell back)"
         return "not measured"
     return format_quantity(value, KPI_UNITS.get(key, ""))
 
@@ -129,6 +131,7 @@ _LIMIT_TEXT: dict[str, str] = {
     "min": "≥ {n}",
     "min_increase": "increase ≥ {n}",
     "replicas": "{n} replicas",
+    "min_ready": "≥ {n} ready",
 }
 
 
@@ -173,7 +176,14 @@ def kpi_cards(report: RunReport) -> tuple[KpiCard, ...]:
     for key, label in KPI_LABELS.items():
         raw = getattr(kpis, key)
         cards.append(
-            KpiCard(key, label, format_kpi(raw, key), raw, KPI_CLOCKS[key], _judged_by(report, key))
+            KpiCard(
+                key,
+                label,
+                format_kpi(raw, key, kpis.notes),
+                raw,
+                KPI_CLOCKS[key],
+                _judged_by(report, key),
+            )
         )
     return tuple(cards)
 
@@ -252,9 +262,17 @@ def firing_at_start(report: RunReport) -> tuple[str, ...]:
     names: list[str] = []
     for s in entry.series if entry else ():
         before = [p for p in s.points if p.t <= start]
-        if before and before[-1].v >= 1.0:
+        # firing at the start: its last sample before the start is 1 and recent (a series that
+        # stopped a few steps earlier had resolved: Prometheus drops a resolved alert)
+        if before and before[-1].v >= 1.0 and start - before[-1].t <= 2 * _spacing(s):
             names.append(s.label)
     return tuple(names)
+
+
+def _spacing(series: Series) -> float:
+    times = [p.t for p in series.points]
+    deltas = sorted(b - a for a, b in zip(times, times[1:], strict=False))
+    return deltas[len(deltas) // 2] if deltas else 1.0
 
 
 def run_charts(report: RunReport) -> tuple[ChartView | None, tuple[ChartView, ...]]:

@@ -4,7 +4,7 @@ Values are stored as measured (ratios 0..1, seconds); these functions only forma
 
 | unit    | stored as | shown as            |
 |---------|-----------|---------------------|
-| `%`     | ratio 0..1 | `99.87 %` (100 % exactly when nothing failed) |
+| `%`     | ratio 0..1 | `99.87 %`, `99 %` (100 % only when nothing failed) |
 | `s`     | seconds   | `24.3 s`            |
 | `ms`    | seconds   | `19.6 ms`, `123 ms` |
 | `req/s` | per second | `78.9 req/s`       |
@@ -26,7 +26,8 @@ def format_quantity(value: float | None, unit: str, *, with_unit: bool = True) -
     suffix = f" {unit}" if with_unit and unit and unit != "x" else ""
     if unit == "%":
         pct = value * 100
-        text = "100" if pct >= 100 else f"{math.floor(pct * 100) / 100:.2f}"
+        floored = f"{math.floor(pct * 100) / 100:.2f}".rstrip("0").rstrip(".")
+        text = "100" if pct >= 100 else floored
         return text + suffix
     if unit == "s":
         return f"{value:.1f}{suffix}"

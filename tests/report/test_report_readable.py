@@ -54,6 +54,7 @@ def _as_harness_slo_probes(run_dir: Path) -> dict[str, Any]:
         (0.9987599, "%", "99.87 %"),
         (0.99999, "%", "99.99 %"),  # never rounded up to a 100 % it was not
         (1.0, "%", "100 %"),
+        (0.5, "%", "50 %"),
         (57.83684802055359, "s", "57.8 s"),
         (0.0196, "ms", "19.6 ms"),
         (0.0974, "ms", "97.4 ms"),
@@ -158,9 +159,9 @@ def test_run_report_shows_score_clocks_limits_and_load_rate(
     ) in html
     # the probe's own threshold, on the chart it concerns
     success = _chart(html, "success_ratio")
-    assert 'class="rule"' in success and "SLO: success ≥ 99.00 %" in success
+    assert 'class="rule"' in success and "SLO: success ≥ 99 %" in success
     assert "fallback due by here" in _chart(html, "fallback")
-    assert "measured <strong>100 %</strong><br>limit success ≥ 99.00 %, ≥ 20 requests" in html
+    assert "measured <strong>100 %</strong><br>limit success ≥ 99 %, ≥ 20 requests" in html
     # the load each run had
     rps = s.kpis.load_rps_during_fault
     assert rps is not None and s.kpis.requests_during_fault is not None
@@ -202,6 +203,32 @@ def test_charts_start_at_the_run_and_label_alerts_left_over_from_before(
     assert first_tick is not None and first_tick.group(2) == "+0 s"
     assert float(first_tick.group(1)) == 150.0  # the plot's left edge: nothing before +0 s
     assert start > series["start"]
+
+
+def test_an_alert_that_resolved_before_the_run_is_not_called_left_over(
+    run_copy: Callable[..., Path],
+) -> None:
+    run_dir = run_copy("passed")
+    series = json.loads((run_dir / "series.json").read_text())
+    values = [[series["start"] + i, "1"] for i in range(0, 11)]  # stops 4 s before the run
+    series["queries"]["alerts"]["result"] = [
+        {"metric": {"alertname": "RecoEngineInFallback"}, "values": values}
+    ]
+    (run_dir / "series.json").write_text(json.dumps(series))
+    build_run_report(run_dir, offline=True)
+    assert "already firing" not in (run_dir / "report.html").read_text()
+
+
+def test_an_ha_run_that_never_fell_back_says_so(run_copy: Callable[..., Path]) -> None:
+    run_dir = run_copy("passed")
+    series = json.loads((run_dir / "series.json").read_text())
+    for item in series["queries"]["fallback"]["result"]:
+        item["values"] = [[t, "0"] for t, _ in item["values"]]
+    (run_dir / "series.json").write_text(json.dumps(series))
+    report = build_run_report(run_dir, offline=True)
+    assert report.summary.kpis.time_to_fallback_s is None
+    card = (run_dir / "report.html").read_text().split('data-kpi="time_to_fallback_s"')[1]
+    assert card.split("</div>", 2)[1].endswith("never (no pod fell back)")
 
 
 def test_hypothesis_has_no_empty_during_column(run_copy: Callable[..., Path]) -> None:
