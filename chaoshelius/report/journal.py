@@ -23,7 +23,7 @@ from chaoshelius.report.model import (
     TimelineEvent,
     Verdict,
 )
-from chaoshelius.report.units import format_quantity
+from chaoshelius.report.units import describe_limits, format_quantity
 
 _OUTPUT_EXCERPT_CHARS = 300
 
@@ -261,7 +261,8 @@ def describe_probe(probe: ProbeResult) -> str:
     """A short sentence about one probe result: name, measured value and threshold."""
     if probe.structured:
         value = "no data" if probe.value is None else format_quantity(probe.value, probe.unit)
-        sentence = f"'{probe.name}' measured {value} against threshold {probe.threshold}"
+        limit = describe_limits(probe.limits) if probe.limits else probe.threshold
+        sentence = f"'{probe.name}' measured {value} against the limit {limit}"
         return sentence + (f" ({probe.description})" if probe.description else "")
     if probe.exception:
         return f"'{probe.name}' raised: {probe.exception}"

@@ -39,7 +39,7 @@ from chaoshelius.report.model import (
     Series,
     SeriesSet,
 )
-from chaoshelius.report.units import format_quantity, format_seconds
+from chaoshelius.report.units import describe_limits, format_quantity, format_seconds
 
 AXIS_END_MARGIN_S = 10.0  # the charts start at the run's start and end a little after it
 
@@ -117,47 +117,11 @@ def format_probe_value(probe: ProbeResult) -> str:
     return format_quantity(probe.value, probe.unit)
 
 
-_LIMIT_TEXT: dict[str, str] = {
-    "min_ratio": "success ≥ {pct}",
-    "min_requests": "≥ {n} requests",
-    "min_throughput_ratio": "throughput ≥ {pct} of before",
-    "max_ratio": "≤ ×{n} of before",
-    "floor_seconds": "or ≤ {ms}",
-    "seconds": "≤ {s}",
-    "within_seconds": "within {s}",
-    "after_app_back": "clock from {v} back up",
-    "max_up": "≤ {n} up",
-    "max": "≤ {n}",
-    "min": "≥ {n}",
-    "min_increase": "increase ≥ {n}",
-    "replicas": "{n} replicas",
-    "min_ready": "≥ {n} ready",
-}
-
-
 def format_limits(probe: ProbeResult) -> str:
     """A probe's own threshold in words with units, e.g. `success ≥ 99 %, ≥ 20 requests`."""
     if not probe.limits:
         return "—" if probe.threshold is None else format_value(probe.threshold)
-    parts: list[str] = []
-    for key, value in probe.limits.items():
-        if value is None:
-            continue
-        template = _LIMIT_TEXT.get(key)
-        if template is None or (key != "after_app_back" and not isinstance(value, int | float)):
-            parts.append(f"{key} = {value}")
-            continue
-        number = float(value) if isinstance(value, int | float) else 0.0
-        parts.append(
-            template.format(
-                pct=format_quantity(number, "%"),
-                n=f"{number:g}",
-                ms=format_quantity(number, "ms"),
-                s=format_quantity(number, "s"),
-                v=value,
-            )
-        )
-    return ", ".join(parts) or "—"
+    return describe_limits(probe.limits)
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,10 @@ Values are stored as measured (ratios 0..1, seconds); these functions only forma
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["format_quantity", "format_seconds"]
+__all__ = ["describe_limits", "format_quantity", "format_seconds"]
 
 
 def format_quantity(value: float | None, unit: str, *, with_unit: bool = True) -> str:
@@ -50,3 +52,46 @@ def format_seconds(value: float | None) -> str:
     if abs(value) >= 120:
         return f"{value / 60:.1f} min"
     return f"{value:.1f} s"
+
+
+# an SLO probe's limits (chaoshelius.slo.probes' `threshold` keys) in words
+_LIMIT_TEXT: dict[str, str] = {
+    "min_ratio": "success ≥ {pct}",
+    "min_requests": "≥ {n} requests",
+    "min_throughput_ratio": "throughput ≥ {pct} of before",
+    "max_ratio": "≤ ×{n} of before",
+    "floor_seconds": "or ≤ {ms}",
+    "seconds": "≤ {s}",
+    "within_seconds": "within {s}",
+    "after_app_back": "clock from {v} back up",
+    "max_up": "≤ {n} up",
+    "max": "≤ {n}",
+    "min": "≥ {n}",
+    "min_increase": "increase ≥ {n}",
+    "replicas": "{n} replicas",
+    "min_ready": "≥ {n} ready",
+}
+
+
+def describe_limits(limits: Mapping[str, Any]) -> str:
+    """A probe's dict of limits in words with units, e.g. `success ≥ 99 %, ≥ 20 requests`."""
+    parts: list[str] = []
+    for key, value in limits.items():
+        if value is None:
+            continue
+        template = _LIMIT_TEXT.get(key)
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        if template is None or (key != "after_app_back" and not numeric):
+            parts.append(f"{key} = {value}")
+            continue
+        number = float(value) if numeric else 0.0
+        parts.append(
+            template.format(
+                pct=format_quantity(number, "%"),
+                n=f"{number:g}",
+                ms=format_quantity(number, "ms"),
+                s=format_quantity(number, "s"),
+                v=value,
+            )
+        )
+    return ", ".join(parts) or "—"

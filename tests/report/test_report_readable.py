@@ -21,7 +21,7 @@ from chaoshelius.report.charts import GREEN, VERMILLION
 from chaoshelius.report.kpis import compute_kpis
 from chaoshelius.report.model import FaultWindow, HypothesisRow, Phase, Point, ProbeResult, Series
 from chaoshelius.report.score import compute_score, probe_weights
-from chaoshelius.report.units import format_quantity, format_seconds
+from chaoshelius.report.units import describe_limits, format_quantity, format_seconds
 
 
 def _journal(run_dir: Path) -> dict[str, Any]:
@@ -67,6 +67,18 @@ def _as_harness_slo_probes(run_dir: Path) -> dict[str, Any]:
 )
 def test_numbers_are_rounded_with_their_unit(value: float | None, unit: str, text: str) -> None:
     assert format_quantity(value, unit) == text
+
+
+def test_a_probes_limits_read_as_words_with_units() -> None:
+    assert describe_limits({"replicas": 3, "seconds": 60}) == "3 replicas, ≤ 60.0 s"
+    assert (
+        describe_limits({"min_ratio": 0.99, "min_requests": 20, "min_throughput_ratio": 0.5})
+        == "success ≥ 99 %, ≥ 20 requests, throughput ≥ 50 % of before"
+    )
+    assert describe_limits({"seconds": 20, "after_app_back": "mlflow"}) == (
+        "≤ 20.0 s, clock from mlflow back up"
+    )
+    assert describe_limits({"min": None, "max": 0, "odd": "x"}) == "≤ 0, odd = x"
 
 
 def test_durations_pick_a_readable_unit() -> None:
