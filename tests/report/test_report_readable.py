@@ -302,3 +302,14 @@ def test_report_index_on_a_folder_without_runs_fails_in_one_line(tmp_path: Path)
     assert result.exit_code != 0
     assert len(result.output.strip().splitlines()) == 1 and "no runs to index" in result.output
     assert not missing.exists()
+
+
+def test_browser_check_accepts_an_index_without_charts_but_not_a_run_report() -> None:
+    from chaoshelius.report.browser_check import inspect_dom
+
+    index = inspect_dom('<html data-ready="yes" data-page="index" data-js-errors="0"></html>')
+    assert index.problems == []
+    run = inspect_dom('<html data-ready="yes" data-page="run" data-js-errors="0"></html>')
+    assert "no chart in the page" in run.problems
+    broken = inspect_dom('<html data-ready="yes" data-page="index" data-js-errors="2"></html>')
+    assert broken.problems == ["2 JavaScript error(s) in the page"]
