@@ -268,8 +268,7 @@ def run_charts(report: RunReport) -> tuple[ChartView | None, tuple[ChartView, ..
         if report.summary.prometheus_error is None
         else "no data: " + (report.summary.prometheus_error)
     )
-    alerts = [replace(s, label=f"{s.label} (firing before the run)") if s.label in early else s
-              for s in get("alerts")]  # fmt: skip
+    alerts = [replace(s, label=f"* {s.label}") if s.label in early else s for s in get("alerts")]
     charts = [
         line_chart(
             "success_ratio",
@@ -359,7 +358,12 @@ def run_charts(report: RunReport) -> tuple[ChartView | None, tuple[ChartView, ..
         ),
         state_chart(
             "alerts",
-            "Alerts firing (from the run's start; an alert left over from before is labelled)",
+            "Alerts firing"
+            + (
+                " (* already firing when the run started: left over from before it)"
+                if early
+                else ""
+            ),
             axis,
             alerts,
             windows,

@@ -209,7 +209,8 @@ def test_charts_start_at_the_run_and_label_alerts_left_over_from_before(
     build_run_report(run_dir, offline=True)
     html = (run_dir / "report.html").read_text()
     alerts = _chart(html, "alerts")
-    assert "MLflowDegraded (firing before the run)" in alerts
+    assert ">* MLflowDegraded</text>" in alerts
+    assert "* already firing when the run started" in html
     assert "Alert(s) already firing when the run started: MLflowDegraded" in html
     first_tick = re.search(r'class="tick" x="([\d.]+)"[^>]*>([^<]+)<', alerts)
     assert first_tick is not None and first_tick.group(2) == "+0 s"
