@@ -32,7 +32,7 @@ from chaoslib.types import DiscoveredActivities, Discovery
 
 __all__ = ["DISTRIBUTION", "DOMAINS", "discover", "load_exported_activities"]
 
-DOMAINS = ("pods", "network", "zones", "load", "slo")
+DOMAINS = ("pods", "network", "zones", "load", "model", "slo")
 DISTRIBUTION = "chaoshelius"  # pyproject's [project] name: `chaos discover chaoshelius`
 
 

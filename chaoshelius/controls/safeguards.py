@@ -40,8 +40,8 @@ from chaoslib.exit import exit_gracefully
 from chaoslib.types import Activity, Configuration, Experiment, Secrets
 
 from chaoshelius.config import HarnessConfig
-from chaoshelius.exceptions import PrometheusError
-from chaoshelius.slo import prometheus as prom
+from chaoshelius.promapi import PromAPIError, PrometheusAPI
+from chaoshelius.topology import CLIENT_LATENCY, CLIENT_REQUESTS
 
 __all__ = [
     "SAFEGUARD_FILE",
@@ -59,8 +59,8 @@ DISABLE_ENV = "HELIUS_SAFEGUARDS"
 NAME = "client-harm"
 logger = logging.getLogger("chaostoolkit")
 
-_CLIENT = "helius_client_requests_total"
-_LATENCY = "helius_client_request_latency_seconds_bucket"
+_CLIENT = CLIENT_REQUESTS
+_LATENCY = f"{CLIENT_LATENCY}_bucket"
 
 
 @dataclass(frozen=True)
@@ -144,32 +144,31 @@ def cleanup_control() -> None:
     _stop()
 
 
-def check_once(config: HarnessConfig, limits: Limits) -> tuple[str, float, float] | None:
+def check_once(prom: PrometheusAPI, limits: Limits) -> tuple[str, float, float] | None:
     """One look at the clients: the (check, value, limit) that is passed, else None.
-    Raises PrometheusError when Prometheus cannot answer."""
+    Raises PromAPIError when Prometheus cannot answer."""
     w = f"{limits.window_seconds}s"
     if limits.min_success_ratio is not None:
-        total = prom.instant_value(config, f"sum(increase({_CLIENT}[{w}]))")
+        total = prom.instant_value(f"sum(increase({_CLIENT}[{w}]))")
         if total is not None and total >= limits.min_requests:
-            ok = prom.instant_value(config, f'sum(increase({_CLIENT}{{outcome="success"}}[{w}]))')
+            ok = prom.instant_value(f'sum(increase({_CLIENT}{{outcome="success"}}[{w}]))')
             ratio = (ok or 0.0) / total
             if ratio < limits.min_success_ratio:
                 return "success_ratio", ratio, limits.min_success_ratio
     if limits.max_p99_seconds is not None:
-        p99 = prom.instant_value(
-            config, f"histogram_quantile(0.99, sum by (le) (rate({_LATENCY}[{w}])))"
-        )
+        p99 = prom.instant_value(f"histogram_quantile(0.99, sum by (le) (rate({_LATENCY}[{w}])))")
         if p99 is not None and p99 > limits.max_p99_seconds:
             return "p99_seconds", p99, limits.max_p99_seconds
     return None
 
 
 def _watch(config: HarnessConfig, limits: Limits, stop: threading.Event) -> None:
+    prom = PrometheusAPI(config.prometheus_base_url, config.helius_http_timeout_seconds)
     strikes = 0
     while not stop.wait(limits.interval_seconds):
         try:
-            passed = check_once(config, limits)
-        except PrometheusError as exc:
+            passed = check_once(prom, limits)
+        except PromAPIError as exc:
             logger.warning(f"Safeguards cannot read Prometheus (not tripping): {exc}")
             continue
         strikes = strikes + 1 if passed else 0

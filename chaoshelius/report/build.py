@@ -165,6 +165,8 @@ def load_run(
         variant=meta.variant,
         suite_id=meta.suite_id,
         expected_failing_probe=meta.expected_failing_probe,
+        expected_failing_probes=meta.expected_failing_probes,
+        failing_probes=view.failing_probes,
         prometheus_error=prometheus_error,
         resilience_score=score.value,
         score_detail=score.detail,
@@ -376,6 +378,7 @@ def _read_meta(path: Path, warnings: list[str]) -> RunMeta:
         expected_verdict=expected,
         suite_id=_opt_str(data.get("suite_id")),
         expected_failing_probe=_opt_str(data.get("expected_failing_probe")),
+        expected_failing_probes=tuple(str(p) for p in data.get("expected_failing_probes") or ()),
     )
 
 

@@ -47,6 +47,8 @@ class JournalView:
     windows: tuple[FaultWindow, ...]
     warnings: tuple[str, ...]
     dry: str | None = None  # `chaos run --dry <what>`: nothing really ran
+    # every probe that failed after the method (chaoshelius.slo.judge_all judges them all)
+    failing_probes: tuple[str, ...] = ()
 
 
 def parse_timestamp(value: Any) -> float | None:
@@ -123,6 +125,7 @@ def read_journal(journal: Mapping[str, Any]) -> JournalView:
         verdict=verdict,
         reason=reason,
         failing_probe=failing,
+        failing_probes=tuple(dict.fromkeys(p.name for p in after if p.met is False)),
         hypothesis=rows,
         timeline=timeline,
         windows=windows,

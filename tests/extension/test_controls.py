@@ -233,7 +233,6 @@ def test_every_experiment_declares_the_journal_and_safeguard_controls() -> None:
     for path in experiments:
         experiment = json.loads(path.read_text())
         modules = [c["provider"]["module"] for c in experiment.get("controls", [])]
-        assert modules == ["chaoshelius.controls.journal", "chaoshelius.controls.safeguards"], (
-            path.name
-        )
+        ours = ["chaoshelius.controls.journal", "chaoshelius.controls.safeguards"]
+        assert modules[-2:] == ours, path.name
         validate_controls(experiment)  # chaoslib imports them and checks the declarations

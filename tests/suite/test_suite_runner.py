@@ -231,7 +231,7 @@ def test_negative_controls_run_without_safeguards(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HELIUS_SAFEGUARDS", "off")  # a caller's value must not leak in
-    ports = {"control": 1, "prometheus": 2, "reco_service": 3, "loadgen": 4}
+    ports = {"control": 1, "prometheus": 2, "reco_service": 3, "mlflow_service": 5, "loadgen": 4}
     normal = PlannedRun(EXPERIMENTS / "mlflow-outage.json")
     negative = PlannedRun(normal.experiment, tmp_path / "fallback-disabled.yaml")
     on = SuiteOptions()
