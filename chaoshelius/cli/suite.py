@@ -145,6 +145,11 @@ def run(
     except HeliusError as exc:
         raise click.ClickException(str(exc)) from exc
     bad = [s for s in result.summaries if not s.as_expected]
+    if negative and result.summaries:
+        from chaoshelius.negative.coverage import coverage, render_coverage
+
+        rows = coverage(result.summaries, experiments_dir)
+        click.echo(render_coverage(rows))
     status = "interrupted" if result.interrupted else ("FAILED" if bad else "ok")
     click.echo(
         f"helius suite {result.suite_id}: {status}: {len(result.summaries) - len(bad)}/"

@@ -315,7 +315,8 @@ def fallback_engaged_within(
     Prometheus scraped that app again.
 
     Fails when any pod never reported 1, reported it late, cleared before the dependency was
-    back, or was not scraped during the fault (a pod nobody hears from proves nothing).
+    back, or was not scraped during the fault (a pod nobody hears from proves nothing); a pod
+    this run killed on purpose (a `pod-kill` window) may stop reporting.
     Reports `time_to_fallback_seconds` (the slowest pod)."""
     start = judged.start
     back = _dependency_back_at(judged, after_app_back) or judged.end
@@ -324,6 +325,7 @@ def fallback_engaged_within(
         return judged.result(False, None, f"no {FALLBACK_GAUGE} data in the fault window", q)
     problems: list[str] = []
     engaged: dict[str, float] = {}
+    killed = {str(p) for w in windows.windows() for p in w.details.get("killed", [])}
     for gauge in pods:
         present = gauge.born <= start + _PRESENT_SLACK_SECONDS
         ref = start if present else gauge.born
@@ -344,7 +346,7 @@ def fallback_engaged_within(
                 f"{gauge.pod} cleared at +{cleared - start:.1f} s, before the dependency was "
                 f"back (+{back - start:.1f} s)"
             )
-        if gauge.last_seen < back - 5.0:
+        if gauge.last_seen < back - 5.0 and gauge.pod not in killed:
             problems.append(f"{gauge.pod} stopped reporting at +{gauge.last_seen - start:.1f} s")
     slowest = max(engaged.values()) if engaged else None
     return judged.result(
