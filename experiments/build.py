@@ -147,7 +147,26 @@ def experiment(
             {
                 "name": "judge-every-probe",
                 "provider": {"type": "python", "module": "chaoshelius.slo.judge_all"},
-            }
+            },
+            # the journal in the run dir, for `chaoshelius report build` after a plain `chaos run`
+            {
+                "name": "helius-journal",
+                "provider": {"type": "python", "module": "chaoshelius.controls.journal"},
+            },
+            # stop conditions: abort the method (rollbacks play) when users are hurt past these
+            {
+                "name": "helius-safeguards",
+                "provider": {
+                    "type": "python",
+                    "module": "chaoshelius.controls.safeguards",
+                    "arguments": {
+                        "min_success_ratio": 0.5,
+                        "max_p99_seconds": 5.0,
+                        "window_seconds": 10,
+                        "consecutive": 2,
+                    },
+                },
+            },
         ],
         "runtime": {"rollbacks": {"strategy": "always"}},
         "steady-state-hypothesis": {"title": hypothesis_title, "probes": steady_now() + checks},

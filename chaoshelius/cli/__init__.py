@@ -30,6 +30,6 @@ class _LazyGroup(click.Group):
 
 
 @click.group(cls=_LazyGroup)
-@click.version_option(package_name="helius-harness")
+@click.version_option(package_name="chaoshelius")
 def main() -> None:
     """Helius resilience harness."""

@@ -49,9 +49,12 @@ def build(run_dir: Path, prometheus_url: str, offline: bool, timeout_s: float) -
 )
 def index(reports_dir: Path, suite_id: str | None, fail_on_unexpected: bool) -> None:
     """Write REPORTS_DIR/index.html and junit.xml from every runs/*/summary.json."""
-    from chaoshelius.report import build_index
+    from chaoshelius.report import RunDirectoryError, build_index
 
-    result = build_index(reports_dir, suite_id=suite_id)
+    try:
+        result = build_index(reports_dir, suite_id=suite_id)
+    except RunDirectoryError as exc:
+        raise click.ClickException(str(exc)) from exc
     bad = [s for s in result.current if not s.as_expected]
     click.echo(
         f"{result.index_html}: {len(result.current)} experiment(s), {len(bad)} not as expected;"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -48,6 +49,52 @@ def group() -> None:
 @click.option(
     "--keep-stack", is_flag=True, help="Leave the stack running (and on the last profile)."
 )
+@click.option("--var", multiple=True, help="Passed to `chaos run --var` (key=value); repeatable.")
+@click.option(
+    "--var-file",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Passed to `chaos run --var-file`; repeatable.",
+)
+@click.option(
+    "--control-file",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Passed to `chaos run --control-file` (global controls); repeatable.",
+)
+@click.option(
+    "--dry",
+    type=click.Choice(["probes", "actions", "activities", "pause"]),
+    default=None,
+    help="Passed to `chaos run --dry`: such runs are reported 'not judged'.",
+)
+@click.option(
+    "--hypothesis-strategy",
+    type=click.Choice(
+        ["default", "before-method-only", "after-method-only", "during-method-only", "continuously"]
+    ),
+    default=None,
+    help="Passed to `chaos run --hypothesis-strategy`.",
+)
+@click.option(
+    "--hypothesis-frequency",
+    type=float,
+    default=None,
+    help="Passed to `chaos run --hypothesis-frequency` (seconds).",
+)
+@click.option(
+    "--safeguards/--no-safeguards",
+    default=True,
+    show_default=True,
+    help="Stop conditions (chaoshelius.controls.safeguards) on normal runs; negative controls "
+    "always run without them.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="`[n/N] experiment — phase` lines as runs go. Default: on when stdout is a terminal; "
+    "otherwise one line per experiment.",
+)
 def run(
     experiments_dir: Path,
     only: tuple[str, ...],
@@ -56,17 +103,42 @@ def run(
     state_dir: Path,
     base_port: int,
     keep_stack: bool,
+    var: tuple[str, ...],
+    var_file: tuple[Path, ...],
+    control_file: tuple[Path, ...],
+    dry: str | None,
+    hypothesis_strategy: str | None,
+    hypothesis_frequency: float | None,
+    safeguards: bool,
+    progress: bool | None,
 ) -> None:
     """Run every experiment under load, build each report, then reports/index.html + junit.xml.
 
     Exits 1 when any run did not end as expected (an experiment deviated, or a negative control
     did not), 130 when interrupted (the running experiment still rolls back and is reported).
     """
-    from chaoshelius.suite import SuiteOptions, plan, run_suite
+    from chaoshelius.suite import SuiteOptions, chaos_run_args, plan, run_suite
 
     try:
         runs = plan(experiments_dir, only, negative)
-        options = SuiteOptions(reports_dir, state_dir, base_port, keep_stack, click.echo)
+        chaos_args = chaos_run_args(
+            var=var,
+            var_file=var_file,
+            control_file=control_file,
+            dry=dry,
+            hypothesis_strategy=hypothesis_strategy,
+            hypothesis_frequency=hypothesis_frequency,
+        )
+        options = SuiteOptions(
+            reports_dir,
+            state_dir,
+            base_port,
+            keep_stack,
+            click.echo,
+            chaos_args=chaos_args,
+            progress=sys.stdout.isatty() if progress is None else progress,
+            safeguards=safeguards,
+        )
         kind = "negative controls" if negative else "experiments"
         click.echo(f"helius suite: {len(runs)} {kind} from {experiments_dir}")
         result = run_suite(runs, options)

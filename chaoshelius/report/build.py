@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from chaoshelius.report import kpis as kpi_mod
+from chaoshelius.report import score as score_mod
 from chaoshelius.report.exceptions import PrometheusUnavailable, RunDirectoryError
 from chaoshelius.report.journal import read_journal, windows_from_file
 from chaoshelius.report.locust import history_series, read_locust
@@ -44,6 +45,7 @@ META_FILE = "meta.json"
 SERIES_FILE = "series.json"
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
+SAFEGUARD_FILE = "safeguard.json"  # written by chaoshelius.controls.safeguards when it trips
 MARGIN_S = 15.0  # charts start a little before the run and end a little after it
 
 _LINKED_FILES = (
@@ -52,6 +54,7 @@ _LINKED_FILES = (
     ("locust_failures.csv", "Locust failures"),
     ("locust_stats_history.csv", "Locust stats history"),
     (WINDOWS_FILE, "fault windows"),
+    (SAFEGUARD_FILE, "safeguard that stopped the run"),
     (SERIES_FILE, "Prometheus series"),
     (SUMMARY_FILE, "summary"),
 )
@@ -134,6 +137,13 @@ def load_run(
         verdict, reason = Verdict.INTERRUPTED, f"No usable journal: {journal_problem}."
     else:
         verdict, reason = view.verdict, view.reason
+    if verdict is Verdict.INTERRUPTED and view.status in ("interrupted", "aborted"):
+        tripped = _safeguard(path, view.started_at, warnings)
+        if tripped is not None:
+            verdict, reason = Verdict.ABORTED, f"{tripped} {reason}"
+    experiment = journal.get("experiment") if isinstance(journal, Mapping) else None
+    weights = score_mod.probe_weights(experiment if isinstance(experiment, Mapping) else {})
+    score = score_mod.compute_score(view.hypothesis, verdict, weights)
     summary = RunSummary(
         run_id=path.name,
         experiment_key=meta.experiment or slugify(view.title),
@@ -158,6 +168,8 @@ def load_run(
         expected_failing_probes=meta.expected_failing_probes,
         failing_probes=view.failing_probes,
         prometheus_error=prometheus_error,
+        resilience_score=score.value,
+        score_detail=score.detail,
     )
     links = tuple(Link(label, name) for name, label in _LINKED_FILES if (path / name).is_file())
     fetched = series_doc.get("fetched_at") if series_doc else None
@@ -193,6 +205,7 @@ class IndexResult:
 def build_index(reports_dir: str | Path = "reports", suite_id: str | None = None) -> IndexResult:
     """Write `index.html` and `junit.xml` in `reports_dir` from every `runs/*/summary.json`.
 
+    Raises RunDirectoryError (and creates nothing) when `reports_dir` holds no run summary.
     The current suite is the runs whose `suite_id` matches (when given), else the latest run
     of each experiment and variant (by start time). Older runs make the history and KPI trends.
     """
@@ -200,6 +213,11 @@ def build_index(reports_dir: str | Path = "reports", suite_id: str | None = None
     from chaoshelius.report.render import render_index
 
     root = Path(reports_dir)
+    if not any(root.glob(f"runs/*/{SUMMARY_FILE}")):
+        raise RunDirectoryError(
+            f"{root}: no runs to index (no runs/*/{SUMMARY_FILE}); "
+            "run `chaoshelius suite run` or `chaoshelius report build RUN_DIR` first"
+        )
     summaries, problems = read_summaries(root)
     history: dict[str, list[RunSummary]] = {}
     for summary in summaries:  # a negative control's history is not its experiment's
@@ -214,7 +232,6 @@ def build_index(reports_dir: str | Path = "reports", suite_id: str | None = None
         if runs:
             current.append(runs[-1])
     frozen = {k: tuple(v) for k, v in history.items()}
-    root.mkdir(parents=True, exist_ok=True)
     index_path = root / "index.html"
     index_path.write_text(
         render_index(current, frozen, problems, generated_at=time.time()), encoding="utf-8"
@@ -320,6 +337,27 @@ def _series_window(s: Series, start: float, end: float | None, n: int) -> FaultW
         started_at=start,
         ended_at=end,
         source="prometheus",
+    )
+
+
+def _safeguard(path: Path, run_start: float | None, warnings: list[str]) -> str | None:
+    """The sentence about the safeguard that stopped the run, when `safeguard.json` says one
+    tripped (the control writes it before it interrupts `chaos run`)."""
+    data, problem = _load_json(path / SAFEGUARD_FILE)
+    if problem and (path / SAFEGUARD_FILE).exists():
+        warnings.append(problem)
+    if not isinstance(data, Mapping) or not data.get("tripped_at"):
+        return None
+    at = data.get("tripped_at")
+    when = (
+        f" at +{float(at) - run_start:.0f} s"
+        if isinstance(at, int | float) and run_start is not None
+        else ""
+    )
+    return (
+        f"Aborted by the safeguard '{data.get('name') or 'safeguard'}'{when}: "
+        + str(data.get("reason") or "a stop condition was met").rstrip(".")
+        + "; the method was stopped and the rollbacks played."
     )
 
 

@@ -8,8 +8,8 @@ time axis and shades the fault windows.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from chaoshelius.report.model import FaultWindow, Point, Series, TimelineEvent
@@ -21,7 +21,17 @@ TOP = 10
 LINE_HEIGHT = 190
 ROW_HEIGHT = 18
 AXIS_HEIGHT = 22
-PALETTE = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#be185d", "#4d7c0f")
+# Okabe & Ito's colour-blind-safe palette; green means good and vermillion bad everywhere
+BLACK = "#000000"
+ORANGE = "#E69F00"
+SKY = "#56B4E9"
+GREEN = "#009E73"
+YELLOW = "#F0E442"
+BLUE = "#0072B2"
+VERMILLION = "#D55E00"
+PURPLE = "#CC79A7"
+GREY = "#d1d5db"
+PALETTE = (BLUE, ORANGE, SKY, PURPLE, GREEN, VERMILLION, BLACK, YELLOW)
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,29 @@ class Tick:
 
 
 @dataclass(frozen=True)
+class Rule:
+    """A limit drawn on a chart: an SLO threshold (horizontal) or a deadline (vertical)."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    label: str
+    label_x: float
+    label_y: float
+    anchor: str  # SVG text-anchor of the label
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A probe's limit to draw: `value` on the y axis ("h") or a time on the x axis ("v")."""
+
+    orientation: str  # "h" or "v"
+    value: float
+    label: str
+
+
+@dataclass(frozen=True)
 class ChartView:
     """Everything the template needs to draw one chart."""
 
@@ -71,6 +104,7 @@ class ChartView:
     empty_message: str | None
     queries: tuple[str, ...]
     unit: str
+    rules: tuple[Rule, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -108,10 +142,15 @@ def line_chart(
     y_min: float | None = None,
     y_max: float | None = None,
     empty_message: str = "no data",
+    colors: Mapping[str, str] | None = None,
+    limits: Sequence[Limit] = (),
 ) -> ChartView:
-    """Lines over time; `series` pairs each Series with `dashed`."""
+    """Lines over time; `series` pairs each Series with `dashed`; `colors` by series label;
+    `limits` are drawn as dashed rules with their label (the y range includes them)."""
     plot_h = LINE_HEIGHT - TOP - AXIS_HEIGHT
     values = [p.v for s, _ in series for p in s.points if axis.start <= p.t <= axis.end]
+    if values:
+        values += [lim.value for lim in limits if lim.orientation == "h"]
     lo = y_min if y_min is not None else (min(values) if values else 0.0)
     hi = y_max if y_max is not None else (max(values) if values else 1.0)
     if values and y_min is not None:
@@ -134,7 +173,8 @@ def line_chart(
             f"{axis.x(p.t):.1f},{y(p.v):.1f}"
             for i, p in enumerate(pts)
         )
-        paths.append(Path(d, PALETTE[index % len(PALETTE)], s.label, dashed))
+        color = (colors or {}).get(s.label) or PALETTE[index % len(PALETTE)]
+        paths.append(Path(d, color, s.label, dashed))
     y_step = _nice_step((hi - lo) / 4)
     y_ticks: list[Tick] = []
     v = math.ceil(lo / y_step) * y_step
@@ -161,6 +201,7 @@ def line_chart(
         empty_message=None if paths else empty_message,
         queries=tuple(queries),
         unit=unit,
+        rules=_rules(axis, limits, TOP, plot_h, y if paths else None),
     )
 
 
@@ -172,11 +213,13 @@ def state_chart(
     windows: Sequence[FaultWindow],
     *,
     on_color: str,
-    off_color: str = "#d1d5db",
+    off_color: str = GREY,
     queries: Sequence[str] = (),
     empty_message: str = "no data",
+    limits: Sequence[Limit] = (),
 ) -> ChartView:
-    """One row per series: a coloured bar while the value is >= 1, grey while 0."""
+    """One row per series: a coloured bar while the value is >= 1, grey while 0; `limits`
+    (vertical only) mark deadlines."""
     rows = [s for s in series if any(axis.start <= p.t <= axis.end for p in s.points)]
     plot_h = max(len(rows), 1) * ROW_HEIGHT
     bars: list[Bar] = []
@@ -192,9 +235,10 @@ def state_chart(
             x0, x1 = axis.x(p.t), axis.x(nxt)
             title_text = f"{s.label}: {p.v:g}"
             bars.append(Bar(x0, y, max(x1 - x0, 0.8), ROW_HEIGHT - 6, color, title_text))
-    return _states_view(
+    view = _states_view(
         key, title, axis, windows, plot_h, bars, labels, queries, None if rows else empty_message
     )
+    return replace(view, rules=_rules(axis, limits, TOP, plot_h, None))
 
 
 def timeline_chart(
@@ -205,14 +249,14 @@ def timeline_chart(
     plot_h = max(len(rows), 1) * ROW_HEIGHT
     bars: list[Bar] = []
     labels: list[Tick] = []
-    colors = {"method": "#2563eb", "rollback": "#9333ea"}
+    colors = {"method": BLUE, "rollback": PURPLE}
     for row, e in enumerate(rows):
         assert e.started_at is not None  # noqa: S101  narrows for mypy: rows are started events
         end = e.ended_at if e.ended_at is not None else axis.end
         x0, x1 = axis.x(e.started_at), axis.x(end)
-        color = "#dc2626" if e.status == "failed" else colors.get(e.section, "#6b7280")
+        color = VERMILLION if e.status == "failed" else colors.get(e.section, "#6b7280")
         y = TOP + row * ROW_HEIGHT + 3
-        title = f"{e.section} {e.activity_type} {e.name}: {e.status}, {end - e.started_at:.3f} s"
+        title = f"{e.section} {e.activity_type} {e.name}: {e.status}, {end - e.started_at:.1f} s"
         bars.append(Bar(x0, y, max(x1 - x0, 2.0), ROW_HEIGHT - 6, color, title))
         prefix = "↺ " if e.section == "rollback" else ""
         labels.append(Tick(TOP + row * ROW_HEIGHT + ROW_HEIGHT / 2 + 4, prefix + e.name))
@@ -250,12 +294,12 @@ def sparkline(values: Sequence[float | None], width: int = 120, height: int = 28
 
 
 def format_number(value: float, unit: str = "") -> str:
-    """Axis labels: short but never rounded to an integer when the value is not one."""
+    """Axis labels: short, with the unit."""
     if unit == "ratio":
         return f"{value * 100:.4g} %"
     if unit == "s":
-        return f"{value * 1000:.4g} ms" if abs(value) < 1 else f"{value:.4g} s"
-    return f"{value:.4g}"
+        return f"{value * 1000:.3g} ms" if abs(value) < 1 else f"{value:.3g} s"
+    return f"{value:.3g}"
 
 
 def utc(t: float) -> str:
@@ -296,13 +340,34 @@ def _states_view(
     )
 
 
+def _rules(
+    axis: TimeAxis,
+    limits: Sequence[Limit],
+    top: float,
+    height: float,
+    y: Callable[[float], float] | None,
+) -> tuple[Rule, ...]:
+    rules: list[Rule] = []
+    x0, x1 = LEFT, WIDTH - RIGHT
+    for lim in limits:
+        if lim.orientation == "h" and y is not None:
+            pos = y(lim.value)
+            rules.append(Rule(x0, pos, x1, pos, lim.label, x1 - 4, pos - 4, "end"))
+        elif lim.orientation == "v" and axis.start <= lim.value <= axis.end:
+            pos = axis.x(lim.value)
+            anchor = "end" if pos > (x0 + x1) / 2 else "start"
+            label_x = pos - 4 if anchor == "end" else pos + 4
+            rules.append(Rule(pos, top, pos, top + height, lim.label, label_x, top + 10, anchor))
+    return tuple(rules)
+
+
 def _shades(
     axis: TimeAxis, windows: Sequence[FaultWindow], top: float, height: float
 ) -> tuple[Bar, ...]:
     shades: list[Bar] = []
     for w in windows:
         x0, x1 = axis.x(w.started_at), axis.x(w.end_or(axis.end))
-        end = "open" if w.ended_at is None else f"{w.ended_at - w.started_at:.3f} s"
+        end = "open" if w.ended_at is None else f"{w.ended_at - w.started_at:.1f} s"
         shades.append(
             Bar(x0, top, max(x1 - x0, 1.0), height, "#fde68a", f"{w.kind} {w.target} ({end})")
         )

@@ -23,6 +23,7 @@ from chaoshelius.report.model import (
     TimelineEvent,
     Verdict,
 )
+from chaoshelius.report.units import describe_limits, format_quantity
 
 _OUTPUT_EXCERPT_CHARS = 300
 
@@ -45,6 +46,7 @@ class JournalView:
     timeline: tuple[TimelineEvent, ...]
     windows: tuple[FaultWindow, ...]
     warnings: tuple[str, ...]
+    dry: str | None = None  # `chaos run --dry <what>`: nothing really ran
     # every probe that failed after the method (chaoshelius.slo.judge_all judges them all)
     failing_probes: tuple[str, ...] = ()
 
@@ -88,15 +90,24 @@ def read_journal(journal: Mapping[str, Any]) -> JournalView:
     windows = windows_from_journal(journal)
     status = journal.get("status")
     deviated = bool(journal.get("deviated"))
-    verdict, reason, failing = _verdict(
-        status if isinstance(status, str) else None,
-        deviated,
-        before,
-        during,
-        after,
-        timeline,
-        states,
-    )
+    dry = experiment.get("dry")
+    if dry:
+        verdict, reason, failing = (
+            Verdict.NOT_JUDGED,
+            f"Dry run (--dry {dry}): the activities did not really run, so nothing is judged.",
+            None,
+        )
+    else:
+        verdict, reason, failing = _verdict(
+            status if isinstance(status, str) else None,
+            deviated,
+            before,
+            during,
+            after,
+            timeline,
+            states,
+            first_fault_at=min((w.started_at for w in windows), default=None),
+        )
     warnings = tuple(
         f"{e.section} {e.activity_type} '{e.name}' failed: {e.exception or 'no detail'}"
         for e in timeline
@@ -104,6 +115,7 @@ def read_journal(journal: Mapping[str, Any]) -> JournalView:
     )
     return JournalView(
         title=str(experiment.get("title") or "untitled experiment"),
+        dry=str(dry) if dry else None,
         description=_opt_str(experiment.get("description")),
         hypothesis_title=_opt_str(hypo.get("title")),
         status=status if isinstance(status, str) else None,
@@ -127,8 +139,10 @@ def probe_from_run(run: Mapping[str, Any], phase: Phase) -> ProbeResult:
     output = run.get("output")
     met_raw = run.get("tolerance_met")
     met = met_raw if isinstance(met_raw, bool) else None
+    func = _mapping(activity.get("provider")).get("func")
     common: dict[str, Any] = {
         "name": str(activity.get("name", "?")),
+        "func": func if isinstance(func, str) else None,
         "phase": phase,
         "met": met,
         "status": str(run.get("status") or "unknown"),
@@ -140,15 +154,35 @@ def probe_from_run(run: Mapping[str, Any], phase: Phase) -> ProbeResult:
     if isinstance(output, Mapping) and "ok" in output and "value" in output:
         value = output.get("value")
         threshold = output.get("threshold")
+        limits = dict(threshold) if isinstance(threshold, Mapping) else None
         return ProbeResult(
             **common,
             value=_finite_or_none(value),
             threshold=_threshold_text(threshold),
+            limits=limits,
+            unit=value_unit(limits),
             query=_opt_str(output.get("query")),
             description=_opt_str(output.get("description")),
             structured=True,
         )
     return ProbeResult(**common)
+
+
+# a limit's key says the unit of the probe's value (chaoshelius.slo.probes names them this way)
+_UNIT_BY_LIMIT = (
+    ("min_ratio", "%"),
+    ("max_ratio", "x"),
+    ("seconds", "s"),
+    ("within_seconds", "s"),
+)
+
+
+def value_unit(limits: Mapping[str, Any] | None) -> str:
+    """The unit of an SLO probe's `value`, from the names of its limits ("" for a count)."""
+    for key, unit in _UNIT_BY_LIMIT:
+        if limits and key in limits:
+            return unit
+    return ""
 
 
 def windows_from_journal(journal: Mapping[str, Any]) -> tuple[FaultWindow, ...]:
@@ -229,8 +263,9 @@ def _threshold_text(threshold: Any) -> float | str | None:
 def describe_probe(probe: ProbeResult) -> str:
     """A short sentence about one probe result: name, measured value and threshold."""
     if probe.structured:
-        value = "no data" if probe.value is None else format(probe.value, ".6g")
-        sentence = f"'{probe.name}' measured {value} against threshold {probe.threshold}"
+        value = "no data" if probe.value is None else format_quantity(probe.value, probe.unit)
+        limit = describe_limits(probe.limits) if probe.limits else probe.threshold
+        sentence = f"'{probe.name}' measured {value} against the limit {limit}"
         return sentence + (f" ({probe.description})" if probe.description else "")
     if probe.exception:
         return f"'{probe.name}' raised: {probe.exception}"
@@ -245,17 +280,37 @@ def _verdict(
     after: Sequence[ProbeResult],
     timeline: Sequence[TimelineEvent],
     states: Mapping[str, Any],
+    first_fault_at: float | None = None,
 ) -> tuple[Verdict, str, str | None]:
     failed_after = next((p for p in after if p.met is False), None)
     failed_during = next((p for p in during if p.met is False), None)
     failed_before = next((p for p in before if p.met is False), None)
     method = [e for e in timeline if e.section == "method"]
+    # an action that failed before any fault window opened: the fault may never have happened
+    failed_fault = next(
+        (
+            e
+            for e in method
+            if e.activity_type == "action"
+            and e.status == "failed"
+            and (first_fault_at is None or (e.started_at or 0.0) <= first_fault_at)
+        ),
+        None,
+    )
     if status in ("interrupted", "aborted"):
         last = next((e for e in reversed(method) if e.status != "not run"), None)
         where = f" during or after '{last.name}'" if last else " before the method ran"
         rollbacks = [e for e in timeline if e.section == "rollback"]
         rb = f"; {len(rollbacks)} rollback(s) ran" if rollbacks else "; no rollback ran"
         return Verdict.INTERRUPTED, f"The run was {status}{where}{rb}.", None
+    if failed_before is None and failed_fault is not None:
+        return (
+            Verdict.NOT_JUDGED,
+            f"The fault action '{failed_fault.name}' failed "
+            f"({failed_fault.exception or 'no detail'}) before any fault window was recorded: "
+            "the fault may not have happened, so nothing is judged.",
+            None,
+        )
     if deviated or failed_after is not None or failed_during is not None:
         probe = failed_after or failed_during
         if probe is not None:

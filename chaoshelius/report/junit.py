@@ -14,9 +14,11 @@ def junit_tree(summaries: Sequence[RunSummary], suite_name: str = "helius-chaos"
 
     A run whose verdict is its expected one passes (a negative control expects `deviated`).
     Otherwise a deviated / passed-but-expected-to-deviate run is a <failure>, and an
-    interrupted or failed run is an <error>.
+    interrupted or failed run is an <error>, an aborted one (a safeguard stopped it) a
+    <failure type="aborted">, and a run that was not judged (dry, fault never happened) is
+    <skipped> (and not as expected: the suite still exits 1, nothing was proven).
     """
-    failures = errors = 0
+    failures = errors = skipped = 0
     suite = ET.Element("testsuite", name=suite_name)
     total_time = 0.0
     for s in summaries:
@@ -31,7 +33,13 @@ def junit_tree(summaries: Sequence[RunSummary], suite_name: str = "helius-chaos"
         total_time += s.duration_s or 0.0
         detail = f"run {s.run_id}: verdict {s.verdict}, expected {s.expected_verdict}. {s.reason}"
         if not s.as_expected:
-            if s.verdict in (Verdict.INTERRUPTED, Verdict.FAILED):
+            if s.verdict is Verdict.NOT_JUDGED:  # a dry run, a fault that never happened
+                skipped += 1
+                element = ET.SubElement(case, "skipped", message=f"not judged: {s.reason}")
+            elif s.verdict is Verdict.ABORTED:  # a stop condition: users hurt beyond a limit
+                failures += 1
+                element = ET.SubElement(case, "failure", type="aborted", message=s.reason)
+            elif s.verdict in (Verdict.INTERRUPTED, Verdict.FAILED):
                 errors += 1
                 element = ET.SubElement(case, "error", type=str(s.verdict), message=s.reason)
             else:
@@ -50,18 +58,22 @@ def junit_tree(summaries: Sequence[RunSummary], suite_name: str = "helius-chaos"
         out = ET.SubElement(case, "system-out")
         out.text = (
             detail
+            + f"\nResilience score: {s.resilience_score}"
+            + (f" ({s.score_detail})" if s.score_detail else "")
             + "\nKPIs: "
             + ", ".join(f"{k}={v}" for k, v in s.kpis.as_dict().items() if k != "notes")
         )
     suite.set("tests", str(len(summaries)))
     suite.set("failures", str(failures))
     suite.set("errors", str(errors))
+    suite.set("skipped", str(skipped))
     suite.set("time", f"{total_time:.3f}")
     root = ET.Element(
         "testsuites",
         tests=str(len(summaries)),
         failures=str(failures),
         errors=str(errors),
+        skipped=str(skipped),
         time=f"{total_time:.3f}",
     )
     root.append(suite)

@@ -12,8 +12,11 @@ Definitions (also in docs/reports.md):
   first refresh, is recovery, not fallback).
 - time to recover: span end -> first sample from which, to the end of the run, no pod is in
   fallback, no fault is active and the per-step client success ratio is >= RECOVERED_RATIO.
-- worst p99: highest client-side p99 latency (seconds) between run start and end; the
-  server-side p99 when the client has none.
+- worst p99: highest client-side p99 latency (seconds) from the fault span's start to the end
+  of the recovery (span end + time to recover; the run's end when it did not recover); the
+  server-side p99 when the client has none. Locust's warm-up before the fault is left out: it
+  measures the load generator starting, not the fault. Not measured without a fault window.
+- load during the fault: client requests counted in the span / the span's length (req/s).
 - p99 before / during the fault: the client-side rolling p99 at the span's start (its rate
   window covers the seconds before the fault, like `latency_p99_ratio`'s baseline), and the
   highest within the span (their ratio says how much the fault slowed what users saw).
@@ -26,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from chaoshelius.report.model import FaultWindow, Kpis, Point, Series
 
 RECOVERED_RATIO = 0.99
+NEVER_FELL_BACK = "the fallback gauge never reached 1 during the fault"
 
 
 def fault_span(windows: Sequence[FaultWindow], run_end: float | None) -> tuple[float, float] | None:
@@ -48,17 +52,9 @@ def compute_kpis(
     requests = series.get("client_requests", ())
     fallback = series.get("fallback", ())
 
-    worst = _max_between(series.get("client_latency_p99", ()), run_start, run_end)
-    if worst is None:
-        worst = _max_between(series.get("server_latency_p99", ()), run_start, run_end)
-        if worst is not None:
-            notes.append("worst p99 is server-side: no client latency series")
-        else:
-            notes.append("no latency data for the worst p99")
-
     if span is None:
-        notes.append("no fault window recorded: fault KPIs not measured")
-        return Kpis(worst_p99_s=worst, notes=tuple(notes))
+        notes.append("no fault window recorded: fault KPIs (and the worst p99) not measured")
+        return Kpis(notes=tuple(notes))
     start, end = span
 
     availability: float | None = None
@@ -82,7 +78,7 @@ def compute_kpis(
     else:
         first = _first_at_least(fallback, 1.0, start, end)
         if first is None:
-            notes.append("the fallback gauge never reached 1 during the fault")
+            notes.append(NEVER_FELL_BACK)
         else:
             to_fallback = max(0.0, first - start)
 
@@ -94,16 +90,28 @@ def compute_kpis(
     to_recover, note = time_to_recover(series, end, run_end)
     if note:
         notes.append(note)
+    until = end + to_recover if to_recover is not None else run_end
+    worst = _max_between(p99, start, until)
+    if worst is None:
+        worst = _max_between(series.get("server_latency_p99", ()), start, until)
+        if worst is not None:
+            notes.append("worst p99 is server-side: no client latency series")
+        else:
+            notes.append("no latency data for the worst p99")
+    duration = end - start
+    rps = counted / duration if counted is not None and duration > 0 else None
     return Kpis(
         availability_during_fault=availability,
         requests_during_fault=counted,
         time_to_fallback_s=to_fallback,
         time_to_recover_s=to_recover,
         worst_p99_s=worst,
-        fault_duration_s=end - start,
+        fault_duration_s=duration,
         notes=tuple(notes),
         p99_before_fault_s=p99_before,
         p99_during_fault_s=p99_during,
+        load_rps_during_fault=rps,
+        worst_p99_until_s=None if until is None else until - end,
     )
 
 

@@ -20,7 +20,9 @@ class Verdict(StrEnum):
     PASSED = "passed"  # completed, every hypothesis probe held
     DEVIATED = "deviated"  # completed, a hypothesis probe did not hold
     FAILED = "failed"  # the steady state was not met before the method, or an activity failed it
-    INTERRUPTED = "interrupted"  # interrupted / aborted (SIGTERM, control, safeguard, no journal)
+    INTERRUPTED = "interrupted"  # interrupted / aborted (SIGTERM, Ctrl-C, no journal)
+    ABORTED = "aborted"  # stopped by a safeguard (stop condition): users hurt beyond a limit
+    NOT_JUDGED = "not judged"  # dry run, or the fault never happened: nothing can be claimed
 
 
 class Phase(StrEnum):
@@ -53,6 +55,9 @@ class ProbeResult:
     exception: str | None = None
     started_at: float | None = None
     ended_at: float | None = None
+    func: str | None = None  # the python provider's function, e.g. "client_success_ratio"
+    limits: dict[str, Any] | None = None  # the probe's own `threshold`, as a dict of limits
+    unit: str = ""  # unit of `value` (report.units): "%", "s", "x" or "" (a count)
 
 
 @dataclass(frozen=True)
@@ -128,11 +133,13 @@ class Kpis:
     requests_during_fault: float | None = None  # client requests counted in the fault window
     time_to_fallback_s: float | None = None  # fault start -> first fallback gauge at 1
     time_to_recover_s: float | None = None  # fault end -> healthy again for the rest of the run
-    worst_p99_s: float | None = None  # highest client p99 latency over the run
+    worst_p99_s: float | None = None  # highest client p99 from the fault's start to recovery
     fault_duration_s: float | None = None
     notes: tuple[str, ...] = ()
-    p99_before_fault_s: float | None = None  # highest client p99 from run start to the fault
+    p99_before_fault_s: float | None = None  # the client's rolling p99 as the fault starts
     p99_during_fault_s: float | None = None  # highest client p99 during the fault span
+    load_rps_during_fault: float | None = None  # client requests/s during the fault span
+    worst_p99_until_s: float | None = None  # end of the worst-p99 span, s after the fault end
 
     @property
     def p99_ratio(self) -> float | None:
@@ -150,7 +157,33 @@ KPI_LABELS: dict[str, str] = {
     "availability_during_fault": "Availability during the fault",
     "time_to_fallback_s": "Time to fallback",
     "time_to_recover_s": "Time to recover",
-    "worst_p99_s": "Worst p99 latency",
+    "worst_p99_s": "Worst p99, fault + recovery",
+    "load_rps_during_fault": "Load during the fault",
+}
+
+# how a KPI is shown: one unit per KPI, everywhere (run report, index columns, suite line)
+KPI_UNITS: dict[str, str] = {
+    "availability_during_fault": "%",
+    "time_to_fallback_s": "s",
+    "time_to_recover_s": "s",
+    "worst_p99_s": "ms",
+    "load_rps_during_fault": "req/s",
+    "fault_duration_s": "s",
+    "requests_during_fault": "",
+    "p99_before_fault_s": "ms",
+    "p99_during_fault_s": "ms",
+}
+
+# which clock each KPI reads: shown under it, so two numbers are never compared across clocks
+KPI_CLOCKS: dict[str, str] = {
+    "availability_during_fault": "successful / all client requests between the fault's start "
+    "and end",
+    "time_to_fallback_s": "from the fault's start to the first pod in fallback",
+    "time_to_recover_s": "from the fault's end until no pod is in fallback, no fault is active "
+    "and client success is at least 99 % for the rest of the run",
+    "worst_p99_s": "highest client p99 from the fault's start to the end of the recovery "
+    "(Locust's warm-up before the fault is left out)",
+    "load_rps_during_fault": "client requests completed per second during the fault",
 }
 
 
@@ -226,6 +259,8 @@ class RunSummary:
     prometheus_error: str | None = None
     schema_version: int = SUMMARY_SCHEMA_VERSION
     expected_failing_probe: str | None = None
+    resilience_score: float | None = None  # 0..100, weighted by probe; None: not judged
+    score_detail: str | None = None  # how the score was made, shown next to it
     expected_failing_probes: tuple[str, ...] = ()
     failing_probes: tuple[str, ...] = ()
 
@@ -273,6 +308,8 @@ class RunSummary:
             prometheus_error=data.get("prometheus_error"),
             schema_version=int(data.get("schema_version") or SUMMARY_SCHEMA_VERSION),
             expected_failing_probe=data.get("expected_failing_probe"),
+            resilience_score=_opt_float(data.get("resilience_score")),
+            score_detail=data.get("score_detail"),
             expected_failing_probes=tuple(data.get("expected_failing_probes") or ()),
             failing_probes=tuple(data.get("failing_probes") or ()),
         )

@@ -5,13 +5,21 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jinja2
 
 from chaoshelius.report.charts import (
+    BLACK,
+    BLUE,
+    GREEN,
+    ORANGE,
+    PURPLE,
+    SKY,
+    VERMILLION,
     ChartView,
+    Limit,
     TimeAxis,
     format_number,
     line_chart,
@@ -20,19 +28,38 @@ from chaoshelius.report.charts import (
     timeline_chart,
     utc,
 )
-from chaoshelius.report.kpis import RECOVERED_RATIO
-from chaoshelius.report.model import KPI_LABELS, RunReport, RunSummary, Series, SeriesSet
+from chaoshelius.report.kpis import NEVER_FELL_BACK, RECOVERED_RATIO
+from chaoshelius.report.model import (
+    KPI_CLOCKS,
+    KPI_LABELS,
+    KPI_UNITS,
+    ProbeResult,
+    RunReport,
+    RunSummary,
+    Series,
+    SeriesSet,
+)
+from chaoshelius.report.units import describe_limits, format_quantity, format_seconds
 
-KPI_UNITS = {
-    "availability_during_fault": "ratio",
-    "time_to_fallback_s": "s",
-    "time_to_recover_s": "s",
-    "worst_p99_s": "s",
-    "fault_duration_s": "s",
-    "requests_during_fault": "",
-    "p99_before_fault_s": "s",
-    "p99_during_fault_s": "s",
+AXIS_END_MARGIN_S = 10.0  # the charts start at the run's start and end a little after it
+
+# which hypothesis probes (by provider function) judge the same thing as a KPI
+KPI_PROBES: dict[str, tuple[str, ...]] = {
+    "availability_during_fault": ("client_success_ratio",),
+    "time_to_fallback_s": ("fallback_engaged_within",),
+    "time_to_recover_s": ("fallback_cleared_within", "replicas_recovered_within"),
+    "worst_p99_s": ("latency_p99_ratio",),
 }
+
+OUTCOME_COLORS = {"success": GREEN, "failure": VERMILLION}
+LATENCY_COLORS = {"p50": SKY, "p95": ORANGE, "p99": PURPLE, "server p99": BLACK}
+
+SCORE_EXPLAINED = (
+    "Resilience score: the share of the steady-state hypothesis's probes that held after the "
+    "method, weighted by probe (weight 1 unless the experiment's `chaoshelius` extension sets "
+    "`probe_weights`), like Litmus' resilience score. A probe that measured no data, raised or "
+    "never ran counts as failed: missing data never counts as a pass."
+)
 
 
 def environment() -> jinja2.Environment:
@@ -45,43 +72,183 @@ def environment() -> jinja2.Environment:
     )
     env.filters["value"] = format_value
     env.filters["kpi"] = format_kpi
+    env.filters["kpi_number"] = lambda v, key: format_quantity(
+        v, KPI_UNITS.get(key, ""), with_unit=False
+    )
     env.filters["utc"] = lambda t: "" if t is None else utc(float(t))
     env.filters["tojson_pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True, default=str)
     env.filters["num"] = lambda v, unit="": format_number(float(v), unit)
+    env.filters["seconds"] = format_seconds
+    env.filters["ms"] = lambda v: "—" if v is None else format_quantity(float(v) / 1000, "ms")
+    env.filters["rps"] = lambda v: "—" if v is None else format_quantity(float(v), "req/s")
+    env.filters["probe_value"] = format_probe_value
+    env.filters["limits"] = format_limits
+    env.filters["score"] = format_score
     return env
 
 
 def format_value(value: Any) -> str:
-    """A measured value as measured: no rounding to an integer, full float precision kept."""
+    """A raw value (booleans, strings, numbers) for the places that show one as it is."""
     if value is None:
         return "—"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else str(value)
+        return f"{value:.6g}" if math.isfinite(value) else str(value)
     return str(value)
 
 
-def format_kpi(value: float | None, key: str) -> str:
-    """KPI display: ratio as a percentage, durations in s (or ms), never integer-rounded."""
+def format_kpi(value: float | None, key: str, notes: Sequence[str] = ()) -> str:
+    """A KPI rounded, in its one unit (model.KPI_UNITS): %, s, ms or req/s."""
     if value is None:
+        if key == "time_to_fallback_s" and any(NEVER_FELL_BACK in n for n in notes):
+            return "never (no pod fell back)"
         return "not measured"
-    unit = KPI_UNITS.get(key, "")
-    if unit == "ratio":
-        return f"{value * 100:.6g} %"
-    if unit == "s":
-        return f"{value * 1000:.6g} ms" if abs(value) < 1 else f"{value:.6g} s"
-    return f"{value:.6g}"
+    return format_quantity(value, KPI_UNITS.get(key, ""))
+
+
+def format_score(value: float | None) -> str:
+    return "not judged" if value is None else f"{value:.0f}"
+
+
+def format_probe_value(probe: ProbeResult) -> str:
+    if probe.value is None:
+        return "no data"
+    return format_quantity(probe.value, probe.unit)
+
+
+def format_limits(probe: ProbeResult) -> str:
+    """A probe's own threshold in words with units, e.g. `success ≥ 99 %, ≥ 20 requests`."""
+    if not probe.limits:
+        return "—" if probe.threshold is None else format_value(probe.threshold)
+    return describe_limits(probe.limits)
+
+
+@dataclass(frozen=True)
+class KpiCard:
+    key: str
+    label: str
+    value: str
+    raw: float | None
+    clock: str
+    judged_by: str | None  # the hypothesis probe that judges the same thing, with its limit
+
+
+def kpi_cards(report: RunReport) -> tuple[KpiCard, ...]:
+    kpis = report.summary.kpis
+    cards: list[KpiCard] = []
+    for key, label in KPI_LABELS.items():
+        raw = getattr(kpis, key)
+        cards.append(
+            KpiCard(
+                key,
+                label,
+                format_kpi(raw, key, kpis.notes),
+                raw,
+                KPI_CLOCKS[key],
+                _judged_by(report, key),
+            )
+        )
+    return tuple(cards)
+
+
+def _judged_by(report: RunReport, key: str) -> str | None:
+    funcs = KPI_PROBES.get(key, ())
+    for row in report.hypothesis:
+        probe = row.after
+        if probe is None or not probe.structured or probe.func not in funcs:
+            continue
+        state = "held" if probe.met else "did not hold"
+        clock = ""
+        if probe.func == "fallback_cleared_within":
+            app = (probe.limits or {}).get("after_app_back")
+            clock = f", clock from {app} back up" if app else ", clock from the fault's end"
+        elif probe.func == "fallback_engaged_within":
+            clock = ", clock from the fault's start"
+        return (
+            f"probe '{row.name}': {format_probe_value(probe)} ({format_limits(probe)}{clock}): "
+            f"{state}"
+        )
+    return None
+
+
+def slo_limits(report: RunReport) -> dict[str, list[Limit]]:
+    """The hypothesis probes' own thresholds, as rules on the charts they concern."""
+    limits: dict[str, list[Limit]] = {}
+    for row in report.hypothesis:
+        probe = row.after
+        if probe is None or not probe.structured or not probe.limits:
+            continue
+        lim = probe.limits
+        output: Mapping[str, Any] = (
+            probe.raw_output if isinstance(probe.raw_output, Mapping) else {}
+        )
+        raw_window = output.get("window")
+        window: Mapping[str, Any] = raw_window if isinstance(raw_window, Mapping) else {}
+        start, end = _num(window.get("started_at")), _num(window.get("ended_at"))
+        if probe.func == "client_success_ratio" and _num(lim.get("min_ratio")) is not None:
+            ratio = float(lim["min_ratio"])
+            label = f"SLO: success ≥ {format_quantity(ratio, '%')} ({row.name})"
+            limits.setdefault("success_ratio", []).append(Limit("h", ratio, label))
+        elif probe.func == "latency_p99_ratio":
+            before = _num(output.get("p99_before_seconds"))
+            max_ratio, floor = _num(lim.get("max_ratio")), _num(lim.get("floor_seconds"))
+            if before is not None and max_ratio is not None:
+                value = max(max_ratio * before, floor or 0.0)
+                label = f"p99 limit {format_quantity(value, 'ms')} ({row.name})"
+                limits.setdefault("latency", []).append(Limit("h", value, label))
+        elif probe.func == "fallback_engaged_within" and start is not None:
+            seconds = _num(lim.get("seconds"))
+            if seconds is not None:
+                label = f"fallback due by here ({row.name}: ≤ {seconds:g} s)"
+                limits.setdefault("fallback", []).append(Limit("v", start + seconds, label))
+        elif probe.func == "fallback_cleared_within" and end is not None:
+            seconds = _num(lim.get("seconds"))
+            back = _num(output.get("app_back_after_seconds")) or 0.0
+            if seconds is not None:
+                label = f"fallback must clear by here ({row.name}: ≤ {seconds:g} s)"
+                limits.setdefault("fallback", []).append(Limit("v", end + back + seconds, label))
+        elif probe.func == "alert_fired" and start is not None:
+            within = _num(lim.get("within_seconds"))
+            if within is not None:
+                label = f"alert due by here ({row.name}: ≤ {within:g} s)"
+                limits.setdefault("alerts", []).append(Limit("v", start + within, label))
+    return limits
+
+
+def firing_at_start(report: RunReport) -> tuple[str, ...]:
+    """Alerts already firing when the run started (left over from before it)."""
+    start = report.range_start
+    if start is None:
+        return ()
+    sets = {s.key: s for s in report.charts}
+    entry = sets.get("alerts")
+    names: list[str] = []
+    for s in entry.series if entry else ():
+        before = [p for p in s.points if p.t <= start]
+        # firing at the start: its last sample before the start is 1 and recent (a series that
+        # stopped a few steps earlier had resolved: Prometheus drops a resolved alert)
+        if before and before[-1].v >= 1.0 and start - before[-1].t <= 2 * _spacing(s):
+            names.append(s.label)
+    return tuple(names)
+
+
+def _spacing(series: Series) -> float:
+    times = [p.t for p in series.points]
+    deltas = sorted(b - a for a, b in zip(times, times[1:], strict=False))
+    return deltas[len(deltas) // 2] if deltas else 1.0
 
 
 def run_charts(report: RunReport) -> tuple[ChartView | None, tuple[ChartView, ...]]:
-    """The timeline and the metric charts of a run, on one shared time axis."""
+    """The timeline and the metric charts of a run, on one time axis from the run's start."""
     start, end = report.range_start, report.range_end
     if start is None or end is None:
         return None, ()
-    axis = TimeAxis(start - 10.0, end + 10.0, origin=start)
+    axis = TimeAxis(start, end + AXIS_END_MARGIN_S, origin=start)
     sets: Mapping[str, SeriesSet] = {s.key: s for s in report.charts}
     windows = report.windows
+    limits = slo_limits(report)
+    early = set(firing_at_start(report))
 
     def get(key: str) -> tuple[Series, ...]:
         entry = sets.get(key)
@@ -93,34 +260,41 @@ def run_charts(report: RunReport) -> tuple[ChartView | None, tuple[ChartView, ..
     def named(key: str, label: str) -> list[Series]:
         return [replace(s, label=label) for s in get(key)]
 
+    def status_color(label: str) -> str:
+        return {"2": GREEN, "4": ORANGE, "5": VERMILLION}.get(label[:1], BLUE)
+
     no_prom = (
         "no data"
         if report.summary.prometheus_error is None
         else "no data: " + (report.summary.prometheus_error)
     )
+    alerts = [replace(s, label=f"* {s.label}") if s.label in early else s for s in get("alerts")]
     charts = [
         line_chart(
             "success_ratio",
-            "Client success ratio",
+            "Client success ratio (SLO line: the hypothesis probe's own threshold)",
             axis,
-            [(s, False) for s in get("client_success_ratio")],
+            [(s, False) for s in named("client_success_ratio", "client success ratio")],
             windows,
             unit="ratio",
             y_min=min(0.95, RECOVERED_RATIO),
             y_max=1.0,
             queries=queries("client_success_ratio"),
             empty_message=no_prom,
+            colors={"client success ratio": BLUE},
+            limits=limits.get("success_ratio", ()),
         ),
         line_chart(
             "throughput",
-            "Client throughput by outcome (requests/s)",
+            "Client throughput by outcome (requests/s; green success, vermillion dashed failure)",
             axis,
-            [(s, False) for s in get("client_throughput")],
+            [(s, s.label == "failure") for s in get("client_throughput")],
             windows,
             unit="req/s",
             y_min=0.0,
             queries=queries("client_throughput"),
             empty_message=no_prom,
+            colors=OUTCOME_COLORS,
         ),
         line_chart(
             "latency",
@@ -142,51 +316,61 @@ def run_charts(report: RunReport) -> tuple[ChartView | None, tuple[ChartView, ..
                 "server_latency_p99",
             ),
             empty_message=no_prom,
+            colors=LATENCY_COLORS,
+            limits=limits.get("latency", ()),
         ),
         line_chart(
             "server_throughput",
-            "Server responses by status (requests/s)",
+            "Server responses by status (requests/s; 2xx green, 4xx orange, 5xx vermillion)",
             axis,
-            [(s, False) for s in get("server_throughput")],
+            [(s, s.label.startswith("5")) for s in get("server_throughput")],
             windows,
             unit="req/s",
             y_min=0.0,
             queries=queries("server_throughput"),
             empty_message=no_prom,
+            colors={s.label: status_color(s.label) for s in get("server_throughput")},
         ),
         state_chart(
             "fallback",
-            "Fallback mode per pod (amber: serving the fallback model)",
+            "Fallback mode per pod (orange: serving the fallback model)",
             axis,
             get("fallback"),
             windows,
-            on_color="#f59e0b",
+            on_color=ORANGE,
             queries=queries("fallback"),
             empty_message=no_prom,
+            limits=limits.get("fallback", ()),
         ),
         state_chart(
             "mlflow",
-            "MLflow up / ready per pod (green: up, red: down)",
+            "MLflow up / ready per pod (green: up, vermillion: down)",
             axis,
             [
                 *(replace(s, label=f"up {s.label}") for s in get("mlflow_up")),
                 *(replace(s, label=f"ready {s.label}") for s in get("mlflow_ready")),
             ],
             windows,
-            on_color="#16a34a",
-            off_color="#dc2626",
+            on_color=GREEN,
+            off_color=VERMILLION,
             queries=queries("mlflow_up", "mlflow_ready"),
             empty_message=no_prom,
         ),
         state_chart(
             "alerts",
-            "Alerts firing",
+            "Alerts firing"
+            + (
+                " (* already firing when the run started: left over from before it)"
+                if early
+                else ""
+            ),
             axis,
-            get("alerts"),
+            alerts,
             windows,
-            on_color="#dc2626",
+            on_color=VERMILLION,
             queries=queries("alerts"),
             empty_message="no alert fired" if report.summary.prometheus_error is None else no_prom,
+            limits=limits.get("alerts", ()),
         ),
         state_chart(
             "faults",
@@ -194,7 +378,7 @@ def run_charts(report: RunReport) -> tuple[ChartView | None, tuple[ChartView, ..
             axis,
             get("fault_active"),
             windows,
-            on_color="#b45309",
+            on_color=PURPLE,
             queries=queries("fault_active"),
             empty_message=no_prom,
         ),
@@ -205,16 +389,57 @@ def run_charts(report: RunReport) -> tuple[ChartView | None, tuple[ChartView, ..
 def render_run(report: RunReport) -> str:
     timeline, charts = run_charts(report)
     kpis = report.summary.kpis.as_dict()
+    early = firing_at_start(report)
+    warnings = list(report.warnings)
+    if early:
+        warnings.append(
+            f"Alert(s) already firing when the run started: {', '.join(early)}. They were left "
+            "over from before this run (e.g. the stack's start-up or an earlier experiment), "
+            "not caused by its fault."
+        )
     template = environment().get_template("run.html.j2")
     return template.render(
         r=report,
         s=report.summary,
         kpis=kpis,
-        kpi_labels=KPI_LABELS,
+        cards=kpi_cards(report),
+        warnings=warnings,
         timeline=timeline,
         charts=charts,
         recovered_ratio=RECOVERED_RATIO,
+        any_during=any(row.during for row in report.hypothesis),
+        score_explained=SCORE_EXPLAINED,
     )
+
+
+@dataclass(frozen=True)
+class Trend:
+    path: str  # sparkline `d`; "" when fewer than two values
+    low: str  # the scale: lowest and highest value shown, with the unit
+    high: str
+
+
+INDEX_COLUMNS: dict[str, tuple[str, str]] = {
+    # key -> (header, unit shown once in the header)
+    "resilience_score": ("Score", "/ 100"),
+    **{key: (label, KPI_UNITS[key]) for key, label in KPI_LABELS.items()},
+}
+
+
+def index_value(summary: RunSummary, key: str) -> float | None:
+    if key == "resilience_score":
+        return summary.resilience_score
+    value = getattr(summary.kpis, key)
+    return None if value is None else float(value)
+
+
+def index_cell(value: float | None, key: str) -> str:
+    """A number in the column's unit, without the unit (it is in the header)."""
+    if value is None:
+        return "—"
+    if key == "resilience_score":
+        return f"{value:.0f}"
+    return format_quantity(value, KPI_UNITS.get(key, ""), with_unit=False)
 
 
 def render_index(
@@ -224,17 +449,37 @@ def render_index(
     *,
     generated_at: float,
 ) -> str:
-    trends: dict[str, dict[str, str]] = {}
+    def columns(runs: Sequence[RunSummary]) -> list[str]:  # no column without a value
+        return [k for k in INDEX_COLUMNS if any(index_value(r, k) is not None for r in runs)]
+
+    trends: dict[str, dict[str, Trend]] = {}
     for key, runs in history.items():
-        trends[key] = {
-            name: sparkline([getattr(r.kpis, name) for r in runs]) for name in KPI_LABELS
-        }
+        trends[key] = {}
+        for name in INDEX_COLUMNS:
+            values = [index_value(r, name) for r in runs]
+            known = [v for v in values if v is not None]
+            trends[key][name] = Trend(
+                sparkline(values),
+                index_cell(min(known), name) if known else "",
+                index_cell(max(known), name) if known else "",
+            )
     template = environment().get_template("index.html.j2")
     return template.render(
         current=current,
         history=history,
         trends=trends,
         problems=problems,
-        kpi_labels=KPI_LABELS,
+        columns=INDEX_COLUMNS,
+        current_columns=columns(current),
+        history_columns={k: columns(v) for k, v in history.items()},
+        value_of=index_value,
+        cell=index_cell,
         generated_at=generated_at,
+        score_explained=SCORE_EXPLAINED,
     )
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None

@@ -5,7 +5,11 @@ from chaoshelius.suite.runner import (
     SuiteError,
     SuiteOptions,
     SuiteResult,
+    chaos_argv,
+    chaos_env,
+    chaos_run_args,
     plan,
+    progress_reporter,
     run_suite,
     summary_line,
 )
@@ -15,7 +19,11 @@ __all__ = [
     "SuiteError",
     "SuiteOptions",
     "SuiteResult",
+    "chaos_argv",
+    "chaos_env",
+    "chaos_run_args",
     "plan",
+    "progress_reporter",
     "run_suite",
     "summary_line",
 ]

@@ -32,20 +32,39 @@ from chaoshelius.negative import load_controls
 from chaoshelius.promapi import PromAPIError, PrometheusAPI
 from chaoshelius.report import build_index, build_run_report
 from chaoshelius.report.model import Kpis, RunSummary, Verdict
+from chaoshelius.report.units import format_quantity
 from chaoshelius.stack import lifecycle
 from chaoshelius.stack.config import StackConfig
 from chaoshelius.stack.state import StackPaths
+from chaoshelius.suite.progress import LogFollower, PhaseTracker, load_action_names
 from chaoshelius.topology import FALLBACK_GAUGE, App
 
 __all__ = [
+    "DRY_MODES",
+    "HYPOTHESIS_STRATEGIES",
     "PlannedRun",
     "SuiteError",
     "SuiteOptions",
     "SuiteResult",
+    "chaos_argv",
+    "chaos_env",
+    "chaos_run_args",
     "plan",
+    "progress_reporter",
     "run_suite",
     "summary_line",
 ]
+
+# `chaos run` choices (chaostoolkit 1.21: chaostoolkit/commands/run.py)
+DRY_MODES = ("probes", "actions", "activities", "pause")
+HYPOTHESIS_STRATEGIES = (
+    "default",
+    "before-method-only",
+    "after-method-only",
+    "during-method-only",
+    "continuously",
+)
+SAFEGUARDS_ENV = "HELIUS_SAFEGUARDS"  # chaoshelius.controls.safeguards reads it
 
 INTERRUPTED_EXIT = 130
 CHAOS_STOP_GRACE_SECONDS = 120.0  # rollbacks + after-hypothesis queries, then SIGKILL
@@ -83,6 +102,9 @@ class SuiteOptions:
     base_port: int = 17000
     keep_stack: bool = False
     echo: Callable[[str], None] = print
+    chaos_args: tuple[str, ...] = ()  # passed to every `chaos run` (see chaos_run_args)
+    progress: bool = False  # phase lines as runs go (a terminal); else one line per run
+    safeguards: bool = True  # off for negative controls whatever this says
 
 
 @dataclass
@@ -147,6 +169,68 @@ def _validate(path: Path) -> None:
         raise SuiteError(f"{path} is not a valid experiment: {first}") from exc
 
 
+def chaos_run_args(
+    *,
+    var: Sequence[str] = (),
+    var_file: Sequence[Path] = (),
+    control_file: Sequence[Path] = (),
+    dry: str | None = None,
+    hypothesis_strategy: str | None = None,
+    hypothesis_frequency: float | None = None,
+) -> tuple[str, ...]:
+    """The `chaos run` options the suite passes through, in `chaos run`'s own spelling."""
+    if dry is not None and dry not in DRY_MODES:
+        raise SuiteError(f"--dry {dry!r}: one of {', '.join(DRY_MODES)}")
+    if hypothesis_strategy is not None and hypothesis_strategy not in HYPOTHESIS_STRATEGIES:
+        raise SuiteError(
+            f"--hypothesis-strategy {hypothesis_strategy!r}: one of "
+            f"{', '.join(HYPOTHESIS_STRATEGIES)}"
+        )
+    args: list[str] = []
+    for item in var:
+        if "=" not in item:
+            raise SuiteError(f"--var {item!r}: expected key=value (or key=value:type)")
+        args += ["--var", item]
+    for path in var_file:
+        args += ["--var-file", str(Path(path).resolve())]
+    for path in control_file:
+        args += ["--control-file", str(Path(path).resolve())]
+    if dry is not None:
+        args += ["--dry", dry]
+    if hypothesis_strategy is not None:
+        args += ["--hypothesis-strategy", hypothesis_strategy]
+    if hypothesis_frequency is not None:
+        args += ["--hypothesis-frequency", f"{hypothesis_frequency:g}"]
+    return tuple(args)
+
+
+def chaos_argv(
+    chaos: str, run_dir: Path, experiment: Path, chaos_args: Sequence[str] = ()
+) -> list[str]:
+    """`chaos --log-file <run_dir>/chaos.log run <options> --journal-path ... <experiment>`."""
+    return [
+        chaos, "--log-file", str(run_dir / "chaos.log"),
+        "run", *chaos_args, "--journal-path", str(run_dir / "journal.json"), str(experiment),
+    ]  # fmt: skip
+
+
+def progress_reporter(
+    run_dir: Path, experiment: Path, prefix: str, echo: Callable[[str], None]
+) -> Callable[[], None]:
+    """A function that, each time it is called, echoes `<prefix> — <phase>` for every new
+    phase the run's chaos.log shows since the last call."""
+    follower = LogFollower(run_dir / "chaos.log")
+    tracker = PhaseTracker(load_action_names(experiment))
+
+    def tick() -> None:
+        for line in follower.new_lines():
+            phase = tracker.feed(line)
+            if phase is not None:
+                echo(f"{prefix} — {phase}")
+
+    return tick
+
+
 def run_suite(runs: Sequence[PlannedRun], options: SuiteOptions) -> SuiteResult:
     """Run `runs` against the local stack; see the module docstring."""
     chaos = shutil.which("chaos") or str(Path(sys.executable).with_name("chaos"))
@@ -164,14 +248,20 @@ def run_suite(runs: Sequence[PlannedRun], options: SuiteOptions) -> SuiteResult:
         try:
             current: Path | None = None
             state: dict[str, Any] | None = None  # None: not brought up by this suite yet
-            for run in runs:
+            for position, run in enumerate(runs, start=1):
                 if interrupts.fired:
                     break
+                prefix = f"[{position}/{len(runs)}] {run.key}" + (
+                    f" [{run.variant}]" if run.variant else ""
+                )
                 if state is None or run.profile != current:
                     config = StackConfig.load(run.profile) if run.profile else StackConfig()
-                    echo(f"-- local stack, profile {config.name!r}: starting (if needed)")
+                    if options.progress:
+                        echo(f"-- local stack, profile {config.name!r}: starting (if needed)")
                     up = lifecycle.up(options.state_dir, options.base_port, config, restart=True)
                     state, current = up.state, run.profile
+                if options.progress:
+                    echo(f"{prefix} — waiting for a steady stack")
                 unsteady = _await_steady(state, STEADY_TIMEOUT_SECONDS, interrupts)
                 if unsteady is not None:
                     # a fault injected into a stack that is already degraded proves nothing
@@ -179,15 +269,18 @@ def run_suite(runs: Sequence[PlannedRun], options: SuiteOptions) -> SuiteResult:
                         run,
                         runs_dir / run.run_id(result.suite_id),
                         result.suite_id,
-                        f"not judged: the stack was not steady after "
-                        f"{STEADY_TIMEOUT_SECONDS:.0f} s ({unsteady}), so no fault was injected",
+                        f"The stack was not steady after {STEADY_TIMEOUT_SECONDS:.0f} s "
+                        f"({unsteady}), so no fault was injected.",
+                        Verdict.NOT_JUDGED,
                     )
                     result.summaries.append(summary)
-                    echo(summary_line(summary))
+                    echo(f"{prefix.split(' ', 1)[0]} {summary_line(summary)}")
                     continue
-                summary = _run_one(run, result.suite_id, runs_dir, chaos, state, interrupts)
+                summary = _run_one(
+                    run, result.suite_id, runs_dir, chaos, state, interrupts, options, prefix
+                )
                 result.summaries.append(summary)
-                echo(summary_line(summary))
+                echo(f"{prefix.split(' ', 1)[0]} {summary_line(summary)}")
         finally:
             result.interrupted = interrupts.fired
             if result.summaries:
@@ -199,10 +292,12 @@ def run_suite(runs: Sequence[PlannedRun], options: SuiteOptions) -> SuiteResult:
 
 
 def summary_line(s: RunSummary) -> str:
-    """One line per run: name, verdict, expectation, duration and the KPIs that matter."""
+    """One line per run: name, verdict, expectation, duration, score and the KPIs, each in
+    the unit the report uses."""
     k = s.kpis
     name = s.experiment_key + (f" [{s.variant}]" if s.variant else "")
     mark = "ok  " if s.as_expected else "FAIL"
+    score = "n/a" if s.resilience_score is None else f"{s.resilience_score:.0f}/100"
     parts = [
         f"{mark} {name:<48} {s.verdict!s:<11}",
         f"expected {s.expected_verdict}"
@@ -212,19 +307,21 @@ def summary_line(s: RunSummary) -> str:
             else ""
         ),
         f"{s.duration_s or 0:.0f} s",
-        f"availability {_num(k.availability_during_fault, '.4f')}",
-        f"fallback {_num(k.time_to_fallback_s, '.1f', ' s')}",
-        f"recover {_num(k.time_to_recover_s, '.1f', ' s')}",
-        f"worst p99 {_num(k.worst_p99_s, '.3f', ' s')}",
-        f"p99 during/before {_num(k.p99_ratio, '.2f', 'x')}",
+        f"score {score}",
+        f"availability {_kpi(k.availability_during_fault, '%')}",
+        f"fallback {_kpi(k.time_to_fallback_s, 's')}",
+        f"recover {_kpi(k.time_to_recover_s, 's')}",
+        f"worst p99 {_kpi(k.worst_p99_s, 'ms')}",
+        f"p99 during/before {_kpi(k.p99_ratio, 'x')}",
+        f"load {_kpi(k.load_rps_during_fault, 'req/s')}",
     ]
     if s.failing_probes or s.failing_probe:
         parts.append(f"failing {', '.join(s.failing_probes or (str(s.failing_probe),))}")
     return "  ".join(parts)
 
 
-def _num(value: float | None, spec: str, unit: str = "") -> str:
-    return "n/a" if value is None else f"{value:{spec}}{unit}"
+def _kpi(value: float | None, unit: str) -> str:
+    return "n/a" if value is None else format_quantity(value, unit)
 
 
 def _run_one(
@@ -234,26 +331,20 @@ def _run_one(
     chaos: str,
     state: dict[str, Any],
     interrupts: _Interrupts,
+    options: SuiteOptions,
+    prefix: str,
 ) -> RunSummary:
     run_dir = runs_dir / run.run_id(suite_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_meta(run_dir, run, suite_id)
-    ports = state["ports"]
-    prometheus_url = f"http://127.0.0.1:{ports['prometheus']}"
-    env = {
-        **os.environ,
-        "HELIUS_TARGET": "local",
-        "HELIUS_RUN_DIR": str(run_dir.resolve()),
-        "HELIUS_CONTROL_URL": f"http://127.0.0.1:{ports['control']}",
-        "HELIUS_PROMETHEUS_URL": prometheus_url,
-        "HELIUS_RECO_URL": f"http://127.0.0.1:{ports['reco_service']}",
-        "HELIUS_MLFLOW_URL": f"http://127.0.0.1:{ports['mlflow_service']}",
-        "HELIUS_LOADGEN_METRICS_PORT": str(ports["loadgen"]),
-    }
-    argv = [
-        chaos, "--log-file", str(run_dir / "chaos.log"),
-        "run", "--journal-path", str(run_dir / "journal.json"), str(run.experiment),
-    ]  # fmt: skip
+    env = chaos_env(run, run_dir, state["ports"], options)
+    prometheus_url = env["HELIUS_PROMETHEUS_URL"]
+    argv = chaos_argv(chaos, run_dir, run.experiment, options.chaos_args)
+    tick = (
+        progress_reporter(run_dir, run.experiment, prefix, options.echo)
+        if options.progress
+        else None
+    )
     with (run_dir / "chaos.out").open("wb") as out:
         process = subprocess.Popen(  # noqa: S603  argv list, no shell: chaos CLI
             argv,
@@ -265,13 +356,40 @@ def _run_one(
         )
         interrupts.child = process
         try:
-            _wait(process, interrupts)
+            _wait(process, interrupts, tick)
         finally:
             interrupts.child = None
+    if tick is not None:
+        tick()
+        options.echo(f"{prefix} — building the report")
     try:
         return build_run_report(run_dir, prometheus_url).summary
     except Exception as exc:  # a report bug must not lose the suite: record it as a failed run
         return _unreported(run, run_dir, suite_id, exc)
+
+
+def chaos_env(
+    run: PlannedRun, run_dir: Path, ports: dict[str, int], options: SuiteOptions
+) -> dict[str, str]:
+    """The environment of one `chaos run`: the stack's endpoints, the run directory, and
+    the safeguards switched off for negative controls (or `--no-safeguards`)."""
+    env = {
+        **os.environ,
+        "HELIUS_TARGET": "local",
+        "HELIUS_RUN_DIR": str(run_dir.resolve()),
+        "HELIUS_CONTROL_URL": f"http://127.0.0.1:{ports['control']}",
+        "HELIUS_PROMETHEUS_URL": f"http://127.0.0.1:{ports['prometheus']}",
+        "HELIUS_RECO_URL": f"http://127.0.0.1:{ports['reco_service']}",
+        "HELIUS_MLFLOW_URL": f"http://127.0.0.1:{ports['mlflow_service']}",
+        "HELIUS_LOADGEN_METRICS_PORT": str(ports["loadgen"]),
+    }
+    if run.profile is not None or not options.safeguards:
+        # a negative control's fragile variant is meant to hurt the clients until the
+        # hypothesis sees it: a stop condition would turn its deviation into an abort
+        env[SAFEGUARDS_ENV] = "off"
+    else:
+        env.pop(SAFEGUARDS_ENV, None)
+    return env
 
 
 def _unreported(run: PlannedRun, run_dir: Path, suite_id: str, exc: Exception) -> RunSummary:
@@ -280,14 +398,20 @@ def _unreported(run: PlannedRun, run_dir: Path, suite_id: str, exc: Exception) -
     return _not_run(run, run_dir, suite_id, reason)
 
 
-def _not_run(run: PlannedRun, run_dir: Path, suite_id: str, reason: str) -> RunSummary:
-    """A failed summary for a run that produced no judgeable journal, saying why."""
+def _not_run(
+    run: PlannedRun,
+    run_dir: Path,
+    suite_id: str,
+    reason: str,
+    verdict: Verdict = Verdict.FAILED,
+) -> RunSummary:
+    """A summary for a run that produced no judgeable journal, saying why."""
     run_dir.mkdir(parents=True, exist_ok=True)
     summary = RunSummary(
         run_id=run_dir.name,
         experiment_key=run.key,
         experiment_title=run.key,
-        verdict=Verdict.FAILED,
+        verdict=verdict,
         reason=reason,
         status=None,
         deviated=False,
@@ -353,8 +477,14 @@ def _unsteady_reason(
     return None
 
 
-def _wait(process: subprocess.Popen[bytes], interrupts: _Interrupts) -> None:
+def _wait(
+    process: subprocess.Popen[bytes],
+    interrupts: _Interrupts,
+    tick: Callable[[], None] | None = None,
+) -> None:
     while process.poll() is None:
+        if tick is not None:
+            tick()
         if interrupts.fired:
             try:
                 process.wait(CHAOS_STOP_GRACE_SECONDS)

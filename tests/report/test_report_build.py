@@ -42,13 +42,15 @@ def test_offline_build_writes_report_and_summary(run_copy: Callable[..., Path], 
     assert 'href="journal.json"' in html and 'href="locust_stats.csv"' in html
 
 
-def test_measured_values_are_not_rounded(run_copy: Callable[..., Path]) -> None:
+def test_values_are_shown_rounded_and_kept_as_measured(run_copy: Callable[..., Path]) -> None:
     run_dir = run_copy("deviated")
     build_run_report(run_dir, offline=True)
     journal = json.loads((run_dir / "journal.json").read_text())
     measured = journal["steady_states"]["after"]["probes"][1]["output"]["value"]
     html = (run_dir / "report.html").read_text()
-    assert repr(measured) in html
+    assert repr(measured) not in html  # 0.7452598786099225 is not for reading
+    assert "measured <strong>0.745</strong>" in html
+    assert not re.search(r"\d\.\d{7,}", _visible_text(html)), "a raw float is shown"
     summary = json.loads((run_dir / "summary.json").read_text())
     availability = summary["kpis"]["availability_during_fault"]
     assert isinstance(availability, float) and 0 < availability < 0.99
@@ -64,9 +66,16 @@ def test_passed_report_shows_before_during_after_and_kpis(run_copy: Callable[...
     assert kpis.time_to_fallback_s is not None and kpis.time_to_recover_s is not None
     for label in ("Availability during the fault", "Time to fallback", "Time to recover"):
         assert label in html
-    assert "<th>Before</th><th>During</th><th>After</th>" in html
+    assert "<th>Before the method</th><th>During</th><th>After the method</th>" in html
     assert report.windows[0].source == "windows.json"
     assert "mlflow-outage" in html and "restore-everything" in html
+
+
+def _visible_text(html: str) -> str:
+    """The page's text without tags, attributes, scripts and styles."""
+    html = re.sub(r"<(script|style)\b.*?</\1>", "", html, flags=re.S)
+    html = re.sub(r"<(pre|code)\b.*?</\1>", "", html, flags=re.S)  # raw outputs, PromQL
+    return re.sub(r"<[^>]+>", " ", html)
 
 
 def test_html_is_autoescaped(run_copy: Callable[..., Path]) -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
-from chaoshelius.report import build_index, build_run_report
+import pytest
+
+from chaoshelius.report import RunDirectoryError, build_index, build_run_report
 
 
 def _suite(run_copy: Callable[..., Path]) -> Path:
@@ -84,7 +87,35 @@ def test_history_keeps_earlier_runs_and_draws_trends(run_copy: Callable[..., Pat
     assert [s.run_id for s in result.current] == ["c-third"]
     assert result.problems and "broken" in result.problems[0]
     html = result.index_html.read_text()
-    assert '<svg class="spark"' in html and "2.5 s" in html
+    # a trend draws a sparkline with its scale: lowest – highest value in the column's unit
+    ttr = [s.kpis.time_to_recover_s for s in result.history[key]]
+    low, high = min(v for v in ttr if v is not None), 2.5
+    assert '<span class="spark"><svg' in html
+    assert f"{low:.1f} – {high:.1f} s, oldest → newest" in html
+
+
+def test_index_has_one_unit_per_column_and_no_empty_column(
+    run_copy: Callable[..., Path],
+) -> None:
+    run = run_copy("passed", "only")
+    build_run_report(run, offline=True)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["kpis"]["time_to_fallback_s"] = None  # e.g. an HA experiment: never falls back
+    summary["kpis"]["worst_p99_s"] = 0.0493
+    summary["kpis"]["time_to_recover_s"] = 57.83684802055359
+    (run / "summary.json").write_text(json.dumps(summary))
+    html = build_index(run.parents[1]).index_html.read_text()
+    suite = html.split('id="suite"')[1].split("</table>")[0]
+    headers = re.findall(r'<th data-col="(\w+)">', suite)
+    assert "time_to_fallback_s" not in headers  # no value in any run: no column
+    assert 'Worst p99, fault + recovery <span class="muted small">(ms)</span>' in suite
+    assert 'Time to recover <span class="muted small">(s)</span>' in suite
+    cells = dict(re.findall(r'<td class="num" data-col="(\w+)"[^>]*>([^<]*)</td>', suite))
+    assert cells["worst_p99_s"] == "49.3"  # ms, the unit in the header only
+    assert cells["time_to_recover_s"] == "57.8"
+    assert cells["availability_during_fault"] == "100"
+    assert cells["resilience_score"] == "100"
+    assert "missing data never counts as a pass" in html
 
 
 def test_suite_id_selects_the_current_runs(run_copy: Callable[..., Path]) -> None:
@@ -98,11 +129,16 @@ def test_suite_id_selects_the_current_runs(run_copy: Callable[..., Path]) -> Non
     assert [s.run_id for s in result.current] == ["old"]
 
 
-def test_empty_reports_dir(tmp_path: Path) -> None:
-    result = build_index(tmp_path / "reports")
-    assert result.current == ()
-    assert "No run summaries found" in result.index_html.read_text()
-    assert ET.parse(result.junit_xml).getroot().get("tests") == "0"
+def test_a_folder_without_runs_is_an_error_and_is_not_created(tmp_path: Path) -> None:
+    missing = tmp_path / "reprots"
+    with pytest.raises(RunDirectoryError, match="no runs to index"):
+        build_index(missing)
+    assert not missing.exists()
+    empty = tmp_path / "empty"
+    (empty / "runs" / "one").mkdir(parents=True)
+    with pytest.raises(RunDirectoryError):
+        build_index(empty)
+    assert not (empty / "index.html").exists() and not (empty / "junit.xml").exists()
 
 
 def test_negative_controls_have_their_own_history_and_expected_probe(

@@ -50,7 +50,7 @@ def test_deviated_run_names_the_failing_probe_and_its_measured_value() -> None:
     assert after is not None and after.met is False
     assert after.value == measured  # kept as measured, not rounded
     assert "client-success-ratio-during-fault" in view.reason
-    assert format(measured, ".6g") in view.reason and "0.99" in view.reason
+    assert "measured 0.745 against" in view.reason and "0.99" in view.reason
 
 
 def test_interrupted_run_says_where_and_that_rollbacks_ran() -> None:
