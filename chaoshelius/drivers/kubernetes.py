@@ -72,7 +72,7 @@ ANNOT_CORDONED = "helius.chaos/cordoned"
 # pods of the harness itself (load generator, reaper): never a drain's target
 HARNESS_LABEL = "helius.chaos/harness"
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
-EVICTION_RETRY_SECONDS = 1.0
+EVICTION_RETRY_SECONDS = 0.5
 UNCORDON_PATCH: dict[str, Any] = {
     "metadata": {"annotations": {ANNOT_CORDONED: None, ANNOT_EXPIRES: None}},
     "spec": {"unschedulable": None},

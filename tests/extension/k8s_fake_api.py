@@ -35,6 +35,7 @@ not what a real cluster's controllers and network do with them.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 import subprocess
@@ -47,7 +48,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+import pytest
 import yaml
+from kubernetes import client as k8s
+from kubernetes.config import kube_config
 
 ZONE = "topology.kubernetes.io/zone"
 REPO = Path(__file__).resolve().parents[2]
@@ -211,6 +215,14 @@ def allowed(rules: list[Rule], request: Request) -> bool:
     )
 
 
+@functools.cache
+def _render(overlay: Path) -> str:
+    """`kubectl kustomize` of the overlay (once per test session: it takes a second)."""
+    return subprocess.run(
+        ["kubectl", "kustomize", str(overlay)], check=True, capture_output=True, text=True
+    ).stdout
+
+
 def _now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
@@ -342,9 +354,7 @@ class FakeKubeAPI:
         ready_seconds: float = 0.3,
     ) -> FakeKubeAPI:
         """The rendered overlay on kind's nodes, its controllers' pods already Ready."""
-        rendered = subprocess.run(
-            ["kubectl", "kustomize", str(overlay)], check=True, capture_output=True, text=True
-        ).stdout
+        rendered = _render(overlay)
         fake = cls(grace_seconds=grace_seconds)
         cluster = yaml.safe_load((overlay / "kind-cluster.yaml").read_text())
         cluster_name = cluster.get("name", "kind")
@@ -584,7 +594,9 @@ class FakeKubeAPI:
                     return failure.status, status(failure.status, failure.reason, failure.message)
             for method, pattern, route in self._routes():
                 if method == request.method and (m := re.fullmatch(pattern, request.path)):
-                    return route(request, *m.groups())
+                    answer: tuple[int, dict[str, Any]] = route(request, *m.groups())
+                    self.settle()  # the controllers react to the change at once
+                    return answer
             return 404, status(404, "NotFound", "the server could not find the requested resource")
 
     def _routes(self) -> list[tuple[str, str, Callable[..., tuple[int, dict[str, Any]]]]]:
@@ -814,3 +826,28 @@ def write_kubeconfig(path: Path, contexts: dict[str, str], current: str) -> Path
     lines += [f"- name: {n}\n  context:\n    cluster: {n}\n    user: {n}" for n in contexts]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def isolate_client(monkeypatch: pytest.MonkeyPatch, kubeconfig: Path | str) -> None:
+    """Point the kubernetes client and chaosk8s at `kubeconfig`, and undo their global changes.
+
+    chaosk8s reads `KUBECONFIG` when called, the kubernetes client once at import
+    (`KUBE_CONFIG_DEFAULT_LOCATION`): both are set. `load_kube_config` replaces the client's
+    default Configuration, and chaosk8s assigns `verify_ssl` / `debug` on the class itself:
+    monkeypatch restores all three after the test.
+    """
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
+    for name in (
+        "KUBERNETES_CONTEXT",
+        "KUBERNETES_HOST",
+        "CHAOSTOOLKIT_IN_POD",
+        "HTTP_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "no_proxy",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(k8s.Configuration, "_default", None)
+    monkeypatch.setattr(k8s.Configuration, "verify_ssl", False, raising=False)
+    monkeypatch.setattr(k8s.Configuration, "debug", k8s.Configuration.__dict__["debug"])

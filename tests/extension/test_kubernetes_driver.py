@@ -25,8 +25,7 @@ from typing import Any
 import pytest
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.provider.python import run_python_activity
-from k8s_fake_api import FakeKubeAPI, Request, serve, write_kubeconfig
-from kubernetes import client as k8s
+from k8s_fake_api import FakeKubeAPI, Request, isolate_client, serve, write_kubeconfig
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config import kube_config
 
@@ -79,31 +78,6 @@ def api() -> FakeKubeAPI:
     return fake
 
 
-def _isolate_client(monkeypatch: pytest.MonkeyPatch, kubeconfig: Path | str) -> None:
-    """Point the kubernetes client and chaosk8s at `kubeconfig`, and undo their global changes.
-
-    chaosk8s reads `KUBECONFIG` when called, the kubernetes client once at import
-    (`KUBE_CONFIG_DEFAULT_LOCATION`): both are set. `load_kube_config` replaces the client's
-    default Configuration, and chaosk8s assigns `verify_ssl` / `debug` on the class itself:
-    monkeypatch restores all three after the test.
-    """
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
-    for name in (
-        "KUBERNETES_CONTEXT",
-        "KUBERNETES_HOST",
-        "CHAOSTOOLKIT_IN_POD",
-        "HTTP_PROXY",
-        "NO_PROXY",
-        "http_proxy",
-        "no_proxy",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(k8s.Configuration, "_default", None)
-    monkeypatch.setattr(k8s.Configuration, "verify_ssl", False, raising=False)
-    monkeypatch.setattr(k8s.Configuration, "debug", k8s.Configuration.__dict__["debug"])
-
-
 # the API server `ALLOWED` is pinned to in `harness()`: the fake's URL, set by `server_url`
 PINS: dict[str, str] = {}
 
@@ -128,7 +102,7 @@ def kubeconfig(server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     path = write_kubeconfig(
         tmp_path / "kubeconfig", {ALLOWED: server_url, "prod": server_url}, current="prod"
     )
-    _isolate_client(monkeypatch, path)
+    isolate_client(monkeypatch, path)
     return path
 
 
@@ -211,7 +185,7 @@ def test_current_context_is_used_when_allowed(
     path = write_kubeconfig(
         tmp_path / "kubeconfig", {ALLOWED: server_url, "prod": server_url}, current=ALLOWED
     )
-    _isolate_client(monkeypatch, path)
+    isolate_client(monkeypatch, path)
     get_driver(harness(kube_context=None)).kill_pods("mlflow", count=1)
     assert tokens(api) == {f"{ALLOWED}-token"}
 
@@ -233,7 +207,7 @@ def test_no_kubeconfig_means_no_context_to_trust(
 
     The allow-list would then vouch for a cluster it never saw: the driver must refuse.
     """
-    _isolate_client(monkeypatch, tmp_path / "absent")
+    isolate_client(monkeypatch, tmp_path / "absent")
     monkeypatch.setenv("KUBERNETES_HOST", server_url)
     with pytest.raises(TargetError, match="kubeconfig"):
         get_driver(harness()).kill_pods("mlflow", count=None)
@@ -262,7 +236,7 @@ def test_a_context_the_client_cannot_load_is_a_target_error(
             f"client-certificate: {tmp_path}/gone.crt\n    client-key: {tmp_path}/gone.key",
         )
     )
-    _isolate_client(monkeypatch, path)
+    isolate_client(monkeypatch, path)
     with pytest.raises(TargetError, match=f"cannot load kube context '{ALLOWED}'.*gone"):
         get_driver(harness(kube_allowed_servers={ALLOWED: https})).list_pods("mlflow")
     assert api.requests == []
@@ -346,7 +320,7 @@ def test_the_pin_can_be_the_ca_fingerprint(
         "file": f"    certificate-authority: {ca_file}",
         "skip": f"    certificate-authority-data: {data}\n    insecure-skip-tls-verify: true",
     }
-    _isolate_client(monkeypatch, _https_kubeconfig(tmp_path, server_url, lines[extra]))
+    isolate_client(monkeypatch, _https_kubeconfig(tmp_path, server_url, lines[extra]))
     config = harness(kube_allowed_servers={ALLOWED: pin})
     if refused is None:
         assert isinstance(get_driver(config), KubernetesDriver)
@@ -697,7 +671,7 @@ def test_an_unreachable_api_server_is_a_target_error(
         sock.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
     path = write_kubeconfig(tmp_path / "kubeconfig", {ALLOWED: closed}, current=ALLOWED)
-    _isolate_client(monkeypatch, path)
+    isolate_client(monkeypatch, path)
     with pytest.raises(TargetError, match="cannot reach the Kubernetes API"):
         get_driver(harness(kube_allowed_servers={ALLOWED: closed})).list_pods("mlflow")
 
