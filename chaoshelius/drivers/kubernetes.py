@@ -2,34 +2,41 @@
 
 Safety first: the driver refuses to be built unless the kube context it would use (the
 configured `kube_context`, else the kubeconfig's current context) is in `kube_allowed_contexts`,
-is defined in the kubeconfig file chaosk8s reads, and `kube_namespace` is in
-`kube_allowed_namespaces`. The allowed context is then passed to every chaosk8s call as
-`KUBERNETES_CONTEXT`, so the check and the action cannot disagree. (Without a kubeconfig file
-chaosk8s would ignore the context and call `KUBERNETES_HOST` or the in-cluster API, which the
-allow-list never vouched for: refused.)
+is defined in the kubeconfig file chaosk8s reads, its API server is the one pinned for it in
+`kube_allowed_servers` (the server URL, or the sha256 of the CA certificate the context trusts:
+a context *name* can point anywhere), and `kube_namespace` is in `kube_allowed_namespaces`. The
+allowed context is then passed to every chaosk8s call as `KUBERNETES_CONTEXT`, so the check and
+the action cannot disagree. (Without a kubeconfig file chaosk8s would ignore the context and
+call `KUBERNETES_HOST` or the in-cluster API, which the allow-list never vouched for: refused.)
+The rights it needs are the Role/ClusterRole `helius-chaos-runner` in manifests/base.
 
 Errors: every operation converts what the client and chaosk8s raise (ApiException, chaosk8s's
 ActivityFailed, kubeconfig and connection errors) into a one-line TargetError naming the
 operation, the context, the API's status and message, and what to do about it.
 
-Faults and their undo:
+Faults and their undo (every fault carries `helius.chaos/expires-at`, which the in-cluster
+reaper, chaoshelius/drivers/k8s_reaper.py, enforces if the runner dies):
 
-- pods: `chaosk8s.pod.actions.terminate_pods` by label (and pod name for a zone).
+- pods: `chaosk8s.pod.actions.terminate_pods` by label (and pod name for a zone). A pod being
+  deleted (`deletionTimestamp`) is not listed: it has left the Service and is going away.
 - scale: `chaosk8s.deployment.actions.scale_deployment`; the replicas it replaced are kept in
   the annotation `helius.chaos/original-replicas`, so the undo works from any process.
 - paths: blackhole/reset -> a NetworkPolicy `helius-chaos-<edge>` that leaves the source pods
-  every egress except the edge's destination; latency -> a Chaos Mesh NetworkChaos.
-  A NetworkPolicy only removes what no other policy allows: the manifests' policies must not
-  grant MLflow -> RDS separately (see manifests/).
-- zones: `chaosk8s.node.actions.drain_nodes` / `uncordon_node` on
-  `topology.kubernetes.io/zone=<zone>`.
+  every egress except the edge's destination; latency -> a Chaos Mesh NetworkChaos with a
+  `duration` (Chaos Mesh ends it by itself). A NetworkPolicy only removes what no other policy
+  allows: the manifests' policies must not grant MLflow -> RDS separately (see manifests/).
+- zones: not chaosk8s's `drain_nodes` (it skips pods with emptyDir volumes, i.e. all of ours,
+  evicts every namespace, and its undo uncordons nodes it never cordoned). The driver cordons
+  the zone's nodes, recording each cordon it made on the node (`helius.chaos/cordoned`), and
+  evicts the namespace's pods there through the eviction API (PDBs respected: a 429 is retried
+  until the TTL), sparing DaemonSet, static and harness pods (`helius.chaos/harness=true`:
+  load generator, reaper); `kube_drain_all_namespaces` widens it to every namespace. The undo
+  uncordons only the nodes carrying that annotation.
 
-There is no dead-man's switch on a cluster: TTLs are recorded in annotations
-(`helius.chaos/expires-at`) but only the local stack enforces them.
-
-No cluster can run on the machines this was written on: tests/extension/test_kubernetes_driver.py
-checks what the driver sends against a fake API server (tests/extension/k8s_fake_api.py) through
-the real client and chaosk8s, nothing more.
+No cluster can run on the machines this was written on: tests/extension/test_kubernetes_*.py
+check it against a fake API server (tests/extension/k8s_fake_api.py, serving the rendered kind
+overlay, with graceful deletion, PDB-enforcing eviction and replacing controllers) through the
+real client and chaosk8s, nothing more.
 """
 
 from __future__ import annotations
@@ -59,24 +66,21 @@ from urllib3.exceptions import HTTPError
 
 from chaoshelius.config import HarnessConfig
 from chaoshelius.drivers.base import FaultRef, PathMode, PodInfo
+from chaoshelius.drivers.k8s_names import (
+    ANNOT_CORDONED,
+    ANNOT_EXPIRES,
+    ANNOT_ORIGINAL,
+    FAULT_LABEL,
+    HARNESS_LABEL,
+    UNCORDON_PATCH,
+)
 from chaoshelius.exceptions import HeliusError, NotAllowedError, TargetError
 from chaoshelius.topology import APP_LABEL, EDGE_MLFLOW_RDS, EDGE_RECO_MLFLOW, ZONE_LABEL, App
 
 __all__ = ["KubernetesDriver", "ca_fingerprint", "network_policy_for", "resolve_context"]
 
-FAULT_LABEL = "helius.chaos/fault"
-ANNOT_ORIGINAL = "helius.chaos/original-replicas"
-ANNOT_EXPIRES = "helius.chaos/expires-at"
-# on a node: this harness cordoned it (value: the fault id), so only it is uncordoned again
-ANNOT_CORDONED = "helius.chaos/cordoned"
-# pods of the harness itself (load generator, reaper): never a drain's target
-HARNESS_LABEL = "helius.chaos/harness"
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 EVICTION_RETRY_SECONDS = 0.5
-UNCORDON_PATCH: dict[str, Any] = {
-    "metadata": {"annotations": {ANNOT_CORDONED: None, ANNOT_EXPIRES: None}},
-    "spec": {"unschedulable": None},
-}
 
 # edge -> (source app, destination app)
 _EDGES: dict[str, tuple[str, str]] = {
