@@ -17,8 +17,7 @@ made it is still alive (a `chaos run` killed with SIGKILL, a laptop gone to slee
 A fault without a readable `expires-at` is reverted: the harness always writes one, so it is
 damaged or foreign, and leaving a fault in place is the failure this exists to prevent.
 Each revert is one JSON line on stdout; an API error on one object is logged and the loop goes
-on. `--heartbeat FILE` is touched after each pass; `--check FILE` (the liveness probe) exits
-non-zero if the last pass is older than three intervals.
+on. `--heartbeat FILE` is touched after each pass (the Deployment's probes check its age).
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from collections.abc import Callable
 from functools import partial
@@ -148,18 +146,6 @@ def client_for(kubeconfig_path: str | None, context: str | None) -> k8s.ApiClien
     return k8s.ApiClient(configuration)
 
 
-def _check(heartbeat: Path, interval: float) -> int:
-    try:
-        age = time.time() - heartbeat.stat().st_mtime
-    except OSError:
-        print(f"no heartbeat at {heartbeat}", file=sys.stderr)
-        return 1
-    if age > 3 * interval:
-        print(f"last pass {age:.0f} s ago (interval {interval} s)", file=sys.stderr)
-        return 1
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chaoshelius.drivers.k8s_reaper")
     parser.add_argument("--namespace", default=os.environ.get("HELIUS_NAMESPACE", "helius"))
@@ -168,10 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kubeconfig", default=None)
     parser.add_argument("--context", default=None)
     parser.add_argument("--heartbeat", type=Path, default=None)
-    parser.add_argument("--check", type=Path, default=None, help="liveness: heartbeat fresh?")
     args = parser.parse_args(argv)
-    if args.check is not None:
-        return _check(args.check, args.interval)
     api = client_for(args.kubeconfig, args.context)
     _print({"event": "start", "namespace": args.namespace, "interval": args.interval})
     while True:
