@@ -3,9 +3,25 @@
 from __future__ import annotations
 
 from chaoshelius.config import HarnessConfig
-from chaoshelius.drivers.base import PATH_MODES, Driver, FaultRef, PathMode, PodInfo
+from chaoshelius.drivers.base import (
+    PATH_MODES,
+    Driver,
+    FaultRef,
+    LoadGenerator,
+    PathMode,
+    PodInfo,
+)
 
-__all__ = ["PATH_MODES", "Driver", "FaultRef", "PathMode", "PodInfo", "driver_for", "get_driver"]
+__all__ = [
+    "PATH_MODES",
+    "Driver",
+    "FaultRef",
+    "LoadGenerator",
+    "PathMode",
+    "PodInfo",
+    "driver_for",
+    "get_driver",
+]
 
 
 def get_driver(config: HarnessConfig) -> Driver:

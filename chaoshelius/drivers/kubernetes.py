@@ -81,6 +81,10 @@ __all__ = ["KubernetesDriver", "ca_fingerprint", "network_policy_for", "resolve_
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 EVICTION_RETRY_SECONDS = 0.5
+# the in-cluster load generator (manifests/base/loadgen.yaml)
+LOADGEN_MASTER = "loadgen-master"
+LOADGEN_WORKER = "loadgen-worker"
+LOADGEN_SETTINGS = "loadgen-settings"
 
 # edge -> (source app, destination app)
 _EDGES: dict[str, tuple[str, str]] = {
@@ -663,6 +667,82 @@ class KubernetesDriver:
             for node in ours:
                 core.patch_node(node.metadata.name, UNCORDON_PATCH)
         return [f"drain-{zone}"] if ours else []
+
+    # ---------------------------------------------------------------- load
+    def start_load(
+        self,
+        users: int,
+        spawn_rate: float,
+        duration_seconds: float,
+        workers: int = 2,
+        host: str | None = None,
+        shape: str = "steady",
+        request_timeout_seconds: float = 5.0,
+        startup_timeout_seconds: float = 120.0,
+    ) -> dict[str, Any]:
+        """Start the in-cluster Locust (manifests/base/loadgen.yaml): settings into the
+        ConfigMap, master to 1 and workers to `workers`, both annotated to go back to 0 at
+        `duration_seconds` (stop_load, or the reaper if the runner is gone). Returns once the
+        master and every worker are ready."""
+        now = time.time()
+        expires = now + duration_seconds
+        settings = {
+            "LOCUST_USERS": str(users),
+            "LOCUST_SPAWN_RATE": str(spawn_rate),
+            "LOCUST_EXPECT_WORKERS": str(workers),
+            "LOCUST_REQUEST_TIMEOUT": str(request_timeout_seconds),
+            "LOCUST_SHAPE": shape,
+        } | ({"LOCUST_HOST": host} if host else {})
+        with self._calling("start the in-cluster load generator"):
+            apps = k8s.AppsV1Api(self._api())
+            master: Any = apps.read_namespaced_deployment(LOADGEN_MASTER, self._ns)
+            if master.spec.replicas:
+                raise TargetError(
+                    f"the load generator is already running (Deployment {LOADGEN_MASTER} has "
+                    f"{master.spec.replicas} replica); run stop_load first"
+                )
+            k8s.CoreV1Api(self._api()).patch_namespaced_config_map(
+                LOADGEN_SETTINGS, self._ns, {"data": settings}
+            )
+            for name, replicas in ((LOADGEN_WORKER, workers), (LOADGEN_MASTER, 1)):
+                apps.patch_namespaced_deployment(
+                    name,
+                    self._ns,
+                    {
+                        "metadata": {
+                            "annotations": {ANNOT_ORIGINAL: "0", ANNOT_EXPIRES: f"{expires:.0f}"}
+                        },
+                        "spec": {"replicas": replicas},
+                    },
+                )
+        deadline = time.monotonic() + startup_timeout_seconds
+        while (ready := sum(p.ready for p in self.list_pods(App.LOADGEN.value))) < workers + 1:
+            if time.monotonic() >= deadline:
+                self.stop_load()
+                raise TargetError(
+                    f"the load generator did not get ready within {startup_timeout_seconds:.0f} s "
+                    f"({ready} of {workers + 1} pods ready), so it was stopped; see "
+                    f"`kubectl -n {self._ns} describe pods -l {APP_LABEL}={App.LOADGEN.value}`"
+                )
+            time.sleep(1.0)
+        return {"workers": workers, "expires_at": expires, "settings": settings}
+
+    def stop_load(self) -> dict[str, Any]:
+        """Scale the load generator to 0 (safe to run twice); `stopped` if it was running."""
+        with self._calling("stop the in-cluster load generator"):
+            apps = k8s.AppsV1Api(self._api())
+            master: Any = apps.read_namespaced_deployment(LOADGEN_MASTER, self._ns)
+            running = bool(master.spec.replicas)
+            for name in (LOADGEN_MASTER, LOADGEN_WORKER):
+                apps.patch_namespaced_deployment(
+                    name,
+                    self._ns,
+                    {
+                        "metadata": {"annotations": {ANNOT_ORIGINAL: None, ANNOT_EXPIRES: None}},
+                        "spec": {"replicas": 0},
+                    },
+                )
+        return {"stopped": running}
 
     def active_faults(self) -> list[FaultRef]:
         with self._calling("list the chaos NetworkPolicies"):

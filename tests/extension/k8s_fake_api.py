@@ -237,6 +237,7 @@ class FakeKubeAPI:
     statefulsets: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     pdbs: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     policies: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    configmaps: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     chaos: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     chaos_mesh: bool = False
     # graceful deletion: a deleted pod lingers (terminating) this long; 0 = gone at once
@@ -380,6 +381,8 @@ class FakeKubeAPI:
                 fake.pdbs[key] = obj
             elif obj["kind"] == "NetworkPolicy":
                 fake.policies[key] = obj
+            elif obj["kind"] == "ConfigMap":
+                fake.configmaps[key] = obj
         # what any cluster runs besides the system: a drain of helius must leave these alone
         zone_a = min(
             n for n, o in fake.nodes.items() if o["metadata"]["labels"].get(ZONE) == "zone-a"
@@ -610,6 +613,9 @@ class FakeKubeAPI:
             ("POST", f"/api/v1/namespaces/{ns}/pods/{name}/eviction", self._evict),
             ("GET", "/api/v1/nodes", self._list_nodes),
             ("GET", f"/api/v1/nodes/{name}", self._read_node),
+            ("GET", f"/api/v1/namespaces/{ns}/configmaps/{name}", self._read_configmap),
+            ("PATCH", f"/api/v1/namespaces/{ns}/configmaps/{name}", self._patch_configmap),
+            ("GET", f"/apis/chaos-mesh.org/v1alpha1/namespaces/{ns}/networkchaos", self._chaos),
             ("GET", f"/apis/apps/v1/namespaces/{ns}/deployments", self._list_deploys),
             ("GET", f"/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets", self._list_pdbs),
             ("PATCH", f"/api/v1/nodes/{name}", self._patch_node),
@@ -697,6 +703,17 @@ class FakeKubeAPI:
         self._delete(ns, name)
         return 201, {"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 201}
 
+    def _read_configmap(self, r: Request, ns: str, name: str) -> tuple[int, dict[str, Any]]:
+        found = self.configmaps.get((ns, name))
+        return (200, copy.deepcopy(found)) if found else self._missing("configmaps", name)
+
+    def _patch_configmap(self, r: Request, ns: str, name: str) -> tuple[int, dict[str, Any]]:
+        found = self.configmaps.get((ns, name))
+        if found is None:
+            return self._missing("configmaps", name)
+        _merge(found, r.body)
+        return 200, copy.deepcopy(found)
+
     def _read_node(self, r: Request, name: str) -> tuple[int, dict[str, Any]]:
         node = self.nodes.get(name)
         return (200, copy.deepcopy(node)) if node else self._missing("nodes", name)
@@ -765,6 +782,14 @@ class FakeKubeAPI:
     def _chaos(self, r: Request, ns: str, name: str | None = None) -> tuple[int, dict[str, Any]]:
         if not self.chaos_mesh:  # the CRD is not installed: the whole resource type is unknown
             return 404, status(404, "NotFound", "the server could not find the requested resource")
+        if r.method == "GET":
+            items = [c for (c_ns, _), c in sorted(self.chaos.items()) if c_ns == ns]
+            return 200, {
+                "apiVersion": "chaos-mesh.org/v1alpha1",
+                "kind": "NetworkChaosList",
+                "metadata": {},
+                "items": copy.deepcopy(items),
+            }
         if r.method == "POST":
             name = r.body["metadata"]["name"]
             if (ns, name) in self.chaos:

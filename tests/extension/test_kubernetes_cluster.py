@@ -27,7 +27,12 @@ from k8s_fake_api import FakeKubeAPI, isolate_client, serve, write_kubeconfig
 from chaoshelius import windows
 from chaoshelius.config import HarnessConfig
 from chaoshelius.drivers import get_driver
-from chaoshelius.drivers.kubernetes import ANNOT_CORDONED, KubernetesDriver
+from chaoshelius.drivers.kubernetes import (
+    ANNOT_CORDONED,
+    ANNOT_EXPIRES,
+    ANNOT_ORIGINAL,
+    KubernetesDriver,
+)
 from chaoshelius.exceptions import TargetError
 from chaoshelius.zones import probes as zone_probes
 
@@ -188,3 +193,36 @@ def test_pods_replaced_does_not_count_a_terminating_pod(
     verdict = run_python_activity(replaced, configuration, {})
     assert verdict["ok"] is True, verdict
     assert killed not in verdict["pods"]
+
+
+# ---------------------------------------------------------------- the in-cluster load
+def test_start_load_sizes_the_in_cluster_locust_and_stop_load_ends_it(
+    cluster: FakeKubeAPI, driver: KubernetesDriver
+) -> None:
+    assert cluster.live_pods(NS, "loadgen") == []  # the manifests start it at 0
+    started = driver.start_load(users=40, spawn_rate=8, duration_seconds=300, workers=3)
+    settings = cluster.configmaps[(NS, "loadgen-settings")]["data"]
+    assert settings["LOCUST_USERS"] == "40" and settings["LOCUST_EXPECT_WORKERS"] == "3"
+    assert settings["LOCUST_HOST"] == "http://helius-reco-service"  # the manifests' default
+    roles = sorted(
+        p["metadata"]["labels"]["helius.chaos/loadgen-role"]
+        for p in cluster.live_pods(NS, "loadgen")
+    )
+    assert roles == ["master", "worker", "worker", "worker"]
+    for name in ("loadgen-master", "loadgen-worker"):
+        annotations = cluster.deployments[(NS, name)]["metadata"]["annotations"]
+        assert annotations[ANNOT_ORIGINAL] == "0"  # what the reaper restores at expiry
+        assert annotations[ANNOT_EXPIRES] == f"{started['expires_at']:.0f}"
+    with pytest.raises(TargetError, match="already running"):
+        driver.start_load(users=1, spawn_rate=1, duration_seconds=10)
+
+    # the load generator is the harness's instrument: a zone drain leaves it running
+    driver.drain_zone("zone-a", ttl_seconds=20)
+    assert len(cluster.live_pods(NS, "loadgen")) == 4
+
+    assert driver.stop_load() == {"stopped": True}
+    assert cluster.live_pods(NS, "loadgen") == []
+    assert driver.stop_load() == {"stopped": False}  # safe twice
+    assert ANNOT_ORIGINAL not in cluster.deployments[(NS, "loadgen-master")]["metadata"].get(
+        "annotations", {}
+    )
