@@ -80,6 +80,7 @@ from chaoshelius.topology import APP_LABEL, EDGE_MLFLOW_RDS, EDGE_RECO_MLFLOW, Z
 __all__ = ["KubernetesDriver", "ca_fingerprint", "network_policy_for", "resolve_context"]
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # what `kubectl rollout restart` sets
 EVICTION_RETRY_SECONDS = 0.5
 # the in-cluster load generator (manifests/base/loadgen.yaml)
 LOADGEN_MASTER = "loadgen-master"
@@ -658,7 +659,15 @@ class KubernetesDriver:
         return gone
 
     def uncordon_zone(self, zone: str) -> list[str]:
-        """Uncordon the zone's nodes that a drain cordoned (annotation), and only those."""
+        """Uncordon the zone's nodes that a drain cordoned (annotation), and only those; then
+        restart (rolling, as `kubectl rollout restart`) each Deployment of kube_deployments
+        with no pod left in the zone, so its pods spread over every zone again.
+
+        Uncordoning alone moves nothing back: the drained replicas stay in the other zones
+        (the scheduler places new pods only, and the spread is only checked then), and the
+        system would lose that zone's share of every later fault. The local stack brings a
+        zone's pods back at uncordon; this is the cluster's equivalent. Safe to run twice.
+        """
         selector = f"{ZONE_LABEL}={zone}"
         with self._calling(f"uncordon the nodes labelled {selector}"):
             core = k8s.CoreV1Api(self._api())
@@ -666,7 +675,21 @@ class KubernetesDriver:
             ours = [n for n in listed if ANNOT_CORDONED in (n.metadata.annotations or {})]
             for node in ours:
                 core.patch_node(node.metadata.name, UNCORDON_PATCH)
+        if ours:
+            self._respread(zone)
         return [f"drain-{zone}"] if ours else []
+
+    def _respread(self, zone: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        for app, deployment in sorted(self._deployments.items()):
+            if any(p.zone == zone for p in self.list_pods(app)):
+                continue
+            with self._calling(f"restart the Deployment {deployment} to spread it again"):
+                k8s.AppsV1Api(self._api()).patch_namespaced_deployment(
+                    deployment,
+                    self._ns,
+                    {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}},
+                )
 
     # ---------------------------------------------------------------- load
     def start_load(

@@ -54,6 +54,7 @@ from kubernetes import client as k8s
 from kubernetes.config import kube_config
 
 ZONE = "topology.kubernetes.io/zone"
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 REPO = Path(__file__).resolve().parents[2]
 KIND_OVERLAY = REPO / "manifests" / "overlays" / "kind"
 
@@ -472,41 +473,74 @@ class FakeKubeAPI:
         ]
 
     def _reconcile(self, kind: str, owner: dict[str, Any]) -> None:
-        ns, name = owner["metadata"]["namespace"], owner["metadata"]["name"]
+        ns = owner["metadata"]["namespace"]
         active = [p for p in self._owned(kind, owner) if "deletionTimestamp" not in p["metadata"]]
         want = int(owner["spec"].get("replicas", 1))
+        if kind == "Deployment" and self._roll(owner, active, want):
+            return
         for pod in active[want:]:  # scaled down: the newest go (names sort by creation)
             self._delete(ns, pod["metadata"]["name"])
         for _ in range(len(active), want):
-            template = owner["spec"]["template"]
-            if kind == "Deployment":
-                self._uid += 1
-                pod_name, owner_name, owner_kind = (
-                    f"{name}-rs-{self._uid:05d}",
-                    f"{name}-rs",
-                    "ReplicaSet",
-                )
-            else:
-                taken = {p["metadata"]["name"] for p in self._owned(kind, owner)}
-                free = [i for i in range(want) if f"{name}-{i}" not in taken]
-                if not free:
-                    return  # StatefulSet: the old pod with that ordinal is still terminating
-                pod_name, owner_name, owner_kind = f"{name}-{free[0]}", name, "StatefulSet"
-            node = self._schedule(template, ns)
-            self.add_pod(
-                ns,
-                pod_name,
-                node or "",
-                template["metadata"].get("labels", {}),
-                owner_kind=owner_kind,
-                owner_name=owner_name,
-                spec=template["spec"],
-                ready=False,
+            if not self._create(kind, owner, want):
+                return
+
+    def _roll(self, owner: dict[str, Any], active: list[dict[str, Any]], want: int) -> bool:
+        """A changed pod template (`kubectl rollout restart` stamps an annotation): replace the
+        pods one at a time, maxSurge 1 / maxUnavailable 0 as the manifests ask. Of the old pods,
+        the one sharing its zone with the most others goes first (ReplicaSet scale-down ranks
+        co-located pods first). True while a rollout is in progress."""
+        stamp = owner["spec"]["template"]["metadata"].get("annotations", {}).get(RESTARTED_AT)
+        old = [p for p in active if p["metadata"].get("annotations", {}).get(RESTARTED_AT) != stamp]
+        if not old:
+            return False
+        new = [p for p in active if p not in old]
+        if not all(_is_ready(p) for p in new):
+            return True  # wait for the surge pod
+        if len(active) <= want:
+            self._create("Deployment", owner, want)
+            return True
+
+        def crowding(pod: dict[str, Any]) -> int:
+            return sum(1 for p in active if self.zone_of(p) == self.zone_of(pod))
+
+        victim = max(old, key=crowding)
+        self._delete(owner["metadata"]["namespace"], victim["metadata"]["name"])
+        return True
+
+    def _create(self, kind: str, owner: dict[str, Any], want: int) -> bool:
+        ns, name = owner["metadata"]["namespace"], owner["metadata"]["name"]
+        template = owner["spec"]["template"]
+        if kind == "Deployment":
+            self._uid += 1
+            pod_name, owner_name, owner_kind = (
+                f"{name}-rs-{self._uid:05d}",
+                f"{name}-rs",
+                "ReplicaSet",
             )
-            if node:
-                self._ready_at[(ns, pod_name)] = time.monotonic() + self.ready_seconds
-                if self.ready_seconds <= 0:
-                    self.set_ready(ns, pod_name, True)
+        else:
+            taken = {p["metadata"]["name"] for p in self._owned(kind, owner)}
+            free = [i for i in range(want) if f"{name}-{i}" not in taken]
+            if not free:
+                return False  # StatefulSet: the old pod with that ordinal is still terminating
+            pod_name, owner_name, owner_kind = f"{name}-{free[0]}", name, "StatefulSet"
+        node = self._schedule(template, ns)
+        pod = self.add_pod(
+            ns,
+            pod_name,
+            node or "",
+            template["metadata"].get("labels", {}),
+            owner_kind=owner_kind,
+            owner_name=owner_name,
+            spec=template["spec"],
+            ready=False,
+        )
+        if "annotations" in template["metadata"]:
+            pod["metadata"]["annotations"] = copy.deepcopy(template["metadata"]["annotations"])
+        if node:
+            self._ready_at[(ns, pod_name)] = time.monotonic() + self.ready_seconds
+            if self.ready_seconds <= 0:
+                self.set_ready(ns, pod_name, True)
+        return True
 
     def _schedulable(self) -> list[str]:
         return sorted(

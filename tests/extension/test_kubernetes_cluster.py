@@ -97,7 +97,9 @@ def test_az_drain_evicts_the_zones_helius_pods_and_nothing_else(
     cluster: FakeKubeAPI, driver: KubernetesDriver
 ) -> None:
     before = _in_zone(cluster, "zone-a")
-    helius_before = {k for k in before if k[0] == NS}
+    harness = {k for k in before if k[0] == NS and k[1].startswith(("helius-chaos-", "loadgen-"))}
+    assert harness  # the reaper runs on zone-a: the drain must spare it
+    helius_before = {k for k in before if k[0] == NS} - harness
     others_before = {k: uid for k, uid in before.items() if k[0] != NS}
     assert helius_before and others_before  # the zone holds both, or the test proves nothing
 
@@ -109,7 +111,7 @@ def test_az_drain_evicts_the_zones_helius_pods_and_nothing_else(
     assert evictions == helius_before  # every helius pod of the zone, through the eviction API
     assert cluster.sent("DELETE", "/pods/") == []
     after = _in_zone(cluster, "zone-a")
-    assert not any(k[0] == NS for k in after)  # gone, not just terminating
+    assert {k for k in after if k[0] == NS} == harness  # the rest gone, not just terminating
     assert {k: uid for k, uid in after.items() if k[0] != NS} == others_before  # same pods
     assert not any("/namespaces/kube-system/" in r.path for r in cluster.requests)
     assert fault.details["cordoned"] == ["helius-worker"]
@@ -131,10 +133,23 @@ def test_every_zone_has_ready_pods_sees_the_empty_zone(
     assert len([p for p in driver.list_pods("helius-reco") if p.ready]) == 3
     bad = zone_probes.every_zone_has_ready_pods("helius-reco", configuration=configuration)
     assert bad["ok"] is False and bad["zones"]["zone-a"] == 0
-    # uncordon makes room, but like a real scheduler the fake moves nothing back by itself
+    # uncordoning alone moves nothing back (a scheduler only places new pods): the undo
+    # restarts the Deployments that lost the zone, and the rollout spreads them again
     driver.uncordon_zone("zone-a")
     assert ANNOT_CORDONED not in cluster.nodes["helius-worker"]["metadata"].get("annotations", {})
-    assert "zone-a" not in _zones(cluster, "helius-reco")
+    restarts = [r.path.rsplit("/", 1)[1] for r in cluster.sent("PATCH", "/deployments/")]
+    assert sorted(restarts) == ["helius-reco", "mlflow"]  # kube_deployments, nothing else
+    deadline = time.monotonic() + 20
+    while _zones(cluster, "helius-reco") != ["zone-a", "zone-b", "zone-c"]:
+        assert time.monotonic() < deadline, _zones(cluster, "helius-reco")
+        time.sleep(0.2)
+    while not zone_probes.every_zone_has_ready_pods("mlflow", configuration=configuration)["ok"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    back = zone_probes.every_zone_has_ready_pods("helius-reco", configuration=configuration)
+    assert back["ok"] is True, back
+    assert driver.uncordon_zone("zone-a") == []  # twice: nothing cordoned, nothing restarted
+    assert len(cluster.sent("PATCH", "/deployments/")) == 2
 
 
 def test_az_drain_waits_for_a_pdb_and_gives_up_at_the_ttl(

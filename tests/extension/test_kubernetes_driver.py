@@ -593,7 +593,13 @@ def test_uncordon_undoes_only_the_cordons_the_drain_made(
     }
     assert ANNOT_CORDONED not in api.nodes["node-a1"]["metadata"].get("annotations", {})
     patches = [r.path for r in api.requests[drained:] if r.method == "PATCH"]
-    assert patches == ["/api/v1/nodes/node-a1"]
+    # node-a1 uncordoned, then both Deployments restarted: no pod of theirs is left in zone-a
+    # (this fixture has no controller: see test_kubernetes_cluster.py for the rollout itself)
+    assert patches == [
+        "/api/v1/nodes/node-a1",
+        f"/apis/apps/v1/namespaces/{NS}/deployments/helius-reco",
+        f"/apis/apps/v1/namespaces/{NS}/deployments/mlflow",
+    ]
     assert driver.uncordon_zone("zone-a") == []  # safe twice: nothing of ours is left
     assert _unschedulable(api)["node-a2"] is True
     assert {r.method for r in api.requests[drained:]} == {"GET", "PATCH"}
