@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 from chaoslib.types import Configuration, Secrets
 
+from chaoshelius import windows
 from chaoshelius.exceptions import TargetError
 from chaoshelius.load import _runtime as rt
 
@@ -162,6 +163,7 @@ def stop_load(
     was running (already stopped, or ended by its run time). "exit_code" is known only in the
     process that started the load; Locust exits 1 when the failure ratio exceeded 1 %.
     """
+    windows.load_stopped()  # the client probes judge a fault's recovery up to here
     config = rt.load_config(configuration)
     files = rt.run_files(config)
     rt.forget_finished_children(files)

@@ -49,6 +49,8 @@ def test_the_catalogue_is_complete() -> None:
         "az-drain",
         "mlflow-latency",
         "reco-pod-kill",
+        "reco-cold-start-during-outage",
+        "model-promoted-during-partition",
     } <= names
 
 
@@ -96,22 +98,71 @@ def test_hypothesis_judges_the_fault_window(path: Path) -> None:
         assert probe["tolerance"] == {"type": "jsonpath", "path": "$.ok", "expect": True}
 
 
-def test_every_experiment_has_a_negative_control_naming_a_real_probe() -> None:
+def _hypothesis(path: Path) -> list[dict[str, Any]]:
+    probes: list[dict[str, Any]] = _load(path)["steady-state-hypothesis"]["probes"]
+    return probes
+
+
+def test_every_experiment_has_a_negative_control_naming_real_probes() -> None:
     controls = load_controls()
-    assert set(controls) == {p.stem for p in EXPERIMENTS}
-    for path in EXPERIMENTS:
-        control = controls[path.stem]
-        probes = [p["name"] for p in _load(path)["steady-state-hypothesis"]["probes"]]
-        assert control.probe in probes, f"{path.stem}: {control.probe} is not one of {probes}"
+    assert {c.experiment for c in controls} == {p.stem for p in EXPERIMENTS}
+    by_stem = {p.stem: p for p in EXPERIMENTS}
+    for control in controls:
+        names = [p["name"] for p in _hypothesis(by_stem[control.experiment])]
+        for probe in control.probes:
+            assert probe in names, f"{control.experiment}: {probe} is not one of {names}"
         assert control.profile_file.is_file()
+
+
+def test_every_probe_function_the_catalogue_uses_has_a_negative_control() -> None:
+    """A check that cannot fail is a defect: every probe *function* of the catalogue is named
+    by at least one control, which `nox -s negative` then shows failing on it."""
+    used: dict[str, set[str]] = {}
+    for path in EXPERIMENTS:
+        for probe in _hypothesis(path):
+            used.setdefault(probe["provider"]["func"], set()).add(f"{path.stem}:{probe['name']}")
+    covered = set()
+    by_stem = {p.stem: p for p in EXPERIMENTS}
+    for control in load_controls():
+        for probe in _hypothesis(by_stem[control.experiment]):
+            if probe["name"] in control.probes:
+                covered.add(probe["provider"]["func"])
+    assert set(used) - covered == set(), f"no control fails these probe functions: {used}"
+
+
+def test_controls_are_mostly_subtle_mistakes() -> None:
+    """Total outages prove little about a threshold: at most two controls may be one."""
+    total_outages = {"no-fallback", "hot-path-mlflow", "reco-single-replica"}
+    assert sum(c.profile in total_outages for c in load_controls()) <= 2
+
+
+def test_every_experiment_judges_clients_and_runs_every_probe() -> None:
+    """A latency SLO and a success SLO in every experiment, and the judge-every-probe control
+    so a deviation shows every failing check, not only the first."""
+    for path in EXPERIMENTS:
+        funcs = {p["provider"]["func"] for p in _hypothesis(path)}
+        assert {"client_success_ratio", "latency_p99_ratio"} <= funcs, path.stem
+        controls = [c["provider"]["module"] for c in _load(path).get("controls", [])]
+        assert "chaoshelius.slo.judge_all" in controls, path.stem
+        ready = [p for p in _hypothesis(path) if p["provider"]["func"] == "pods_ready"]
+        assert ready and all(p["provider"]["arguments"]["min_ready"] == 3 for p in ready)
+
+
+def test_the_files_are_what_the_builder_writes() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "build.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
 
 
 def test_negative_plan_groups_runs_by_profile() -> None:
     runs = plan(ROOT / "experiments", negative=True)
     profiles = [r.profile for r in runs]
-    switches = sum(1 for a, b in zip(profiles, profiles[1:], strict=False) if a != b)
-    assert switches == len(set(profiles)) - 1
-    assert all(r.expected_probe for r in runs)
+    assert len(set(profiles)) == len(profiles), "one run per control, each its own profile"
+    assert all(r.expected_probes for r in runs)
 
 
 def test_experiments_readme_lists_every_experiment() -> None:

@@ -6,10 +6,13 @@ free port >= 20000. Timeline (seconds after T0, T0 an hour ago, one sample per s
 
 - load: 10 requests/s, all successful, latencies in the 50 ms bucket, except
 - GOOD fault [100, 160): MLflow down (up=0 on [102, 163)), refresh failures born at 102 and
-  growing, fallback gauge 1 on [104, 166), RecoEngineInFallback firing on [115, 170), then
-  resolved; clients unaffected.
-- BAD fault [300, 360): 30 % of requests fail and take ~0.8 s; no fallback, no alert.
-- HUNG fault [450, 480): clients complete only 1 request/s (all "successful").
+  growing, fallback gauge 1 on every pod on [104, 166), RecoEngineInFallback firing on
+  [115, 170), then resolved; clients unaffected.
+- CALM [200, 260): nothing happens.
+- BAD fault [300, 360): 30 % of requests fail and take ~0.8 s; no alert; the fallback gauge
+  is 1 on [304, 366) on every pod but one, LYING_POD, which stays 0 (a max() hides it).
+- HUNG fault [450, 480): clients complete only 1 request/s (all "successful"); the gauge is 1
+  on [452, 458) only (cleared while the fault goes on) and GONE_POD is not scraped after 453.
 
 Two things a real Prometheus has that the history must get right:
 
@@ -42,7 +45,16 @@ STALE_AFTER = 5  # seconds; a few 1 s samples, standing in for staleness markers
 GOOD = (100, 160)
 BAD = (300, 360)
 HUNG = (450, 480)
+CALM = (200, 260)
 BUCKETS = ("0.05", "0.25", "1.0", "+Inf")
+PODS = {
+    "helius-reco-aaaaa": "zone-a",
+    "helius-reco-bbbbb": "zone-b",
+    "helius-reco-ccccc": "zone-c",
+    "helius-reco-ddddd": "zone-a",
+}
+LYING_POD = "helius-reco-ccccc"  # never reports fallback in the BAD fault
+GONE_POD = "helius-reco-ddddd"  # stops being scraped 4 s into the HUNG fault
 
 
 @dataclass(frozen=True)
@@ -115,10 +127,16 @@ def _openmetrics(t0: int) -> str:
     lines += ["# TYPE helius_client_request_latency_seconds histogram", *hist]
 
     lines.append("# TYPE reco_engine_in_fallback_mode gauge")
-    for pod in ("helius-reco-aaaaa", "helius-reco-bbbbb"):
+    for pod, zone in PODS.items():
         for s in range(SPAN):
-            v = 1 if 104 <= s < 166 else 0
-            lines.append(f'reco_engine_in_fallback_mode{{pod="{pod}"}} {v} {t0 + s}')
+            if pod == GONE_POD and s >= HUNG[0] + 4:
+                break  # stopped reporting (not scraped) during the HUNG fault
+            good = 104 <= s < 166
+            bad = 304 <= s < 366 and pod != LYING_POD  # one pod lies during BAD
+            early = HUNG[0] + 2 <= s < HUNG[0] + 8  # everyone clears early during HUNG
+            v = 1 if good or bad or early else 0
+            labels = f'app="helius-reco",pod="{pod}",zone="{zone}"'
+            lines.append(f"reco_engine_in_fallback_mode{{{labels}}} {v} {t0 + s}")
 
     lines.append("# TYPE reco_engine_refresh_failures counter")
     for s in range(102, SPAN):

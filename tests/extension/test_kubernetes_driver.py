@@ -703,7 +703,7 @@ def test_kill_pods_activity_dispatches_to_the_kubernetes_driver(
     assert deleted_pods(api) == [f"/api/v1/namespaces/{NS}/pods/mlflow-b"]
     assert tokens(api) == {f"{ALLOWED}-token"}
     [window] = windows.windows()
-    assert window.kind == "pod-kill" and window.details["ready_before"] == {"mlflow": 3}
+    assert window.kind == "pod-kill" and window.details["ready_before"]["mlflow"] == 3
     assert (tmp_path / "run" / "windows.json").is_file()
 
     refused = configuration | {"kube_context": "prod"}

@@ -15,11 +15,21 @@ from typing import Any
 
 import pytest
 from chaoslib.exceptions import ActivityFailed
-from prom_fixture import BAD, GOOD, HUNG, NOW, PromHistory, start_prometheus
+from prom_fixture import (
+    BAD,
+    CALM,
+    GONE_POD,
+    GOOD,
+    HUNG,
+    LYING_POD,
+    NOW,
+    PromHistory,
+    start_prometheus,
+)
 
 from chaoshelius import windows
 from chaoshelius.exceptions import PrometheusError
-from chaoshelius.slo import probes
+from chaoshelius.slo import probes, verdict
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +46,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PromHistory]:
 def cfg(history: PromHistory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Configuration for the recorded Prometheus; the probes' clock is the recording's end (an
     hour ago), as a live run judges right after its fault: "still up now" means then."""
-    monkeypatch.setattr(probes, "_now", lambda: history.at(NOW))
+    monkeypatch.setattr(verdict, "now", lambda: history.at(NOW))
     return {"prometheus_base_url": history.url, "helius_run_dir": str(tmp_path)}
 
 
@@ -57,53 +67,118 @@ def _window(
 
 
 def test_client_success_ratio(cfg: dict[str, Any], history: PromHistory) -> None:
+    def judge(window: windows.Window, **kw: Any) -> dict[str, Any]:
+        return probes.client_success_ratio(
+            0.99, recovery_seconds=5, window_id=window.id, configuration=cfg, **kw
+        )
+
     good = _window(cfg, history, GOOD)
-    result = probes.client_success_ratio(0.99, window_id=good.id, configuration=cfg)
+    result = judge(good)
     assert result["ok"], result["description"]
     assert result["value"] == pytest.approx(1.0)
+    assert result["judged_seconds"] == pytest.approx(65)  # the fault and 5 s of recovery
 
     bad = _window(cfg, history, BAD)
-    result = probes.client_success_ratio(0.99, window_id=bad.id, configuration=cfg)
+    result = judge(bad)
     assert not result["ok"]
-    assert result["value"] == pytest.approx(0.7, abs=0.02)
+    assert result["value"] == pytest.approx(0.7, abs=0.03)
 
     hung = _window(cfg, history, HUNG)
-    result = probes.client_success_ratio(0.99, window_id=hung.id, configuration=cfg)
+    result = judge(hung)
     assert not result["ok"] and "throughput fell" in result["description"]
     assert result["value"] == pytest.approx(1.0)  # the ratio alone would have passed
 
-    nodata = probes.client_success_ratio(
-        0.99, request_name="/nope", window_id=good.id, configuration=cfg
-    )
+    nodata = judge(good, request_name="/nope")
     assert not nodata["ok"] and "no client request data" in nodata["description"]
 
 
+def test_client_success_ratio_judges_the_recovery_and_the_worst_burst(
+    cfg: dict[str, Any], history: PromHistory
+) -> None:
+    """A fault "ending" at 295 whose recovery runs into BAD's errors: the fault window alone
+    is clean, the recovery is not. And a 10 s burst at 30 % errors inside 150 s of clean
+    traffic averages to 98 %, which the worst-5 s check still catches."""
+    calm = _window(cfg, history, (CALM[0], 295))
+    alone = probes.client_success_ratio(
+        0.9, min_worst_ratio=0.5, recovery_seconds=0, window_id=calm.id, configuration=cfg
+    )
+    assert alone["ok"], alone["description"]
+    with_recovery = probes.client_success_ratio(
+        0.9, min_worst_ratio=0.95, recovery_seconds=15, window_id=calm.id, configuration=cfg
+    )
+    assert not with_recovery["ok"] and "worst 5 s" in with_recovery["description"]
+    burst = _window(cfg, history, (BAD[0] - 140, BAD[0] + 10))
+    averaged = probes.client_success_ratio(
+        0.97, min_worst_ratio=0.0, recovery_seconds=0, window_id=burst.id, configuration=cfg
+    )
+    assert averaged["ok"] and averaged["value"] > 0.97
+    caught = probes.client_success_ratio(
+        0.97, min_worst_ratio=0.95, recovery_seconds=0, window_id=burst.id, configuration=cfg
+    )
+    assert not caught["ok"] and caught["worst_window_ratio"] == pytest.approx(0.7, abs=0.05)
+
+
 def test_latency_p99_ratio(cfg: dict[str, Any], history: PromHistory) -> None:
+    def judge(window: windows.Window, **kw: Any) -> dict[str, Any]:
+        return probes.latency_p99_ratio(
+            recovery_seconds=0, window_id=window.id, configuration=cfg, **kw
+        )
+
     good = _window(cfg, history, GOOD)
-    result = probes.latency_p99_ratio(2.0, floor_seconds=0.1, window_id=good.id, configuration=cfg)
+    result = judge(good, max_ratio=2.0, noise_seconds=0.01)
     assert result["ok"], result["description"]
     bad = _window(cfg, history, BAD)
-    result = probes.latency_p99_ratio(2.0, floor_seconds=0.1, window_id=bad.id, configuration=cfg)
+    result = judge(bad, max_ratio=2.0, noise_seconds=0.01)
     assert not result["ok"] and result["value"] > 10
     assert result["p99_before_seconds"] < 0.05  # the baseline holds none of the slow requests
-    nodata = probes.latency_p99_ratio(metric="nope_seconds", window_id=bad.id, configuration=cfg)
+    # the old fixed 1 s floor would have let a 20x slowdown through; the additive noise does not
+    assert judge(bad, max_ratio=2.0, noise_seconds=1.0)["ok"]
+    nodata = judge(bad, metric="nope_seconds")
     assert not nodata["ok"] and "no latency data" in nodata["description"]
 
 
 def test_fallback_engaged_and_cleared(cfg: dict[str, Any], history: PromHistory) -> None:
     good = _window(cfg, history, GOOD)
     engaged = probes.fallback_engaged_within(10, window_id=good.id, configuration=cfg)
-    assert engaged["ok"] and engaged["time_to_fallback_seconds"] == pytest.approx(4, abs=1)
+    assert engaged["ok"], engaged["description"]
+    assert engaged["time_to_fallback_seconds"] == pytest.approx(4, abs=1)
+    assert len(engaged["pods"]) == 4
     assert not probes.fallback_engaged_within(2, window_id=good.id, configuration=cfg)["ok"]
-    cleared = probes.fallback_cleared_within(10, window_id=good.id, configuration=cfg)
+    cleared = probes.fallback_cleared_within(
+        10, recovery_seconds=40, window_id=good.id, configuration=cfg
+    )
     assert cleared["ok"] and cleared["time_to_recover_seconds"] == pytest.approx(6, abs=1)
-    assert not probes.fallback_cleared_within(3, window_id=good.id, configuration=cfg)["ok"]
+    assert not probes.fallback_cleared_within(
+        3, recovery_seconds=40, window_id=good.id, configuration=cfg
+    )["ok"]
 
-    bad = _window(cfg, history, BAD)
-    never = probes.fallback_engaged_within(30, window_id=bad.id, configuration=cfg)
-    assert not never["ok"] and "never engaged" in never["description"]
-    assert probes.fallback_never_engaged(window_id=bad.id, configuration=cfg)["ok"]
+    calm = _window(cfg, history, CALM)
+    never = probes.fallback_engaged_within(30, window_id=calm.id, configuration=cfg)
+    assert not never["ok"] and "never reported fallback" in never["description"]
+    assert probes.fallback_never_engaged(window_id=calm.id, configuration=cfg)["ok"]
     assert not probes.fallback_never_engaged(window_id=good.id, configuration=cfg)["ok"]
+
+
+def test_one_lying_pod_fails_fallback_engaged(cfg: dict[str, Any], history: PromHistory) -> None:
+    """BAD: three pods report fallback, one stays at 0. `max()` over pods reads 1 the whole
+    time (what the probe used to judge); judged per pod, the liar is named."""
+    bad = _window(cfg, history, BAD)
+    result = probes.fallback_engaged_within(10, window_id=bad.id, configuration=cfg)
+    assert not result["ok"]
+    assert f"{LYING_POD} never reported fallback" in result["description"]
+    assert set(result["pods"]) == {"helius-reco-aaaaa", "helius-reco-bbbbb", "helius-reco-ddddd"}
+
+
+def test_a_gauge_that_clears_early_or_a_pod_not_scraped_fails(
+    cfg: dict[str, Any], history: PromHistory
+) -> None:
+    """HUNG: every pod reports fallback for 6 s, then 0 while the fault goes on; one pod is not
+    scraped after 2 s. Both are failures: a pulse is not a fallback that held."""
+    hung = _window(cfg, history, HUNG)
+    result = probes.fallback_engaged_within(10, window_id=hung.id, configuration=cfg)
+    assert not result["ok"]
+    assert "before the dependency was back" in result["description"]
+    assert f"{GONE_POD} stopped reporting" in result["description"]
 
 
 def test_fallback_cleared_needs_an_ended_fault(cfg: dict[str, Any], history: PromHistory) -> None:
@@ -246,17 +321,17 @@ def test_fallback_cleared_after_the_dependency_is_back(
     """GOOD: MLflow back up at 163, fallback cleared at 166: 3 s after MLflow, 6 s after the end."""
     good = _window(cfg, history, GOOD)
     back = probes.fallback_cleared_within(
-        5, window_id=good.id, after_app_back="mlflow", configuration=cfg
+        5, recovery_seconds=40, window_id=good.id, after_app_back="mlflow", configuration=cfg
     )
     assert back["ok"], back["description"]
     assert back["value"] == pytest.approx(3, abs=1.5)
-    assert back["time_to_recover_seconds"] == pytest.approx(6, abs=1)
+    assert back["fault_to_recover_seconds"] == pytest.approx(6, abs=1)
     too_slow = probes.fallback_cleared_within(
-        1, window_id=good.id, after_app_back="mlflow", configuration=cfg
+        1, recovery_seconds=40, window_id=good.id, after_app_back="mlflow", configuration=cfg
     )
     assert not too_slow["ok"]
     never = probes.fallback_cleared_within(
-        30, window_id=good.id, after_app_back="grafana", configuration=cfg
+        30, recovery_seconds=40, window_id=good.id, after_app_back="grafana", configuration=cfg
     )
     assert not never["ok"] and "never came back" in never["description"]
 

@@ -1,0 +1,61 @@
+"""The local stack's supervisor probes liveness like the kubelet, with the manifests' values.
+
+`chaoshelius.topology.RECO_LIVENESS` / `MLFLOW_LIVENESS` feed the supervisor; here they are
+compared with the livenessProbe of each Deployment in every rendered overlay, so an outage
+that outlasts the liveness budget on a cluster outlasts it locally too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from chaoshelius.topology import MLFLOW_LIVENESS, RECO_LIVENESS, App, Probe
+
+EXPECTED = {App.RECO.value: RECO_LIVENESS, App.MLFLOW.value: MLFLOW_LIVENESS}
+
+
+def _liveness(objects: list[dict[str, Any]], app: str) -> dict[str, Any]:
+    for obj in objects:
+        if obj.get("kind") != "Deployment":
+            continue
+        if obj["spec"]["template"]["metadata"]["labels"].get("app") != app:
+            continue
+        for container in obj["spec"]["template"]["spec"]["containers"]:
+            if "livenessProbe" in container:
+                probe: dict[str, Any] = container["livenessProbe"]
+                return probe
+    raise AssertionError(f"no Deployment of app={app} with a livenessProbe")
+
+
+@pytest.mark.parametrize("app", sorted(EXPECTED))
+def test_the_stack_probes_liveness_as_the_manifests_declare(
+    rendered: dict[str, list[dict[str, Any]]], app: str
+) -> None:
+    expected: Probe = EXPECTED[app]
+    for target, objects in rendered.items():
+        probe = _liveness(objects, app)
+        declared = Probe(
+            probe["httpGet"]["path"],
+            float(probe.get("periodSeconds", 10)),
+            int(probe.get("failureThreshold", 3)),
+            float(probe.get("timeoutSeconds", 1)),
+        )
+        assert declared == expected, f"{target}: {app} liveness {declared} != {expected}"
+
+
+def test_the_recommender_outage_experiments_outlast_its_liveness_budget() -> None:
+    """mlflow-outage holds MLflow down longer than period x threshold, so a liveness endpoint
+    tied to MLflow would get the pods restarted (and pods_survived would see it)."""
+    import json
+
+    from k8s_paths import REPO
+
+    experiment = json.loads((REPO / "experiments" / "mlflow-outage.json").read_text())
+    hold = next(
+        a["pauses"]["after"] for a in experiment["method"] if a["name"] == "scale-mlflow-to-zero"
+    )
+    budget = RECO_LIVENESS.period_seconds * RECO_LIVENESS.failure_threshold
+    # the first failed probe comes at most one period after the endpoint turns bad
+    assert hold >= budget + RECO_LIVENESS.period_seconds, (hold, budget)

@@ -1,0 +1,57 @@
+"""Promoting a model through MLflow's REST API (chaoshelius.model.actions) on the real stack:
+the alias moves to a new version, and every recommender picks it up by itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+from stack_helpers import ALIAS_PATH, StackHandle, wait_for
+
+from chaoshelius.model.actions import promote_model
+from chaoshelius.topology import MODEL_ALIAS, MODEL_NAME
+
+
+def _alias_version(stack: StackHandle) -> str:
+    answer = httpx.get(
+        stack.mlflow_url + ALIAS_PATH, params={"name": MODEL_NAME, "alias": MODEL_ALIAS}, timeout=10
+    )
+    return str(answer.json()["model_version"]["version"])
+
+
+def _served_versions(stack: StackHandle) -> set[str]:
+    versions = set()
+    for pod in stack.pods("app=helius-reco"):
+        health = httpx.get(f"{pod['url']}/health", timeout=5).json()
+        versions.add(str(health["model_version"]))
+    return versions
+
+
+def test_promote_model_moves_the_alias_and_every_pod_follows(
+    stack: StackHandle, tmp_path: Path
+) -> None:
+    before = _alias_version(stack)
+    configuration = {"helius_mlflow_url": stack.mlflow_url, "helius_run_dir": str(tmp_path)}
+    out = promote_model(configuration=configuration)
+    assert out["from_version"] == before
+    assert int(out["to_version"]) > int(before)
+    assert _alias_version(stack) == out["to_version"]
+    wait_for(
+        lambda: _served_versions(stack) == {out["to_version"]},
+        60,
+        "every recommender serves the promoted version",
+    )
+
+
+def test_promote_model_against_no_mlflow_is_a_one_line_error(tmp_path: Path) -> None:
+    import pytest
+
+    from chaoshelius.exceptions import TargetError
+
+    with pytest.raises(TargetError, match="did not answer .* check helius_mlflow_url"):
+        promote_model(
+            configuration={
+                "helius_mlflow_url": "http://127.0.0.1:1",
+                "helius_run_dir": str(tmp_path),
+            }
+        )
