@@ -551,7 +551,8 @@ class FakeKubeAPI:
         )
 
     def _schedule(self, template: dict[str, Any], ns: str) -> str | None:
-        """A schedulable node: in the zone (then on the node) with the fewest pods like it."""
+        """A schedulable node: in the zone (then on the node) with the fewest pods like it
+        (of the same revision, when the zone spread has `matchLabelKeys: [pod-template-hash]`)."""
         labels = template["metadata"].get("labels", {})
         app = labels.get("app")
         nodes = self._schedulable()
@@ -564,6 +565,17 @@ class FakeKubeAPI:
             and p["metadata"]["labels"].get("app") == app
             and "deletionTimestamp" not in p["metadata"]
         ]
+        zone_spread = [
+            c
+            for c in template["spec"].get("topologySpreadConstraints") or []
+            if c.get("topologyKey") == ZONE
+        ]
+        if any("pod-template-hash" in c.get("matchLabelKeys", []) for c in zone_spread):
+            # the revision's pods only (the template's restartedAt stands for the hash)
+            stamp = template["metadata"].get("annotations", {}).get(RESTARTED_AT)
+            same = [
+                p for p in same if p["metadata"].get("annotations", {}).get(RESTARTED_AT) == stamp
+            ]
 
         def load(node: str) -> tuple[int, int, str]:
             zone = self.nodes[node]["metadata"]["labels"].get(ZONE)
