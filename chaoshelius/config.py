@@ -41,6 +41,13 @@ class HarnessConfig(BaseModel):
     kube_allowed_contexts: list[str] = Field(default_factory=list)
     kube_namespace: str = NAMESPACE
     kube_allowed_namespaces: list[str] = Field(default_factory=lambda: [NAMESPACE])
+    # kubernetes target: context name -> the identity of its API server, either the server URL
+    # exactly as the kubeconfig writes it or "sha256:<hex>" of its CA certificate (DER). A
+    # context without a pin is refused: a name alone can point at any cluster.
+    kube_allowed_servers: dict[str, str] = Field(default_factory=dict)
+    # kubernetes target: a zone drain evicts the pods of `kube_namespace` only, unless this is on
+    # (then every namespace's pods on the zone's nodes, like `kubectl drain`)
+    kube_drain_all_namespaces: bool = False
     # kubernetes target: app label -> Deployment name (scaling), and the RDS side of the
     # mlflow-rds edge (an ipBlock CIDR on AWS; otherwise pods labelled app=postgres)
     kube_deployments: dict[str, str] = Field(
@@ -60,6 +67,17 @@ class HarnessConfig(BaseModel):
         """Allow a comma-separated string (an environment variable) for the allow-lists."""
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("kube_allowed_servers", mode="before")
+    @classmethod
+    def _split_pairs(cls, value: object) -> object:
+        """Allow "context=pin,context=pin" (an environment variable) for the server pins."""
+        if isinstance(value, str):
+            pairs = [item.strip() for item in value.split(",") if item.strip()]
+            if any("=" not in pair for pair in pairs):
+                raise ValueError("expected context=server-url-or-sha256:fingerprint pairs")
+            return dict(pair.split("=", 1) for pair in pairs)
         return value
 
     @classmethod

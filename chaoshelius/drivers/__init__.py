@@ -5,13 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from chaoshelius.config import HarnessConfig
-from chaoshelius.drivers.base import PATH_MODES, Driver, FaultRef, PathMode, PodInfo
+from chaoshelius.drivers.base import (
+    PATH_MODES,
+    Driver,
+    FaultRef,
+    LoadGenerator,
+    PathMode,
+    PodInfo,
+)
 from chaoshelius.topology import App
 
 __all__ = [
     "PATH_MODES",
     "Driver",
     "FaultRef",
+    "LoadGenerator",
     "PathMode",
     "PodInfo",
     "driver_for",

@@ -7,7 +7,7 @@ chosen by `get_driver(config)` from the configuration key `target`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 PathMode = Literal["blackhole", "reset", "latency"]
 PATH_MODES: tuple[PathMode, ...] = ("blackhole", "reset", "latency")
@@ -76,4 +76,31 @@ class Driver(Protocol):
 
     def active_faults(self) -> list[FaultRef]:
         """Faults the target currently holds."""
+        ...
+
+
+@runtime_checkable
+class LoadGenerator(Protocol):
+    """A target that runs the client load itself (kubernetes: the in-cluster Locust).
+
+    chaoshelius.load.actions dispatches to it when the driver offers it
+    (`isinstance(driver, LoadGenerator)`); the local target runs Locust as a child process.
+    """
+
+    def start_load(
+        self,
+        users: int,
+        spawn_rate: float,
+        duration_seconds: float,
+        workers: int = 2,
+        host: str | None = None,
+        shape: str = "steady",
+        request_timeout_seconds: float = 5.0,
+        startup_timeout_seconds: float = 120.0,
+    ) -> dict[str, Any]:
+        """Start the load, bounded by `duration_seconds` even if nobody stops it."""
+        ...
+
+    def stop_load(self) -> dict[str, Any]:
+        """Stop the load (safe to run twice); `{"stopped": bool, ...}`."""
         ...

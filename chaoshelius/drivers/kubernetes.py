@@ -2,50 +2,59 @@
 
 Safety first: the driver refuses to be built unless the kube context it would use (the
 configured `kube_context`, else the kubeconfig's current context) is in `kube_allowed_contexts`,
-is defined in the kubeconfig file chaosk8s reads, and `kube_namespace` is in
-`kube_allowed_namespaces`. The allowed context is then passed to every chaosk8s call as
-`KUBERNETES_CONTEXT`, so the check and the action cannot disagree. (Without a kubeconfig file
-chaosk8s would ignore the context and call `KUBERNETES_HOST` or the in-cluster API, which the
-allow-list never vouched for: refused.)
+is defined in the kubeconfig file chaosk8s reads, its API server is the one pinned for it in
+`kube_allowed_servers` (the server URL, or the sha256 of the CA certificate the context trusts:
+a context *name* can point anywhere), and `kube_namespace` is in `kube_allowed_namespaces`. The
+allowed context is then passed to every chaosk8s call as `KUBERNETES_CONTEXT`, so the check and
+the action cannot disagree. (Without a kubeconfig file chaosk8s would ignore the context and
+call `KUBERNETES_HOST` or the in-cluster API, which the allow-list never vouched for: refused.)
+The rights it needs are the Role/ClusterRole `helius-chaos-runner` in manifests/base.
 
 Errors: every operation converts what the client and chaosk8s raise (ApiException, chaosk8s's
 ActivityFailed, kubeconfig and connection errors) into a one-line TargetError naming the
 operation, the context, the API's status and message, and what to do about it.
 
-Faults and their undo:
+Faults and their undo (every fault carries `helius.chaos/expires-at`, which the in-cluster
+reaper, chaoshelius/drivers/k8s_reaper.py, enforces if the runner dies):
 
-- pods: `chaosk8s.pod.actions.terminate_pods` by label (and pod name for a zone).
+- pods: `chaosk8s.pod.actions.terminate_pods` by label (and pod name for a zone). A pod being
+  deleted (`deletionTimestamp`) is not listed: it has left the Service and is going away.
 - scale: `chaosk8s.deployment.actions.scale_deployment`; the replicas it replaced are kept in
   the annotation `helius.chaos/original-replicas`, so the undo works from any process.
 - paths: blackhole/reset -> a NetworkPolicy `helius-chaos-<edge>` that leaves the source pods
-  every egress except the edge's destination; latency -> a Chaos Mesh NetworkChaos.
-  A NetworkPolicy only removes what no other policy allows: the manifests' policies must not
-  grant MLflow -> RDS separately (see manifests/).
-- zones: `chaosk8s.node.actions.drain_nodes` / `uncordon_node` on
-  `topology.kubernetes.io/zone=<zone>`.
+  every egress except the edge's destination; latency -> a Chaos Mesh NetworkChaos with a
+  `duration` (Chaos Mesh ends it by itself). A NetworkPolicy only removes what no other policy
+  allows: the manifests' policies must not grant MLflow -> RDS separately (see manifests/).
+- zones: not chaosk8s's `drain_nodes` (it skips pods with emptyDir volumes, i.e. all of ours,
+  evicts every namespace, and its undo uncordons nodes it never cordoned). The driver cordons
+  the zone's nodes, recording each cordon it made on the node (`helius.chaos/cordoned`), and
+  evicts the namespace's pods there through the eviction API (PDBs respected: a 429 is retried
+  until the TTL), sparing DaemonSet, static and harness pods (`helius.chaos/harness=true`:
+  load generator, reaper); `kube_drain_all_namespaces` widens it to every namespace. The undo
+  uncordons only the nodes carrying that annotation.
 
-There is no dead-man's switch on a cluster: TTLs are recorded in annotations
-(`helius.chaos/expires-at`) but only the local stack enforces them.
-
-No cluster can run on the machines this was written on: tests/extension/test_kubernetes_driver.py
-checks what the driver sends against a fake API server (tests/extension/k8s_fake_api.py) through
-the real client and chaosk8s, nothing more.
+No cluster can run on the machines this was written on: tests/extension/test_kubernetes_*.py
+check it against a fake API server (tests/extension/k8s_fake_api.py, serving the rendered kind
+overlay, with graceful deletion, PDB-enforcing eviction and replacing controllers) through the
+real client and chaosk8s, nothing more.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
+import ssl
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import yaml
 from chaosk8s import get_config_path
-from chaosk8s.chaosmesh.network.actions import add_latency
 from chaosk8s.deployment.actions import scale_deployment
 from chaosk8s.networking.actions import create_network_policy, remove_network_policy
-from chaosk8s.node.actions import drain_nodes, uncordon_node
 from chaosk8s.pod.actions import terminate_pods
 from chaoslib.exceptions import ActivityFailed
 from kubernetes import client as k8s
@@ -57,14 +66,26 @@ from urllib3.exceptions import HTTPError
 
 from chaoshelius.config import HarnessConfig
 from chaoshelius.drivers.base import FaultRef, PathMode, PodInfo
+from chaoshelius.drivers.k8s_names import (
+    ANNOT_CORDONED,
+    ANNOT_EXPIRES,
+    ANNOT_ORIGINAL,
+    FAULT_LABEL,
+    HARNESS_LABEL,
+    UNCORDON_PATCH,
+)
 from chaoshelius.exceptions import HeliusError, NotAllowedError, TargetError
 from chaoshelius.topology import APP_LABEL, EDGE_MLFLOW_RDS, EDGE_RECO_MLFLOW, ZONE_LABEL, App
 
-__all__ = ["KubernetesDriver", "network_policy_for", "resolve_context"]
+__all__ = ["KubernetesDriver", "ca_fingerprint", "network_policy_for", "resolve_context"]
 
-FAULT_LABEL = "helius.chaos/fault"
-ANNOT_ORIGINAL = "helius.chaos/original-replicas"
-ANNOT_EXPIRES = "helius.chaos/expires-at"
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # what `kubectl rollout restart` sets
+EVICTION_RETRY_SECONDS = 0.5
+# the in-cluster load generator (manifests/base/loadgen.yaml)
+LOADGEN_MASTER = "loadgen-master"
+LOADGEN_WORKER = "loadgen-worker"
+LOADGEN_SETTINGS = "loadgen-settings"
 
 # edge -> (source app, destination app)
 _EDGES: dict[str, tuple[str, str]] = {
@@ -95,6 +116,71 @@ def _kubeconfig_contexts() -> tuple[str, set[str], str | None]:
     return path, names, str(active["name"]) if active else None
 
 
+def _cluster_of(path: str, context: str) -> dict[str, Any]:
+    """The `cluster` entry (server, CA ...) the kubeconfig gives `context`."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = yaml.safe_load(handle) or {}
+        [ctx] = [c for c in document.get("contexts") or [] if c.get("name") == context]
+        cluster_name = (ctx.get("context") or {}).get("cluster")
+        [cluster] = [c for c in document.get("clusters") or [] if c.get("name") == cluster_name]
+    except (OSError, yaml.YAMLError, ValueError, AttributeError) as exc:
+        raise TargetError(
+            f"cannot read the cluster of context {context!r} in the kubeconfig {path} ({exc}); "
+            "each context must name exactly one cluster"
+        ) from exc
+    found: dict[str, Any] = cluster.get("cluster") or {}
+    return found
+
+
+def ca_fingerprint(cluster: dict[str, Any]) -> str | None:
+    """sha256 (hex) of the DER CA certificate a kubeconfig cluster entry trusts, if any."""
+    pem: str | None = None
+    if data := cluster.get("certificate-authority-data"):
+        pem = base64.b64decode(data).decode("ascii", "replace")
+    elif file := cluster.get("certificate-authority"):
+        with open(os.path.expanduser(str(file)), encoding="ascii", errors="replace") as handle:
+            pem = handle.read()
+    if pem is None:
+        return None
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+
+
+def _check_pin(path: str, context: str, pin: str | None) -> None:
+    """The context's API server must be the pinned one (URL, or CA certificate fingerprint)."""
+    if pin is None:
+        raise NotAllowedError(
+            f"kube context {context!r} is allowed by name but its API server is not pinned; add "
+            f"{context}=<server URL> (or {context}=sha256:<CA fingerprint>) to "
+            "kube_allowed_servers (HELIUS_KUBE_ALLOWED_SERVERS): a context name alone can point "
+            "at any cluster"
+        )
+    cluster = _cluster_of(path, context)
+    if pin.lower().startswith("sha256:"):
+        if cluster.get("insecure-skip-tls-verify"):
+            raise NotAllowedError(
+                f"kube context {context!r} skips TLS verification, so the pinned CA proves "
+                "nothing about the server; remove insecure-skip-tls-verify from its cluster"
+            )
+        try:
+            actual = ca_fingerprint(cluster)
+        except (OSError, ValueError) as exc:
+            raise TargetError(f"cannot read the CA of kube context {context!r}: {exc}") from exc
+        wanted = pin.split(":", 1)[1].replace(":", "").lower()
+        if actual != wanted:
+            raise NotAllowedError(
+                f"kube context {context!r} trusts the CA sha256:{actual}, not the pinned "
+                f"sha256:{wanted}: this is another cluster (or the pin is stale); refusing"
+            )
+        return
+    server = str(cluster.get("server", ""))
+    if server.rstrip("/") != pin.rstrip("/"):
+        raise NotAllowedError(
+            f"kube context {context!r} points at {server!r}, not at the pinned {pin!r}: this "
+            "is another cluster (or the pin is stale); refusing"
+        )
+
+
 def resolve_context(config: HarnessConfig) -> str:
     """The kube context the driver would use, or NotAllowedError/TargetError."""
     path, defined, active = _kubeconfig_contexts()
@@ -117,6 +203,7 @@ def resolve_context(config: HarnessConfig) -> str:
             f"kube context {context!r} is allowed but not defined in the kubeconfig {path} "
             f"(it defines {sorted(defined)}); fix kube_context or KUBECONFIG"
         )
+    _check_pin(path, context, config.kube_allowed_servers.get(context))
     return context
 
 
@@ -184,6 +271,37 @@ def network_policy_for(edge: str, namespace: str, rds_cidr: str | None) -> dict[
     }
 
 
+def network_chaos_for(
+    edge: str, namespace: str, latency_ms: int, ttl_seconds: float
+) -> dict[str, Any]:
+    """The Chaos Mesh NetworkChaos that delays `edge`; Chaos Mesh ends it after the TTL itself.
+
+    Built here rather than by chaosk8s's `add_latency`, which cannot set `duration`.
+    """
+    source, destination = _edge(edge)
+    return {
+        "apiVersion": "chaos-mesh.org/v1alpha1",
+        "kind": "NetworkChaos",
+        "metadata": {
+            "name": f"helius-chaos-{edge}-latency",
+            "namespace": namespace,
+            "labels": {FAULT_LABEL: "true", "helius.chaos/edge": edge},
+        },
+        "spec": {
+            "action": "delay",
+            "mode": "all",
+            "selector": {"namespaces": [namespace], "labelSelectors": {APP_LABEL: source}},
+            "direction": "to",
+            "target": {
+                "mode": "all",
+                "selector": {"namespaces": [namespace], "labelSelectors": {APP_LABEL: destination}},
+            },
+            "delay": {"latency": f"{latency_ms}ms"},
+            "duration": f"{max(1, round(ttl_seconds))}s",
+        },
+    }
+
+
 def _edge(edge: str) -> tuple[str, str]:
     try:
         return _EDGES[edge]
@@ -201,6 +319,7 @@ class KubernetesDriver:
         self._ns = config.kube_namespace
         self._deployments = dict(config.kube_deployments)
         self._rds_cidr = config.kube_rds_cidr
+        self._all_namespaces = config.kube_drain_all_namespaces
         self._secrets = {"KUBERNETES_CONTEXT": self._context}
 
     # ---------------------------------------------------------------- helpers
@@ -265,6 +384,8 @@ class KubernetesDriver:
             zones = self._node_zones()
         out = []
         for pod in pods:
+            if pod.metadata.deletion_timestamp is not None:
+                continue  # terminating: out of the Service already, and going away
             pod_zone = zones.get(pod.spec.node_name) if pod.spec.node_name else None
             if zone is not None and pod_zone != zone:
                 continue
@@ -351,18 +472,16 @@ class KubernetesDriver:
         now = time.time()
         if mode == "latency":
             name = f"helius-chaos-{edge}-latency"
+            body = network_chaos_for(edge, self._ns, latency_ms or 500, ttl_seconds)
+            body["metadata"]["annotations"] = {ANNOT_EXPIRES: f"{now + ttl_seconds:.0f}"}
             with self._calling(f"create the Chaos Mesh NetworkChaos {name} (needs Chaos Mesh)"):
-                add_latency(
-                    name,
-                    ns=self._ns,
-                    label_selectors=f"{APP_LABEL}={source}",
-                    mode="all",
-                    direction="to",
-                    latency=f"{latency_ms or 500}ms",
-                    target_mode="all",
-                    target_label_selectors=f"{APP_LABEL}={destination}",
-                    secrets=self._secrets,
-                )
+                try:
+                    k8s.CustomObjectsApi(self._api()).create_namespaced_custom_object(
+                        "chaos-mesh.org", "v1alpha1", self._ns, "networkchaos", body
+                    )
+                except ApiException as exc:
+                    if exc.status != 409:  # already there: the fault is in place
+                        raise
         else:
             policy = network_policy_for(edge, self._ns, self._rds_cidr)
             policy["metadata"]["annotations"] = {ANNOT_EXPIRES: f"{now + ttl_seconds:.0f}"}
@@ -409,32 +528,244 @@ class KubernetesDriver:
 
     # ---------------------------------------------------------------- zones
     def drain_zone(self, zone: str, ttl_seconds: float) -> FaultRef:
+        """Cordon the zone's nodes, then evict the namespace's pods there (PDBs respected).
+
+        Only nodes this call made unschedulable are recorded (annotation ANNOT_CORDONED on the
+        node, with ANNOT_EXPIRES): a node an operator had cordoned stays theirs. Evictions that
+        a PDB refuses (429) are retried until they pass or `ttl_seconds` runs out; the call
+        returns once every evicted pod is gone, so the zone is really empty of the system.
+        """
         now = time.time()
+        deadline = time.monotonic() + ttl_seconds
         selector = f"{ZONE_LABEL}={zone}"
-        with self._calling(f"drain the nodes labelled {selector}"):
-            nodes: list[str] = drain_nodes(
-                label_selector=selector,
-                delete_pods_with_local_storage=False,
-                timeout=int(ttl_seconds),
-                secrets=self._secrets,
-            )
+        with self._calling(f"cordon the nodes labelled {selector}"):
+            core = k8s.CoreV1Api(self._api())
+            nodes: list[Any] = core.list_node(label_selector=selector).items
+            if not nodes:
+                raise TargetError(
+                    f"no node is labelled {selector}; the zone names of the experiments must be "
+                    "those of the cluster's nodes"
+                )
+            cordoned, theirs = [], []
+            for node in nodes:
+                ours = ANNOT_CORDONED in (node.metadata.annotations or {})
+                if node.spec and node.spec.unschedulable and not ours:
+                    theirs.append(node.metadata.name)
+                    continue
+                core.patch_node(
+                    node.metadata.name,
+                    {
+                        "metadata": {
+                            "annotations": {
+                                ANNOT_CORDONED: f"drain-{zone}",
+                                ANNOT_EXPIRES: f"{now + ttl_seconds:.0f}",
+                            }
+                        },
+                        "spec": {"unschedulable": True},
+                    },
+                )
+                cordoned.append(node.metadata.name)
+        names = sorted(n.metadata.name for n in nodes)
+        evicted = self._evict_from(core, names, deadline)
         return FaultRef(
             id=f"drain-{zone}",
             kind="drain",
             target=zone,
             started_at=now,
             expires_at=now + ttl_seconds,
-            details={"nodes": nodes},
+            details={
+                "nodes": names,
+                "cordoned": sorted(cordoned),
+                "already_cordoned": sorted(theirs),
+                "evicted": evicted,
+            },
         )
 
+    def _pods_to_evict(self, core: k8s.CoreV1Api, node: str) -> list[Any]:
+        """The pods a drain of `node` evicts: the namespace's (or all), but no DaemonSet's,
+        static, terminating or harness (label HARNESS_LABEL) pod."""
+        on_node = f"spec.nodeName={node}"
+        pods: list[Any] = (
+            core.list_pod_for_all_namespaces(field_selector=on_node).items
+            if self._all_namespaces
+            else core.list_namespaced_pod(self._ns, field_selector=on_node).items
+        )
+        chosen = []
+        for pod in pods:
+            meta = pod.metadata
+            owners = {o.kind for o in meta.owner_references or []}
+            if (
+                "DaemonSet" in owners
+                or MIRROR_ANNOTATION in (meta.annotations or {})
+                or meta.deletion_timestamp is not None
+                or (meta.labels or {}).get(HARNESS_LABEL) == "true"
+            ):
+                continue
+            chosen.append(pod)
+        return chosen
+
+    def _evict_from(self, core: k8s.CoreV1Api, nodes: list[str], deadline: float) -> list[str]:
+        pending: dict[tuple[str, str], str] = {}  # (namespace, name) -> uid
+        with self._calling(f"list the pods on the nodes {nodes}"):
+            for node in nodes:
+                for pod in self._pods_to_evict(core, node):
+                    pending[(pod.metadata.namespace, pod.metadata.name)] = pod.metadata.uid
+        evicted: dict[tuple[str, str], str] = {}
+        refused: dict[tuple[str, str], str] = {}
+        while True:
+            for key in sorted(set(pending) - set(evicted)):
+                namespace, name = key
+                body = k8s.V1Eviction(metadata=k8s.V1ObjectMeta(name=name, namespace=namespace))
+                with self._calling(f"evict the pod {namespace}/{name}"):
+                    try:
+                        core.create_namespaced_pod_eviction(name, namespace, body)
+                        evicted[key] = pending[key]
+                    except ApiException as exc:
+                        if exc.status == 404:  # gone already
+                            evicted[key] = pending[key]
+                        elif exc.status == 429:  # a PDB says not now: retry
+                            refused[key] = _api_message(exc)
+                        else:
+                            raise
+            gone = self._gone(core, evicted)
+            if len(gone) == len(pending):
+                return sorted(f"{ns}/{name}" for ns, name in pending)
+            if time.monotonic() >= deadline:
+                left = sorted(f"{ns}/{name}" for ns, name in set(pending) - set(gone))
+                blocked = {f"{ns}/{n}": why for (ns, n), why in refused.items()}
+                raise TargetError(
+                    f"drain of {nodes} did not empty them before the TTL: {left} still there "
+                    f"(refused evictions: {blocked or 'none'}); the nodes stay cordoned until "
+                    "uncordon_zone, the reaper or the TTL; check the PodDisruptionBudgets"
+                )
+            time.sleep(EVICTION_RETRY_SECONDS)
+
+    def _gone(
+        self, core: k8s.CoreV1Api, evicted: dict[tuple[str, str], str]
+    ) -> set[tuple[str, str]]:
+        """The evicted pods that no longer exist (or exist under the name with a new uid)."""
+        gone = set()
+        for (namespace, name), uid in evicted.items():
+            with self._calling(f"read the pod {namespace}/{name}"):
+                try:
+                    pod: Any = core.read_namespaced_pod(name, namespace)
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
+                    gone.add((namespace, name))
+                    continue
+            if pod.metadata.uid != uid:
+                gone.add((namespace, name))
+        return gone
+
     def uncordon_zone(self, zone: str) -> list[str]:
+        """Uncordon the zone's nodes that a drain cordoned (annotation), and only those; then
+        restart (rolling, as `kubectl rollout restart`) each Deployment of kube_deployments
+        with no pod left in the zone, so its pods spread over every zone again.
+
+        Uncordoning alone moves nothing back: the drained replicas stay in the other zones
+        (the scheduler places new pods only, and the spread is only checked then), and the
+        system would lose that zone's share of every later fault. The local stack brings a
+        zone's pods back at uncordon; this is the cluster's equivalent. Safe to run twice.
+        """
         selector = f"{ZONE_LABEL}={zone}"
         with self._calling(f"uncordon the nodes labelled {selector}"):
-            listed: list[Any] = k8s.CoreV1Api(self._api()).list_node(label_selector=selector).items
-            cordoned = [n.metadata.name for n in listed if n.spec and n.spec.unschedulable]
-            uncordon_node(label_selector=selector, secrets=self._secrets)
-        # every node of the zone is made schedulable again, but only a cordoned one was undone
-        return [f"drain-{zone}"] if cordoned else []
+            core = k8s.CoreV1Api(self._api())
+            listed: list[Any] = core.list_node(label_selector=selector).items
+            ours = [n for n in listed if ANNOT_CORDONED in (n.metadata.annotations or {})]
+            for node in ours:
+                core.patch_node(node.metadata.name, UNCORDON_PATCH)
+        if ours:
+            self._respread(zone)
+        return [f"drain-{zone}"] if ours else []
+
+    def _respread(self, zone: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        for app, deployment in sorted(self._deployments.items()):
+            if any(p.zone == zone for p in self.list_pods(app)):
+                continue
+            with self._calling(f"restart the Deployment {deployment} to spread it again"):
+                k8s.AppsV1Api(self._api()).patch_namespaced_deployment(
+                    deployment,
+                    self._ns,
+                    {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}},
+                )
+
+    # ---------------------------------------------------------------- load
+    def start_load(
+        self,
+        users: int,
+        spawn_rate: float,
+        duration_seconds: float,
+        workers: int = 2,
+        host: str | None = None,
+        shape: str = "steady",
+        request_timeout_seconds: float = 5.0,
+        startup_timeout_seconds: float = 120.0,
+    ) -> dict[str, Any]:
+        """Start the in-cluster Locust (manifests/base/loadgen.yaml): settings into the
+        ConfigMap, master to 1 and workers to `workers`, both annotated to go back to 0 at
+        `duration_seconds` (stop_load, or the reaper if the runner is gone). Returns once the
+        master and every worker are ready."""
+        now = time.time()
+        expires = now + duration_seconds
+        settings = {
+            "LOCUST_USERS": str(users),
+            "LOCUST_SPAWN_RATE": str(spawn_rate),
+            "LOCUST_EXPECT_WORKERS": str(workers),
+            "LOCUST_REQUEST_TIMEOUT": str(request_timeout_seconds),
+            "LOCUST_SHAPE": shape,
+        } | ({"LOCUST_HOST": host} if host else {})
+        with self._calling("start the in-cluster load generator"):
+            apps = k8s.AppsV1Api(self._api())
+            master: Any = apps.read_namespaced_deployment(LOADGEN_MASTER, self._ns)
+            if master.spec.replicas:
+                raise TargetError(
+                    f"the load generator is already running (Deployment {LOADGEN_MASTER} has "
+                    f"{master.spec.replicas} replica); run stop_load first"
+                )
+            k8s.CoreV1Api(self._api()).patch_namespaced_config_map(
+                LOADGEN_SETTINGS, self._ns, {"data": settings}
+            )
+            for name, replicas in ((LOADGEN_WORKER, workers), (LOADGEN_MASTER, 1)):
+                apps.patch_namespaced_deployment(
+                    name,
+                    self._ns,
+                    {
+                        "metadata": {
+                            "annotations": {ANNOT_ORIGINAL: "0", ANNOT_EXPIRES: f"{expires:.0f}"}
+                        },
+                        "spec": {"replicas": replicas},
+                    },
+                )
+        deadline = time.monotonic() + startup_timeout_seconds
+        while (ready := sum(p.ready for p in self.list_pods(App.LOADGEN.value))) < workers + 1:
+            if time.monotonic() >= deadline:
+                self.stop_load()
+                raise TargetError(
+                    f"the load generator did not get ready within {startup_timeout_seconds:.0f} s "
+                    f"({ready} of {workers + 1} pods ready), so it was stopped; see "
+                    f"`kubectl -n {self._ns} describe pods -l {APP_LABEL}={App.LOADGEN.value}`"
+                )
+            time.sleep(1.0)
+        return {"workers": workers, "expires_at": expires, "settings": settings}
+
+    def stop_load(self) -> dict[str, Any]:
+        """Scale the load generator to 0 (safe to run twice); `stopped` if it was running."""
+        with self._calling("stop the in-cluster load generator"):
+            apps = k8s.AppsV1Api(self._api())
+            master: Any = apps.read_namespaced_deployment(LOADGEN_MASTER, self._ns)
+            running = bool(master.spec.replicas)
+            for name in (LOADGEN_MASTER, LOADGEN_WORKER):
+                apps.patch_namespaced_deployment(
+                    name,
+                    self._ns,
+                    {
+                        "metadata": {"annotations": {ANNOT_ORIGINAL: None, ANNOT_EXPIRES: None}},
+                        "spec": {"replicas": 0},
+                    },
+                )
+        return {"stopped": running}
 
     def active_faults(self) -> list[FaultRef]:
         with self._calling("list the chaos NetworkPolicies"):

@@ -16,6 +16,7 @@ a NetworkPolicy actually dropping MLflow -> RDS), or anything about timing on a 
 
 from __future__ import annotations
 
+import base64
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,8 +25,7 @@ from typing import Any
 import pytest
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.provider.python import run_python_activity
-from k8s_fake_api import FakeKubeAPI, Request, serve, write_kubeconfig
-from kubernetes import client as k8s
+from k8s_fake_api import FakeKubeAPI, Request, isolate_client, serve, write_kubeconfig
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config import kube_config
 
@@ -33,9 +33,11 @@ from chaoshelius import windows
 from chaoshelius.config import HarnessConfig
 from chaoshelius.drivers import get_driver
 from chaoshelius.drivers.kubernetes import (
+    ANNOT_CORDONED,
     ANNOT_EXPIRES,
     ANNOT_ORIGINAL,
     FAULT_LABEL,
+    HARNESS_LABEL,
     KubernetesDriver,
 )
 from chaoshelius.exceptions import NotAllowedError, TargetError
@@ -76,35 +78,16 @@ def api() -> FakeKubeAPI:
     return fake
 
 
-def _isolate_client(monkeypatch: pytest.MonkeyPatch, kubeconfig: Path | str) -> None:
-    """Point the kubernetes client and chaosk8s at `kubeconfig`, and undo their global changes.
-
-    chaosk8s reads `KUBECONFIG` when called, the kubernetes client once at import
-    (`KUBE_CONFIG_DEFAULT_LOCATION`): both are set. `load_kube_config` replaces the client's
-    default Configuration, and chaosk8s assigns `verify_ssl` / `debug` on the class itself:
-    monkeypatch restores all three after the test.
-    """
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
-    for name in (
-        "KUBERNETES_CONTEXT",
-        "KUBERNETES_HOST",
-        "CHAOSTOOLKIT_IN_POD",
-        "HTTP_PROXY",
-        "NO_PROXY",
-        "http_proxy",
-        "no_proxy",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(k8s.Configuration, "_default", None)
-    monkeypatch.setattr(k8s.Configuration, "verify_ssl", False, raising=False)
-    monkeypatch.setattr(k8s.Configuration, "debug", k8s.Configuration.__dict__["debug"])
+# the API server `ALLOWED` is pinned to in `harness()`: the fake's URL, set by `server_url`
+PINS: dict[str, str] = {}
 
 
 @pytest.fixture
 def server_url(api: FakeKubeAPI) -> Iterator[str]:
     server, url = serve(api)
+    PINS[ALLOWED] = url
     yield url
+    PINS.clear()
     server.shutdown()
     server.server_close()
 
@@ -119,7 +102,7 @@ def kubeconfig(server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     path = write_kubeconfig(
         tmp_path / "kubeconfig", {ALLOWED: server_url, "prod": server_url}, current="prod"
     )
-    _isolate_client(monkeypatch, path)
+    isolate_client(monkeypatch, path)
     return path
 
 
@@ -129,6 +112,7 @@ def harness(**overrides: Any) -> HarnessConfig:
         "kube_context": ALLOWED,
         "kube_allowed_contexts": [ALLOWED],
         "kube_allowed_namespaces": [NS],
+        "kube_allowed_servers": dict(PINS),
     }
     return HarnessConfig.from_chaos(values | overrides)
 
@@ -201,7 +185,7 @@ def test_current_context_is_used_when_allowed(
     path = write_kubeconfig(
         tmp_path / "kubeconfig", {ALLOWED: server_url, "prod": server_url}, current=ALLOWED
     )
-    _isolate_client(monkeypatch, path)
+    isolate_client(monkeypatch, path)
     get_driver(harness(kube_context=None)).kill_pods("mlflow", count=1)
     assert tokens(api) == {f"{ALLOWED}-token"}
 
@@ -223,7 +207,7 @@ def test_no_kubeconfig_means_no_context_to_trust(
 
     The allow-list would then vouch for a cluster it never saw: the driver must refuse.
     """
-    _isolate_client(monkeypatch, tmp_path / "absent")
+    isolate_client(monkeypatch, tmp_path / "absent")
     monkeypatch.setenv("KUBERNETES_HOST", server_url)
     with pytest.raises(TargetError, match="kubeconfig"):
         get_driver(harness()).kill_pods("mlflow", count=None)
@@ -252,9 +236,97 @@ def test_a_context_the_client_cannot_load_is_a_target_error(
             f"client-certificate: {tmp_path}/gone.crt\n    client-key: {tmp_path}/gone.key",
         )
     )
-    _isolate_client(monkeypatch, path)
+    isolate_client(monkeypatch, path)
     with pytest.raises(TargetError, match=f"cannot load kube context '{ALLOWED}'.*gone"):
-        get_driver(harness()).list_pods("mlflow")
+        get_driver(harness(kube_allowed_servers={ALLOWED: https})).list_pods("mlflow")
+    assert api.requests == []
+
+
+# ---------------------------------------------------------------- the API server pin
+# a throwaway self-signed CA (no key kept): its DER sha256 was computed with
+# `openssl x509 -outform der | sha256sum`, independently of the driver's code
+TEST_CA = """-----BEGIN CERTIFICATE-----
+MIIBiDCCAS+gAwIBAgIUaeNVykSX/HiArcJDa0OJWZdSEJcwCgYIKoZIzj0EAwIw
+GTEXMBUGA1UEAwwOaGVsaXVzLXRlc3QtY2EwIBcNMjYxMTMwMDEwMTEzWhgPMjEy
+NjExMDYwMTAxMTNaMBkxFzAVBgNVBAMMDmhlbGl1cy10ZXN0LWNhMFkwEwYHKoZI
+zj0CAQYIKoZIzj0DAQcDQgAEuqm2cWl2tsr0y+Fn4zCL2aXmC+RVK+EAdQXcqyx7
+Ig7rzuxtHONvZFqBxTExHvHbW9wfyz4FMhxOy3i3BoLKMqNTMFEwHQYDVR0OBBYE
+FF4vYb84/St+FJvPpFhSlp5wQQb8MB8GA1UdIwQYMBaAFF4vYb84/St+FJvPpFhS
+lp5wQQb8MA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDRwAwRAIgRWJmZ2h1
+rC9j+7JgD1yncyqBnqEMB/QzvAQBvEDskioCICKPipFutXSyuqwBANLdxp8HTCEP
+d8lkLZX4VaAJHM8V
+-----END CERTIFICATE-----
+"""
+TEST_CA_SHA256 = "0a880bd01c8ceb4c17ac1e03030aaa3d22b80267e608468bdf29e7737b881e9d"
+
+
+def test_an_allowed_context_name_on_another_server_is_refused(
+    api: FakeKubeAPI, kubeconfig: Path
+) -> None:
+    """The kubeconfig's `kind-helius` points at the fake; the pin names another server."""
+    config = harness(kube_allowed_servers={ALLOWED: "https://10.0.0.1:6443"})
+    with pytest.raises(NotAllowedError, match="not at the pinned 'https://10.0.0.1:6443'"):
+        get_driver(config)
+    assert api.requests == []
+
+
+def test_an_allowed_context_without_a_pin_is_refused(api: FakeKubeAPI, kubeconfig: Path) -> None:
+    with pytest.raises(NotAllowedError, match="kube_allowed_servers"):
+        get_driver(harness(kube_allowed_servers={}))
+    assert api.requests == []
+
+
+def test_the_pin_can_be_given_as_an_environment_string(
+    api: FakeKubeAPI, server_url: str, driver: KubernetesDriver
+) -> None:
+    config = harness(kube_allowed_servers=f"other=https://x, {ALLOWED}={server_url}")
+    assert config.kube_allowed_servers == {"other": "https://x", ALLOWED: server_url}
+    get_driver(config).list_pods("mlflow")
+    assert tokens(api) == {f"{ALLOWED}-token"}
+
+
+def _https_kubeconfig(tmp_path: Path, server_url: str, extra: str) -> Path:
+    https = server_url.replace("http://", "https://")
+    path = write_kubeconfig(tmp_path / "kubeconfig", {ALLOWED: https}, current=ALLOWED)
+    path.write_text(path.read_text().replace(f"server: {https}", f"server: {https}\n{extra}"))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("pin", "extra", "refused"),
+    [
+        pytest.param(f"sha256:{TEST_CA_SHA256}", "data", None, id="ca-data-matches"),
+        pytest.param(f"SHA256:{TEST_CA_SHA256.upper()}", "file", None, id="ca-file-matches"),
+        pytest.param("sha256:" + "0" * 64, "data", "trusts the CA sha256:0a88", id="other-ca"),
+        pytest.param(f"sha256:{TEST_CA_SHA256}", "skip", "skips TLS", id="tls-skipped"),
+    ],
+)
+def test_the_pin_can_be_the_ca_fingerprint(
+    api: FakeKubeAPI,
+    server_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    pin: str,
+    extra: str,
+    refused: str | None,
+) -> None:
+    """A CA pin survives a changed server address (load balancer, port-forward) but not
+    another cluster's CA; with TLS verification off it would prove nothing, so it is refused."""
+    ca_file = tmp_path / "ca.crt"
+    ca_file.write_text(TEST_CA)
+    data = base64.b64encode(TEST_CA.encode()).decode()
+    lines = {
+        "data": f"    certificate-authority-data: {data}",
+        "file": f"    certificate-authority: {ca_file}",
+        "skip": f"    certificate-authority-data: {data}\n    insecure-skip-tls-verify: true",
+    }
+    isolate_client(monkeypatch, _https_kubeconfig(tmp_path, server_url, lines[extra]))
+    config = harness(kube_allowed_servers={ALLOWED: pin})
+    if refused is None:
+        assert isinstance(get_driver(config), KubernetesDriver)
+    else:
+        with pytest.raises(NotAllowedError, match=refused):
+            get_driver(config)
     assert api.requests == []
 
 
@@ -437,60 +509,99 @@ def _unschedulable(api: FakeKubeAPI) -> dict[str, bool]:
     return {name: bool(n["spec"].get("unschedulable")) for name, n in api.nodes.items()}
 
 
-def test_drain_zone_cordons_and_evicts_the_zone_only(
-    api: FakeKubeAPI, driver: KubernetesDriver
-) -> None:
-    fault = driver.drain_zone("zone-a", ttl_seconds=30)
-    assert sorted(fault.details["nodes"]) == ["node-a1", "node-a2"]
-    # nodes are chosen by the zone label (then chaosk8s re-reads each one by name to cordon it)
-    listed = {(r.query.get("labelSelector"), r.query.get("fieldSelector")) for r in _nodes(api)}
-    assert listed == {
-        (f"{ZONE}=zone-a", None),
-        (None, "metadata.name=node-a1"),
-        (None, "metadata.name=node-a2"),
-    }
-    assert _unschedulable(api) == {
-        "node-a1": True,
-        "node-a2": True,
-        "node-b1": False,
-        "node-c1": False,
-    }
-    assert {r.body["spec"]["unschedulable"] for r in api.sent("PATCH", "/nodes/")} == {True}
-    evicted = sorted(r.path.split("/")[4] + "/" + r.path.split("/")[6] for r in _evictions(api))
-    # like `kubectl drain`: every managed pod on those nodes, whatever its namespace, but not
-    # a DaemonSet's. The namespace allow-list does not bound a drain: nodes are cluster-wide.
-    assert evicted == [
-        "helius/helius-reco-a1",
-        "helius/helius-reco-a2",
-        "helius/mlflow-a",
-        "kube-system/coredns-a",
-    ]
-    assert (NS, "mlflow-b") in api.pods and ("kube-system", "kube-proxy-a1") in api.pods
+def _evicted(api: FakeKubeAPI) -> list[str]:
+    """`namespace/name` of every pod an eviction was posted for."""
+    return sorted(r.path.split("/")[4] + "/" + r.path.split("/")[6] for r in _evictions(api))
 
 
 def _evictions(api: FakeKubeAPI) -> list[Request]:
     return api.sent("POST", "/eviction$")
 
 
-def _nodes(api: FakeKubeAPI) -> list[Request]:
-    return api.sent("GET", "^/api/v1/nodes$")
-
-
-def test_uncordon_undoes_the_drain_and_is_safe_twice(
+def test_drain_zone_cordons_and_evicts_the_namespace_only(
     api: FakeKubeAPI, driver: KubernetesDriver
 ) -> None:
+    """Eviction API (never a DELETE), pods of `helius` only: kube-system's coredns on node-a2
+    and the DaemonSet pod stay; the cordon is recorded on each node it made unschedulable."""
+    fault = driver.drain_zone("zone-a", ttl_seconds=30)
+    assert fault.details["nodes"] == fault.details["cordoned"] == ["node-a1", "node-a2"]
+    assert fault.details["already_cordoned"] == []
+    assert _unschedulable(api) == {
+        "node-a1": True,
+        "node-a2": True,
+        "node-b1": False,
+        "node-c1": False,
+    }
+    for node in ("node-a1", "node-a2"):
+        annotations = api.nodes[node]["metadata"]["annotations"]
+        assert annotations[ANNOT_CORDONED] == "drain-zone-a"
+        assert annotations[ANNOT_EXPIRES] == f"{fault.expires_at:.0f}"
+    assert (
+        _evicted(api)
+        == fault.details["evicted"]
+        == [
+            "helius/helius-reco-a1",
+            "helius/helius-reco-a2",
+            "helius/mlflow-a",
+        ]
+    )
+    assert deleted_pods(api) == []
+    # pods were chosen per node in the namespace, never across namespaces
+    listed = api.sent("GET", "/pods$")
+    assert {r.path for r in listed} == {f"/api/v1/namespaces/{NS}/pods"}
+    assert {r.query["fieldSelector"] for r in listed} >= {
+        "spec.nodeName=node-a1",
+        "spec.nodeName=node-a2",
+    }
+    assert ("kube-system", "coredns-a") in api.pods and ("kube-system", "kube-proxy-a1") in api.pods
+    assert (NS, "mlflow-b") in api.pods
+
+
+def test_drain_with_all_namespaces_evicts_other_namespaces_but_no_daemonset_pod(
+    api: FakeKubeAPI, kubeconfig: Path
+) -> None:
+    get_driver(harness(kube_drain_all_namespaces=True)).drain_zone("zone-a", ttl_seconds=30)
+    assert "kube-system/coredns-a" in _evicted(api)
+    assert "kube-system/kube-proxy-a1" not in _evicted(api)
+
+
+def test_drain_never_evicts_the_harness_itself(api: FakeKubeAPI, driver: KubernetesDriver) -> None:
+    """The load generator and the reaper (label helius.chaos/harness=true) measure and guard
+    the experiment: draining them would be the harness hurting itself."""
+    api.add_pod(NS, "loadgen-worker-a", "node-a1", {"app": "loadgen", HARNESS_LABEL: "true"})
     driver.drain_zone("zone-a", ttl_seconds=30)
+    assert f"{NS}/loadgen-worker-a" not in _evicted(api)
+    assert (NS, "loadgen-worker-a") in api.pods
+
+
+def test_uncordon_undoes_only_the_cordons_the_drain_made(
+    api: FakeKubeAPI, driver: KubernetesDriver
+) -> None:
+    """node-a2 was cordoned by an operator before the run: it stays cordoned afterwards."""
+    api.nodes["node-a2"]["spec"]["unschedulable"] = True
+    fault = driver.drain_zone("zone-a", ttl_seconds=30)
+    assert fault.details["cordoned"] == ["node-a1"]
+    assert fault.details["already_cordoned"] == ["node-a2"]
+    assert "helius/helius-reco-a2" in fault.details["evicted"]  # its pods still go
     drained = len(api.requests)
     assert driver.uncordon_zone("zone-a") == ["drain-zone-a"]
-    assert not any(_unschedulable(api).values())
-    patches = [r for r in api.requests[drained:] if r.method == "PATCH"]
-    assert sorted((r.path, r.body["spec"]["unschedulable"]) for r in patches) == [
-        ("/api/v1/nodes/node-a1", False),
-        ("/api/v1/nodes/node-a2", False),
+    assert _unschedulable(api) == {
+        "node-a1": False,
+        "node-a2": True,
+        "node-b1": False,
+        "node-c1": False,
+    }
+    assert ANNOT_CORDONED not in api.nodes["node-a1"]["metadata"].get("annotations", {})
+    patches = [r.path for r in api.requests[drained:] if r.method == "PATCH"]
+    # node-a1 uncordoned, then both Deployments restarted: no pod of theirs is left in zone-a
+    # (this fixture has no controller: see test_kubernetes_cluster.py for the rollout itself)
+    assert patches == [
+        "/api/v1/nodes/node-a1",
+        f"/apis/apps/v1/namespaces/{NS}/deployments/helius-reco",
+        f"/apis/apps/v1/namespaces/{NS}/deployments/mlflow",
     ]
-    assert driver.uncordon_zone("zone-a") == []  # nothing was cordoned any more
-    assert not any(_unschedulable(api).values())
-    # both runs only read and patch nodes: nothing evicted, deleted or created
+    assert driver.uncordon_zone("zone-a") == []  # safe twice: nothing of ours is left
+    assert _unschedulable(api)["node-a2"] is True
     assert {r.method for r in api.requests[drained:]} == {"GET", "PATCH"}
 
 
@@ -530,7 +641,7 @@ def test_drain_of_a_zone_without_nodes_says_which_label(
             lambda d: d.drain_zone("zone-a", 30), "RBAC", id="drain-403",
         ),
         pytest.param(
-            "PATCH", "/nodes/", 500, "InternalError",
+            "GET", "/nodes$", 500, "InternalError",
             lambda d: d.uncordon_zone("zone-a"), "API server", id="uncordon-500",
         ),
         pytest.param(
@@ -566,9 +677,9 @@ def test_an_unreachable_api_server_is_a_target_error(
         sock.bind(("127.0.0.1", 0))
         closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
     path = write_kubeconfig(tmp_path / "kubeconfig", {ALLOWED: closed}, current=ALLOWED)
-    _isolate_client(monkeypatch, path)
+    isolate_client(monkeypatch, path)
     with pytest.raises(TargetError, match="cannot reach the Kubernetes API"):
-        get_driver(harness()).list_pods("mlflow")
+        get_driver(harness(kube_allowed_servers={ALLOWED: closed})).list_pods("mlflow")
 
 
 # ---------------------------------------------------------------- through Chaos Toolkit

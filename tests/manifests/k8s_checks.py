@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
+from chaoshelius.drivers.k8s_names import HARNESS_LABEL
 from chaoshelius.topology import ZONE_LABEL
 
 Obj = dict[str, Any]
@@ -234,6 +235,17 @@ def check_all(objects: list[Obj]) -> list[str]:
             problems += check(obj)
         if obj["kind"] in ("Deployment", "StatefulSet"):
             problems += check_probes(obj)
-        if obj["kind"] == "Deployment":
+        if obj["kind"] == "Deployment" and not is_harness(obj):
             problems += check_replicas(obj) + check_zone_spread(obj) + check_pdb(obj, pdbs)
     return problems
+
+
+def is_harness(obj: Obj) -> bool:
+    """A workload of the chaos harness (load generator, reaper), not of the system under test:
+    labelled so on the object and its pods. The HA policies do not apply to it (a Locust
+    master is one process; a Deployment restarts the reaper), everything else does."""
+    labels = obj["spec"]["template"]["metadata"].get("labels", {})
+    return bool(
+        obj["metadata"].get("labels", {}).get(HARNESS_LABEL) == "true"
+        and labels.get(HARNESS_LABEL) == "true"
+    )

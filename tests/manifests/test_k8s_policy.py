@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from k8s_checks import check_all
+from k8s_checks import check_all, is_harness
 from k8s_paths import TARGETS
 
 Obj = dict[str, Any]
@@ -19,8 +19,22 @@ def test_every_workload_meets_the_policies(target: str, rendered: dict[str, list
 
 
 def test_the_policies_cover_every_deployment(rendered: dict[str, list[Obj]]) -> None:
-    names = {o["metadata"]["name"] for o in rendered["kind"] if o["kind"] == "Deployment"}
-    assert names == {"helius-reco", "mlflow", "grafana", "prometheus"}
+    """The HA policies hold for the system; only the harness's own workloads are exempt."""
+    deployments = [o for o in rendered["kind"] if o["kind"] == "Deployment"]
+    system = {o["metadata"]["name"] for o in deployments if not is_harness(o)}
+    harness = {o["metadata"]["name"] for o in deployments if is_harness(o)}
+    assert system == {"helius-reco", "mlflow", "grafana", "prometheus"}
+    assert harness == {"loadgen-master", "loadgen-worker", "helius-chaos-reaper"}
+
+
+def test_the_harness_label_does_not_exempt_the_system(rendered: dict[str, list[Obj]]) -> None:
+    """Labelling only the Deployment (not its pods, which a drain would then still evict)
+    does not exempt it: a one-replica mlflow is still caught."""
+    objects = copy.deepcopy(rendered["kind"])
+    mlflow = _deployment(objects)
+    mlflow["metadata"]["labels"]["helius.chaos/harness"] = "true"
+    mlflow["spec"]["replicas"] = 1
+    assert any("1 replicas" in p for p in check_all(objects))
 
 
 def _deployment(objects: list[Obj], name: str = "mlflow") -> Obj:

@@ -24,7 +24,6 @@ Flow = tuple[str, str, int, str]  # source, destination, port, protocol
 
 # endpoints that no manifest of ours defines
 KUBE_DNS = pod("kube-dns", "kube-system", **{"k8s-app": "kube-dns"})
-LOADGEN = pod("loadgen", NAMESPACE, app="loadgen")  # an in-cluster Locust, if one is run
 EXTERNAL = {
     "client": external("client", "203.0.113.10"),  # a user / port-forward from outside
     "apiserver": external("apiserver", "172.18.0.2"),  # the kube API behind its Service
@@ -40,9 +39,11 @@ COMMON_PATHS: list[Flow] = [
     ("prometheus", "mlflow", 5000, "TCP"),
     ("prometheus", "grafana", 3000, "TCP"),
     ("prometheus", "prometheus", 9090, "TCP"),
-    ("prometheus", "loadgen", 8089, "TCP"),
+    ("prometheus", "loadgen-worker", 8089, "TCP"),
     ("prometheus", "apiserver", 6443, "TCP"),
-    ("loadgen", "helius-reco", 8080, "TCP"),
+    ("loadgen-worker", "helius-reco", 8080, "TCP"),
+    ("loadgen-worker", "loadgen-master", 5557, "TCP"),
+    ("chaos-reaper", "apiserver", 6443, "TCP"),
     ("client", "helius-reco", 8080, "TCP"),
     ("client", "grafana", 3000, "TCP"),
     ("client", "prometheus", 9090, "TCP"),
@@ -64,7 +65,12 @@ PATHS: dict[str, list[Flow]] = {
 }
 COMMON_CLOSED: list[Flow] = [
     ("grafana", "mlflow", 5000, "TCP"),
-    ("loadgen", "mlflow", 5000, "TCP"),
+    ("loadgen-worker", "mlflow", 5000, "TCP"),
+    ("loadgen-master", "mlflow", 5000, "TCP"),
+    ("client", "loadgen-master", 5557, "TCP"),
+    ("helius-reco", "loadgen-master", 5557, "TCP"),
+    ("chaos-reaper", "mlflow", 5000, "TCP"),
+    ("chaos-reaper", "helius-reco", 8080, "TCP"),
     ("client", "mlflow", 5000, "TCP"),
     ("model-bootstrap", "helius-reco", 8080, "TCP"),
     ("grafana", "s3", 443, "TCP"),
@@ -97,9 +103,10 @@ EDGE_PATHS: dict[str, dict[str, Flow]] = {
 
 
 def endpoints(objects: list[Obj]) -> dict[str, Endpoint]:
-    """One pod per workload (by its `app` label), plus the endpoints no manifest defines."""
+    """One pod per workload (by its `app` label, and role for the load generator's master and
+    workers), plus the endpoints no manifest defines."""
     pods = {
-        o["spec"]["template"]["metadata"]["labels"]["app"]: Endpoint(
+        _endpoint_name(o["spec"]["template"]["metadata"]["labels"]): Endpoint(
             o["metadata"]["name"],
             o["metadata"]["namespace"],
             o["spec"]["template"]["metadata"]["labels"],
@@ -107,7 +114,12 @@ def endpoints(objects: list[Obj]) -> dict[str, Endpoint]:
         for o in objects
         if o["kind"] in WORKLOAD_KINDS
     }
-    return pods | {"loadgen": LOADGEN, "kube-dns": KUBE_DNS} | EXTERNAL
+    return pods | {"kube-dns": KUBE_DNS} | EXTERNAL
+
+
+def _endpoint_name(labels: dict[str, str]) -> str:
+    role = labels.get("helius.chaos/loadgen-role")
+    return f"{labels['app']}-{role}" if role else labels["app"]
 
 
 def policies_of(objects: list[Obj]) -> list[Obj]:

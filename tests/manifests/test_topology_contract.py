@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from k8s_checks import WORKLOAD_KINDS, selects
+from k8s_checks import WORKLOAD_KINDS, is_harness, selects
 from k8s_paths import MANIFESTS, REPO
 
 from chaoshelius.config import HarnessConfig
@@ -167,6 +167,8 @@ def test_zones_match_the_kind_nodes_and_the_spread_key(rendered: dict[str, list[
     assert node_zones == set(ZONES)
     assert _experiment_values("zone") <= set(ZONES)
     for deployment in _objects(rendered["kind"], "Deployment"):
+        if is_harness(deployment):  # the load generator and the reaper go where they fit
+            continue
         keys = {
             c["topologyKey"]
             for c in deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
@@ -200,7 +202,12 @@ def test_prometheus_relabels_to_the_local_stack_label_names() -> None:
 def test_every_deployment_is_scraped_on_a_declared_port(
     target: str, rendered: dict[str, list[Obj]]
 ) -> None:
+    """Every system Deployment, and the load generator's workers (the client-side view);
+    not the Locust master (it exports nothing: workers count their own requests) nor the
+    reaper."""
     for deployment in _objects(rendered[target], "Deployment"):
+        if deployment["metadata"]["name"] in ("loadgen-master", "helius-chaos-reaper"):
+            continue
         template = deployment["spec"]["template"]
         annotations = template["metadata"]["annotations"]
         ports = {

@@ -1,0 +1,155 @@
+"""Least privilege: the runner's and the reaper's RBAC in the manifests is enough, and each
+rule of it is needed.
+
+The fake API server (k8s_fake_api.py; no cluster can run here) enforces RBAC from the Role and
+ClusterRole objects that `kubectl kustomize manifests/overlays/kind` renders, for the bearer
+token of the test's kube context: each request is mapped to (verb, API group, resource,
+subresource, namespace) as the API server's authorizer does, and refused with 403 otherwise.
+What it does not model: aggregated roles, resourceNames on list/create (the API server ignores
+them there too), non-resource URLs, impersonation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from k8s_fake_api import KIND_OVERLAY, FakeKubeAPI, Rule, _render, isolate_client, serve
+from k8s_fake_api import write_kubeconfig as write
+
+from chaoshelius.config import HarnessConfig
+from chaoshelius.drivers import get_driver, k8s_reaper
+from chaoshelius.drivers.kubernetes import KubernetesDriver
+from chaoshelius.exceptions import TargetError
+
+NS = "helius"
+CONTEXT = "kind-helius"
+RUNNER_ROLES = {"helius-chaos-runner", "helius-chaos-runner-nodes"}
+REAPER_ROLES = {"helius-chaos-reaper", "helius-chaos-reaper-nodes"}
+
+
+def _roles(names: set[str]) -> list[dict[str, Any]]:
+    return [
+        o
+        for o in yaml.safe_load_all(_render(KIND_OVERLAY))
+        if o["kind"] in ("Role", "ClusterRole") and o["metadata"]["name"] in names
+    ]
+
+
+@pytest.fixture
+def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakeKubeAPI, str]]:
+    cluster = FakeKubeAPI.from_overlay(grace_seconds=0.1, ready_seconds=0.0)
+    cluster.chaos_mesh = True
+    server, url = serve(cluster)
+    path = write(tmp_path / "kubeconfig", {CONTEXT: url, "reaper": url}, current=CONTEXT)
+    isolate_client(monkeypatch, path)
+    yield cluster, url
+    server.shutdown()
+    server.server_close()
+
+
+def _driver(url: str, **overrides: Any) -> KubernetesDriver:
+    config = {
+        "target": "kubernetes",
+        "kube_allowed_contexts": [CONTEXT],
+        "kube_allowed_servers": {CONTEXT: url},
+    } | overrides
+    built = get_driver(HarnessConfig.from_chaos(config))
+    assert isinstance(built, KubernetesDriver)
+    return built
+
+
+def every_operation(driver: KubernetesDriver) -> None:
+    """Every fault, undo, probe read and load operation the experiments use."""
+    driver.list_pods("mlflow")
+    driver.kill_pods("mlflow", count=1)
+    driver.kill_pods("helius-reco", count=1, zone="zone-b")
+    driver.scale("mlflow", 0, ttl_seconds=60)
+    driver.restore_scale("mlflow")
+    driver.cut_path("mlflow-rds", "blackhole", None, ttl_seconds=60)
+    driver.active_faults()
+    driver.restore_path("mlflow-rds")
+    driver.cut_path("reco-mlflow", "latency", 200, ttl_seconds=60)
+    driver.restore_path("reco-mlflow")
+    driver.drain_zone("zone-a", ttl_seconds=20)
+    driver.uncordon_zone("zone-a")
+    driver.start_load(users=5, spawn_rate=5, duration_seconds=60, workers=1)
+    driver.stop_load()
+
+
+def test_the_runner_role_allows_every_operation(world: tuple[FakeKubeAPI, str]) -> None:
+    cluster, url = world
+    cluster.authorize(f"{CONTEXT}-token", _roles(RUNNER_ROLES))
+    every_operation(_driver(url))
+    assert cluster.sent()  # and none of them was refused:
+    assert not [r for r in cluster.requests if r.token != f"{CONTEXT}-token"]
+
+
+def _without(rules: list[Rule], index: int, verb: str) -> list[Rule]:
+    rule = rules[index]
+    smaller = replace(rule, verbs=rule.verbs - {verb})
+    return [*rules[:index], *([smaller] if smaller.verbs else []), *rules[index + 1 :]]
+
+
+def test_every_rule_of_the_runner_role_is_needed(world: tuple[FakeKubeAPI, str]) -> None:
+    """Drop any one verb of any one rule: some operation is refused with a 403 that the
+    driver turns into an RBAC hint. (A grant nothing uses would survive: it must not exist.)"""
+    cluster, url = world
+    cluster.authorize(f"{CONTEXT}-token", _roles(RUNNER_ROLES))
+    full = cluster.grants[f"{CONTEXT}-token"]
+    unneeded = []
+    for index, rule in enumerate(full):
+        for verb in sorted(rule.verbs):
+            fresh = FakeKubeAPI.from_overlay(grace_seconds=0.05, ready_seconds=0.0)
+            fresh.chaos_mesh = True
+            with cluster.lock:  # serve the fresh world from the same server
+                for name in ("pods", "nodes", "deployments", "statefulsets", "pdbs"):
+                    setattr(cluster, name, getattr(fresh, name))
+                cluster.policies, cluster.chaos = fresh.policies, {}
+                cluster.configmaps, cluster.controlled = fresh.configmaps, fresh.controlled
+                cluster.grants[f"{CONTEXT}-token"] = _without(full, index, verb)
+            try:
+                every_operation(_driver(url))
+            except TargetError as exc:
+                assert "403" in str(exc) and "RBAC" in str(exc)
+            else:
+                unneeded.append((sorted(rule.resources), verb))
+    assert unneeded == []
+
+
+def test_draining_every_namespace_needs_a_wider_grant(world: tuple[FakeKubeAPI, str]) -> None:
+    """On purpose: the runner's role cannot evict outside `helius`."""
+    cluster, url = world
+    cluster.authorize(f"{CONTEXT}-token", _roles(RUNNER_ROLES))
+    with pytest.raises(TargetError, match="403.*RBAC"):
+        _driver(url, kube_drain_all_namespaces=True).drain_zone("zone-a", ttl_seconds=5)
+
+
+def test_the_reaper_role_reverts_every_kind_of_fault(
+    world: tuple[FakeKubeAPI, str], tmp_path: Path
+) -> None:
+    cluster, url = world
+    every_fault: list[Callable[[KubernetesDriver], object]] = [
+        lambda d: d.scale("mlflow", 0, ttl_seconds=0),
+        lambda d: d.cut_path("mlflow-rds", "blackhole", None, ttl_seconds=0),
+        lambda d: d.cut_path("reco-mlflow", "latency", 100, ttl_seconds=0),
+        lambda d: d.drain_zone("zone-a", ttl_seconds=5),
+    ]
+    driver = _driver(url)
+    for fault in every_fault:
+        fault(driver)
+    cluster.authorize("reaper-token", _roles(REAPER_ROLES))
+    api = k8s_reaper.client_for(str(tmp_path / "kubeconfig"), "reaper")
+    events: list[dict[str, Any]] = []
+    reverted = k8s_reaper.reap(api, NS, now=4e9, log=events.append)
+    assert sorted(reverted) == [
+        "deployment/mlflow",
+        "networkchaos/helius-chaos-reco-mlflow-latency",
+        "networkpolicy/helius-chaos-mlflow-rds",
+        "node/helius-worker",
+    ], events
+    assert not [e for e in events if e["event"] == "error"]
