@@ -47,6 +47,8 @@ CONFIGURATION: Json = {
     "helius_run_dir": _env("HELIUS_RUN_DIR", "reports/runs/latest"),
     "kube_namespace": _env("HELIUS_KUBE_NAMESPACE", "helius"),
     "kube_allowed_contexts": _env("HELIUS_KUBE_ALLOWED_CONTEXTS", ""),
+    # context=server-url or context=sha256:<CA fingerprint>: the cluster a context must be
+    "kube_allowed_servers": _env("HELIUS_KUBE_ALLOWED_SERVERS", ""),
     "kube_context": _env("HELIUS_KUBE_CONTEXT", ""),
     "kube_rds_cidr": _env("HELIUS_KUBE_RDS_CIDR", ""),
 }
