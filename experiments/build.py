@@ -324,8 +324,8 @@ def rds_path_cut() -> Json:
         "Blackhole the mlflow-rds path (connections hang, like a NetworkPolicy drop; TTL 90 s) "
         "for 40 s under load, then restore. MLflow stays up but cannot answer registry calls; "
         "the recommenders' refreshes fail (proof), every one of them enters fallback, "
-        "MLflowDegraded and RecoEngineInFallback fire, clients keep their answers at their usual latency, and once "
-        "the path is back MLflow serves again with the same pods and nobody was restarted.",
+        "MLflowDegraded and RecoEngineInFallback fire, clients keep their answers at their "
+        "usual latency, and once the path is back MLflow serves again with the same pods and nobody was restarted.",
         ["rds", "network", "fallback"],
         {"availability": "high", "reliability": "high", "observability": "high"},
         "Losing the registry database degrades to fallback, is alerted, and heals by itself",
