@@ -325,7 +325,8 @@ def rds_path_cut() -> Json:
         "for 40 s under load, then restore. MLflow stays up but cannot answer registry calls; "
         "the recommenders' refreshes fail (proof), every one of them enters fallback, "
         "MLflowDegraded and RecoEngineInFallback fire, clients keep their answers at their "
-        "usual latency, and once the path is back MLflow serves again with the same pods and nobody was restarted.",
+        "usual latency, and once the path is back MLflow serves again with the same pods "
+        "and nobody was restarted.",
         ["rds", "network", "fallback"],
         {"availability": "high", "reliability": "high", "observability": "high"},
         "Losing the registry database degrades to fallback, is alerted, and heals by itself",
