@@ -56,8 +56,9 @@ from typing import Any
 import gevent
 import helius_traffic as traffic
 from locust import HttpUser, LoadTestShape, events, tag, task
+from locust import runners as locust_runners
 from locust.env import Environment
-from locust.runners import MasterRunner, WorkerRunner
+from locust.runners import WORKER_REPORT_INTERVAL, MasterRunner, WorkerRunner
 from locust.stats import CSV_STATS_INTERVAL_SEC
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -71,6 +72,10 @@ DEFAULT_HOST = "http://127.0.0.1:17080"  # the local stack's recommender service
 METRICS_MESSAGE = "helius_client_metrics"  # worker -> master: request counts since the last one
 METRICS_PUSH_SECONDS = 1.0
 THINK_SECONDS = (0.2, 1.0)
+# Heartbeats a worker may miss before the master calls it missing and hands its users to the
+# others (Locust's default, 3, is 3 s: on a busy 2-core machine a worker misses that and the
+# load ends up with more users than asked).
+HEARTBEAT_LIVENESS = 15
 LATENCY_BUCKETS = (
     0.001,
     0.002,
@@ -321,6 +326,11 @@ def _on_init(environment: Environment, **_: Any) -> None:
     if runner is not None:
         _metrics.users = lambda: float(runner.user_count)
     if isinstance(runner, MasterRunner):
+        locust_runners.HEARTBEAT_LIVENESS = HEARTBEAT_LIVENESS  # read when a worker connects
+        # Registered after the MasterRunner's own quitting listener (which sends "quit" to the
+        # workers and waits only 0.5 s for their last reports), and quitting listeners fire in
+        # reverse order: so this one runs first, and the last reports reach the CSVs.
+        environment.events.quitting.add_listener(_drain_workers)
         runner.register_message(
             METRICS_MESSAGE, lambda environment, msg, **_: _metrics.merge(msg.data)
         )
@@ -331,6 +341,14 @@ def _on_init(environment: Environment, **_: Any) -> None:
         log.info(
             "client metrics on http://%s:%d/metrics", options.metrics_host, options.metrics_port
         )
+
+
+def _drain_workers(environment: Environment, **_: Any) -> None:
+    """Master, on quitting: stop the workers' users, then wait for their last stats report."""
+    runner = environment.runner
+    if isinstance(runner, MasterRunner) and runner.user_count:
+        runner.stop()  # returns once every worker reported 0 users
+        gevent.sleep(WORKER_REPORT_INTERVAL + 0.5)
 
 
 def _push_to_master(runner: WorkerRunner) -> None:
@@ -373,7 +391,8 @@ def _on_quitting(environment: Environment, **_: Any) -> None:
         return  # the master judges the run
     if options is not None and options.csv_prefix and runner is not None:
         # Locust rewrites its CSVs every CSV_STATS_INTERVAL_SEC and does not write them once more
-        # on exit: stop the users and give the writer one more turn, so the CSVs are final.
+        # on exit: stop the users and give the writer one more turn, so the CSVs are final (a
+        # master has already waited for its workers' last reports: _drain_workers).
         runner.stop()
         gevent.sleep(CSV_STATS_INTERVAL_SEC + 0.25)
     threshold = options.fail_ratio if options is not None else 0.01

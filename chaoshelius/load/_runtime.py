@@ -196,6 +196,13 @@ def signal_group(pid: int, sig: signal.Signals) -> None:
         pass
 
 
+def signal_process(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
 def log_tail(files: RunFiles, lines: int = 15) -> str:
     try:
         text = files.log.read_text(errors="replace")

@@ -292,9 +292,9 @@ def stop_load(
 ) -> dict[str, Any]:
     """Stop the load started by start_load; safe to run twice (rollbacks).
 
-    Sends SIGTERM to Locust's process group (Locust then writes its final CSVs), and SIGKILL
-    if it is still there after `grace_seconds`. Returns {"stopped": bool, "pid", "signal",
-    "exit_code", "total_requests", "total_failures", "stats"}; "stopped" is false when no load
+    Sends SIGTERM to Locust (which stops its workers, if any, and writes its final CSVs), and
+    SIGKILL to its whole process group if it is still there after `grace_seconds`. Returns
+    {"stopped": bool, "pid", "signal", "exit_code", "total_requests", "total_failures", "stats"}; "stopped" is false when no load
     was running (already stopped, or ended by its run time). "exit_code" is known only in the
     process that started the load; Locust exits 1 when the failure ratio exceeded 1 %.
     """
@@ -304,7 +304,9 @@ def stop_load(
     pid = rt.read_pid(files)
     result: dict[str, Any] = {"stopped": False, "pid": pid, "signal": None}
     if pid is not None and rt.is_locust(pid):
-        rt.signal_group(pid, signal.SIGTERM)
+        # Locust itself (the master under --processes) first: it stops its workers and waits
+        # for their last reports, which a SIGTERM to the whole group would lose.
+        rt.signal_process(pid, signal.SIGTERM)
         result.update(stopped=True, signal="SIGTERM")
         if not rt.wait_gone(pid, grace_seconds):
             rt.signal_group(pid, signal.SIGKILL)

@@ -2,8 +2,10 @@
 
 A short closed-loop step test: Locust with no wait between tasks, at each user count of
 `steps` for `step_seconds`, against the recommender (through the same proxy the load uses).
-The sustained rate of a step is what the stack answered once that step's users all ran; the
-capacity is the best step whose failure ratio stayed under `max_failure_ratio`. `start_load`
+Its exporter (on a free port, not the experiments' one) is read every 0.25 s; the sustained
+rate of a step is the requests counted between the first and the last reading of that step
+(after its first second, while its users spawn), over the time between them. The capacity is
+the best step whose failure ratio stayed under `max_failure_ratio`. `start_load`
 (capacity_fraction=...) and `chaoshelius load capacity` use it.
 
 The figure is the capacity of the whole machine, load generator included: on a small machine
@@ -15,6 +17,7 @@ Other work on the machine moves the figure: measure at run time, never hard-code
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -22,13 +25,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
 from chaoshelius.exceptions import TargetError
 from chaoshelius.load import _runtime as rt
 
 DEFAULT_STEPS = (8, 16, 32, 64)
 DEFAULT_STEP_SECONDS = 6.0
 CAPACITY_FILE = "capacity.json"
-_SETTLE_ROWS = 1  # history rows skipped at the start of each step (its users still spawning)
+_SETTLE_SECONDS = 1.0  # skipped at the start of each step (its users still spawning)
+_SAMPLE_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,7 @@ def measure_capacity(
             f"(got {steps}, {step_seconds}, {processes})."
         )
     work_dir.mkdir(parents=True, exist_ok=True)
+    metrics_port = _free_port()
     files = rt.RunFiles(work_dir)
     for name in rt.CSV_FILES:
         (work_dir / name).unlink(missing_ok=True)
@@ -104,7 +112,7 @@ def measure_capacity(
         "--fail-ratio",
         "1",
         "--metrics-port",
-        "0",  # not the experiment's exporter: Prometheus must not see this as user traffic
+        str(metrics_port),  # not the experiments' port: Prometheus must not see this
         "--csv",
         str(files.csv_prefix),
         "--csv-full-history",
@@ -121,16 +129,16 @@ def measure_capacity(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    status, cpu_seconds = _wait_with_cpu(process, budget)
+    samples, status, cpu_seconds = _sample_until_exit(
+        process, f"http://127.0.0.1:{metrics_port}/metrics", budget
+    )
     if status != 0:
         raise TargetError(
             f"the capacity measurement's Locust exited with code {status}; see {files.log}. "
             f"Last lines:\n{rt.log_tail(files)}"
         )
     measured = [
-        step
-        for users in dict.fromkeys(steps)
-        if (step := _step(files.history_csv, users, step_seconds)) is not None
+        step for users in dict.fromkeys(steps) if (step := _step(samples, users)) is not None
     ]
     usable = [step for step in measured if step.failure_ratio <= max_failure_ratio]
     if not usable:
@@ -161,33 +169,88 @@ def measure_capacity(
     return result
 
 
-def _step(history_csv: Path, users: int, step_seconds: float) -> Step | None:
-    rate = rt.steady_rate(history_csv, users, skip_rows=_SETTLE_ROWS)
-    if rate is None:
+@dataclass(frozen=True)
+class _Sample:
+    at: float  # monotonic seconds
+    users: int
+    requests: float
+    failures: float
+
+
+def _step(samples: list[_Sample], users: int) -> Step | None:
+    """The sustained rate while `users` ran: first to last reading of the step, after it
+    settled."""
+    during = [s for s in samples if s.users == users]
+    if not during:
         return None
+    settled = [s for s in during if s.at >= during[0].at + _SETTLE_SECONDS]
+    if len(settled) < 2:
+        return None
+    first, last = settled[0], settled[-1]
+    seconds = last.at - first.at
+    requests = last.requests - first.requests
+    if seconds <= 0:
+        return None
+    failures = last.failures - first.failures
     return Step(
         users=users,
-        seconds=rate["seconds"],
-        requests=rate["requests"],
-        rps=round(rate["rps"], 1),
-        failure_ratio=round(rate["failure_ratio"], 4),
+        seconds=round(seconds, 2),
+        requests=requests,
+        rps=round(requests / seconds, 1),
+        failure_ratio=round(failures / requests, 4) if requests else 1.0,
     )
 
 
-def _wait_with_cpu(process: subprocess.Popen[bytes], budget: float) -> tuple[int, float]:
-    """Wait for Locust (killing its group after `budget` s); its exit code and the CPU seconds
-    it and its reaped children (the --processes workers) used."""
+def _read(client: httpx.Client, url: str) -> _Sample | None:
+    try:
+        text = client.get(url, timeout=1.0).text
+    except httpx.HTTPError:
+        return None
+    users, requests, failures = 0, 0.0, 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "helius_client_users":
+                users = int(sample.value)
+            elif sample.name == "helius_client_requests_total":
+                requests += sample.value
+                if sample.labels.get("outcome") == "failure":
+                    failures += sample.value
+    return _Sample(time.monotonic(), users, requests, failures)
+
+
+def _sample_until_exit(
+    process: subprocess.Popen[bytes], url: str, budget: float
+) -> tuple[list[_Sample], int, float]:
+    """Read the exporter every _SAMPLE_SECONDS until Locust exits."""
+    samples: list[_Sample] = []
     deadline = time.monotonic() + budget
-    while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if pid:
-            process.returncode = os.waitstatus_to_exitcode(status)
-            return process.returncode, usage.ru_utime + usage.ru_stime
-        if time.monotonic() > deadline:
-            os.killpg(process.pid, 9)
-            _, status, usage = os.wait4(process.pid, 0)
-            process.returncode = os.waitstatus_to_exitcode(status)
-            raise TargetError(
-                f"the capacity measurement did not end within {budget:.0f} s and was killed."
-            )
-        time.sleep(0.2)
+    with httpx.Client() as client:
+        while True:
+            done = _wait_with_cpu(process, deadline)
+            if done is not None:
+                return samples, *done
+            if (sample := _read(client, url)) is not None:
+                samples.append(sample)
+            time.sleep(_SAMPLE_SECONDS)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def _wait_with_cpu(process: subprocess.Popen[bytes], deadline: float) -> tuple[int, float] | None:
+    """None while Locust runs; once it exited, its exit code and the CPU seconds it and its
+    reaped children (the --processes workers) used. Kills its group after `deadline`."""
+    pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+    if not pid and time.monotonic() > deadline:
+        os.killpg(process.pid, 9)
+        os.wait4(process.pid, 0)
+        process.returncode = -9
+        raise TargetError("the capacity measurement did not end in time and was killed.")
+    if not pid:
+        return None
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return process.returncode, usage.ru_utime + usage.ru_stime
