@@ -294,8 +294,9 @@ def stop_load(
 
     Sends SIGTERM to Locust (which stops its workers, if any, and writes its final CSVs), and
     SIGKILL to its whole process group if it is still there after `grace_seconds`. Returns
-    {"stopped": bool, "pid", "signal", "exit_code", "total_requests", "total_failures", "stats"}; "stopped" is false when no load
-    was running (already stopped, or ended by its run time). "exit_code" is known only in the
+    {"stopped": bool, "pid", "signal", "exit_code", "total_requests", "total_failures",
+    "stats"}; "stopped" is false when no load was running (already stopped, or ended by its
+    run time). "exit_code" is known only in the
     process that started the load; Locust exits 1 when the failure ratio exceeded 1 %.
     """
     config = rt.load_config(configuration)
