@@ -264,3 +264,25 @@ def test_per_request_mode_retries_a_kept_alive_connection_the_pod_closed(
     assert backends[0].connections == 5  # each one found the previous connection closed
     assert per_request.proxy.connections_total == 1
     client.close()
+
+
+def test_the_recommender_proxy_balances_per_request_by_default_and_says_so() -> None:
+    from chaoshelius.cli.stack import _render
+    from chaoshelius.stack.config import StackConfig
+
+    assert StackConfig().reco_proxy_balancing == "request"
+    assert StackConfig(reco_proxy_balancing="connection").reco_proxy_balancing == "connection"
+    body = {
+        "phase": "ready",
+        "error": None,
+        "pods": [],
+        "faults": [],
+        "proxies": {
+            "mlflow-rds": {"mode": "normal", "balancing": "connection", "open_connections": 0},
+            "service:helius-reco": {"mode": "normal", "balancing": "request"},
+            "service:mlflow": {"mode": "normal", "balancing": "connection"},
+        },
+    }
+    assert "service proxies balance: helius-reco per request, mlflow per connection" in _render(
+        body
+    )
