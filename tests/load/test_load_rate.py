@@ -176,23 +176,30 @@ def test_processes_web_ui_env_vars_and_default_host(fake_reco: FakeReco, tmp_pat
             return bool(stats["state"] == "stopped")
 
         wait_for("the run time to end", stopped, timeout=40)
-        server = sum(fake_reco.paths.values())
-        assert server >= 150  # ~60/s for 6 s, through both workers
+        seen: dict[str, float] = {}
 
         def totals_agree() -> bool:
             stats = httpx.get(f"http://127.0.0.1:{web}/stats/requests", timeout=5).json()
             aggregated = next(s for s in stats["stats"] if s["name"] == "Aggregated")
-            return _total(scrape(url)) == aggregated["num_requests"] == server
+            seen.update(exporter=_total(scrape(url)), locust=aggregated["num_requests"])
+            return seen["exporter"] == seen["locust"]
 
-        wait_for("exporter == Locust == server", totals_agree, timeout=10)
+        # the workers report every 1 s (ours) and 3 s (Locust's): both settle on the same total
+        try:
+            wait_for("exporter == Locust's total", totals_agree, timeout=15)
+        except pytest.fail.Exception:
+            pytest.fail(f"the exporter and Locust disagree: {seen}")
+        assert seen["exporter"] >= 150  # ~60/s for 6 s, through both workers
+        # the server got those, plus at most one request per user cut off by the stop (a user
+        # killed while its request was in flight records nothing, in Locust or here)
+        assert 0 <= sum(fake_reco.paths.values()) - seen["exporter"] <= 6
         samples = scrape(url)
         assert (
             samples[("helius_client_request_latency_seconds_count", "name=/predict")]
             + samples[("helius_client_request_latency_seconds_count", "name=/health")]
-            == server
+            == seen["exporter"]
         )
-        log = (tmp_path / "locust.log").read_text()
-        assert "2 workers connected" in log or "worker_index" in log or "workers" in log
+        assert "2 workers connected" in (tmp_path / "locust.log").read_text()
     finally:
         _kill(process)
 
