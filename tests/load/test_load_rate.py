@@ -247,3 +247,32 @@ def test_capacity_of_a_dead_service_is_an_error(tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(TargetError, match="no step"):
         measure_capacity(dead, tmp_path, LOCUSTFILE, steps=(2,), step_seconds=3)
+
+
+def test_capacity_command(fake_reco: FakeReco, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from chaoshelius.cli import main
+
+    result = CliRunner().invoke(
+        main,
+        [
+            "load",
+            "capacity",
+            "--host",
+            fake_reco.url,
+            "--steps",
+            "2",
+            "--step-seconds",
+            "3",
+            "--fraction",
+            "0.5",
+            "--work-dir",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    found = json.loads((tmp_path / "capacity.json").read_text())
+    assert f"capacity {found['capacity_rps']:.1f} req/s at 2 users" in result.output
+    assert f"0.5 of it: {found['capacity_rps'] * 0.5:.1f} req/s" in result.output
+    assert "CPU-ms per request" in result.output
