@@ -29,6 +29,9 @@ class HarnessConfig(BaseModel):
     prometheus_base_url: str = f"http://127.0.0.1:{DEFAULT_BASE_PORT + 90}"
     helius_reco_url: str = f"http://127.0.0.1:{DEFAULT_BASE_PORT + 80}"
     helius_loadgen_metrics_port: int = DEFAULT_BASE_PORT + 89
+    # the MLflow tracking server (the registry): probes read the champion alias from it, the
+    # model actions promote through it (local: the stack's MLflow service proxy)
+    helius_mlflow_url: str = f"http://127.0.0.1:{DEFAULT_BASE_PORT + 50}"
     # where a run keeps what it measured (fault windows, Locust CSVs, the report)
     helius_run_dir: Path = Path("reports/runs/latest")
     # HTTP timeout for every call the harness makes (control API, Prometheus)

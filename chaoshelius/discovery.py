@@ -18,7 +18,7 @@ from chaoslib.types import DiscoveredActivities, Discovery
 
 __all__ = ["DOMAINS", "discover", "load_exported_activities"]
 
-DOMAINS = ("pods", "network", "zones", "load", "slo")
+DOMAINS = ("pods", "network", "zones", "load", "model", "slo")
 
 
 def discover(discover_system: bool = True) -> Discovery:

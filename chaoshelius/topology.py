@@ -7,7 +7,7 @@ Prometheus labels, and the chaos drivers all read these, so a selector cannot dr
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Final
+from typing import Final, NamedTuple
 
 NAMESPACE: Final = "helius"
 APP_LABEL: Final = "app"
@@ -36,3 +36,49 @@ MODEL_ALIAS: Final = "champion"
 EDGE_MLFLOW_RDS: Final = "mlflow-rds"
 EDGE_RECO_MLFLOW: Final = "reco-mlflow"
 EDGES: Final = (EDGE_MLFLOW_RDS, EDGE_RECO_MLFLOW)
+
+# Which side of each edge a cut isolates from its dependency (the edge's caller).
+EDGE_SOURCE: Final = {EDGE_MLFLOW_RDS: App.MLFLOW.value, EDGE_RECO_MLFLOW: App.RECO.value}
+
+
+class FaultKind(StrEnum):
+    """Kinds of fault windows (chaoshelius.windows) and of the stack's TTL-bound faults."""
+
+    POD_KILL = "pod-kill"
+    SCALE = "scale"
+    PATH = "path"
+    DRAIN = "drain"
+
+
+class PathMode(StrEnum):
+    """How a cut edge misbehaves (local: the path proxy; kubernetes: policy or Chaos Mesh)."""
+
+    BLACKHOLE = "blackhole"  # connections hang, no RST: a partition, a NetworkPolicy drop
+    RESET = "reset"  # connections are refused/reset at once
+    LATENCY = "latency"  # every chunk is delayed
+
+
+# Metric names that probes, reports, alert rules and the service share (a contract).
+FALLBACK_GAUGE: Final = "reco_engine_in_fallback_mode"
+MODEL_INFO: Final = "reco_engine_model_info"
+REFRESH_FAILURES: Final = "reco_engine_refresh_failures_total"
+SERVER_REQUESTS: Final = "reco_engine_requests_total"
+SERVER_LATENCY: Final = "reco_engine_requests_latency_seconds"
+CLIENT_REQUESTS: Final = "helius_client_requests_total"
+CLIENT_LATENCY: Final = "helius_client_request_latency_seconds"
+
+
+class Probe(NamedTuple):
+    """An HTTP probe as the manifests declare it (tests/manifests checks they agree)."""
+
+    path: str
+    period_seconds: float
+    failure_threshold: int
+    timeout_seconds: float
+
+
+# The recommender's liveness probe, as in manifests/base/reco.yaml; the local stack's
+# supervisor runs it like the kubelet (restart after `failure_threshold` failures).
+RECO_LIVENESS: Final = Probe("/health", 10.0, 3, 2.0)
+# MLflow's liveness probe, as in manifests/base/mlflow.yaml.
+MLFLOW_LIVENESS: Final = Probe("/health", 10.0, 6, 3.0)

@@ -31,9 +31,13 @@ __all__ = [
     "Window",
     "close_windows",
     "fault_phase_started",
+    "load_stopped",
+    "load_stopped_at",
     "find_window",
     "mark_fault_phase",
     "open_window",
+    "pods_before",
+    "ready_before",
     "reset",
     "windows",
 ]
@@ -70,6 +74,7 @@ class Window:
 class _RunState:
     fault_phase: bool = False
     windows: list[Window] = field(default_factory=list)
+    load_stopped_at: float | None = None
 
 
 _LOCK = threading.Lock()
@@ -93,6 +98,20 @@ def fault_phase_started() -> bool:
     """True once any fault action of this run has been called, whether it succeeded or not."""
     with _LOCK:
         return _STATE.fault_phase
+
+
+def load_stopped(at: float | None = None) -> None:
+    """Record when this run's load stopped (the first stop counts): client probes judge the
+    fault's recovery up to there."""
+    with _LOCK:
+        if _STATE.load_stopped_at is None:
+            _STATE.load_stopped_at = time.time() if at is None else at
+
+
+def load_stopped_at() -> float | None:
+    """When this run's load stopped, if it did."""
+    with _LOCK:
+        return _STATE.load_stopped_at
 
 
 def windows() -> list[Window]:
@@ -171,3 +190,15 @@ def _persist(run_dir: Path) -> None:
     tmp = path.with_name(f".{WINDOWS_FILE}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps([asdict(w) for w in _STATE.windows], indent=2) + "\n")
     os.replace(tmp, path)
+
+
+def ready_before(window: Window, app: str) -> int:
+    """Ready pods of `app` when the fault started, as its action recorded them (at least 1)."""
+    counts = window.details.get("ready_before", {})
+    return max(1, int(counts.get(app, 1)))
+
+
+def pods_before(window: Window, app: str) -> list[str]:
+    """Names of the ready pods of `app` when the fault started (empty if not recorded)."""
+    names = window.details.get("pods_before", {}).get(app, [])
+    return [str(n) for n in names]

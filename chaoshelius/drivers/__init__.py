@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from chaoshelius.config import HarnessConfig
 from chaoshelius.drivers.base import PATH_MODES, Driver, FaultRef, PathMode, PodInfo
+from chaoshelius.topology import App
 
-__all__ = ["PATH_MODES", "Driver", "FaultRef", "PathMode", "PodInfo", "driver_for", "get_driver"]
+__all__ = [
+    "PATH_MODES",
+    "Driver",
+    "FaultRef",
+    "PathMode",
+    "PodInfo",
+    "driver_for",
+    "fleet_snapshot",
+    "get_driver",
+]
+
+FLEET_APPS = (App.RECO.value, App.MLFLOW.value)
 
 
 def get_driver(config: HarnessConfig) -> Driver:
@@ -23,3 +37,15 @@ def driver_for(configuration: dict[str, object] | None) -> tuple[HarnessConfig, 
     """Configuration and driver for an activity (one call at the top of each activity)."""
     config = HarnessConfig.from_chaos(configuration)
     return config, get_driver(config)
+
+
+def fleet_snapshot(driver: Driver, apps: tuple[str, ...] = FLEET_APPS) -> dict[str, Any]:
+    """What every fault action records in its window when it starts: per app, how many pods
+    were ready and their names (`ready_before`, `pods_before`). Probes compare with these to
+    prove a fault bit (pods gone) or did not spill over (no pod restarted)."""
+    pods = {app: driver.list_pods(app) for app in apps}
+    ready = {app: sorted(p.name for p in found if p.ready) for app, found in pods.items()}
+    return {
+        "ready_before": {app: len(names) for app, names in ready.items()},
+        "pods_before": ready,
+    }

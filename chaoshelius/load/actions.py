@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 from chaoslib.types import Configuration, Secrets
 
+from chaoshelius import windows
 from chaoshelius.exceptions import ConfigurationError, TargetError
 from chaoshelius.load import _runtime as rt
 from chaoshelius.load.capacity import measure_capacity
@@ -299,6 +300,7 @@ def stop_load(
     run time). "exit_code" is known only in the
     process that started the load; Locust exits 1 when the failure ratio exceeded 1 %.
     """
+    windows.load_stopped()  # the client probes judge a fault's recovery up to here
     config = rt.load_config(configuration)
     files = rt.run_files(config)
     rt.forget_finished_children(files)

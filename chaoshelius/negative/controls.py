@@ -20,12 +20,17 @@ PROFILES_DIR = _HERE / "profiles"
 class NegativeControl:
     experiment: str  # file stem in experiments/
     profile: str  # file stem in profiles/
-    probe: str  # the hypothesis probe that must fail
+    probes: tuple[str, ...]  # hypothesis probes that must be among the failing ones
     why: str
 
     @property
     def profile_file(self) -> Path:
         return profile_path(self.profile)
+
+    @property
+    def probe(self) -> str:
+        """The probe the control is named after (the first of `probes`)."""
+        return self.probes[0]
 
 
 def profile_path(name: str) -> Path:
@@ -37,21 +42,30 @@ def profile_path(name: str) -> Path:
     return path
 
 
-def load_controls(path: Path = CONTROLS_FILE) -> dict[str, NegativeControl]:
-    """Experiment name -> its negative control."""
+def load_controls(path: Path = CONTROLS_FILE) -> list[NegativeControl]:
+    """Every negative control, in file order (an experiment may have several)."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or []
     except (OSError, yaml.YAMLError) as exc:
         raise HeliusError(f"cannot read negative controls {path}: {exc}") from exc
-    controls = {}
-    for experiment, entry in data.items():
+    if not isinstance(data, list):
+        raise HeliusError(f"{path}: expected a list of controls")
+    controls = []
+    for number, entry in enumerate(data, 1):
         try:
-            controls[experiment] = NegativeControl(
-                experiment=experiment,
-                profile=str(entry["profile"]),
-                probe=str(entry["probe"]),
-                why=str(entry.get("why", "")),
+            probes = entry["probes"]
+            if isinstance(probes, str) or not probes:
+                raise TypeError("probes must be a non-empty list")
+            controls.append(
+                NegativeControl(
+                    experiment=str(entry["experiment"]),
+                    profile=str(entry["profile"]),
+                    probes=tuple(str(p) for p in probes),
+                    why=str(entry.get("why", "")),
+                )
             )
         except (KeyError, TypeError) as exc:
-            raise HeliusError(f"{path}: entry {experiment!r} needs profile and probe") from exc
+            raise HeliusError(
+                f"{path}: control #{number} needs experiment, profile and probes ({exc})"
+            ) from exc
     return controls

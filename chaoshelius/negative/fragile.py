@@ -1,30 +1,58 @@
 """Known-fragile recommender variants (uvicorn app factories) for negative controls only.
 
-Each wraps the real app (`helius_reco.main.create_app`) and adds one classic mistake:
+Each wraps the real app (`helius_reco.main.create_app`) and adds **one** mistake that real
+services make, most of them subtle (a small error rate, one pod lying, a slower path), so that
+each check of the catalogue is shown to catch a plausible defect, not only a total outage.
+They live outside the service package, so nothing here can ship by accident.
 
-- `hot_path_mlflow_app`: asks the registry which model is current on every `/predict`, with a
-  generous 30 s client timeout and no fallback (the "just call MLflow" design).
-- `no_fallback_app`: refuses to predict (503) whenever the last refresh failed, instead of
-  serving the last known good model (the "never serve a possibly stale model" design).
-
-Run with `uvicorn chaoshelius.negative.fragile:hot_path_mlflow_app --factory`; the stack
-profiles in `profiles/` do this through `reco_app`.
+Run with `uvicorn chaoshelius.negative.fragile:<name> --factory`; the stack profiles in
+`profiles/` do this through `reco_app`. The catalogue (`controls.yml`) says which experiment
+and which probe must catch each one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import dataclasses
+import itertools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from helius_reco.api.deps import Components
+from helius_reco.lifecycle.refresher import RefreshOutcome
+from helius_reco.lifecycle.registry import ModelRef, ModelRegistry
 from helius_reco.main import create_app
 
-__all__ = ["hot_path_mlflow_app", "no_fallback_app"]
+__all__ = [
+    "alias_cached_app",
+    "fallback_clears_early_app",
+    "fallback_errors_app",
+    "health_needs_mlflow_app",
+    "hot_path_mlflow_app",
+    "lying_pod_app",
+    "no_fallback_app",
+    "refresh_blocks_requests_app",
+    "slow_fallback_app",
+    "slow_recovery_app",
+    "slow_start_app",
+    "startup_needs_mlflow_app",
+    "swallowed_errors_app",
+]
 
 _Next = Callable[[Request], Awaitable[Response]]
 HOT_PATH_TIMEOUT_SECONDS = 30.0
+FALLBACK_ERROR_EVERY = 40  # 2.5 % of predictions while in fallback
+SLOW_FALLBACK_SECONDS = 0.04  # +40 ms per prediction while in fallback
+CLEARS_AFTER_SECONDS = 6.0  # the gauge "gives up" reporting after this long
+BACKOFF_CAP_SECONDS = 64.0
+ALIAS_CACHE_SECONDS = 600.0
+SLOW_START_SECONDS = 45.0
+LYING_ZONE = "zone-b"
 
 
 def _components(app: FastAPI) -> Components:
@@ -32,8 +60,23 @@ def _components(app: FastAPI) -> Components:
     return components
 
 
+def _wrap_record(app: FastAPI, after: Callable[[RefreshOutcome], RefreshOutcome | None]) -> None:
+    """Run `after(outcome)` around every refresh outcome the refresher records; it may return
+    a replacement outcome to record instead."""
+    refresher = _components(app).refresher
+    original = refresher._record
+
+    def record(outcome: RefreshOutcome) -> None:
+        replaced = after(outcome)
+        original(replaced if replaced is not None else outcome)
+
+    refresher._record = record  # type: ignore[method-assign]
+
+
+# ------------------------------------------------------------ total failures (the originals)
 def hot_path_mlflow_app() -> FastAPI:
-    """The real service, plus a registry lookup on the request path (fragile)."""
+    """A registry lookup on every `/predict`, with a generous 30 s client timeout and no
+    fallback (the "just call MLflow" design)."""
     app = create_app()
     settings = _components(app).settings
     alias_url = f"{settings.mlflow_tracking_uri}/api/2.0/mlflow/registered-models/alias"
@@ -56,7 +99,7 @@ def hot_path_mlflow_app() -> FastAPI:
 
 
 def no_fallback_app() -> FastAPI:
-    """The real service, minus the fallback: 503 while the registry cannot confirm the model."""
+    """503 while the registry cannot confirm the model ("never serve a possibly stale one")."""
     app = create_app()
     refresher = _components(app).refresher
 
@@ -66,4 +109,225 @@ def no_fallback_app() -> FastAPI:
             return JSONResponse({"detail": "model not confirmed by the registry"}, 503)
         return await call_next(request)
 
+    return app
+
+
+# ------------------------------------------------------------ what users see
+def fallback_errors_app() -> FastAPI:
+    """The fallback path fails a few requests: while in fallback, 1 prediction in 40 (2.5 %)
+    answers 500, as when the cached model cannot rank users who joined after it was trained.
+    Caught by `client_success_ratio` (99 %), not by a total-outage threshold."""
+    app = create_app()
+    refresher = _components(app).refresher
+    counter = itertools.count(1)
+
+    @app.middleware("http")
+    async def fail_some(request: Request, call_next: _Next) -> Response:
+        if (
+            request.url.path == "/predict"
+            and refresher.in_fallback
+            and next(counter) % FALLBACK_ERROR_EVERY == 0
+        ):
+            return JSONResponse({"detail": "user unknown to the cached model"}, 500)
+        return await call_next(request)
+
+    return app
+
+
+def slow_fallback_app() -> FastAPI:
+    """The fallback path is slower: +40 ms per prediction while in fallback, as when it re-reads
+    the cached model from disk per request. Caught by `latency_p99_ratio`."""
+    app = create_app()
+    refresher = _components(app).refresher
+
+    @app.middleware("http")
+    async def slow_down(request: Request, call_next: _Next) -> Response:
+        if request.url.path == "/predict" and refresher.in_fallback:
+            await asyncio.sleep(SLOW_FALLBACK_SECONDS)
+        return await call_next(request)
+
+    return app
+
+
+def refresh_blocks_requests_app() -> FastAPI:
+    """Predictions take the refresh lock (a blocking `threading.Lock` on the event loop), so
+    every request waits while a refresh is in flight: harmless while MLflow answers in ms,
+    stalls clients when it is slow. Caught by `latency_p99_ratio` in mlflow-latency."""
+    app = create_app()
+    refresher = _components(app).refresher
+
+    @app.middleware("http")
+    async def wait_for_refresh(request: Request, call_next: _Next) -> Response:
+        if request.url.path == "/predict":
+            with refresher._refresh_lock:  # blocks the whole event loop: the mistake
+                pass
+        return await call_next(request)
+
+    return app
+
+
+# ------------------------------------------------------------ what the gauge says
+def lying_pod_app() -> FastAPI:
+    """The zone-b pod never reports fallback (its gauge stays 0): one pod lying. A `max()` over
+    pods hides it; `fallback_engaged_within` judges every pod and catches it."""
+    app = create_app()
+    components = _components(app)
+    if components.settings.zone == LYING_ZONE:
+        original = components.refresher._record
+
+        def record_then_lie(outcome: RefreshOutcome) -> None:
+            original(outcome)
+            components.metrics.fallback.set(0)
+
+        components.refresher._record = record_then_lie  # type: ignore[method-assign]
+    return app
+
+
+def fallback_clears_early_app() -> FastAPI:
+    """The gauge "gives up": after 6 s in fallback it reads 0 again although the registry is
+    still unreachable (alert fatigue "fixed" in code). The alert (for: 10s) never fires;
+    caught by `alert_fired` and by `fallback_engaged_within` (cleared before MLflow was back)."""
+    app = create_app()
+    components = _components(app)
+    state: dict[str, float | None] = {"since": None}
+    original = components.refresher._record
+
+    def record(outcome: RefreshOutcome) -> None:
+        original(outcome)
+        if outcome.ok:
+            state["since"] = None
+            return
+        since = state["since"] = state["since"] or time.monotonic()
+        if time.monotonic() - since > CLEARS_AFTER_SECONDS:
+            components.metrics.fallback.set(0)
+
+    components.refresher._record = record  # type: ignore[method-assign]
+    return app
+
+
+def swallowed_errors_app() -> FastAPI:
+    """Refresh errors are swallowed (`except Exception: pass`) and recorded as "unchanged":
+    no failure counted, no fallback reported, although the registry is gone. Caught by
+    `counter_grew` (refreshes really failed) in rds-path-cut."""
+    app = create_app()
+    refresher = _components(app).refresher
+
+    def swallow(outcome: RefreshOutcome) -> RefreshOutcome | None:
+        if outcome.ok:
+            return None
+        current = refresher.store.current
+        version = current.version if current is not None else None
+        return RefreshOutcome(True, None, version, False, "unchanged", outcome.duration_seconds)
+
+    _wrap_record(app, swallow)
+    return app
+
+
+# ------------------------------------------------------------ recovery
+def slow_recovery_app() -> FastAPI:
+    """The refresher backs off exponentially while the registry fails (2, 4, 8 ... 64 s) and
+    only resets after a success, so it notices MLflow is back up to a minute late. Caught by
+    `fallback_cleared_within` (and `query_value`: still in fallback when judged)."""
+    app = create_app()
+    refresher = _components(app).refresher
+    base = refresher.interval_seconds
+    failures = itertools.count(1)
+
+    def back_off(outcome: RefreshOutcome) -> None:
+        nonlocal failures
+        if outcome.ok:
+            failures = itertools.count(1)
+            refresher.interval_seconds = base
+        else:
+            refresher.interval_seconds = min(base * 2 ** next(failures), BACKOFF_CAP_SECONDS)
+        return None
+
+    _wrap_record(app, back_off)
+    return app
+
+
+@dataclasses.dataclass
+class _CachedAlias:
+    """A registry whose alias lookups are cached for 10 minutes "to spare the registry"."""
+
+    inner: ModelRegistry
+    ttl_seconds: float
+    _ref: ModelRef | None = None
+    _at: float = 0.0
+
+    def resolve(self) -> ModelRef:
+        if self._ref is None or time.monotonic() - self._at > self.ttl_seconds:
+            self._ref = self.inner.resolve()
+            self._at = time.monotonic()
+        return self._ref
+
+    def fetch(self, ref: ModelRef) -> bytes:
+        return self.inner.fetch(ref)
+
+
+def alias_cached_app() -> FastAPI:
+    """The alias is resolved once and cached for 10 minutes: a model promoted meanwhile never
+    reaches the pods (and they never notice the registry is gone). Caught by
+    `models_converged_within` in model-promoted-during-partition."""
+    app = create_app()
+    refresher = _components(app).refresher
+    if refresher.model_registry is not None:
+        refresher.model_registry = _CachedAlias(refresher.model_registry, ALIAS_CACHE_SECONDS)
+    return app
+
+
+# ------------------------------------------------------------ start-up and liveness
+def health_needs_mlflow_app() -> FastAPI:
+    """`/health` (the liveness endpoint) answers 503 while the registry cannot be reached, so
+    the kubelet (the local stack's supervisor) restarts every pod once an MLflow outage
+    outlasts the liveness budget (3 x 10 s). Caught by `pods_survived` in mlflow-outage."""
+    app = create_app()
+    refresher = _components(app).refresher
+
+    @app.middleware("http")
+    async def health_checks_registry(request: Request, call_next: _Next) -> Response:
+        if request.url.path == "/health" and not refresher.mlflow_connected:
+            return JSONResponse({"status": "registry unreachable"}, 503)
+        return await call_next(request)
+
+    return app
+
+
+def _wrap_lifespan(app: FastAPI, before: Callable[[FastAPI], Awaitable[None]]) -> None:
+    original = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app_: Any) -> AsyncIterator[Any]:
+        async with original(app_) as state:
+            await before(app)
+            yield state
+
+    app.router.lifespan_context = lifespan
+
+
+def startup_needs_mlflow_app() -> FastAPI:
+    """Refuses to start unless the registry confirms the model ("never start on a stale
+    model"): a pod replaced during an MLflow outage crash-loops instead of serving its cache.
+    Caught by `replicas_recovered_within` in reco-cold-start-during-outage."""
+    app = create_app()
+
+    async def require_registry(app_: FastAPI) -> None:
+        outcome = await asyncio.to_thread(_components(app_).refresher.refresh_once)
+        if not outcome.ok:
+            raise RuntimeError(f"registry unreachable at start-up ({outcome.detail})")
+
+    _wrap_lifespan(app, require_registry)
+    return app
+
+
+def slow_start_app() -> FastAPI:
+    """Start-up takes 45 s (every user's top-k precomputed before serving): a killed pod's
+    replacement is not ready for a long time. Caught by `replicas_recovered_within`,
+    `pods_replaced` and the after-method `pods_ready` in reco-pod-kill."""
+    app = create_app()
+
+    async def precompute(app_: FastAPI) -> None:
+        await asyncio.sleep(SLOW_START_SECONDS)
+
+    _wrap_lifespan(app, precompute)
     return app

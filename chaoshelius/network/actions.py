@@ -8,14 +8,12 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
 from chaoshelius import windows
-from chaoshelius.drivers import PATH_MODES, driver_for
-from chaoshelius.topology import EDGE_MLFLOW_RDS, EDGE_RECO_MLFLOW, EDGES, App
+from chaoshelius.drivers import PATH_MODES, driver_for, fleet_snapshot
+from chaoshelius.topology import EDGE_SOURCE, EDGES, FaultKind
 
 __all__ = ["cut_path", "restore_path"]
 
-KIND_PATH = "path"
-# the app on the calling side of each edge (its pods are recorded when the fault starts)
-EDGE_SOURCE = {EDGE_MLFLOW_RDS: App.MLFLOW.value, EDGE_RECO_MLFLOW: App.RECO.value}
+KIND_PATH = FaultKind.PATH.value
 
 
 def cut_path(
@@ -39,7 +37,8 @@ def cut_path(
     if mode == "latency" and not latency_ms:
         raise ActivityFailed("mode 'latency' needs latency_ms (milliseconds to add)")
     config, driver = driver_for(configuration)
-    source_pods = sorted(p.name for p in driver.list_pods(EDGE_SOURCE[edge]))
+    before = fleet_snapshot(driver)
+    source_pods = before["pods_before"].get(EDGE_SOURCE[edge], [])
     fault = driver.cut_path(edge, mode, latency_ms, ttl_seconds)
     window = windows.open_window(
         config.helius_run_dir,
@@ -51,6 +50,7 @@ def cut_path(
             "latency_ms": latency_ms,
             "expires_at": fault.expires_at,
             "source_pods": source_pods,
+            **before,
         },
     )
     return {"fault": fault.id, "expires_at": fault.expires_at, "window": window.as_output()}

@@ -7,8 +7,10 @@ from typing import Any
 from chaoslib.types import Configuration, Secrets
 
 from chaoshelius.drivers import driver_for
-from chaoshelius.network.actions import EDGE_SOURCE, KIND_PATH
-from chaoshelius.slo.verdict import gated, verdict, window_json, window_or_verdict
+from chaoshelius.slo.verdict import Judged, gated, verdict, window_probe
+from chaoshelius.topology import EDGE_SOURCE, FaultKind
+
+KIND_PATH = FaultKind.PATH.value
 
 __all__ = ["path_is_clear", "source_pods_unchanged"]
 
@@ -30,7 +32,9 @@ def path_is_clear(
     )
 
 
+@window_probe(kind=KIND_PATH, target_from="edge")
 def source_pods_unchanged(
+    judged: Judged,
     edge: str,
     window_id: str | None = None,
     configuration: Configuration = None,
@@ -39,23 +43,16 @@ def source_pods_unchanged(
     """`ok` when the pods on the calling side of `edge` (e.g. MLflow for `mlflow-rds`) are the
     same pods as when the fault started, all ready: they recovered without a restart.
     Vacuous before the fault."""
-    threshold = {"restarts": 0}
-    window = window_or_verdict(window_id, KIND_PATH, edge, threshold)
-    if isinstance(window, dict):
-        return window
-    before = set(window.details.get("source_pods", []))
-    _, driver = driver_for(configuration)
-    pods = driver.list_pods(EDGE_SOURCE[edge])
+    before = set(judged.window.details.get("source_pods", []))
+    pods = judged.driver.list_pods(EDGE_SOURCE[edge])
     now = {p.name for p in pods}
     not_ready = sorted(p.name for p in pods if not p.ready)
     replaced = sorted(before - now)
     ok = bool(before) and not replaced and not not_ready
-    return verdict(
+    return judged.result(
         ok,
         len(replaced),
-        threshold,
         f"{EDGE_SOURCE[edge]} pods at the fault's start {sorted(before)}; "
         + (f"replaced since: {replaced}" if replaced else "none replaced")
         + (f"; not ready: {not_ready}" if not_ready else ""),
-        window=window_json(window),
     )

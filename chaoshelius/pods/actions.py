@@ -12,23 +12,14 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
 from chaoshelius import windows
-from chaoshelius.drivers import Driver, driver_for
+from chaoshelius.drivers import driver_for, fleet_snapshot
+from chaoshelius.topology import FaultKind
+from chaoshelius.windows import ready_before
 
 __all__ = ["await_pods_ready", "kill_pods", "restore_scale", "scale_app"]
 
-KIND_KILL = "pod-kill"
-KIND_SCALE = "scale"
-
-
-def ready_before(window: windows.Window, app: str) -> int:
-    """Ready pods of `app` when the fault started, as its action recorded them (at least 1)."""
-    counts = window.details.get("ready_before", {})
-    return max(1, int(counts.get(app, 1)))
-
-
-def ready_counts(driver: Driver, *apps: str) -> dict[str, int]:
-    """Ready pods per app, now (recorded in fault windows as `ready_before`)."""
-    return {app: sum(1 for p in driver.list_pods(app) if p.ready) for app in apps}
+KIND_KILL = FaultKind.POD_KILL.value
+KIND_SCALE = FaultKind.SCALE.value
 
 
 def kill_pods(
@@ -45,7 +36,7 @@ def kill_pods(
     """
     windows.mark_fault_phase()
     config, driver = driver_for(configuration)
-    before = ready_counts(driver, app)
+    before = fleet_snapshot(driver)
     killed = driver.kill_pods(app, count=count, zone=zone)
     if not killed:
         raise ActivityFailed(
@@ -56,7 +47,7 @@ def kill_pods(
         config.helius_run_dir,
         KIND_KILL,
         app,
-        details={"killed": killed, "zone": zone, "ready_before": before},
+        details={"killed": killed, "zone": zone, **before},
     )
     return {"killed": killed, "window": window.as_output()}
 
@@ -119,7 +110,7 @@ def scale_app(
     """
     windows.mark_fault_phase()
     config, driver = driver_for(configuration)
-    before = ready_counts(driver, app)
+    before = fleet_snapshot(driver)
     fault = driver.scale(app, replicas, ttl_seconds)
     window = windows.open_window(
         config.helius_run_dir,
@@ -130,7 +121,7 @@ def scale_app(
             "replicas": replicas,
             "ttl_seconds": ttl_seconds,
             "expires_at": fault.expires_at,
-            "ready_before": before,
+            **before,
         },
     )
     return {"fault": fault.id, "expires_at": fault.expires_at, "window": window.as_output()}

@@ -1,4 +1,5 @@
-"""Pod probes: how many replicas are ready, and whether killed pods were really replaced."""
+"""Pod probes: how many replicas are ready, whether killed pods were really replaced, and
+whether a fault elsewhere restarted pods it should not have touched."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ from typing import Any
 
 from chaoslib.types import Configuration, Secrets
 
+from chaoshelius import windows
 from chaoshelius.drivers import driver_for
-from chaoshelius.pods.actions import KIND_KILL, ready_before
-from chaoshelius.slo.verdict import gated, verdict, window_json, window_or_verdict
+from chaoshelius.slo.verdict import Judged, gated, verdict, window_probe
+from chaoshelius.topology import FaultKind
 
-__all__ = ["pods_ready", "pods_replaced"]
+__all__ = ["pods_ready", "pods_replaced", "pods_survived"]
 
 
 def pods_ready(
@@ -37,7 +39,9 @@ def pods_ready(
     )
 
 
+@window_probe(kind=FaultKind.POD_KILL.value, target_from="app")
 def pods_replaced(
+    judged: Judged,
     app: str,
     min_ready: int | None = None,
     window_id: str | None = None,
@@ -46,16 +50,15 @@ def pods_replaced(
 ) -> dict[str, Any]:
     """Proof the kill happened and healed: the pods killed in this run's `pod-kill` window are
     gone and `app` has at least `min_ready` ready pods with new names (default: as many as
-    were ready before the kill). Vacuous before the fault.
+    were ready before the kill). A pod still terminating counts as not gone.
+    Vacuous before the fault.
     """
-    window = window_or_verdict(window_id, KIND_KILL, app, {"min_ready": min_ready})
-    if isinstance(window, dict):
-        return window
+    window = judged.window
     if min_ready is None:
-        min_ready = ready_before(window, app)
+        min_ready = windows.ready_before(window, app)
+        judged.threshold["min_ready"] = min_ready
     killed = set(window.details.get("killed", []))
-    _, driver = driver_for(configuration)
-    pods = driver.list_pods(app)
+    pods = judged.driver.list_pods(app)
     survivors = sorted(killed & {p.name for p in pods})
     fresh = [p.name for p in pods if p.ready and p.name not in killed]
     ok = bool(killed) and not survivors and len(fresh) >= min_ready
@@ -65,11 +68,41 @@ def pods_replaced(
         why = f"killed pod(s) {survivors} are still listed: the kill did not take"
     else:
         why = f"{len(fresh)} ready replacement(s), need {min_ready}"
-    return verdict(
-        ok,
-        len(fresh),
-        {"min_ready": min_ready},
-        f"{app}: killed {sorted(killed)}; {why}",
-        window=window_json(window),
-        pods=[p.name for p in pods],
+    return judged.result(
+        ok, len(fresh), f"{app}: killed {sorted(killed)}; {why}", pods=[p.name for p in pods]
+    )
+
+
+@window_probe()
+def pods_survived(
+    judged: Judged,
+    app: str,
+    window_id: str | None = None,
+    kind: str | None = None,
+    target: str | None = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict[str, Any]:
+    """`ok` when every pod of `app` that was ready when the fault started is still there and
+    ready now: the fault (on a dependency) restarted none of them, e.g. no liveness probe tied
+    to MLflow made the kubelet (or the local stack's supervisor) restart a recommender.
+    Vacuous before the fault."""
+    before = windows.pods_before(judged.window, app)
+    pods = judged.driver.list_pods(app)
+    ready_now = {p.name for p in pods if p.ready}
+    gone = sorted(set(before) - {p.name for p in pods})
+    not_ready = sorted(set(before) - ready_now - set(gone))
+    problems = []
+    if not before:
+        problems.append("the fault recorded no pod of this app at its start")
+    if gone:
+        problems.append(f"restarted or replaced since the fault started: {gone}")
+    if not_ready:
+        problems.append(f"not ready now: {not_ready}")
+    return judged.result(
+        not problems,
+        len(gone),
+        f"{app}: {len(before)} pod(s) at the fault's start; "
+        + ("; ".join(problems) if problems else "all still there and ready"),
+        pods=sorted(p.name for p in pods),
     )

@@ -155,6 +155,8 @@ def load_run(
         variant=meta.variant,
         suite_id=meta.suite_id,
         expected_failing_probe=meta.expected_failing_probe,
+        expected_failing_probes=meta.expected_failing_probes,
+        failing_probes=view.failing_probes,
         prometheus_error=prometheus_error,
     )
     links = tuple(Link(label, name) for name, label in _LINKED_FILES if (path / name).is_file())
@@ -338,6 +340,7 @@ def _read_meta(path: Path, warnings: list[str]) -> RunMeta:
         expected_verdict=expected,
         suite_id=_opt_str(data.get("suite_id")),
         expected_failing_probe=_opt_str(data.get("expected_failing_probe")),
+        expected_failing_probes=tuple(str(p) for p in data.get("expected_failing_probes") or ()),
     )
 
 

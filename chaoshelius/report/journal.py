@@ -45,6 +45,8 @@ class JournalView:
     timeline: tuple[TimelineEvent, ...]
     windows: tuple[FaultWindow, ...]
     warnings: tuple[str, ...]
+    # every probe that failed after the method (chaoshelius.slo.judge_all judges them all)
+    failing_probes: tuple[str, ...] = ()
 
 
 def parse_timestamp(value: Any) -> float | None:
@@ -111,6 +113,7 @@ def read_journal(journal: Mapping[str, Any]) -> JournalView:
         verdict=verdict,
         reason=reason,
         failing_probe=failing,
+        failing_probes=tuple(dict.fromkeys(p.name for p in after if p.met is False)),
         hypothesis=rows,
         timeline=timeline,
         windows=windows,

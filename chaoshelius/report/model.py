@@ -201,6 +201,7 @@ class RunMeta:
     expected_verdict: Verdict = Verdict.PASSED  # a negative control expects "deviated"
     suite_id: str | None = None
     expected_failing_probe: str | None = None  # a negative control names the probe that bites
+    expected_failing_probes: tuple[str, ...] = ()  # ... or several, all of which must fail
 
 
 @dataclass(frozen=True)
@@ -225,15 +226,20 @@ class RunSummary:
     prometheus_error: str | None = None
     schema_version: int = SUMMARY_SCHEMA_VERSION
     expected_failing_probe: str | None = None
+    expected_failing_probes: tuple[str, ...] = ()
+    failing_probes: tuple[str, ...] = ()
 
     @property
     def as_expected(self) -> bool:
-        """The expected verdict, and (negative controls) the failure on the expected probe."""
+        """The expected verdict, and (negative controls) the failure on every expected probe
+        (among all the probes that failed after the method)."""
         if self.verdict != self.expected_verdict:
             return False
-        return self.expected_failing_probe is None or self.failing_probe == (
-            self.expected_failing_probe
+        expected = self.expected_failing_probes or (
+            (self.expected_failing_probe,) if self.expected_failing_probe else ()
         )
+        failing = set(self.failing_probes) | ({self.failing_probe} if self.failing_probe else set())
+        return all(probe in failing for probe in expected)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -267,6 +273,8 @@ class RunSummary:
             prometheus_error=data.get("prometheus_error"),
             schema_version=int(data.get("schema_version") or SUMMARY_SCHEMA_VERSION),
             expected_failing_probe=data.get("expected_failing_probe"),
+            expected_failing_probes=tuple(data.get("expected_failing_probes") or ()),
+            failing_probes=tuple(data.get("failing_probes") or ()),
         )
 
 

@@ -6,23 +6,39 @@ the tolerance `{"type": "jsonpath", "path": "$.ok", "expect": true}`. Rules they
 - **Window probes hold vacuously before the method** (no fault action called yet in this run)
   and **fail** after the method if the fault recorded no window (chaoshelius.windows).
 - **No data is a failure**: a query that returns no series makes `ok` false and says so.
+- **Per pod, over the whole window**: the fallback gauge is judged for every recommender pod,
+  not as a `max()` where one honest pod hides a lying or unscraped one.
+- **Clients are judged over the fault and its recovery** (until the load stopped, or
+  `recovery_seconds` after the fault's end), with the worst short window in the verdict.
 - An unreachable, erroring or hung Prometheus raises PrometheusError (HTTP timeouts on every
   call); in the after-method hypothesis that marks the run deviated, `chaos run` exits 1.
 """
 
 from __future__ import annotations
 
-import math
-import time
+from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from chaoslib.types import Configuration, Secrets
 
+from chaoshelius import windows
 from chaoshelius.config import HarnessConfig
-from chaoshelius.pods.actions import ready_before
+from chaoshelius.exceptions import TargetError
 from chaoshelius.slo import prometheus as prom
-from chaoshelius.slo.verdict import gated, verdict, window_json, window_or_verdict
-from chaoshelius.windows import Window
+from chaoshelius.slo import queries as pq
+from chaoshelius.slo import verdict as clock
+from chaoshelius.slo.verdict import Judged, gated, verdict, window_probe
+from chaoshelius.topology import (
+    CLIENT_LATENCY,
+    CLIENT_REQUESTS,
+    FALLBACK_GAUGE,
+    MODEL_ALIAS,
+    MODEL_INFO,
+    MODEL_NAME,
+    App,
+    FaultKind,
+)
 
 __all__ = [
     "alert_fired",
@@ -32,40 +48,37 @@ __all__ = [
     "fallback_engaged_within",
     "fallback_never_engaged",
     "latency_p99_ratio",
+    "models_converged_within",
     "query",
     "query_value",
     "replicas_recovered_within",
     "targets_went_down",
 ]
 
-CLIENT_REQUESTS = "helius_client_requests_total"
-CLIENT_LATENCY = "helius_client_request_latency_seconds"
-FALLBACK_GAUGE = "reco_engine_in_fallback_mode"
-
-
-# ------------------------------------------------------------------ helpers
-def _now() -> float:
-    """The judging clock, epoch seconds: "now" for open windows and "still ... now" checks.
-    One seam, so tests can judge a recorded history as of the end of the recording."""
-    return time.time()
-
-
-def _dur(seconds: float) -> str:
-    return f"{max(1, math.ceil(seconds))}s"
-
-
-def _bounds(window: Window) -> tuple[float, float]:
-    end = window.ended_at if window.ended_at is not None else _now()
-    return window.started_at, max(end, window.started_at + 1.0)
-
-
-def _sel(metric: str, **labels: str | None) -> str:
-    inner = ",".join(f'{k}="{v}"' for k, v in labels.items() if v is not None)
-    return f"{metric}{{{inner}}}" if inner else metric
+# a pod's samples this close to the fault's start count as "present when it started"
+_PRESENT_SLACK_SECONDS = 3.0
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
     return "no data" if value is None else f"{value:.{digits}g}"
+
+
+def _ms(seconds: float | None) -> str:
+    return "no data" if seconds is None else f"{seconds * 1000:.0f} ms"
+
+
+def _judged_end(judged: Judged, recovery_seconds: float | None) -> float:
+    """Where a client judgement ends: the fault's end plus `recovery_seconds` (None: until the
+    load stopped), never later than now. A fault that never ended is judged until now."""
+    now = clock.now()
+    if judged.window.ended_at is None:
+        return now
+    if recovery_seconds is None:
+        stopped = windows.load_stopped_at()
+        end = stopped if stopped is not None and stopped > judged.end else now
+    else:
+        end = judged.end + recovery_seconds
+    return max(judged.end, min(end, now))
 
 
 # ------------------------------------------------------------------ current state
@@ -80,7 +93,7 @@ def query_value(
     No series is a failure. Example: `max(reco_engine_in_fallback_mode)` with max_value 0.
     Before any fault it raises instead of returning `ok: false` (a broken start fails the run)."""
     config = HarnessConfig.from_chaos(configuration)
-    value = prom.instant_value(config, query)
+    value = prom.client(config).instant_value(query)
     ok = (
         value is not None
         and (min_value is None or value >= min_value)
@@ -106,12 +119,17 @@ def query(
     return prom.guarded_chaosprometheus_query(config, query)
 
 
-# ------------------------------------------------------------------ during the fault
+# ------------------------------------------------------------------ what users saw
+@window_probe()
 def client_success_ratio(
+    judged: Judged,
     min_ratio: float = 0.99,
-    min_requests: int = 20,
+    min_worst_ratio: float = 0.95,
+    worst_window_seconds: float = 5.0,
+    min_requests: int = 200,
     min_throughput_ratio: float = 0.5,
     baseline_seconds: float = 15.0,
+    recovery_seconds: float | None = None,
     request_name: str | None = None,
     window_id: str | None = None,
     kind: str | None = None,
@@ -119,57 +137,49 @@ def client_success_ratio(
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
-    """What users saw during the fault window, from the load generator's own counters.
+    """What users saw during the fault **and its recovery**, from the load generator's counters.
 
-    `ok` when the success ratio over the window is at least `min_ratio`, at least
-    `min_requests` requests completed in it, and the completed-request rate stayed at least
-    `min_throughput_ratio` of the rate in the `baseline_seconds` before the fault (hung
-    requests complete nothing: a ratio over nothing proves nothing).
+    The judged span runs from the fault's start to the moment the load stopped (or
+    `recovery_seconds` after the fault's end). `ok` when, over that span: the success ratio is
+    at least `min_ratio`; no `worst_window_seconds` window fell below `min_worst_ratio` (a burst
+    of errors is not averaged away); at least `min_requests` requests completed; and the
+    completed-request rate stayed at least `min_throughput_ratio` of the rate in the
+    `baseline_seconds` before the fault (hung requests complete nothing).
     """
-    threshold = {
-        "min_ratio": min_ratio,
-        "min_requests": min_requests,
-        "min_throughput_ratio": min_throughput_ratio,
-    }
-    window = window_or_verdict(window_id, kind, target, threshold)
-    if isinstance(window, dict):
-        return window
-    config = HarnessConfig.from_chaos(configuration)
-    start, end = _bounds(window)
-    d = _dur(end - start)
-    all_sel = _sel(CLIENT_REQUESTS, name=request_name)
-    ok_sel = _sel(CLIENT_REQUESTS, name=request_name, outcome="success")
-    q_total = f"sum(increase({all_sel}[{d}] @ {end:.3f}))"
-    q_success = f"sum(increase({ok_sel}[{d}] @ {end:.3f}))"
-    b = _dur(baseline_seconds)
-    q_base = f"sum(increase({all_sel}[{b}] @ {start:.3f}))"
-    q_worst = (
-        f"min_over_time((sum(rate({ok_sel}[5s])) / clamp_min(sum(rate({all_sel}[5s])), 1e-9))"
-        f"[{d}:1s] @ {end:.3f})"
-    )
-    total = prom.instant_value(config, q_total)
-    success = prom.instant_value(config, q_success) or 0.0
-    base = prom.instant_value(config, q_base)
-    worst = prom.instant_value(config, q_worst)
-    query_text = f"{q_success} / {q_total}"
+    p = judged.prometheus
+    start = judged.start
+    end = _judged_end(judged, recovery_seconds)
+    all_sel = pq.selector(CLIENT_REQUESTS, name=request_name)
+    ok_sel = pq.selector(CLIENT_REQUESTS, name=request_name, outcome="success")
+    q_total = pq.increase_at(all_sel, start, end)
+    q_success = pq.increase_at(ok_sel, start, end)
+    q_base = pq.increase_at(all_sel, start - baseline_seconds, start)
+    q_worst = pq.success_ratio_worst(request_name, start, end, worst_window_seconds)
+    total = p.instant_value(q_total)
+    success = p.instant_value(q_success) or 0.0
+    base = p.instant_value(q_base)
+    worst = p.instant_value(q_worst)
+    span = end - start
     extra: dict[str, Any] = {
         "requests": total,
-        "worst_5s_ratio": worst,
-        "window": window_json(window),
+        "worst_window_ratio": worst,
+        "judged_seconds": round(span, 3),
+        "fault_seconds": round(judged.end - start, 3),
     }
+    query_text = f"{q_success} / {q_total}"
     if total is None or base is None:
-        return verdict(
+        return judged.result(
             False,
             None,
-            threshold,
             f"no client request data in Prometheus for the fault window ({all_sel}): "
             "is the load generator running and scraped?",
-            query=query_text,
+            query_text,
             **extra,
         )
     ratio = min(1.0, success / total) if total > 0 else 0.0
-    duration = end - start
-    throughput = (total / duration) / (base / baseline_seconds) if base > 0 else None
+    rate = total / span
+    base_rate = base / baseline_seconds
+    throughput = rate / base_rate if base_rate > 0 else None
     problems = []
     if total < min_requests:
         problems.append(f"only {total:.0f} requests completed (need {min_requests})")
@@ -179,24 +189,31 @@ def client_success_ratio(
         problems.append(f"throughput fell to {throughput:.0%} of the baseline")
     if ratio < min_ratio:
         problems.append(f"success ratio {ratio:.4f} < {min_ratio}")
-    return verdict(
+    if worst is None or worst < min_worst_ratio:
+        problems.append(
+            f"worst {worst_window_seconds:g} s success ratio {_fmt(worst)} < {min_worst_ratio}"
+        )
+    return judged.result(
         not problems,
         ratio,
-        threshold,
-        f"clients during the fault ({duration:.0f} s): success ratio {ratio:.4f} over "
-        f"{total:.0f} requests, worst 5 s {_fmt(worst)}, throughput "
-        f"{_fmt(throughput, 3)}x baseline"
+        f"clients over the fault and recovery ({span:.0f} s): success ratio {ratio:.4f} over "
+        f"{total:.0f} requests ({rate:.0f}/s), worst {worst_window_seconds:g} s "
+        f"{_fmt(worst)}, throughput {_fmt(throughput, 3)}x baseline"
         + (f"; FAILED: {'; '.join(problems)}" if problems else ""),
-        query=query_text,
+        query_text,
         throughput_ratio=throughput,
+        requests_per_second=rate,
         **extra,
     )
 
 
+@window_probe()
 def latency_p99_ratio(
+    judged: Judged,
     max_ratio: float = 2.0,
-    floor_seconds: float = 0.25,
+    noise_seconds: float = 0.01,
     baseline_seconds: float = 15.0,
+    recovery_seconds: float | None = None,
     metric: str = CLIENT_LATENCY,
     window_id: str | None = None,
     kind: str | None = None,
@@ -204,198 +221,216 @@ def latency_p99_ratio(
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
-    """p99 latency during the fault window over p99 in the `baseline_seconds` before it.
+    """Client p99 latency over the fault and its recovery against p99 before the fault.
 
-    `ok` when p99 during <= max(max_ratio * p99 before, floor_seconds): the floor keeps
-    histogram-bucket noise on a fast service from failing the check. No data fails.
+    `ok` when p99 during <= `max_ratio` x p99 before + `noise_seconds`. The allowance is
+    additive, from the measured noise of the healthy service (docs/experiments.md: healthy
+    p99 ratios between back-to-back windows), so a fast service cannot hide a 10x slower path
+    behind a fixed floor. No data fails.
     """
-    threshold = {"max_ratio": max_ratio, "floor_seconds": floor_seconds}
-    window = window_or_verdict(window_id, kind, target, threshold)
-    if isinstance(window, dict):
-        return window
-    config = HarnessConfig.from_chaos(configuration)
-    start, end = _bounds(window)
-
-    def p99(at: float, span: float) -> tuple[str, float | None]:
-        q = (
-            f"histogram_quantile(0.99, sum by (le) "
-            f"(increase({metric}_bucket[{_dur(span)}] @ {at:.3f})))"
-        )
-        return q, prom.instant_value(config, q)
-
-    q_during, during = p99(end, end - start)
-    q_before, before = p99(start, baseline_seconds)
+    p = judged.prometheus
+    start = judged.start
+    end = _judged_end(judged, recovery_seconds)
+    q_during = pq.quantile_over(0.99, metric, start, end)
+    q_before = pq.quantile_over(0.99, metric, start - baseline_seconds, start)
+    during = p.instant_value(q_during)
+    before = p.instant_value(q_before)
     extra: dict[str, Any] = {"p99_during_seconds": during, "p99_before_seconds": before}
     if during is None or before is None or before <= 0:
-        return verdict(
+        return judged.result(
             False,
             None,
-            threshold,
             f"no latency data ({metric}) before or during the fault: p99 before "
-            f"{_fmt(before)}, during {_fmt(during)}",
-            query=q_during,
-            window=window_json(window),
+            f"{_ms(before)}, during {_ms(during)}",
+            q_during,
             **extra,
         )
+    allowed = max_ratio * before + noise_seconds
     ratio = during / before
-    ok = during <= max(max_ratio * before, floor_seconds)
-    return verdict(
-        ok,
+    return judged.result(
+        during <= allowed,
         ratio,
-        threshold,
-        f"p99 {metric}: {during * 1000:.0f} ms during the fault vs {before * 1000:.0f} ms "
-        f"before (x{ratio:.2f}; allowed x{max_ratio} or up to {floor_seconds * 1000:.0f} ms)",
-        query=f"{q_during} / {q_before}",
-        window=window_json(window),
+        f"client p99 {_ms(during)} over the fault and recovery vs {_ms(before)} before "
+        f"(x{ratio:.2f}; allowed {_ms(allowed)} = x{max_ratio:g} + {_ms(noise_seconds)} noise)",
+        f"{q_during} / {q_before}",
+        allowed_seconds=allowed,
         **extra,
     )
 
 
-def fallback_engaged_within(
-    seconds: float,
-    window_id: str | None = None,
-    kind: str | None = None,
-    target: str | None = None,
-    configuration: Configuration = None,
-    secrets: Secrets = None,
-) -> dict[str, Any]:
-    """`ok` when `max(reco_engine_in_fallback_mode)` reached 1 within `seconds` of the fault's
-    start. Reports `time_to_fallback_seconds`."""
-    window = window_or_verdict(window_id, kind, target, {"seconds": seconds})
-    if isinstance(window, dict):
-        return window
-    config = HarnessConfig.from_chaos(configuration)
-    start, end = _bounds(window)
-    q = f"max({FALLBACK_GAUGE})"
-    stop = min(_now(), max(end, start + seconds) + 2)
-    series = prom.range_series(config, q, start, stop)
-    if not series:
-        return verdict(
-            False,
-            None,
-            {"seconds": seconds},
-            f"no {FALLBACK_GAUGE} data in the window",
-            q,
-            window_json(window),
-        )
-    first = next((t for t, v in series[0].points if t >= start and v >= 1), None)
-    ttf = None if first is None else max(0.0, first - start)
-    ok = ttf is not None and ttf <= seconds
-    return verdict(
-        ok,
-        ttf,
-        {"seconds": seconds},
-        "fallback never engaged during the fault"
-        if ttf is None
-        else f"fallback engaged {ttf:.1f} s after the fault started (allowed {seconds:g} s)",
-        q,
-        window_json(window),
-        time_to_fallback_seconds=ttf,
-    )
+# ------------------------------------------------------------------ the fallback, per pod
+@dataclass
+class _PodGauge:
+    pod: str
+    zone: str
+    points: list[tuple[float, float]]
+
+    @property
+    def born(self) -> float:
+        return self.points[0][0]
+
+    @property
+    def last_seen(self) -> float:
+        return self.points[-1][0]
 
 
-def fallback_cleared_within(
-    seconds: float,
-    window_id: str | None = None,
-    kind: str | None = None,
-    target: str | None = None,
-    after_app_back: str | None = None,
-    configuration: Configuration = None,
-    secrets: Secrets = None,
-) -> dict[str, Any]:
-    """`ok` when `max(reco_engine_in_fallback_mode)` was back to 0 within `seconds` of the
-    fault's end and stayed 0 since. Fails if the fault has not ended. Reports
-    `time_to_recover_seconds` (from the fault's end).
+def _gauges(judged: Judged, start: float, end: float) -> tuple[str, list[_PodGauge]]:
+    """Raw per-pod samples of the fallback gauge in [start, end] (real scrape times)."""
+    sel = pq.selector(FALLBACK_GAUGE, app=App.RECO.value)
+    q = pq.raw_range(sel, start, end)
+    series = judged.prometheus.matrix(q)
+    pods = [
+        _PodGauge(s.labels.get("pod", "?"), s.labels.get("zone", "?"), s.points)
+        for s in series
+        if s.points
+    ]
+    return q, sorted(pods, key=lambda g: g.pod)
 
-    With `after_app_back` (e.g. "mlflow"), the clock starts when Prometheus first sees a target
-    of that app up again after the fault's end: how fast the *service* recovers once its
-    dependency is back, whatever that dependency's own cold start costs. The dependency must
-    come back: if it never does, the check fails."""
-    threshold: dict[str, Any] = {"seconds": seconds}
-    if after_app_back:
-        threshold["after_app_back"] = after_app_back
-    window = window_or_verdict(window_id, kind, target, threshold)
-    if isinstance(window, dict):
-        return window
-    if window.ended_at is None:
-        return verdict(
-            False,
-            None,
-            threshold,
-            "the fault has not ended (no restore recorded)",
-            "",
-            window_json(window),
-        )
-    config = HarnessConfig.from_chaos(configuration)
-    end = window.ended_at
-    now = _now()
-    q = f"max({FALLBACK_GAUGE})"
-    series = prom.range_series(config, q, end, now)
-    points = series[0].points if series else []
-    if not points:
-        return verdict(
-            False,
-            None,
-            threshold,
-            f"no {FALLBACK_GAUGE} data after the fault",
-            q,
-            window_json(window),
-        )
-    cleared_at = None
-    for t, v in points:
-        if v >= 1:
-            cleared_at = None
-        elif cleared_at is None:
-            cleared_at = t
-    if cleared_at is None:
-        return verdict(
-            False,
-            None,
-            threshold,
-            f"still in fallback {now - end:.0f} s after the fault ended (allowed {seconds:g} s)",
-            q,
-            window_json(window),
-            time_to_recover_seconds=None,
-        )
-    ttr = max(0.0, cleared_at - end)
+
+def _dependency_back_at(judged: Judged, after_app_back: str | None) -> float | None:
+    """When the fault's dependency was back: the fault's end, or (with `after_app_back`) when
+    Prometheus first scraped a target of that app again after it. None: never came back."""
+    end = judged.end
     if not after_app_back:
-        return verdict(
-            ttr <= seconds,
-            ttr,
-            threshold,
-            f"fallback cleared {ttr:.1f} s after the fault ended (allowed {seconds:g} s)",
-            q,
-            window_json(window),
-            time_to_recover_seconds=ttr,
-        )
-    up_q = f"max({_sel('up', app=after_app_back)})"
-    up_series = prom.range_series(config, up_q, end, now)
-    back_at = next((t for t, v in (up_series[0].points if up_series else []) if v >= 1), None)
-    if back_at is None:
-        return verdict(
-            False,
-            None,
-            threshold,
-            f"{after_app_back} never came back after the fault ended",
-            up_q,
-            window_json(window),
-            time_to_recover_seconds=ttr,
-        )
-    since_back = max(0.0, cleared_at - back_at)
-    return verdict(
-        since_back <= seconds,
-        since_back,
-        threshold,
-        f"fallback cleared {since_back:.1f} s after {after_app_back} was back "
-        f"({ttr:.1f} s after the fault ended; allowed {seconds:g} s after {after_app_back})",
-        f"{q} ; {up_q}",
-        window_json(window),
-        time_to_recover_seconds=ttr,
-        app_back_after_seconds=back_at - end,
+        return end
+    q = pq.up_count(after_app_back)
+    series = judged.prometheus.range_series(q, end, max(clock.now(), end + 1))
+    return next((t for s in series for t, v in s.points if v >= 1), None)
+
+
+@window_probe()
+def fallback_engaged_within(
+    judged: Judged,
+    seconds: float,
+    after_app_back: str | None = None,
+    window_id: str | None = None,
+    kind: str | None = None,
+    target: str | None = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict[str, Any]:
+    """Every recommender pod reported fallback (gauge 1) within `seconds` of the fault's start
+    (of its own start, for a pod born during the fault) and **kept reporting it until the
+    dependency was back**: the fault's end, or with `after_app_back` (e.g. "mlflow") the moment
+    Prometheus scraped that app again.
+
+    Fails when any pod never reported 1, reported it late, cleared before the dependency was
+    back, or was not scraped during the fault (a pod nobody hears from proves nothing).
+    Reports `time_to_fallback_seconds` (the slowest pod)."""
+    start = judged.start
+    back = _dependency_back_at(judged, after_app_back) or judged.end
+    q, pods = _gauges(judged, start - 10.0, back)
+    if not pods:
+        return judged.result(False, None, f"no {FALLBACK_GAUGE} data in the fault window", q)
+    problems: list[str] = []
+    engaged: dict[str, float] = {}
+    for gauge in pods:
+        present = gauge.born <= start + _PRESENT_SLACK_SECONDS
+        ref = start if present else gauge.born
+        inside = [(t, v) for t, v in gauge.points if t >= ref]
+        if not inside:
+            problems.append(f"{gauge.pod} was not scraped after the fault started")
+            continue
+        first = next((t for t, v in inside if v >= 1), None)
+        if first is None:
+            problems.append(f"{gauge.pod} never reported fallback")
+            continue
+        engaged[gauge.pod] = first - ref
+        if first - ref > seconds:
+            problems.append(f"{gauge.pod} reported fallback only after {first - ref:.1f} s")
+        cleared = next((t for t, v in inside if t > first and t < back - 0.5 and v < 1), None)
+        if cleared is not None:
+            problems.append(
+                f"{gauge.pod} cleared at +{cleared - start:.1f} s, before the dependency was "
+                f"back (+{back - start:.1f} s)"
+            )
+        if gauge.last_seen < back - 5.0:
+            problems.append(f"{gauge.pod} stopped reporting at +{gauge.last_seen - start:.1f} s")
+    slowest = max(engaged.values()) if engaged else None
+    return judged.result(
+        not problems,
+        slowest,
+        f"{len(pods)} recommender pod(s): "
+        + (
+            "; ".join(problems)
+            if problems
+            else f"all reported fallback within {_fmt(slowest, 3)} s and held it until the "
+            f"dependency was back (+{back - start:.1f} s); allowed {seconds:g} s"
+        ),
+        q,
+        time_to_fallback_seconds=slowest,
+        pods={pod: round(v, 3) for pod, v in engaged.items()},
     )
 
 
+@window_probe()
+def fallback_cleared_within(
+    judged: Judged,
+    seconds: float,
+    after_app_back: str | None = None,
+    window_id: str | None = None,
+    kind: str | None = None,
+    target: str | None = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict[str, Any]:
+    """Every recommender pod was back at 0 within `seconds` of the dependency being back (the
+    fault's end, or with `after_app_back` when Prometheus scraped that app again) and stayed 0
+    since. A pod still in fallback, one that flapped back to 1, or one reporting nothing after
+    the fault fails. Reports `time_to_recover_seconds` (the slowest pod, from the dependency's
+    return) and `fault_to_recover_seconds` (from the fault's end)."""
+    if judged.window.ended_at is None:
+        return judged.result(False, None, "the fault has not ended (no restore recorded)")
+    end = judged.end
+    now = clock.now()
+    back = _dependency_back_at(judged, after_app_back)
+    if back is None:
+        return judged.result(False, None, f"{after_app_back} never came back after the fault")
+    q, pods = _gauges(judged, end, now)
+    if not pods:
+        return judged.result(False, None, f"no {FALLBACK_GAUGE} data after the fault", q)
+    problems: list[str] = []
+    cleared: dict[str, float] = {}
+    for gauge in pods:
+        if gauge.last_seen < now - 5.0:
+            continue  # a pod gone since (replaced): its replacement is judged instead
+        last_one = max((t for t, v in gauge.points if v >= 1), default=None)
+        clear_at = next(
+            (t for t, v in gauge.points if v < 1 and (last_one is None or t > last_one)), None
+        )
+        if clear_at is None:
+            problems.append(f"{gauge.pod} still in fallback {now - back:.0f} s after recovery")
+            continue
+        since_back = max(0.0, clear_at - back)
+        cleared[gauge.pod] = since_back
+        if since_back > seconds:
+            problems.append(f"{gauge.pod} cleared {since_back:.1f} s after the dependency")
+    before = set(windows.pods_before(judged.window, App.RECO.value))
+    seen = {g.pod for g in pods}
+    if before and not before & seen and not cleared:
+        problems.append("none of the recommenders of the fault's start reports any more")
+    slowest = max(cleared.values()) if cleared else None
+    where = f"{after_app_back} was back" if after_app_back else "the fault ended"
+    return judged.result(
+        not problems and bool(cleared),
+        slowest,
+        f"{len(cleared)} recommender pod(s) out of fallback "
+        + (
+            f"within {_fmt(slowest, 3)} s after {where} (allowed {seconds:g} s)"
+            if not problems
+            else f"; FAILED: {'; '.join(problems)}"
+        ),
+        q,
+        time_to_recover_seconds=slowest,
+        fault_to_recover_seconds=None if slowest is None else slowest + (back - end),
+        app_back_after_seconds=back - end,
+        pods={pod: round(v, 3) for pod, v in cleared.items()},
+    )
+
+
+@window_probe()
 def fallback_never_engaged(
+    judged: Judged,
     grace_seconds: float = 5.0,
     window_id: str | None = None,
     kind: str | None = None,
@@ -403,28 +438,122 @@ def fallback_never_engaged(
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
-    """`ok` when no recommender pod reported fallback from the fault's start to
-    `grace_seconds` after its end (HA should have absorbed the fault). No data fails."""
-    threshold = {"max": 0}
-    window = window_or_verdict(window_id, kind, target, threshold)
-    if isinstance(window, dict):
-        return window
-    config = HarnessConfig.from_chaos(configuration)
-    start, end = _bounds(window)
-    stop = min(_now(), end + grace_seconds)
-    q = f"max_over_time(max({FALLBACK_GAUGE})[{_dur(stop - start)}:1s] @ {stop:.3f})"
-    value = prom.instant_value(config, q)
-    return verdict(
-        value == 0,
-        value,
-        threshold,
-        f"highest fallback gauge during the fault: {_fmt(value)} (expected 0)",
+    """No recommender pod reported fallback from the fault's start to `grace_seconds` after
+    its end (HA should have absorbed the fault), and every pod that the fault did not target
+    was scraped throughout. No data fails."""
+    start = judged.start
+    stop = min(clock.now(), judged.end + grace_seconds)
+    q, pods = _gauges(judged, start, stop)
+    if not pods:
+        return judged.result(False, None, f"no {FALLBACK_GAUGE} data in the fault window", q)
+    targeted = set(judged.window.details.get("killed", []))
+    drained = judged.window.target if judged.window.kind == FaultKind.DRAIN.value else None
+    problems = []
+    highest = 0.0
+    for gauge in pods:
+        ones = [t for t, v in gauge.points if v >= 1]
+        highest = max(highest, max(v for _, v in gauge.points))
+        if ones:
+            problems.append(f"{gauge.pod} reported fallback at +{ones[0] - start:.1f} s")
+    expected = {p for p in windows.pods_before(judged.window, App.RECO.value) if p not in targeted}
+    if drained:
+        expected -= {g.pod for g in pods if g.zone == drained}
+    missing = sorted(expected - {g.pod for g in pods})
+    if missing:
+        problems.append(f"not scraped during the fault: {missing}")
+    return judged.result(
+        not problems,
+        highest,
+        f"{len(pods)} recommender pod(s) during the fault: "
+        + ("; ".join(problems) if problems else "none reported fallback"),
         q,
-        window_json(window),
     )
 
 
+# ------------------------------------------------------------------ recovery of the model
+def _registry_version(config: HarnessConfig) -> str:
+    """The version the registry's alias points at now (asked from MLflow itself)."""
+    url = f"{config.helius_mlflow_url.rstrip('/')}/api/2.0/mlflow/registered-models/alias"
+    try:
+        answer = httpx.get(
+            url,
+            params={"name": MODEL_NAME, "alias": MODEL_ALIAS},
+            timeout=config.helius_http_timeout_seconds,
+        )
+        answer.raise_for_status()
+        return str(answer.json()["model_version"]["version"])
+    except (httpx.HTTPError, KeyError, ValueError) as exc:
+        raise TargetError(
+            f"cannot read {MODEL_NAME}@{MODEL_ALIAS} from MLflow at {config.helius_mlflow_url} "
+            f"({exc}); check helius_mlflow_url"
+        ) from exc
+
+
+@window_probe()
+def models_converged_within(
+    judged: Judged,
+    seconds: float,
+    window_id: str | None = None,
+    kind: str | None = None,
+    target: str | None = None,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> dict[str, Any]:
+    """Every recommender pod serves the registry's current model (`reco@champion`, asked from
+    MLflow now) and reached it within `seconds` of the fault's end: a model promoted while the
+    registry was unreachable, or an outage, leaves no pod stuck on an old version.
+    Reports `time_to_converge_seconds` (the slowest pod, from the fault's end)."""
+    if judged.window.ended_at is None:
+        return judged.result(False, None, "the fault has not ended (no restore recorded)")
+    version = _registry_version(judged.config)
+    end = judged.end
+    now = clock.now()
+    sel = pq.selector(MODEL_INFO, app=App.RECO.value)
+    q = pq.raw_range(sel, judged.start - 10.0, now)
+    series = judged.prometheus.matrix(q)
+    by_pod: dict[str, list[tuple[float, str]]] = {}
+    for s in series:
+        pod = s.labels.get("pod", "?")
+        by_pod.setdefault(pod, []).extend((t, s.labels.get("version", "?")) for t, _ in s.points)
+    live = {p: sorted(pts) for p, pts in by_pod.items() if max(t for t, _ in pts) >= now - 5.0}
+    if not live:
+        return judged.result(False, None, f"no {MODEL_INFO} data from any recommender now", q)
+    problems = []
+    reached: dict[str, float] = {}
+    for pod, pts in sorted(live.items()):
+        current = pts[-1][1]
+        if current != version:
+            problems.append(f"{pod} serves version {current}")
+            continue
+        # the start of the last run of samples on the registry's version
+        first = pts[-1][0]
+        for t, v in reversed(pts):
+            if v != version:
+                break
+            first = t
+        reached[pod] = max(0.0, first - end)
+        if first - end > seconds:
+            problems.append(f"{pod} reached version {version} {first - end:.1f} s after")
+    slowest = max(reached.values()) if reached else None
+    return judged.result(
+        not problems,
+        slowest,
+        f"registry {MODEL_NAME}@{MODEL_ALIAS} = version {version}; {len(live)} pod(s): "
+        + (
+            "; ".join(problems)
+            if problems
+            else f"all on it within {_fmt(slowest, 3)} s of the fault's end (allowed {seconds:g} s)"
+        ),
+        q,
+        registry_version=version,
+        time_to_converge_seconds=slowest,
+    )
+
+
+# ------------------------------------------------------------------ alerts
+@window_probe()
 def alert_fired(
+    judged: Judged,
     alertname: str,
     within_seconds: float,
     window_id: str | None = None,
@@ -437,15 +566,10 @@ def alert_fired(
     fault's start (the ALERTS series, judged each second). An alert that was already firing
     when the fault started does not count (nothing shows this fault raised it) unless it
     stopped and fired again in that time. Reports `time_to_alert_seconds`."""
-    threshold = {"within_seconds": within_seconds}
-    window = window_or_verdict(window_id, kind, target, threshold)
-    if isinstance(window, dict):
-        return window
-    config = HarnessConfig.from_chaos(configuration)
-    start, _ = _bounds(window)
+    start = judged.start
     q = f'max(ALERTS{{alertname="{alertname}",alertstate="firing"}})'
-    stop = max(min(_now(), start + within_seconds), start + 1)
-    series = prom.range_series(config, q, start, stop, step=1.0)
+    stop = max(min(clock.now(), start + within_seconds), start + 1)
+    series = judged.prometheus.range_series(q, start, stop, step=1.0)
     # seconds after the start at which the alert was firing (absent steps: not firing)
     firing = {round(t - start) for s in series for t, v in s.points if v >= 1}
     at_start = 0 in firing
@@ -453,7 +577,7 @@ def alert_fired(
     if tta is not None and tta > within_seconds:
         tta = None
     if tta is not None:
-        description = f"alert {alertname} started firing {tta:.1f} s after the fault started"
+        description = f"alert {alertname} started firing {tta:.0f} s after the fault started"
     elif at_start:
         description = (
             f"alert {alertname} was already firing when the fault started and did not fire "
@@ -461,20 +585,20 @@ def alert_fired(
         )
     else:
         description = f"alert {alertname} never fired within {within_seconds:g} s of the fault"
-    return verdict(
+    return judged.result(
         tta is not None,
         tta,
-        threshold,
         description,
         q,
-        window_json(window),
         time_to_alert_seconds=tta,
         firing_at_start=at_start,
     )
 
 
 # ------------------------------------------------------------------ proof the fault bit
+@window_probe()
 def counter_grew(
+    judged: Judged,
     selector: str,
     min_increase: float = 1.0,
     window_id: str | None = None,
@@ -491,30 +615,25 @@ def counter_grew(
     it would be with `increase()`; a series gone before the end, e.g. a replaced pod's, counts
     nothing), then sums. A series that went down (a counter reset) counts from 0.
     """
-    threshold = {"min_increase": min_increase}
-    window = window_or_verdict(window_id, kind, target, threshold)
-    if isinstance(window, dict):
-        return window
-    config = HarnessConfig.from_chaos(configuration)
-    start, end = _bounds(window)
-    span = _dur(end - start + 5)
+    start, end = judged.start, judged.end
+    span = pq.duration(end - start + 5)
     at_end = f"last_over_time({selector}[{span}] @ {end:.3f})"
     before = f"last_over_time({selector}[5m] @ {start:.3f})"
     # per series: end - before (0 for a series born in the window); a reset counts from 0
     delta = f"({at_end} - ({before} or {at_end} * 0))"
     q = f"sum(({delta} >= 0) or {at_end})"
-    value = prom.instant_value(config, q)
-    return verdict(
+    value = judged.prometheus.instant_value(q)
+    return judged.result(
         value is not None and value >= min_increase,
         value,
-        threshold,
         f"{selector} grew by {_fmt(value)} during the fault (need >= {min_increase:g})",
         q,
-        window_json(window),
     )
 
 
+@window_probe()
 def targets_went_down(
+    judged: Judged,
     app: str,
     zone: str | None = None,
     max_up: int = 0,
@@ -526,43 +645,37 @@ def targets_went_down(
 ) -> dict[str, Any]:
     """Proof pods were really gone: at least one `up` target of `app` (in `zone`) before the
     fault, and at most `max_up` at some point during it (Prometheus's own scrapes)."""
-    threshold = {"max_up": max_up}
-    window = window_or_verdict(window_id, kind, target, threshold)
-    if isinstance(window, dict):
-        return window
-    config = HarnessConfig.from_chaos(configuration)
-    start, end = _bounds(window)
-    sel = _sel("up", app=app, zone=zone)
+    start, end = judged.start, judged.end
+    sel = pq.selector("up", app=app, zone=zone)
     q_before = f"count(last_over_time({sel}[5s] @ {start:.3f}) == 1)"
     q_during = (
-        f"min_over_time((count({sel} == 1) or vector(0))[{_dur(end - start)}:1s] @ {end:.3f})"
+        f"min_over_time((count({sel} == 1) or vector(0))[{pq.duration(end - start)}:1s] "
+        f"@ {end:.3f})"
     )
-    before = prom.instant_value(config, q_before)
-    during = prom.instant_value(config, q_during)
+    before = judged.prometheus.instant_value(q_before)
+    during = judged.prometheus.instant_value(q_during)
     where = f"{app}" + (f" in {zone}" if zone else "")
     if not before:
-        return verdict(
+        return judged.result(
             False,
             during,
-            threshold,
             f"no {where} target was up just before the fault ({sel}): nothing to take down, "
             "or Prometheus does not scrape these pods",
             q_before,
-            window_json(window),
         )
-    return verdict(
+    return judged.result(
         during is not None and during <= max_up,
         during,
-        threshold,
         f"{where}: {before:.0f} target(s) up before the fault, as few as {_fmt(during)} "
         f"during it (need <= {max_up})",
         q_during,
-        window_json(window),
         up_before=before,
     )
 
 
+@window_probe()
 def replicas_recovered_within(
+    judged: Judged,
     app: str,
     seconds: float,
     replicas: int | None = None,
@@ -576,22 +689,19 @@ def replicas_recovered_within(
     fault's end (of its start for an instant fault such as a kill), and still does now.
     `replicas` defaults to the ready count the fault action recorded for `app`.
     Reports `time_to_recover_seconds` (from the first dip below `replicas`)."""
-    threshold: dict[str, Any] = {"replicas": replicas, "seconds": seconds}
-    window = window_or_verdict(window_id, kind, target, threshold)
-    if isinstance(window, dict):
-        return window
+    window = judged.window
     if replicas is None:
-        replicas = ready_before(window, app)
-        threshold["replicas"] = replicas
-    config = HarnessConfig.from_chaos(configuration)
+        replicas = windows.ready_before(window, app)
+        judged.threshold["replicas"] = replicas
     start = window.started_at
-    ref = window.ended_at if window.ended_at is not None and window.kind != "pod-kill" else start
-    now = _now()
-    q = f"count({_sel('up', app=app)} == 1) or vector(0)"
-    series = prom.range_series(config, q, start, now)
+    instant_fault = window.kind == FaultKind.POD_KILL.value
+    ref = window.ended_at if window.ended_at is not None and not instant_fault else start
+    now = clock.now()
+    q = pq.up_count(app)
+    series = judged.prometheus.range_series(q, start, now)
     points = series[0].points if series else []
     if not points:
-        return verdict(False, None, threshold, f"no up data for {app}", q, window_json(window))
+        return judged.result(False, None, f"no up data for {app}", q)
     dipped = next((t for t, v in points if v < replicas), None)
     back = None
     for t, v in points:
@@ -603,23 +713,19 @@ def replicas_recovered_within(
             back = None
     last = points[-1][1]
     if last < replicas or back is None:
-        return verdict(
+        return judged.result(
             False,
             None,
-            threshold,
             f"{app}: {last:.0f} of {replicas} targets up now, {now - ref:.0f} s after the fault",
             q,
-            window_json(window),
             time_to_recover_seconds=None,
         )
     ttr = max(0.0, back - ref) if dipped is not None else 0.0
-    return verdict(
+    return judged.result(
         ttr <= seconds,
         ttr,
-        threshold,
         f"{app}: back to {replicas} up targets {ttr:.1f} s after the fault "
         + ("(never seen below)" if dipped is None else f"(dipped at +{dipped - start:.1f} s)"),
         q,
-        window_json(window),
         time_to_recover_seconds=ttr,
     )

@@ -1,121 +1,59 @@
-"""Prometheus HTTP API client with real timeouts; no-data is an error, never a pass.
+"""Prometheus for the probes: the harness's one client (chaoshelius.promapi), with its errors
+converted to `PrometheusError` here, at this one boundary (an ActivityFailed: chaoslib records a
+sentence, and in the after-method hypothesis the run deviates).
 
-It reads Prometheus's address from chaostoolkit-prometheus's configuration key,
-`prometheus_base_url`, and returns data in the shape of the HTTP API. Why not call
-`chaosprometheus.probes.query`/`query_interval` for the window judgments: they pass no HTTP
-timeout to `requests` (a hung Prometheus hangs the whole run), and their time handling
-(`dateparser` + `maya`) rounds to 0.1 s and raises DeprecationWarnings on Python 3.12.
-`guarded_chaosprometheus_query` offers chaosprometheus's own `query` with a hard deadline for
-experiments that want its raw output.
+`guarded_chaosprometheus_query` offers chaostoolkit-prometheus's own `query` under a hard
+deadline for experiments that want its raw output (it has no HTTP timeout of its own).
 """
 
 from __future__ import annotations
 
-import math
 import threading
-from dataclasses import dataclass
 from typing import Any
-
-import httpx
 
 from chaoshelius.config import HarnessConfig
 from chaoshelius.exceptions import PrometheusError
+from chaoshelius.promapi import PromAPIError, PrometheusAPI, Sample, Series
 
-__all__ = [
-    "Sample",
-    "Series",
-    "guarded_chaosprometheus_query",
-    "instant",
-    "instant_value",
-    "range_series",
-]
+__all__ = ["ProbePrometheus", "Sample", "Series", "guarded_chaosprometheus_query", "client"]
 
 
-@dataclass(frozen=True)
-class Sample:
-    labels: dict[str, str]
-    value: float
+class ProbePrometheus:
+    """PrometheusAPI whose errors are PrometheusError (ActivityFailed)."""
+
+    def __init__(self, api: PrometheusAPI) -> None:
+        self.api = api
+
+    def instant(self, query: str, at: float | None = None) -> list[Sample]:
+        try:
+            return self.api.instant(query, at)
+        except PromAPIError as exc:
+            raise PrometheusError(str(exc)) from exc
+
+    def instant_value(self, query: str, at: float | None = None) -> float | None:
+        try:
+            return self.api.instant_value(query, at)
+        except PromAPIError as exc:
+            raise PrometheusError(str(exc)) from exc
+
+    def matrix(self, query: str, at: float | None = None) -> list[Series]:
+        try:
+            return self.api.matrix(query, at)
+        except PromAPIError as exc:
+            raise PrometheusError(str(exc)) from exc
+
+    def range_series(self, query: str, start: float, end: float, step: float = 1.0) -> list[Series]:
+        try:
+            return self.api.range_series(query, start, end, step)
+        except PromAPIError as exc:
+            raise PrometheusError(str(exc)) from exc
 
 
-@dataclass(frozen=True)
-class Series:
-    labels: dict[str, str]
-    points: list[tuple[float, float]]
-
-
-def _get(config: HarnessConfig, path: str, params: dict[str, str]) -> Any:
-    base = config.prometheus_base_url.rstrip("/")
-    timeout = config.helius_http_timeout_seconds
-    # Prometheus's own evaluation timeout, a little under ours, so it answers with an error
-    params = {**params, "timeout": f"{int(max(timeout - 0.5, 0.5) * 1000)}ms"}
-    try:
-        response = httpx.get(f"{base}{path}", params=params, timeout=timeout)
-    except httpx.TimeoutException as exc:
-        raise PrometheusError(
-            f"Prometheus at {base} did not answer within {timeout:g} s "
-            f"(query {params.get('query')!r}); is it hung? check prometheus_base_url"
-        ) from exc
-    except httpx.HTTPError as exc:
-        raise PrometheusError(
-            f"Prometheus at {base} is unreachable ({exc}); start the stack "
-            "(`chaoshelius stack up`) or set prometheus_base_url"
-        ) from exc
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if response.status_code != 200 or not isinstance(body, dict) or body.get("status") != "success":
-        detail = body.get("error") if isinstance(body, dict) else response.text[:200]
-        raise PrometheusError(
-            f"Prometheus rejected query {params.get('query')!r}: HTTP {response.status_code} "
-            f"{detail}"
-        )
-    return body["data"]
-
-
-def instant(config: HarnessConfig, query: str, at: float | None = None) -> list[Sample]:
-    """Instant query (at epoch `at`, default now). Empty list when there is no series."""
-    params = {"query": query}
-    if at is not None:
-        params["time"] = f"{at:.3f}"
-    data = _get(config, "/api/v1/query", params)
-    if data.get("resultType") == "scalar":
-        return [Sample({}, float(data["result"][1]))]
-    return [
-        Sample(dict(item.get("metric", {})), float(item["value"][1]))
-        for item in data.get("result", [])
-    ]
-
-
-def instant_value(config: HarnessConfig, query: str, at: float | None = None) -> float | None:
-    """The single value of a query that aggregates to one series; None when no data (or NaN)."""
-    samples = instant(config, query, at)
-    if not samples:
-        return None
-    if len(samples) > 1:
-        raise PrometheusError(
-            f"query {query!r} returned {len(samples)} series, expected one; aggregate it"
-        )
-    value = samples[0].value
-    return None if math.isnan(value) else value
-
-
-def range_series(
-    config: HarnessConfig, query: str, start: float, end: float, step: float = 1.0
-) -> list[Series]:
-    """Range query; one Series per result series, points as (epoch, value)."""
-    data = _get(
-        config,
-        "/api/v1/query_range",
-        {"query": query, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"},
+def client(config: HarnessConfig) -> ProbePrometheus:
+    """The probes' Prometheus for this configuration."""
+    return ProbePrometheus(
+        PrometheusAPI(config.prometheus_base_url, config.helius_http_timeout_seconds)
     )
-    return [
-        Series(
-            dict(item.get("metric", {})),
-            [(float(t), float(v)) for t, v in item.get("values", [])],
-        )
-        for item in data.get("result", [])
-    ]
 
 
 def guarded_chaosprometheus_query(

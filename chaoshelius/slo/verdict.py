@@ -9,14 +9,44 @@
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import inspect
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from chaoslib.exceptions import ActivityFailed
 
 from chaoshelius import windows
+from chaoshelius.config import HarnessConfig
 from chaoshelius.windows import Window
 
-__all__ = ["OK_TOLERANCE", "gated", "verdict", "window_json", "window_or_verdict"]
+if TYPE_CHECKING:
+    from chaoshelius.drivers import Driver
+    from chaoshelius.slo.prometheus import ProbePrometheus
+
+__all__ = [
+    "OK_TOLERANCE",
+    "Judged",
+    "gated",
+    "now",
+    "verdict",
+    "window_json",
+    "window_or_verdict",
+    "window_probe",
+]
+
+Result = dict[str, Any]
+# arguments that select the window or carry Chaos Toolkit's context, not thresholds
+_NOT_THRESHOLDS = frozenset({"window_id", "kind", "target", "configuration", "secrets"})
+
+
+def now() -> float:
+    """The judging clock, epoch seconds: "now" for open windows and "still ... now" checks.
+    One seam, so tests can judge a recorded history as of the end of the recording."""
+    return time.time()
+
 
 OK_TOLERANCE: dict[str, Any] = {"type": "jsonpath", "path": "$.ok", "expect": True}
 
@@ -96,3 +126,87 @@ def gated(result: dict[str, Any]) -> dict[str, Any]:
             f"steady state not met before any fault was injected: {result['description']}"
         )
     return result
+
+
+@dataclass
+class Judged:
+    """What a window probe judges: the fault's window, with the configuration it runs under."""
+
+    window: Window
+    config: HarnessConfig
+    threshold: dict[str, Any]
+
+    @property
+    def start(self) -> float:
+        return self.window.started_at
+
+    @property
+    def end(self) -> float:
+        """The fault's end (now while it is still active), at least 1 s after its start."""
+        end = self.window.ended_at if self.window.ended_at is not None else now()
+        return max(end, self.window.started_at + 1.0)
+
+    @functools.cached_property
+    def prometheus(self) -> ProbePrometheus:
+        from chaoshelius.slo.prometheus import client
+
+        return client(self.config)
+
+    @functools.cached_property
+    def driver(self) -> Driver:
+        from chaoshelius.drivers import get_driver
+
+        return get_driver(self.config)
+
+    def result(
+        self, ok: bool, value: float | int | None, description: str, query: str = "", **extra: Any
+    ) -> Result:
+        """A verdict on this window, with the probe's thresholds."""
+        return verdict(
+            ok, value, self.threshold, description, query, window_json(self.window), **extra
+        )
+
+
+def window_probe(
+    kind: str | None = None, target_from: str | None = None
+) -> Callable[[Callable[..., Result]], Callable[..., Result]]:
+    """Say once what every window probe opens with: find the fault window it judges, or return
+    the verdict without judging (vacuous before any fault; a failure when the fault recorded no
+    window). The probe's own first parameter receives a `Judged`; Chaos Toolkit sees (and binds
+    experiment arguments to) the remaining parameters, so `chaos discover` and
+    `ensure_experiment_is_valid` show the real signature.
+
+    The window is selected by the probe's `window_id`/`kind`/`target` arguments; a probe with a
+    fixed kind passes `kind=`, and `target_from=` names the argument that is the target (e.g.
+    the app of a `pod-kill` window). The thresholds a verdict reports are the probe's other
+    arguments.
+    """
+
+    def decorate(func: Callable[..., Result]) -> Callable[..., Result]:
+        signature = inspect.signature(func)
+        first, *rest = signature.parameters.values()
+        public = signature.replace(parameters=rest)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Result:
+            bound = public.bind(*args, **kwargs)
+            bound.apply_defaults()
+            arguments = bound.arguments
+            threshold = {k: v for k, v in arguments.items() if k not in _NOT_THRESHOLDS}
+            found = window_or_verdict(
+                arguments.get("window_id"),
+                kind or arguments.get("kind"),
+                arguments.get(target_from) if target_from else arguments.get("target"),
+                threshold,
+            )
+            if isinstance(found, dict):
+                return found
+            config = HarnessConfig.from_chaos(arguments.get("configuration"))
+            judged = Judged(found, config, threshold)
+            return func(judged, *bound.args, **bound.kwargs)
+
+        wrapper.__signature__ = public  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {k: v for k, v in func.__annotations__.items() if k != first.name}
+        return wrapper
+
+    return decorate

@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from chaoshelius.stack.errors import StackError
-from chaoshelius.topology import ZONES
+from chaoshelius.topology import MLFLOW_LIVENESS, RECO_LIVENESS, ZONES, Probe
 
 
 class AppPlacement(BaseModel):
@@ -37,8 +37,28 @@ class AppPlacement(BaseModel):
         return self.zones[index % len(self.zones)]
 
 
+class LivenessProbe(BaseModel):
+    """A liveness probe the supervisor runs like the kubelet (defaults: the manifests')."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str = Field(pattern=r"^/[\x21-\x7e]{0,200}$")
+    period_seconds: float = Field(gt=0, le=300)
+    failure_threshold: int = Field(ge=1, le=100)
+    timeout_seconds: float = Field(gt=0, le=60)
+
+    @classmethod
+    def of(cls, probe: Probe) -> LivenessProbe:
+        return cls(**probe._asdict())
+
+    def as_probe(self) -> Probe:
+        return Probe(self.path, self.period_seconds, self.failure_threshold, self.timeout_seconds)
+
+
 # fields whose change only needs new recommender pods (what the negative profiles change)
-RECO_FIELDS = frozenset({"name", "reco", "reco_app", "reco_env", "reco_mlflow_endpoint"})
+RECO_FIELDS = frozenset(
+    {"name", "reco", "reco_app", "reco_env", "reco_mlflow_endpoint", "reco_liveness"}
+)
 
 
 class StackConfig(BaseModel):
@@ -64,6 +84,9 @@ class StackConfig(BaseModel):
     bootstrap_model: bool = True
     # delay before a killed pod is replaced (ReplicaSet-like)
     replace_delay_seconds: float = Field(default=1.5, ge=0)
+    # liveness probes run like the kubelet (None: not probed); defaults are the manifests'
+    reco_liveness: LivenessProbe | None = LivenessProbe.of(RECO_LIVENESS)
+    mlflow_liveness: LivenessProbe | None = LivenessProbe.of(MLFLOW_LIVENESS)
 
     def differs_only_in_recommender(self, other: StackConfig) -> bool:
         """True if `other` can be applied by replacing the recommender pods alone."""

@@ -161,7 +161,13 @@ class Stack:
         def env(pod: Pod) -> dict[str, str]:
             return {**os.environ, **mlflow_server.SERVER_ENV, "PYTHONUNBUFFERED": "1"}
 
-        return PodSpec(App.MLFLOW, argv, env, mlflow_server.READY_PATH)
+        return PodSpec(
+            App.MLFLOW,
+            argv,
+            env,
+            mlflow_server.READY_PATH,
+            self.config.mlflow_liveness.as_probe() if self.config.mlflow_liveness else None,
+        )
 
     def _reco_spec(self) -> PodSpec:
         def argv(pod: Pod) -> list[str]:
@@ -185,7 +191,8 @@ class Stack:
                 **self.config.reco_env,
             }
 
-        return PodSpec(App.RECO, argv, env, "/ready")
+        liveness = self.config.reco_liveness
+        return PodSpec(App.RECO, argv, env, "/ready", liveness.as_probe() if liveness else None)
 
     def _reco_mlflow_upstream(self) -> Upstream | None:
         if self.config.reco_mlflow_endpoint == "service":

@@ -6,6 +6,10 @@ killed) is replaced after `replace_delay_seconds` (with exponential back-off whi
 crashing before ever becoming ready). A drained zone or a scale-down fault makes slots
 undesired: their pods are stopped and not replaced until the fault is undone or expires.
 Readiness is probed continuously (a real call per app); the service proxies read it.
+Liveness is probed like the kubelet does, with the manifests' path, period, timeout and failure
+threshold (chaoshelius.topology): once a pod has been ready, `failure_threshold` failed probes
+in a row restart it (SIGKILL, then the slot replaces it), so a liveness endpoint tied to a
+dependency shows up locally as it would on a cluster.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import httpx
 
 from chaoshelius.stack import selectors
 from chaoshelius.stack.procs import LOOPBACK, kill_group, port_is_free
-from chaoshelius.topology import NAMESPACE, ZONE_LABEL, App
+from chaoshelius.topology import NAMESPACE, ZONE_LABEL, App, Probe
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,7 @@ class PodSpec:
     argv: Callable[[Pod], list[str]]
     env: Callable[[Pod], dict[str, str]]
     ready_path: str
+    liveness: Probe | None = None
 
 
 @dataclass(eq=False)
@@ -62,6 +67,8 @@ class Pod:
     stopping: bool = False
     exited: bool = False
     failures: int = 0
+    liveness_failures: int = 0
+    liveness_kills: int = 0
 
     @property
     def url(self) -> str:
@@ -309,9 +316,13 @@ class Supervisor:
             except OSError as exc:
                 log_file.write(f"cannot start pod {pod.name}: {exc}\n".encode())
                 pod.exited = True
-        probe = asyncio.get_running_loop().create_task(self._probe(pod, spec))
+        loop = asyncio.get_running_loop()
+        probes = [loop.create_task(self._probe(pod, spec))]
+        if spec.liveness is not None:
+            probes.append(loop.create_task(self._liveness(pod, spec.liveness)))
         returncode = await pod.process.wait() if pod.process is not None else -1
-        probe.cancel()
+        for probe in probes:
+            probe.cancel()
         if pod.pid is not None:
             kill_group(pod.pid, signal.SIGKILL)  # no orphan keeps serving (uvicorn children)
         pod.exited = True
@@ -354,3 +365,41 @@ class Supervisor:
                     pod.ready = False
                     self.on_change()
             await asyncio.sleep(PROBE_PERIOD_SECONDS)
+
+    async def _liveness(self, pod: Pod, probe: Probe) -> None:
+        """The kubelet's liveness probe: from the pod's first readiness on, every
+        `period_seconds`; `failure_threshold` failures in a row restart the pod."""
+        while not pod.ready and not pod.exited and not pod.stopping:
+            await asyncio.sleep(PROBE_PERIOD_SECONDS)
+        url = pod.url + probe.path
+        while not pod.exited and not pod.stopping:
+            await asyncio.sleep(probe.period_seconds)
+            if pod.exited or pod.stopping:
+                return
+            try:
+                response = await self._http.get(url, timeout=probe.timeout_seconds)
+                alive = response.status_code < 400
+                detail = f"HTTP {response.status_code}"
+            except httpx.HTTPError as exc:
+                alive, detail = False, type(exc).__name__
+            if alive:
+                pod.liveness_failures = 0
+                continue
+            pod.liveness_failures += 1
+            log.info(
+                "pod %s liveness probe %s failed (%s), %d of %d",
+                pod.name,
+                probe.path,
+                detail,
+                pod.liveness_failures,
+                probe.failure_threshold,
+            )
+            if pod.liveness_failures >= probe.failure_threshold and pod.pid is not None:
+                log.warning(
+                    "pod %s failed liveness %d times: restarting it",
+                    pod.name,
+                    pod.liveness_failures,
+                )
+                pod.liveness_kills += 1
+                self.kill([pod])
+                return

@@ -29,11 +29,13 @@ import httpx
 
 from chaoshelius.exceptions import HeliusError
 from chaoshelius.negative import load_controls
+from chaoshelius.promapi import PromAPIError, PrometheusAPI
 from chaoshelius.report import build_index, build_run_report
 from chaoshelius.report.model import Kpis, RunSummary, Verdict
 from chaoshelius.stack import lifecycle
 from chaoshelius.stack.config import StackConfig
 from chaoshelius.stack.state import StackPaths
+from chaoshelius.topology import FALLBACK_GAUGE, App
 
 __all__ = [
     "PlannedRun",
@@ -59,7 +61,7 @@ class PlannedRun:
     experiment: Path
     profile: Path | None = None  # stack profile; None = the shipped default
     expected: Verdict = Verdict.PASSED
-    expected_probe: str | None = None  # negative controls: the probe that must fail
+    expected_probes: tuple[str, ...] = ()  # negative controls: probes that must fail
 
     @property
     def key(self) -> str:
@@ -115,18 +117,19 @@ def plan(
         _validate(path)
     if not negative:
         return [PlannedRun(f) for f in chosen]
-    controls = load_controls()
-    missing = [f.stem for f in chosen if f.stem not in controls]
+    controls = [c for c in load_controls() if c.experiment in {f.stem for f in chosen}]
+    missing = sorted({f.stem for f in chosen} - {c.experiment for c in controls})
     if missing:
         raise SuiteError(f"no negative control for {missing}; add them to chaoshelius/negative/")
+    by_stem = {f.stem: f for f in chosen}
     runs = [
         PlannedRun(
-            f,
-            controls[f.stem].profile_file,
+            by_stem[c.experiment],
+            c.profile_file,
             Verdict.DEVIATED,
-            controls[f.stem].probe,
+            c.probes,
         )
-        for f in chosen
+        for c in controls
     ]
     return sorted(runs, key=lambda r: (str(r.profile), r.key))  # one stack restart per profile
 
@@ -169,12 +172,19 @@ def run_suite(runs: Sequence[PlannedRun], options: SuiteOptions) -> SuiteResult:
                     echo(f"-- local stack, profile {config.name!r}: starting (if needed)")
                     up = lifecycle.up(options.state_dir, options.base_port, config, restart=True)
                     state, current = up.state, run.profile
-                if not _await_steady(state, STEADY_TIMEOUT_SECONDS, interrupts):
-                    echo(
-                        f"warning: the stack is not steady after {STEADY_TIMEOUT_SECONDS:.0f} s "
-                        f"(pods not ready, a fault active, or a recommender in fallback); "
-                        f"running {run.key} anyway: its steady-state hypothesis will judge"
+                unsteady = _await_steady(state, STEADY_TIMEOUT_SECONDS, interrupts)
+                if unsteady is not None:
+                    # a fault injected into a stack that is already degraded proves nothing
+                    summary = _not_run(
+                        run,
+                        runs_dir / run.run_id(result.suite_id),
+                        result.suite_id,
+                        f"not judged: the stack was not steady after "
+                        f"{STEADY_TIMEOUT_SECONDS:.0f} s ({unsteady}), so no fault was injected",
                     )
+                    result.summaries.append(summary)
+                    echo(summary_line(summary))
+                    continue
                 summary = _run_one(run, result.suite_id, runs_dir, chaos, state, interrupts)
                 result.summaries.append(summary)
                 echo(summary_line(summary))
@@ -196,7 +206,11 @@ def summary_line(s: RunSummary) -> str:
     parts = [
         f"{mark} {name:<48} {s.verdict!s:<11}",
         f"expected {s.expected_verdict}"
-        + (f" on {s.expected_failing_probe}" if s.expected_failing_probe else ""),
+        + (
+            f" on {', '.join(s.expected_failing_probes or (s.expected_failing_probe,))}"
+            if s.expected_failing_probe
+            else ""
+        ),
         f"{s.duration_s or 0:.0f} s",
         f"availability {_num(k.availability_during_fault, '.4f')}",
         f"fallback {_num(k.time_to_fallback_s, '.1f', ' s')}",
@@ -204,8 +218,8 @@ def summary_line(s: RunSummary) -> str:
         f"worst p99 {_num(k.worst_p99_s, '.3f', ' s')}",
         f"p99 during/before {_num(k.p99_ratio, '.2f', 'x')}",
     ]
-    if s.failing_probe:
-        parts.append(f"failing probe {s.failing_probe}")
+    if s.failing_probes or s.failing_probe:
+        parts.append(f"failing {', '.join(s.failing_probes or (str(s.failing_probe),))}")
     return "  ".join(parts)
 
 
@@ -233,6 +247,7 @@ def _run_one(
         "HELIUS_CONTROL_URL": f"http://127.0.0.1:{ports['control']}",
         "HELIUS_PROMETHEUS_URL": prometheus_url,
         "HELIUS_RECO_URL": f"http://127.0.0.1:{ports['reco_service']}",
+        "HELIUS_MLFLOW_URL": f"http://127.0.0.1:{ports['mlflow_service']}",
         "HELIUS_LOADGEN_METRICS_PORT": str(ports["loadgen"]),
     }
     argv = [
@@ -262,6 +277,12 @@ def _run_one(
 def _unreported(run: PlannedRun, run_dir: Path, suite_id: str, exc: Exception) -> RunSummary:
     """The summary of a run whose report could not be built (the journal is still on disk)."""
     reason = f"the report could not be built ({type(exc).__name__}: {exc}); see {run_dir}"
+    return _not_run(run, run_dir, suite_id, reason)
+
+
+def _not_run(run: PlannedRun, run_dir: Path, suite_id: str, reason: str) -> RunSummary:
+    """A failed summary for a run that produced no judgeable journal, saying why."""
+    run_dir.mkdir(parents=True, exist_ok=True)
     summary = RunSummary(
         run_id=run_dir.name,
         experiment_key=run.key,
@@ -278,43 +299,58 @@ def _unreported(run: PlannedRun, run_dir: Path, suite_id: str, exc: Exception) -
         expected_verdict=run.expected,
         variant=run.variant,
         suite_id=suite_id,
-        expected_failing_probe=run.expected_probe,
+        expected_failing_probe=run.expected_probes[0] if run.expected_probes else None,
+        expected_failing_probes=run.expected_probes,
     )
     (run_dir / "summary.json").write_text(json.dumps(summary.as_dict(), indent=2))
     return summary
 
 
-def _await_steady(state: dict[str, Any], timeout: float, interrupts: _Interrupts) -> bool:
-    """Wait until every pod is ready, no fault is active and Prometheus sees every recommender
-    out of fallback: what the previous experiment's recovery should have left."""
+def _await_steady(state: dict[str, Any], timeout: float, interrupts: _Interrupts) -> str | None:
+    """Wait until the stack is steady: every pod ready, no fault active, every recommender
+    seen by Prometheus out of fallback, no alert firing, and a prediction through the service
+    answering 200. Returns None when steady, else why not (the last reason seen)."""
     ports = state["ports"]
     control = f"http://127.0.0.1:{ports['control']}/status"
-    query = f"http://127.0.0.1:{ports['prometheus']}/api/v1/query"
+    predict = f"http://127.0.0.1:{ports['reco_service']}/predict"
+    prom = PrometheusAPI(f"http://127.0.0.1:{ports['prometheus']}", 5.0)
     deadline = time.monotonic() + timeout
+    why = "not checked"
     with httpx.Client(timeout=5) as client:
-        while time.monotonic() < deadline and not interrupts.fired:
-            try:
-                status = client.get(control).json()
-                pods = status["pods"]
-                reco = sum(1 for p in pods if p["app"] == "helius-reco")
-                steady_pods = all(p["ready"] for p in pods) and not status["faults"]
-                confirmed = client.get(
-                    query, params={"query": "count(reco_engine_in_fallback_mode == 0)"}
-                ).json()["data"]["result"]
-                in_fallback = client.get(
-                    query, params={"query": "count(reco_engine_in_fallback_mode == 1)"}
-                ).json()["data"]["result"]
-            except (httpx.HTTPError, ValueError, KeyError):
-                steady_pods, confirmed, in_fallback, reco = False, [], [], 0
-            if (
-                steady_pods
-                and confirmed
-                and float(confirmed[0]["value"][1]) >= reco
-                and not in_fallback
-            ):
-                return True
+        while not interrupts.fired:
+            why = _unsteady_reason(client, control, predict, prom) or ""
+            if not why:
+                return None
+            if time.monotonic() >= deadline:
+                return why
             time.sleep(1.0)
-    return False
+    return why or "interrupted"
+
+
+def _unsteady_reason(
+    client: httpx.Client, control: str, predict: str, prom: PrometheusAPI
+) -> str | None:
+    try:
+        status = client.get(control).json()
+        pods = status["pods"]
+        not_ready = sorted(p["name"] for p in pods if not p["ready"])
+        if not_ready:
+            return f"pods not ready: {not_ready}"
+        if status["faults"]:
+            return f"faults still active: {[f.get('id') for f in status['faults']]}"
+        reco = sum(1 for p in pods if p["app"] == App.RECO.value)
+        confirmed = prom.instant_value(f"count({FALLBACK_GAUGE} == 0)") or 0
+        if confirmed < reco:
+            return f"{confirmed:.0f} of {reco} recommenders seen out of fallback by Prometheus"
+        firing = prom.instant('ALERTS{alertstate="firing"}')
+        if firing:
+            return f"alerts firing: {sorted({s.labels.get('alertname', '?') for s in firing})}"
+        answer = client.post(predict, json={"user_id": "steady-check", "k": 3})
+        if answer.status_code != 200:
+            return f"a prediction through the service answered HTTP {answer.status_code}"
+    except (httpx.HTTPError, ValueError, KeyError, PromAPIError) as exc:
+        return f"the stack did not answer ({type(exc).__name__}: {exc})"
+    return None
 
 
 def _wait(process: subprocess.Popen[bytes], interrupts: _Interrupts) -> None:
@@ -335,7 +371,8 @@ def _write_meta(run_dir: Path, run: PlannedRun, suite_id: str) -> None:
         "experiment_file": str(run.experiment),
         "variant": run.variant,
         "expected_verdict": str(run.expected),
-        "expected_failing_probe": run.expected_probe,
+        "expected_failing_probe": run.expected_probes[0] if run.expected_probes else None,
+        "expected_failing_probes": list(run.expected_probes),
         "suite_id": suite_id,
     }
     (run_dir / "meta.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")

@@ -8,13 +8,12 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
 from chaoshelius import windows
-from chaoshelius.drivers import driver_for
-from chaoshelius.pods.actions import ready_counts
-from chaoshelius.topology import ZONES, App
+from chaoshelius.drivers import driver_for, fleet_snapshot
+from chaoshelius.topology import ZONES, FaultKind
 
 __all__ = ["drain_zone", "uncordon_zone"]
 
-KIND_DRAIN = "drain"
+KIND_DRAIN = FaultKind.DRAIN.value
 
 
 def drain_zone(
@@ -32,14 +31,14 @@ def drain_zone(
     if zone not in ZONES:
         raise ActivityFailed(f"unknown zone {zone!r}; use one of {list(ZONES)}")
     config, driver = driver_for(configuration)
-    before = ready_counts(driver, App.RECO.value, App.MLFLOW.value)
+    before = fleet_snapshot(driver)
     fault = driver.drain_zone(zone, ttl_seconds)
     window = windows.open_window(
         config.helius_run_dir,
         KIND_DRAIN,
         zone,
         window_id=fault.id,
-        details={"expires_at": fault.expires_at, "ready_before": before, **fault.details},
+        details={"expires_at": fault.expires_at, **before, **fault.details},
     )
     return {"fault": fault.id, "expires_at": fault.expires_at, "window": window.as_output()}
 

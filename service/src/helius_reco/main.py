@@ -6,6 +6,7 @@ Every component can be injected (tests, and the negative-control variants in
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -91,6 +92,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         components.refresher.load_local()
+        # One refresh attempt (bounded by its deadline) before the first answer: the fallback
+        # gauge is never scraped before the pod has asked the registry, so a fresh pod with
+        # MLflow up never reads "in fallback", and with MLflow down it starts within the
+        # deadline anyway, serving its cache or the baseline.
+        await asyncio.to_thread(components.refresher.refresh_once)
         components.refresher.start()
         try:
             yield

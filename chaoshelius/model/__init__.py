@@ -1,0 +1,1 @@
+"""Model-registry activities: promote a model version, as a release pipeline would."""

@@ -1,0 +1,712 @@
+"""Write the experiment catalogue (experiments/*.json) from one description.
+
+The JSON files are what users read, edit and run (`chaos run experiments/x.json`); this script
+keeps their shared parts (configuration keys, the before/after checks, load, rollbacks,
+controls) identical, so a fix lands in every experiment at once. tests/experiments checks that
+the committed files are exactly what this script writes.
+
+    python experiments/build.py           # rewrite experiments/*.json
+    python experiments/build.py --check   # exit 1 if a file differs (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RECO, MLFLOW = "helius-reco", "mlflow"
+REPLICAS = 3  # every app of the stack runs 3 replicas, one per zone
+OK = {"type": "jsonpath", "path": "$.ok", "expect": True}
+
+# The load every experiment runs under (chaoshelius.load.actions.start_load). Locust's
+# run time bounds it even if nobody stops it.
+LOAD: dict[str, Any] = {"users": 10, "spawn_rate": 10, "duration_seconds": 300}
+
+# Client SLOs, from the healthy service's measured noise (docs/experiments.md, "Thresholds").
+SUCCESS = {"min_ratio": 0.99, "min_worst_ratio": 0.95}
+LATENCY = {"max_ratio": 2.0, "noise_seconds": 0.01}
+
+Json = dict[str, Any]
+
+
+def _env(env: str, default: Any, **extra: Any) -> Json:
+    return {"type": "env", "key": env, "default": default, **extra}
+
+
+CONFIGURATION: Json = {
+    "target": _env("HELIUS_TARGET", "local"),
+    "helius_control_url": _env("HELIUS_CONTROL_URL", "http://127.0.0.1:17000"),
+    "prometheus_base_url": _env("HELIUS_PROMETHEUS_URL", "http://127.0.0.1:17090"),
+    "helius_reco_url": _env("HELIUS_RECO_URL", "http://127.0.0.1:17080"),
+    "helius_mlflow_url": _env("HELIUS_MLFLOW_URL", "http://127.0.0.1:17050"),
+    "helius_loadgen_metrics_port": _env("HELIUS_LOADGEN_METRICS_PORT", 17089, env_var_type="int"),
+    "helius_run_dir": _env("HELIUS_RUN_DIR", "reports/runs/latest"),
+    "kube_namespace": _env("HELIUS_KUBE_NAMESPACE", "helius"),
+    "kube_allowed_contexts": _env("HELIUS_KUBE_ALLOWED_CONTEXTS", ""),
+    "kube_context": _env("HELIUS_KUBE_CONTEXT", ""),
+    "kube_rds_cidr": _env("HELIUS_KUBE_RDS_CIDR", ""),
+}
+
+
+def _provider(module: str, func: str, **arguments: Any) -> Json:
+    return {
+        "type": "python",
+        "module": f"chaoshelius.{module}",
+        "func": func,
+        "arguments": arguments,
+    }
+
+
+def probe(name: str, module: str, func: str, **arguments: Any) -> Json:
+    return {
+        "type": "probe",
+        "name": name,
+        "provider": _provider(module, func, **arguments),
+        "tolerance": OK,
+    }
+
+
+def action(name: str, module: str, func: str, after: float | None = None, **arguments: Any) -> Json:
+    step: Json = {"type": "action", "name": name, "provider": _provider(module, func, **arguments)}
+    if after:
+        step["pauses"] = {"after": after}
+    return step
+
+
+# ---------------------------------------------------------------- shared blocks
+def steady_now() -> list[Json]:
+    """Checked before the fault (a broken start fails the run) and again after it."""
+    return [
+        probe("recommender-replicas-ready", "pods.probes", "pods_ready", app=RECO, min_ready=3),
+        probe("mlflow-replicas-ready", "pods.probes", "pods_ready", app=MLFLOW, min_ready=3),
+        probe(
+            "recommender-not-in-fallback-now",
+            "slo.probes",
+            "query_value",
+            query="max(reco_engine_in_fallback_mode)",
+            max_value=0,
+        ),
+    ]
+
+
+def clients(window: Json, success: Json | None = None, latency: Json | None = None) -> list[Json]:
+    """What users saw over the fault and its recovery (every experiment)."""
+    return [
+        probe(
+            "clients-success-slo",
+            "slo.probes",
+            "client_success_ratio",
+            **{**SUCCESS, **(success or {})},
+            **window,
+        ),
+        probe(
+            "clients-latency-slo",
+            "slo.probes",
+            "latency_p99_ratio",
+            **{**LATENCY, **(latency or {})},
+            **window,
+        ),
+    ]
+
+
+def start_load(after: float = 15) -> Json:
+    return action("start-load", "load.actions", "start_load", after=after, **LOAD)
+
+
+def stop_load() -> Json:
+    return action("stop-load", "load.actions", "stop_load")
+
+
+def no_restart(app: str, window: Json, name: str = "no-recommender-restarted") -> Json:
+    return probe(name, "pods.probes", "pods_survived", app=app, **window)
+
+
+def experiment(
+    title: str,
+    description: str,
+    tags: list[str],
+    contributions: Json,
+    hypothesis_title: str,
+    checks: list[Json],
+    method: list[Json],
+    rollbacks: list[Json],
+    configuration: Json | None = None,
+) -> Json:
+    return {
+        "version": "1.0.0",
+        "title": title,
+        "description": description,
+        "tags": ["helius", *tags],
+        "contributions": contributions,
+        "configuration": {**CONFIGURATION, **(configuration or {})},
+        "controls": [
+            {
+                "name": "judge-every-probe",
+                "provider": {"type": "python", "module": "chaoshelius.slo.judge_all"},
+            }
+        ],
+        "runtime": {"rollbacks": {"strategy": "always"}},
+        "steady-state-hypothesis": {"title": hypothesis_title, "probes": steady_now() + checks},
+        "method": method,
+        "rollbacks": [*rollbacks, stop_load()],
+    }
+
+
+# ---------------------------------------------------------------- the catalogue
+def mlflow_pod_kill() -> Json:
+    w = {"kind": "pod-kill", "target": MLFLOW}
+    return experiment(
+        "Killing one MLflow pod is absorbed by HA: no fallback",
+        "Kill the MLflow pod in zone-a under load. The MLflow service keeps two replicas, so "
+        "the recommenders keep refreshing from the registry and never enter fallback (judged "
+        "per pod); the pod is replaced under a new name. Fault window: kill -> replacement "
+        "ready.",
+        ["mlflow", "pod-kill", "ha"],
+        {"availability": "high", "reliability": "high"},
+        "MLflow HA holds: one replica lost, the recommenders never fall back",
+        [
+            probe("killed-mlflow-pod-was-replaced", "pods.probes", "pods_replaced", app=MLFLOW),
+            probe(
+                "no-fallback-during-the-kill",
+                "slo.probes",
+                "fallback_never_engaged",
+                grace_seconds=10,
+                **w,
+            ),
+            *clients(w),
+            probe(
+                "mlflow-replicas-back",
+                "slo.probes",
+                "replicas_recovered_within",
+                app=MLFLOW,
+                seconds=60,
+                **w,
+            ),
+            no_restart(RECO, w),
+        ],
+        [
+            start_load(),
+            action(
+                "kill-one-mlflow-pod",
+                "pods.actions",
+                "kill_pods",
+                app=MLFLOW,
+                count=1,
+                zone="zone-a",
+            ),
+            action(
+                "await-mlflow-replacement",
+                "pods.actions",
+                "await_pods_ready",
+                after=5,
+                app=MLFLOW,
+                timeout_seconds=150,
+            ),
+            stop_load(),
+        ],
+        [],
+    )
+
+
+def mlflow_outage() -> Json:
+    w = {"kind": "scale", "target": MLFLOW}
+    return experiment(
+        "Full MLflow outage, longer than the liveness budget: fallback on every pod, "
+        "predictions continue, nobody restarts, fallback clears",
+        "Scale MLflow to 0 replicas (TTL 90 s) for 40 s under load, longer than the "
+        "recommender's liveness budget (3 x 10 s), then restore. Every recommender keeps "
+        "answering from its last known good model, reports it (reco_engine_in_fallback_mode=1 "
+        "on every pod until MLflow is back, alert RecoEngineInFallback), is not restarted, and "
+        "returns to 0 and to the registry's model by itself within 20 s of MLflow being back "
+        "(MLflow's own cold start is measured, not judged).",
+        ["mlflow", "outage", "fallback", "liveness"],
+        {"availability": "high", "reliability": "high", "observability": "high"},
+        "Predictions survive a full MLflow outage and the fallback clears by itself",
+        [
+            probe(
+                "mlflow-was-really-down",
+                "slo.probes",
+                "targets_went_down",
+                app=MLFLOW,
+                max_up=0,
+                **w,
+            ),
+            probe(
+                "fallback-engaged-on-every-pod",
+                "slo.probes",
+                "fallback_engaged_within",
+                seconds=20,
+                after_app_back=MLFLOW,
+                **w,
+            ),
+            probe("predictions-continued", "slo.probes", "client_success_ratio", **SUCCESS, **w),
+            clients(w)[1],
+            probe(
+                "fallback-alert-fired",
+                "slo.probes",
+                "alert_fired",
+                alertname="RecoEngineInFallback",
+                within_seconds=40,
+                **w,
+            ),
+            probe(
+                "fallback-cleared-on-every-pod",
+                "slo.probes",
+                "fallback_cleared_within",
+                seconds=20,
+                after_app_back=MLFLOW,
+                **w,
+            ),
+            probe(
+                "every-pod-on-the-registry-model",
+                "slo.probes",
+                "models_converged_within",
+                seconds=120,
+                **w,
+            ),
+            no_restart(RECO, w),
+        ],
+        [
+            start_load(),
+            action(
+                "scale-mlflow-to-zero",
+                "pods.actions",
+                "scale_app",
+                after=40,
+                app=MLFLOW,
+                replicas=0,
+                ttl_seconds=90,
+            ),
+            action("restore-mlflow", "pods.actions", "restore_scale", app=MLFLOW),
+            action(
+                "await-mlflow-back",
+                "pods.actions",
+                "await_pods_ready",
+                after=10,
+                app=MLFLOW,
+                timeout_seconds=150,
+            ),
+            stop_load(),
+        ],
+        [action("restore-mlflow", "pods.actions", "restore_scale", app=MLFLOW)],
+    )
+
+
+def rds_path_cut() -> Json:
+    w = {"kind": "path", "target": "mlflow-rds"}
+    return experiment(
+        "MLflow -> RDS path blackholed: fallback, alert, MLflow recovers without restart",
+        "Blackhole the mlflow-rds path (connections hang, like a NetworkPolicy drop; TTL 90 s) "
+        "for 40 s under load, then restore. MLflow stays up but cannot answer registry calls; "
+        "the recommenders' refreshes fail (proof), every one of them enters fallback, "
+        "MLflowDegraded fires, clients keep their answers at their usual latency, and once "
+        "the path is back MLflow serves again with the same pods and nobody was restarted.",
+        ["rds", "network", "fallback"],
+        {"availability": "high", "reliability": "high", "observability": "high"},
+        "Losing the registry database degrades to fallback, is alerted, and heals by itself",
+        [
+            probe(
+                "refreshes-really-failed",
+                "slo.probes",
+                "counter_grew",
+                selector='reco_engine_refresh_failures_total{reason!="disabled"}',
+                min_increase=1,
+                **w,
+            ),
+            probe(
+                "fallback-engaged-on-every-pod",
+                "slo.probes",
+                "fallback_engaged_within",
+                seconds=25,
+                **w,
+            ),
+            probe("predictions-continued", "slo.probes", "client_success_ratio", **SUCCESS, **w),
+            clients(w)[1],
+            probe(
+                "mlflow-degraded-alert-fired",
+                "slo.probes",
+                "alert_fired",
+                alertname="MLflowDegraded",
+                within_seconds=45,
+                **w,
+            ),
+            probe(
+                "fallback-cleared-on-every-pod",
+                "slo.probes",
+                "fallback_cleared_within",
+                seconds=30,
+                **w,
+            ),
+            probe(
+                "mlflow-recovered-without-restart",
+                "network.probes",
+                "source_pods_unchanged",
+                edge="mlflow-rds",
+            ),
+            no_restart(RECO, w),
+        ],
+        [
+            start_load(),
+            action(
+                "blackhole-mlflow-rds",
+                "network.actions",
+                "cut_path",
+                after=40,
+                edge="mlflow-rds",
+                mode="blackhole",
+                ttl_seconds=90,
+            ),
+            action(
+                "restore-mlflow-rds", "network.actions", "restore_path", after=15, edge="mlflow-rds"
+            ),
+            stop_load(),
+        ],
+        [action("restore-mlflow-rds", "network.actions", "restore_path", edge="mlflow-rds")],
+    )
+
+
+def az_drain() -> Json:
+    zone = "${helius_drain_zone}"
+    w = {"kind": "drain", "target": zone}
+    return experiment(
+        "Draining a zone (zone-a by default): its pods go, no outage, no fallback",
+        "Drain a zone (HELIUS_DRAIN_ZONE, default zone-a; every pod in it stops and stays "
+        "down; TTL 90 s) for 20 s under load, then uncordon. The recommender and MLflow "
+        "replicas of the other zones carry the load: clients see no outage and no slowdown "
+        "beyond the SLO, no recommender falls back, and the zone's pods come back.",
+        ["zone", "drain", "capacity"],
+        {"availability": "high", "reliability": "high"},
+        "Losing a whole zone costs capacity, not availability",
+        [
+            probe(
+                "drained-zone-recommenders-were-down",
+                "slo.probes",
+                "targets_went_down",
+                app=RECO,
+                zone=zone,
+                max_up=0,
+                **w,
+            ),
+            *clients(w),
+            probe("no-fallback", "slo.probes", "fallback_never_engaged", grace_seconds=10, **w),
+            probe(
+                "recommenders-back-in-every-zone",
+                "slo.probes",
+                "replicas_recovered_within",
+                app=RECO,
+                seconds=45,
+                **w,
+            ),
+        ],
+        [
+            start_load(),
+            action(
+                "drain-zone", "zones.actions", "drain_zone", after=20, zone=zone, ttl_seconds=90
+            ),
+            action("uncordon-zone", "zones.actions", "uncordon_zone", zone=zone),
+            action(
+                "await-recommenders-back",
+                "pods.actions",
+                "await_pods_ready",
+                app=RECO,
+                timeout_seconds=150,
+            ),
+            action(
+                "await-mlflow-back",
+                "pods.actions",
+                "await_pods_ready",
+                after=5,
+                app=MLFLOW,
+                timeout_seconds=150,
+            ),
+            stop_load(),
+        ],
+        [action("uncordon-zone", "zones.actions", "uncordon_zone", zone=zone)],
+        configuration={
+            "helius_drain_zone": {"type": "env", "key": "HELIUS_DRAIN_ZONE", "default": "zone-a"}
+        },
+    )
+
+
+def mlflow_latency() -> Json:
+    w = {"kind": "path", "target": "reco-mlflow"}
+    return experiment(
+        "Slow MLflow: the recommenders' hot path latency is unaffected",
+        "Add 800 ms of latency on the reco-mlflow path (TTL 90 s) for 20 s under load, then "
+        "restore. Requests never wait for MLflow, so the client p99 over the fault and its "
+        "recovery stays within 2x the p99 before it (+10 ms of measured noise), clients see "
+        "no errors and no recommender is restarted.",
+        ["mlflow", "latency", "hot-path"],
+        {"performance": "high", "reliability": "medium"},
+        "A slow registry never slows predictions",
+        [*clients(w), no_restart(RECO, w)],
+        [
+            start_load(after=20),
+            action(
+                "slow-reco-mlflow",
+                "network.actions",
+                "cut_path",
+                after=20,
+                edge="reco-mlflow",
+                mode="latency",
+                latency_ms=800,
+                ttl_seconds=90,
+            ),
+            action(
+                "restore-reco-mlflow",
+                "network.actions",
+                "restore_path",
+                after=5,
+                edge="reco-mlflow",
+            ),
+            stop_load(),
+        ],
+        [action("restore-reco-mlflow", "network.actions", "restore_path", edge="reco-mlflow")],
+    )
+
+
+def reco_pod_kill() -> Json:
+    w = {"kind": "pod-kill", "target": RECO}
+    return experiment(
+        "Killing one recommender pod: clients barely notice",
+        "Kill the recommender pod in zone-a under load. The service proxy routes to the ready "
+        "replicas; the pod is replaced under a new name and back in service within 20 s. "
+        "The killed pod's in-flight requests are lost, as on a cluster. Fault window: kill -> "
+        "replacement ready.",
+        ["recommender", "pod-kill"],
+        {"availability": "high"},
+        "Losing one recommender replica is invisible to clients",
+        [
+            probe("killed-recommender-was-replaced", "pods.probes", "pods_replaced", app=RECO),
+            *clients(w, success={"min_ratio": 0.98, "min_worst_ratio": 0.8}),
+            probe(
+                "recommenders-back",
+                "slo.probes",
+                "replicas_recovered_within",
+                app=RECO,
+                seconds=20,
+                **w,
+            ),
+        ],
+        [
+            start_load(),
+            action(
+                "kill-one-recommender",
+                "pods.actions",
+                "kill_pods",
+                app=RECO,
+                count=1,
+                zone="zone-a",
+            ),
+            action(
+                "await-recommender-replacement",
+                "pods.actions",
+                "await_pods_ready",
+                after=5,
+                app=RECO,
+                timeout_seconds=30,
+            ),
+            stop_load(),
+        ],
+        [],
+    )
+
+
+def reco_cold_start_during_outage() -> Json:
+    outage = {"kind": "scale", "target": MLFLOW}
+    kill = {"kind": "pod-kill", "target": RECO}
+    return experiment(
+        "A recommender replaced during an MLflow outage starts and serves (always starts)",
+        "Scale MLflow to 0 (TTL 120 s) under load, then kill the zone-a recommender while "
+        "MLflow is still down. Its replacement must start without the registry (from its "
+        "on-disk cache, or the shipped baseline), report fallback, and take traffic within "
+        "30 s; then MLflow comes back and every pod clears.",
+        ["recommender", "cold-start", "mlflow", "outage"],
+        {"availability": "high", "reliability": "high"},
+        "The recommender always starts, even when the registry is gone",
+        [
+            probe(
+                "mlflow-was-really-down",
+                "slo.probes",
+                "targets_went_down",
+                app=MLFLOW,
+                max_up=0,
+                **outage,
+            ),
+            probe(
+                "replacement-serving-during-outage",
+                "slo.probes",
+                "replicas_recovered_within",
+                app=RECO,
+                seconds=30,
+                **kill,
+            ),
+            probe("killed-recommender-was-replaced", "pods.probes", "pods_replaced", app=RECO),
+            probe(
+                "fallback-engaged-on-every-pod",
+                "slo.probes",
+                "fallback_engaged_within",
+                seconds=20,
+                after_app_back=MLFLOW,
+                **outage,
+            ),
+            *clients(outage, success={"min_ratio": 0.98, "min_worst_ratio": 0.8}),
+            probe(
+                "fallback-cleared-on-every-pod",
+                "slo.probes",
+                "fallback_cleared_within",
+                seconds=20,
+                after_app_back=MLFLOW,
+                **outage,
+            ),
+        ],
+        [
+            start_load(),
+            action(
+                "scale-mlflow-to-zero",
+                "pods.actions",
+                "scale_app",
+                after=8,
+                app=MLFLOW,
+                replicas=0,
+                ttl_seconds=120,
+            ),
+            action(
+                "kill-one-recommender",
+                "pods.actions",
+                "kill_pods",
+                app=RECO,
+                count=1,
+                zone="zone-a",
+            ),
+            action(
+                "await-recommender-replacement",
+                "pods.actions",
+                "await_pods_ready",
+                after=10,
+                app=RECO,
+                timeout_seconds=40,
+            ),
+            action("restore-mlflow", "pods.actions", "restore_scale", app=MLFLOW),
+            action(
+                "await-mlflow-back",
+                "pods.actions",
+                "await_pods_ready",
+                after=10,
+                app=MLFLOW,
+                timeout_seconds=150,
+            ),
+            stop_load(),
+        ],
+        [action("restore-mlflow", "pods.actions", "restore_scale", app=MLFLOW)],
+    )
+
+
+def model_promoted_during_partition() -> Json:
+    w = {"kind": "path", "target": "reco-mlflow"}
+    return experiment(
+        "A model promoted while the recommenders cannot reach MLflow reaches every pod after",
+        "Blackhole the reco-mlflow path (TTL 90 s) under load; while it is cut, promote a new "
+        "version of the model in MLflow (reco@champion moves on); then restore the path. "
+        "Every recommender falls back during the cut, keeps serving, and converges on the "
+        "promoted version within 20 s of the path's return: no pod is left on a stale model.",
+        ["mlflow", "network", "model", "staleness"],
+        {"reliability": "high", "observability": "medium"},
+        "A promotion during a partition converges on every pod",
+        [
+            probe(
+                "fallback-engaged-on-every-pod",
+                "slo.probes",
+                "fallback_engaged_within",
+                seconds=15,
+                **w,
+            ),
+            *clients(w),
+            probe(
+                "fallback-cleared-on-every-pod",
+                "slo.probes",
+                "fallback_cleared_within",
+                seconds=20,
+                **w,
+            ),
+            probe(
+                "every-pod-on-the-promoted-model",
+                "slo.probes",
+                "models_converged_within",
+                seconds=20,
+                **w,
+            ),
+        ],
+        [
+            start_load(),
+            action(
+                "cut-reco-mlflow",
+                "network.actions",
+                "cut_path",
+                after=10,
+                edge="reco-mlflow",
+                mode="blackhole",
+                ttl_seconds=90,
+            ),
+            action("promote-new-model-version", "model.actions", "promote_model", after=10),
+            action(
+                "restore-reco-mlflow",
+                "network.actions",
+                "restore_path",
+                after=20,
+                edge="reco-mlflow",
+            ),
+            stop_load(),
+        ],
+        [action("restore-reco-mlflow", "network.actions", "restore_path", edge="reco-mlflow")],
+    )
+
+
+CATALOGUE = {
+    "mlflow-pod-kill": mlflow_pod_kill,
+    "mlflow-outage": mlflow_outage,
+    "rds-path-cut": rds_path_cut,
+    "az-drain": az_drain,
+    "mlflow-latency": mlflow_latency,
+    "reco-pod-kill": reco_pod_kill,
+    "reco-cold-start-during-outage": reco_cold_start_during_outage,
+    "model-promoted-during-partition": model_promoted_during_partition,
+}
+
+
+def render(name: str) -> str:
+    return json.dumps(CATALOGUE[name](), indent=2) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail if a file differs")
+    parser.add_argument("--dir", type=Path, default=HERE)
+    args = parser.parse_args(argv)
+    stale = []
+    for name in CATALOGUE:
+        path = args.dir / f"{name}.json"
+        text = render(name)
+        if path.is_file() and path.read_text(encoding="utf-8") == text:
+            continue
+        if args.check:
+            stale.append(path.name)
+        else:
+            path.write_text(text, encoding="utf-8")
+            print(f"wrote {path}")
+    extra = sorted(p.name for p in args.dir.glob("*.json") if p.stem not in CATALOGUE)
+    if args.check and (stale or extra):
+        print(
+            f"experiments out of date: {stale + extra}; run python experiments/build.py",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
