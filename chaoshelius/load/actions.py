@@ -354,10 +354,16 @@ def _record_measured(files: rt.RunFiles, stats: dict[str, Any] | None) -> None:
     plan = rt.read_json(files.load_json)
     if plan is None or stats is None:
         return
+    steady = rt.steady_rate(files.history_csv, int(plan["users"]), skip_rows=1)
     plan["measured"] = {
         "total_requests": stats["total"]["requests"],
         "failure_ratio": stats["total"]["failure_ratio"],
         "rps_whole_run": stats["total"]["rps"],
-        "steady": rt.steady_rate(files.history_csv, int(plan["users"]), skip_rows=1),
+        "steady": steady,
+        # below ~0.9 the load generator (or the machine) could not keep the asked rate: more
+        # processes (HELIUS_LOAD_PROCESSES), or a lower rate
+        "steady_share_of_target": (
+            round(steady["rps"] / float(plan["rate"]), 3) if steady and plan.get("rate") else None
+        ),
     }
     rt.write_json(files.load_json, plan)

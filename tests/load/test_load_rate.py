@@ -54,6 +54,7 @@ def test_the_target_rate_is_kept_and_recorded(
     steady = measured["steady"]
     assert steady is not None and steady["seconds"] >= 5
     assert 50 <= steady["rps"] <= 70, steady  # paced: neither the think-time ~10/s nor flat out
+    assert measured["steady_share_of_target"] == round(steady["rps"] / 60, 3)
     assert measured["failure_ratio"] == 0
 
 
