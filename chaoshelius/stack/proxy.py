@@ -335,9 +335,9 @@ class TcpProxy:
                 writer.write(data)
                 if writer.transport.get_write_buffer_size() > _CHUNK:  # backpressure only
                     await writer.drain()
-            if writer.can_write_eof():
+            if writer.can_write_eof() and not writer.transport.is_closing():
                 writer.write_eof()
-        except (ConnectionError, OSError):
+        except (ConnectionError, OSError, RuntimeError):  # uvloop: RuntimeError once closed
             writer.transport.abort()
 
     # -- per-request balancing ------------------------------------------------------------------
