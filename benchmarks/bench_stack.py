@@ -14,9 +14,12 @@
 3. Proxy latency: POST /predict {"user_id": "u0001", "k": 10}, direct to one recommender pod
    vs through the recommender service proxy, from the same client, requests interleaved
    (direct, proxied, direct, ...), over several rounds. Two client modes:
-   - keep-alive (like Locust's HttpUser): one connection each way per round; the proxied
-     connection is pinned to one pod (the proxy balances connections, like kube-proxy), and the
-     direct side targets that same pod (found with GET /health on the proxied connection);
+   - keep-alive (like Locust's HttpUser): one client connection each way per round. With
+     `--reco-proxy-balancing connection` the proxied connection is pinned to one pod (like
+     kube-proxy) and the direct side targets that same pod (found with GET /health on the
+     proxied connection); with `request` (the default, like an ingress) the proxy spreads the
+     requests over the pods, keeping one upstream connection per pod, and the direct side
+     targets the pod /health named;
    - new connection per request: the proxy also pays an accept and an upstream connect.
    Target: proxied / direct < 1.2 at p50 (keep-alive).
 
@@ -112,12 +115,12 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 @contextmanager
-def _stack(base: int) -> Iterator[tuple[Path, dict[str, Any], float]]:
+def _stack(base: int, config: StackConfig) -> Iterator[tuple[Path, dict[str, Any], float]]:
     """A fresh stack in a temp dir; always brought down, and checked to leave nothing."""
     state_dir = Path(tempfile.mkdtemp(prefix="helius-bench-stack-"))
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        result = lifecycle.up(state_dir, base, StackConfig())
+        result = lifecycle.up(state_dir, base, config)
         yield state_dir, result.state, result.seconds
     finally:
         state = lifecycle.running_state(StackPaths(state_dir))
@@ -322,10 +325,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=200, help="pairs per round")
     parser.add_argument("--warmup", type=int, default=30, help="pairs per round, not measured")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    parser.add_argument(
+        "--reco-proxy-balancing",
+        choices=("request", "connection"),
+        default=StackConfig().reco_proxy_balancing,
+        help="the recommender service proxy's mode (profile key reco_proxy_balancing)",
+    )
     args = parser.parse_args(argv)
     base = _free_base(args.base_port)
     print(f"starting a fresh local stack on base port {base} ...", flush=True)
-    with _stack(base) as (_, state, cold_start):
+    config = StackConfig(reco_proxy_balancing=args.reco_proxy_balancing)
+    print(f"recommender service proxy balancing per {args.reco_proxy_balancing}", flush=True)
+    with _stack(base, config) as (_, state, cold_start):
         print(f"ready in {cold_start:.1f} s; measuring ...", flush=True)
         control_url = f"http://{LOOPBACK}:{state['ports']['control']}"
         service_url = f"http://{LOOPBACK}:{state['ports']['reco_service']}"

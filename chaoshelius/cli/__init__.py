@@ -14,6 +14,7 @@ _SUBCOMMANDS = {
     "stack": ("chaoshelius.cli.stack", "the embedded local stack: up, down, status"),
     "suite": ("chaoshelius.cli.suite", "run the experiment catalogue against a target"),
     "report": ("chaoshelius.cli.report", "build HTML reports, the index and JUnit XML"),
+    "load": ("chaoshelius.cli.load", "the client load: measure the stack's capacity"),
 }
 
 

@@ -133,6 +133,13 @@ def _render(body: dict[str, Any]) -> str:
         )
     if body.get("drained_zones"):
         lines.append(f"drained zones: {', '.join(body['drained_zones'])}")
+    balancing = [
+        f"{name.removeprefix('service:')} per {proxy['balancing']}"
+        for name, proxy in sorted(body.get("proxies", {}).items())
+        if name.startswith("service:") and "balancing" in proxy
+    ]
+    if balancing:
+        lines.append(f"service proxies balance: {', '.join(balancing)}")
     return "\n".join(lines)
 
 

@@ -7,6 +7,7 @@ importing process).
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field
 
 from chaoshelius.config import HarnessConfig
 from chaoshelius.exceptions import ConfigurationError
@@ -23,6 +24,9 @@ from chaoshelius.exceptions import ConfigurationError
 CSV_PREFIX = "locust"
 PID_FILE = "locust.pid"
 LOG_FILE = "locust.log"
+LOAD_FILE = "load.json"  # what the load was asked for and what it measured (the report shows it)
+RATE_ENV = "HELIUS_LOAD_RATE"
+PROCESSES_ENV = "HELIUS_LOAD_PROCESSES"
 CSV_FILES = ("locust_stats.csv", "locust_failures.csv", "locust_stats_history.csv")
 AGGREGATED = "Aggregated"
 
@@ -32,12 +36,17 @@ _children: dict[int, subprocess.Popen[bytes]] = {}
 
 
 class LoadConfig(HarnessConfig):
-    """HarnessConfig plus the load's own key: `helius_locustfile` (path to the locustfile;
-    default: `loadtests/locustfile.py` of the checkout the harness is installed from)."""
+    """HarnessConfig plus the load's own keys: `helius_locustfile` (path to the locustfile;
+    default: `loadtests/locustfile.py` of the checkout the harness is installed from),
+    `helius_load_rate` (requests/s when start_load is given none; else the environment
+    variable HELIUS_LOAD_RATE, else 250) and `helius_load_processes` (Locust processes; else
+    HELIUS_LOAD_PROCESSES, else as many as the rate needs)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     helius_locustfile: Path | None = None
+    helius_load_rate: float | None = Field(default=None, gt=0)
+    helius_load_processes: int | None = Field(default=None, ge=1)
 
 
 def load_config(configuration: dict[str, Any] | None) -> LoadConfig:
@@ -61,6 +70,14 @@ class RunFiles:
     @property
     def csv_prefix(self) -> Path:
         return self.run_dir / CSV_PREFIX
+
+    @property
+    def load_json(self) -> Path:
+        return self.run_dir / LOAD_FILE
+
+    @property
+    def history_csv(self) -> Path:
+        return self.run_dir / "locust_stats_history.csv"
 
     @property
     def stats_csv(self) -> Path:
@@ -179,6 +196,13 @@ def signal_group(pid: int, sig: signal.Signals) -> None:
         pass
 
 
+def signal_process(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
 def log_tail(files: RunFiles, lines: int = 15) -> str:
     try:
         text = files.log.read_text(errors="replace")
@@ -250,3 +274,53 @@ def read_stats(files: RunFiles) -> dict[str, Any] | None:
         "by_name": by_name,
         "failures": failures,
     }
+
+
+def steady_rate(history_csv: Path, users: int, skip_rows: int = 0) -> dict[str, float] | None:
+    """The rate the load really had once all `users` ran: from Locust's per-second history
+    (Aggregated rows), requests and failures between the first and the last row with that
+    user count (after `skip_rows` of them). None when there are not two such rows."""
+    try:
+        with history_csv.open(newline="") as handle:
+            rows = [
+                row
+                for row in csv.DictReader(handle)
+                if row.get("Name") == AGGREGATED and _number(row.get("User Count")) == users
+            ]
+    except FileNotFoundError:
+        return None
+    rows = rows[skip_rows:]
+    if len(rows) < 2:
+        return None
+    first, last = rows[0], rows[-1]
+    seconds = (_number(last.get("Timestamp")) or 0) - (_number(first.get("Timestamp")) or 0)
+    if seconds <= 0:
+        return None
+    requests = (_number(last.get("Total Request Count")) or 0) - (
+        _number(first.get("Total Request Count")) or 0
+    )
+    failures = (_number(last.get("Total Failure Count")) or 0) - (
+        _number(first.get("Total Failure Count")) or 0
+    )
+    return {
+        "seconds": seconds,
+        "requests": requests,
+        "rps": requests / seconds,
+        "failure_ratio": failures / requests if requests else 0.0,
+    }
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

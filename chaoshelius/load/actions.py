@@ -18,6 +18,8 @@ helius_client_users) and written by Locust to `<helius_run_dir>/locust_*.csv`.
 
 from __future__ import annotations
 
+import math
+import os
 import signal
 import socket
 import subprocess
@@ -29,49 +31,87 @@ import httpx
 from chaoslib.types import Configuration, Secrets
 
 from chaoshelius import windows
-from chaoshelius.exceptions import TargetError
+from chaoshelius.exceptions import ConfigurationError, TargetError
 from chaoshelius.load import _runtime as rt
+from chaoshelius.load.capacity import measure_capacity
 
 __all__ = ["start_load", "stop_load"]
 
 _STARTUP_TIMEOUT_SECONDS = 20.0
+DEFAULT_RATE = 250.0  # requests/s when nothing says otherwise (issue 9: >= 10x the old ~23)
+RATE_PER_USER = 2.5  # default users: one simulated client per 2.5 requests/s
+RATE_PER_PROCESS = 300.0  # default processes: one Locust process per 300 requests/s
+DEFAULT_NEW_CONNECTION_SHARE = 0.05
 _METRIC_MARKER = "helius_client_requests_total"
 
 
 def start_load(
-    users: int = 20,
-    spawn_rate: float = 10.0,
+    users: int | None = None,
+    spawn_rate: float | None = None,
     duration_seconds: int = 300,
     host: str | None = None,
     shape: str = "steady",
     request_timeout_seconds: float = 5.0,
+    rate: float | None = None,
+    capacity_fraction: float | None = None,
+    processes: int | None = None,
+    new_connection_share: float = DEFAULT_NEW_CONNECTION_SHARE,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
     """Start Locust headless in the background against the recommender.
 
-    `users` simulated clients, spawned at `spawn_rate` per second, for at most
-    `duration_seconds` (Locust stops by itself then, even if stop_load never runs). `host`
+    The load sends `rate` requests per second in total (default: the configuration key
+    `helius_load_rate`, else the environment variable HELIUS_LOAD_RATE, else 250), shared by
+    `users` simulated clients (default: one per 2.5 req/s) spawned at `spawn_rate` per second
+    (default: all within 5 s). With `capacity_fraction` (0 < f <= 1) it first measures what the
+    stack sustains (a ~25 s closed-loop step test, see chaoshelius.load.capacity) and runs at
+    that fraction of it instead. `processes` Locust worker processes share the users (default:
+    `helius_load_processes`, else HELIUS_LOAD_PROCESSES, else one per 300 req/s, at most the
+    CPU count). After each request a user drops its connection with probability
+    `new_connection_share` (connection churn, like clients coming and going).
+
+    Locust stops by itself after `duration_seconds`, even if stop_load never runs. `host`
     defaults to the configuration's `helius_reco_url`. `shape` is "steady" (constant users) or
     "ramp" (steps up to `users` over the first minute). A request slower than
-    `request_timeout_seconds` counts as a "timeout" failure.
+    `request_timeout_seconds` counts as a "timeout" failure. The settings are written to
+    `<helius_run_dir>/load.json` (stop_load adds the rate really measured).
 
-    Returns {"pid", "metrics_url", "run_dir"} once the client-metrics endpoint answers.
-    Fails if a load is already running (run stop_load first) or if Locust exits early.
+    Returns {"pid", "metrics_url", "run_dir", "rate", "users", "processes"} once the
+    client-metrics endpoint answers. Fails if a load is already running (run stop_load first)
+    or if Locust exits early.
     """
     config = rt.load_config(configuration)
-    if users < 1 or spawn_rate <= 0 or duration_seconds < 1 or request_timeout_seconds <= 0:
+    if (
+        (users is not None and users < 1)
+        or (spawn_rate is not None and spawn_rate <= 0)
+        or duration_seconds < 1
+        or request_timeout_seconds <= 0
+        or (rate is not None and rate <= 0)
+        or (processes is not None and processes < 1)
+        or not 0 <= new_connection_share <= 1
+    ):
         raise TargetError(
-            "start_load needs users >= 1, spawn_rate > 0, duration_seconds >= 1 and "
-            f"request_timeout_seconds > 0 (got {users}, {spawn_rate}, {duration_seconds}, "
-            f"{request_timeout_seconds})."
+            "start_load needs users >= 1, spawn_rate > 0, duration_seconds >= 1, "
+            "request_timeout_seconds > 0, rate > 0, processes >= 1 and 0 <= "
+            f"new_connection_share <= 1 (got users={users}, spawn_rate={spawn_rate}, "
+            f"duration_seconds={duration_seconds}, request_timeout_seconds="
+            f"{request_timeout_seconds}, rate={rate}, processes={processes}, "
+            f"new_connection_share={new_connection_share})."
         )
+    if capacity_fraction is not None and not 0 < capacity_fraction <= 1:
+        raise TargetError(
+            f"start_load: capacity_fraction must be in (0, 1], not {capacity_fraction}."
+        )
+    if capacity_fraction is not None and rate is not None:
+        raise TargetError("start_load: give either rate or capacity_fraction, not both.")
     if shape not in ("steady", "ramp"):
         raise TargetError(f"start_load: shape must be 'steady' or 'ramp', not {shape!r}.")
     files = rt.run_files(config)
     rt.forget_finished_children(files)
     port = config.helius_loadgen_metrics_port
     metrics_url = f"http://127.0.0.1:{port}/metrics"
+    target = host or config.helius_reco_url
 
     running = rt.read_pid(files)
     if running is not None and rt.is_locust(running):
@@ -88,8 +128,9 @@ def start_load(
         )
 
     files.run_dir.mkdir(parents=True, exist_ok=True)
-    for name in (*rt.CSV_FILES, "locust_exceptions.csv", rt.PID_FILE):
+    for name in (*rt.CSV_FILES, "locust_exceptions.csv", rt.PID_FILE, rt.LOAD_FILE):
         (files.run_dir / name).unlink(missing_ok=True)
+    plan = _plan(config, target, files, rate, capacity_fraction, users, spawn_rate, processes)
     command = [
         sys.executable,
         "-m",
@@ -98,13 +139,13 @@ def start_load(
         str(rt.locustfile(config)),
         "--headless",
         "--users",
-        str(users),
+        str(plan["users"]),
         "--spawn-rate",
-        str(spawn_rate),
+        str(plan["spawn_rate"]),
         "--run-time",
         f"{duration_seconds}s",
         "--host",
-        host or config.helius_reco_url,
+        target,
         "--csv",
         str(files.csv_prefix),
         "--csv-full-history",
@@ -115,7 +156,13 @@ def start_load(
         shape,
         "--request-timeout",
         str(request_timeout_seconds),
+        "--target-rps",
+        str(plan["rate"]),
+        "--new-connection-share",
+        str(new_connection_share),
     ]
+    if plan["processes"] > 1:
+        command += ["--processes", str(plan["processes"])]
     with files.log.open("wb") as log:
         process = subprocess.Popen(  # noqa: S603  argv list, no shell: locust, our options
             command,
@@ -126,6 +173,20 @@ def start_load(
         )
     rt._children[process.pid] = process
     files.pid.write_text(f"{process.pid}\n")
+    rt.write_json(
+        files.load_json,
+        {
+            **plan,
+            "host": target,
+            "shape": shape,
+            "duration_seconds": duration_seconds,
+            "request_timeout_seconds": request_timeout_seconds,
+            "new_connection_share": new_connection_share,
+            "pid": process.pid,
+            "started_at": time.time(),
+            "command": command,
+        },
+    )
 
     deadline = time.monotonic() + _STARTUP_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
@@ -137,7 +198,14 @@ def start_load(
                 f"Last lines:\n{rt.log_tail(files)}"
             )
         if _is_our_exporter(metrics_url):
-            return {"pid": process.pid, "metrics_url": metrics_url, "run_dir": str(files.run_dir)}
+            return {
+                "pid": process.pid,
+                "metrics_url": metrics_url,
+                "run_dir": str(files.run_dir),
+                "rate": plan["rate"],
+                "users": plan["users"],
+                "processes": plan["processes"],
+            }
         time.sleep(0.2)
     rt.signal_group(process.pid, signal.SIGKILL)
     process.wait(5)
@@ -150,6 +218,74 @@ def start_load(
     )
 
 
+def _plan(
+    config: rt.LoadConfig,
+    host: str,
+    files: rt.RunFiles,
+    rate: float | None,
+    capacity_fraction: float | None,
+    users: int | None,
+    spawn_rate: float | None,
+    processes: int | None,
+) -> dict[str, Any]:
+    """The rate, users, spawn rate and processes the load runs with, and where each came from."""
+    if processes is None:
+        processes = config.helius_load_processes or _env_int(rt.PROCESSES_ENV)
+    measured: dict[str, Any] | None = None
+    if capacity_fraction is not None:
+        found = measure_capacity(
+            host,
+            files.run_dir / "capacity",
+            rt.locustfile(config),
+            processes=processes or 1,
+        )
+        measured = found.to_json()
+        chosen, source = round(found.capacity_rps * capacity_fraction, 1), "capacity"
+    elif rate is not None:
+        chosen, source = rate, "argument"
+    elif config.helius_load_rate is not None:
+        chosen, source = config.helius_load_rate, "configuration helius_load_rate"
+    elif (from_env := _env_float(rt.RATE_ENV)) is not None:
+        chosen, source = from_env, f"environment {rt.RATE_ENV}"
+    else:
+        chosen, source = DEFAULT_RATE, "default"
+    if users is None:
+        users = max(1, math.ceil(chosen / RATE_PER_USER))
+    if processes is None:
+        processes = max(1, min(os.cpu_count() or 1, math.ceil(chosen / RATE_PER_PROCESS)))
+    return {
+        "rate": chosen,
+        "rate_source": source,
+        "capacity_fraction": capacity_fraction,
+        "capacity": measured,
+        "users": users,
+        "spawn_rate": spawn_rate if spawn_rate is not None else max(10.0, users / 5),
+        "processes": processes,
+    }
+
+
+def _env_float(name: str) -> float | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        number = float(value)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name}={value!r} is not a number of requests/s.") from exc
+    if number <= 0:
+        raise ConfigurationError(f"{name}={value!r} must be > 0.")
+    return number
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigurationError(f"{name}={value!r} must be a whole number >= 1.")
+    return int(value)
+
+
 def stop_load(
     grace_seconds: float = 15.0,
     configuration: Configuration = None,
@@ -157,10 +293,11 @@ def stop_load(
 ) -> dict[str, Any]:
     """Stop the load started by start_load; safe to run twice (rollbacks).
 
-    Sends SIGTERM to Locust's process group (Locust then writes its final CSVs), and SIGKILL
-    if it is still there after `grace_seconds`. Returns {"stopped": bool, "pid", "signal",
-    "exit_code", "total_requests", "total_failures", "stats"}; "stopped" is false when no load
-    was running (already stopped, or ended by its run time). "exit_code" is known only in the
+    Sends SIGTERM to Locust (which stops its workers, if any, and writes its final CSVs), and
+    SIGKILL to its whole process group if it is still there after `grace_seconds`. Returns
+    {"stopped": bool, "pid", "signal", "exit_code", "total_requests", "total_failures",
+    "stats"}; "stopped" is false when no load was running (already stopped, or ended by its
+    run time). "exit_code" is known only in the
     process that started the load; Locust exits 1 when the failure ratio exceeded 1 %.
     """
     windows.load_stopped()  # the client probes judge a fault's recovery up to here
@@ -170,7 +307,9 @@ def stop_load(
     pid = rt.read_pid(files)
     result: dict[str, Any] = {"stopped": False, "pid": pid, "signal": None}
     if pid is not None and rt.is_locust(pid):
-        rt.signal_group(pid, signal.SIGTERM)
+        # Locust itself (the master under --processes) first: it stops its workers and waits
+        # for their last reports, which a SIGTERM to the whole group would lose.
+        rt.signal_process(pid, signal.SIGTERM)
         result.update(stopped=True, signal="SIGTERM")
         if not rt.wait_gone(pid, grace_seconds):
             rt.signal_group(pid, signal.SIGKILL)
@@ -188,6 +327,7 @@ def stop_load(
     files.pid.unlink(missing_ok=True)
     stats = rt.read_stats(files)
     result["stats"] = stats
+    _record_measured(files, stats)
     result["total_requests"] = stats["total"]["requests"] if stats else None
     result["total_failures"] = stats["total"]["failures"] if stats else None
     return result
@@ -207,3 +347,23 @@ def _is_our_exporter(url: str) -> bool:
     except httpx.HTTPError:
         return False
     return response.status_code == 200 and _METRIC_MARKER in response.text
+
+
+def _record_measured(files: rt.RunFiles, stats: dict[str, Any] | None) -> None:
+    """Add to load.json the rate the load really had (whole run, and once all users ran)."""
+    plan = rt.read_json(files.load_json)
+    if plan is None or stats is None:
+        return
+    steady = rt.steady_rate(files.history_csv, int(plan["users"]), skip_rows=1)
+    plan["measured"] = {
+        "total_requests": stats["total"]["requests"],
+        "failure_ratio": stats["total"]["failure_ratio"],
+        "rps_whole_run": stats["total"]["rps"],
+        "steady": steady,
+        # below ~0.9 the load generator (or the machine) could not keep the asked rate: more
+        # processes (HELIUS_LOAD_PROCESSES), or a lower rate
+        "steady_share_of_target": (
+            round(steady["rps"] / float(plan["rate"]), 3) if steady and plan.get("rate") else None
+        ),
+    }
+    rt.write_json(files.load_json, plan)

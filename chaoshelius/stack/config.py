@@ -76,6 +76,9 @@ class StackConfig(BaseModel):
     # "service": through the reco-mlflow path proxy to the MLflow service proxy (HA);
     # "pod": the path proxy forwards to MLflow replica 0 only, whatever its health (fragile)
     reco_mlflow_endpoint: Literal["service", "pod"] = "service"
+    # how the recommender service proxy balances: "request" (an ingress: a ready pod per HTTP
+    # request) or "connection" (kube-proxy: a pod per TCP connection, kept while it is open)
+    reco_proxy_balancing: Literal["request", "connection"] = "request"
     refresh_interval_seconds: float = Field(default=2.0, gt=0)
     # train and register `reco@champion` on first start (needs helius_reco installed)
     bootstrap_model: bool = True

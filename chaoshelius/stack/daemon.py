@@ -42,7 +42,14 @@ from chaoshelius.stack.faults import Fault, FaultBook, FaultKind
 from chaoshelius.stack.ports import StackPorts
 from chaoshelius.stack.postgres import PostgresServer
 from chaoshelius.stack.procs import LOOPBACK, ensure_port_free, spawn_group, stop_group
-from chaoshelius.stack.proxy import ProxyFault, ProxyMode, RoundRobin, TcpProxy, Upstream
+from chaoshelius.stack.proxy import (
+    Balancing,
+    ProxyFault,
+    ProxyMode,
+    RoundRobin,
+    TcpProxy,
+    Upstream,
+)
 from chaoshelius.stack.state import StackPaths, write_state
 from chaoshelius.stack.supervisor import Pod, PodSpec, Supervisor
 from chaoshelius.topology import (
@@ -135,6 +142,7 @@ class Stack:
                 "reco-service",
                 ports.reco_service,
                 RoundRobin(lambda: self.supervisor.ready_upstreams(App.RECO)),
+                balancing=Balancing(config.reco_proxy_balancing),
             ),
         }
 
@@ -577,7 +585,11 @@ class Stack:
             "faults": self.list_faults(),
             "drained_zones": sorted(self.supervisor.drained),
             "proxies": {
-                name: {"mode": str(p.fault.mode), "open_connections": p.open_connections}
+                name: {
+                    "mode": str(p.fault.mode),
+                    "balancing": str(p.balancing),
+                    "open_connections": p.open_connections,
+                }
                 for name, p in {
                     **self.paths_proxies,
                     **{f"service:{app}": p for app, p in self.service_proxies.items()},
@@ -644,6 +656,9 @@ class Stack:
                 },
                 "pids": pids,
                 "pod_process_groups": groups,
+                "proxy_balancing": {
+                    f"service:{app}": str(p.balancing) for app, p in self.service_proxies.items()
+                },
                 "profile": self.config.model_dump(mode="json"),
             },
         )

@@ -9,8 +9,20 @@ A path proxy forwards to one upstream and can be switched, at run time, into a f
 - `latency`: each chunk is delayed by `latency_ms` in each direction.
 
 A service proxy is the same machine with an upstream picker that round-robins over the ready
-pods of an app, like kube-proxy: it balances connections (L4), not requests. With no ready pod
-a new connection is reset, the local equivalent of "connection refused".
+pods of an app. It balances in one of two ways (`Balancing`):
+
+- `connection` (kube-proxy, L4): each client connection goes to one pod for its whole life.
+  A keep-alive client stays on its pod even when that pod turns unready, and a replacement pod
+  gets only new connections. With no ready pod a new connection is reset, the local
+  equivalent of "connection refused".
+- `request` (an ingress, L7, HTTP/1.1 only): the proxy reads each request's boundaries
+  (Content-Length or chunked), picks a ready pod for every request, and relays the response
+  (Content-Length, chunked, or until the pod closes). Upstream connections are kept alive per
+  client connection and pod, so a pod picked again reuses its connection. With no ready pod
+  the client gets `503` (and the connection is closed), as from an ingress with no endpoints.
+  A pod that refuses the connection, or a kept-alive upstream connection the pod had closed, is
+  retried on another pick; a pod that takes the request and closes without answering gives
+  `502`; a pod that dies mid-answer resets the client connection.
 """
 
 from __future__ import annotations
@@ -25,7 +37,154 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 _CHUNK = 65536
+_MAX_HEAD = 65536  # request or response line plus headers
+_PICK_ATTEMPTS = 3
 Upstream = tuple[str, int]
+
+
+class Balancing(StrEnum):
+    CONNECTION = "connection"
+    REQUEST = "request"
+
+
+class _HttpError(Exception):
+    """A malformed or truncated HTTP message: the connection is dropped."""
+
+
+@dataclass(frozen=True)
+class _Head:
+    raw: bytes
+    first_line: bytes
+    headers: dict[bytes, bytes]  # lower-cased names; repeated headers joined with b","
+    http10: bool
+
+    @classmethod
+    def parse(cls, raw: bytes) -> _Head:
+        lines = raw[:-4].split(b"\r\n")
+        headers: dict[bytes, bytes] = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(b":")
+            if not sep:
+                raise _HttpError(f"bad header line {line[:80]!r}")
+            key = name.strip().lower()
+            value = value.strip()
+            headers[key] = headers[key] + b"," + value if key in headers else value
+        first = lines[0]
+        return cls(raw, first, headers, http10=b"HTTP/1.0" in first)
+
+    def closing(self) -> bytes:
+        """The head with `Connection: close` (the proxy closes the client connection after it)."""
+        lines = [
+            line
+            for line in self.raw[:-4].split(b"\r\n")
+            if not line.lower().startswith(b"connection:")
+        ]
+        return b"\r\n".join([*lines, b"connection: close"]) + b"\r\n\r\n"
+
+    def tokens(self, name: bytes) -> set[bytes]:
+        return {t.strip().lower() for t in self.headers.get(name, b"").split(b",") if t.strip()}
+
+    @property
+    def chunked(self) -> bool:
+        return b"chunked" in self.tokens(b"transfer-encoding")
+
+    @property
+    def content_length(self) -> int | None:
+        value = self.headers.get(b"content-length")
+        if value is None:
+            return None
+        try:
+            length = int(value.split(b",")[0])
+        except ValueError as exc:
+            raise _HttpError(f"bad Content-Length {value!r}") from exc
+        if length < 0:
+            raise _HttpError(f"bad Content-Length {value!r}")
+        return length
+
+    @property
+    def keep_alive(self) -> bool:
+        connection = self.tokens(b"connection")
+        if self.http10:
+            return b"keep-alive" in connection
+        return b"close" not in connection
+
+
+async def _read_head(reader: asyncio.StreamReader) -> _Head | None:
+    """The next message head, or None on a clean end of stream before its first byte."""
+    try:
+        raw = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial:
+            return None
+        raise _HttpError("connection closed inside a message head") from exc
+    except asyncio.LimitOverrunError as exc:
+        raise _HttpError("message head too large") from exc
+    return _Head.parse(raw)
+
+
+async def _relay_body(
+    head: _Head, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, until_eof: bool
+) -> None:
+    """Copy the body that follows `head` (chunked, Content-Length, or until EOF)."""
+    try:
+        if head.chunked:
+            while True:
+                line = await reader.readuntil(b"\r\n")
+                writer.write(line)
+                try:
+                    size = int(line.split(b";")[0].strip(), 16)
+                except ValueError as exc:
+                    raise _HttpError(f"bad chunk size {line[:40]!r}") from exc
+                if size == 0:
+                    while True:  # trailers, then the empty line
+                        trailer = await reader.readuntil(b"\r\n")
+                        writer.write(trailer)
+                        if trailer == b"\r\n":
+                            return
+                await _copy_exactly(reader, writer, size + 2)
+        elif (length := head.content_length) is not None:
+            await _copy_exactly(reader, writer, length)
+        elif until_eof:
+            while data := await reader.read(_CHUNK):
+                writer.write(data)
+                await writer.drain()
+    except asyncio.IncompleteReadError as exc:
+        raise _HttpError("connection closed inside a message body") from exc
+    except asyncio.LimitOverrunError as exc:
+        raise _HttpError("chunk line too long") from exc
+
+
+async def _copy_exactly(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, length: int
+) -> None:
+    while length > 0:
+        data = await reader.readexactly(min(length, _CHUNK))
+        length -= len(data)
+        writer.write(data)
+        if writer.transport.get_write_buffer_size() > _CHUNK:
+            await writer.drain()
+
+
+def _response_has_body(request: _Head, response: _Head) -> bool:
+    status = response.first_line.split(b" ", 2)[1:2]
+    code = int(status[0]) if status and status[0].isdigit() else 0
+    return not (request.first_line.startswith(b"HEAD ") or code in (204, 304) or code < 200)
+
+
+def _canned(status: bytes, detail: bytes) -> bytes:
+    body = b'{"detail": "' + detail + b'"}'
+    return (
+        b"HTTP/1.1 "
+        + status
+        + b"\r\ncontent-type: application/json\r\ncontent-length: "
+        + str(len(body)).encode()
+        + b"\r\nconnection: close\r\n\r\n"
+        + body
+    )
+
+
+_NO_UPSTREAM = _canned(b"503 Service Unavailable", b"no ready upstream pod")
+_BAD_GATEWAY = _canned(b"502 Bad Gateway", b"the upstream pod closed the connection")
 
 
 class ProxyMode(StrEnum):
@@ -68,12 +227,19 @@ class TcpProxy:
     """Listen on host:port and forward each connection to `pick()`'s upstream."""
 
     def __init__(
-        self, name: str, port: int, pick: Callable[[], Upstream | None], host: str = "127.0.0.1"
+        self,
+        name: str,
+        port: int,
+        pick: Callable[[], Upstream | None],
+        host: str = "127.0.0.1",
+        balancing: Balancing = Balancing.CONNECTION,
     ) -> None:
         self.name = name
         self.host = host
         self.port = port
         self.pick = pick
+        self.balancing = Balancing(balancing)
+        self.requests_total = 0
         self.fault = ProxyFault()
         self._flowing = asyncio.Event()
         self._flowing.set()
@@ -126,6 +292,9 @@ class TcpProxy:
         if self.fault.mode is ProxyMode.RESET:
             _reset(client_w)
             return
+        if self.balancing is Balancing.REQUEST:
+            await self._handle_requests(client_r, client_w)
+            return
         entry: tuple[asyncio.StreamWriter, asyncio.StreamWriter | None] = (client_w, None)
         self._conns.add(entry)
         try:
@@ -166,7 +335,117 @@ class TcpProxy:
                 writer.write(data)
                 if writer.transport.get_write_buffer_size() > _CHUNK:  # backpressure only
                     await writer.drain()
-            if writer.can_write_eof():
+            if writer.can_write_eof() and not writer.transport.is_closing():
                 writer.write_eof()
-        except (ConnectionError, OSError):
+        except (ConnectionError, OSError, RuntimeError):  # uvloop: RuntimeError once closed
             writer.transport.abort()
+
+    # -- per-request balancing ------------------------------------------------------------------
+    async def _handle_requests(
+        self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter
+    ) -> None:
+        """Serve one client connection request by request, each on a freshly picked pod."""
+        entry: tuple[asyncio.StreamWriter, asyncio.StreamWriter | None] = (client_w, None)
+        self._conns.add(entry)
+        _nodelay(client_w)
+        pool: dict[Upstream, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
+        try:
+            while True:
+                request = await _read_head(client_r)
+                if request is None:
+                    return
+                await self._flowing.wait()
+                self.requests_total += 1
+                body = await self._read_request_body(request, client_r)
+                answered = await self._forward(request, body, pool, client_w)
+                if not answered or not request.keep_alive:
+                    return
+        except (_HttpError, ConnectionError, OSError):
+            client_w.transport.abort()
+        finally:
+            self._conns.discard(entry)
+            for _, up_w in pool.values():
+                up_w.transport.abort()
+            client_w.close()
+
+    @staticmethod
+    async def _read_request_body(request: _Head, client_r: asyncio.StreamReader) -> bytes:
+        """The request body as its raw bytes (requests here are small JSON bodies), so a
+        request can be sent again to another pod when the first pick fails before answering."""
+        buffer = _Buffer()
+        await _relay_body(request, client_r, buffer, until_eof=False)  # type: ignore[arg-type]
+        return buffer.data()
+
+    async def _forward(
+        self,
+        request: _Head,
+        body: bytes,
+        pool: dict[Upstream, tuple[asyncio.StreamReader, asyncio.StreamWriter]],
+        client_w: asyncio.StreamWriter,
+    ) -> bool:
+        """Send one request to a picked pod and relay its answer; False when the client
+        connection must be closed (no pod, or a response delimited by the pod's close)."""
+        for _ in range(_PICK_ATTEMPTS):
+            upstream = self.pick()
+            if upstream is None:
+                break
+            reused = upstream in pool
+            if not reused:
+                try:
+                    pool[upstream] = await asyncio.open_connection(*upstream)
+                except OSError:
+                    continue  # refused: nothing was sent, pick again
+                _nodelay(pool[upstream][1])
+            up_r, up_w = pool[upstream]
+            try:
+                up_w.write(request.raw + body)
+                response = await _read_head(up_r)
+            except (ConnectionError, OSError, _HttpError):
+                response = None
+            if response is None:
+                pool.pop(upstream)[1].transport.abort()
+                if reused:
+                    continue  # a kept-alive connection the pod had closed: try again
+                client_w.write(_BAD_GATEWAY)  # the pod took the request and died
+                await client_w.drain()
+                return False
+            has_body = _response_has_body(request, response)
+            delimited = response.chunked or response.content_length is not None
+            keep = response.keep_alive and request.keep_alive and (delimited or not has_body)
+            client_w.write(response.raw if keep else response.closing())
+            if has_body:
+                await _relay_body(response, up_r, client_w, until_eof=not delimited)
+            await client_w.drain()
+            if not response.keep_alive or not keep:
+                pool.pop(upstream)[1].close()
+            return keep
+        client_w.write(_NO_UPSTREAM)
+        await client_w.drain()
+        return False
+
+
+class _Buffer:
+    """Collects what _relay_body writes (the StreamWriter methods it uses)."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self.transport = self
+
+    def write(self, data: bytes) -> None:
+        self._parts.append(data)
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    async def drain(self) -> None:
+        return None
+
+    def data(self) -> bytes:
+        return b"".join(self._parts)
+
+
+def _nodelay(writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

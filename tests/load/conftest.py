@@ -27,6 +27,7 @@ def load_config(tmp_path: Path) -> Iterator[dict[str, Any]]:
         "helius_run_dir": str(tmp_path / "run"),
         "helius_loadgen_metrics_port": free_port(),
         "helius_locustfile": str(LOCUSTFILE),
+        "helius_load_rate": 40,  # the suite's default (250/s) is more than a unit test needs
     }
     yield config
     stop_load(grace_seconds=5, configuration=config)  # never leave a Locust behind

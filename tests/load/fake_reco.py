@@ -21,6 +21,8 @@ class FakeReco:
         self.users: Counter[str] = Counter()
         self.with_exclusions = 0
         self.ks: Counter[int] = Counter()
+        self.paths: Counter[str] = Counter()  # every request, by path
+        self.connections = 0  # TCP connections accepted
         self._lock = threading.Lock()
         fake = self
 
@@ -30,7 +32,14 @@ class FakeReco:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
+            def setup(self) -> None:
+                super().setup()
+                with fake._lock:
+                    fake.connections += 1
+
             def _send(self, status: int, body: Any) -> None:
+                with fake._lock:
+                    fake.paths[self.path] += 1
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
