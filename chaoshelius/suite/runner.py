@@ -31,8 +31,11 @@ from chaoshelius.exceptions import HeliusError
 from chaoshelius.negative import load_controls
 from chaoshelius.report import build_index, build_run_report
 from chaoshelius.report.model import Kpis, RunSummary, Verdict
-from chaoshelius.stack import lifecycle
+from chaoshelius.stack import api_models as api
+from chaoshelius.stack import auth, lifecycle
+from chaoshelius.stack.client import ControlClient
 from chaoshelius.stack.config import StackConfig
+from chaoshelius.stack.errors import StackError
 from chaoshelius.stack.state import StackPaths
 
 __all__ = [
@@ -169,13 +172,14 @@ def run_suite(runs: Sequence[PlannedRun], options: SuiteOptions) -> SuiteResult:
                     echo(f"-- local stack, profile {config.name!r}: starting (if needed)")
                     up = lifecycle.up(options.state_dir, options.base_port, config, restart=True)
                     state, current = up.state, run.profile
-                if not _await_steady(state, STEADY_TIMEOUT_SECONDS, interrupts):
+                if not _await_steady(options.state_dir, state, STEADY_TIMEOUT_SECONDS, interrupts):
                     echo(
                         f"warning: the stack is not steady after {STEADY_TIMEOUT_SECONDS:.0f} s "
                         f"(pods not ready, a fault active, or a recommender in fallback); "
                         f"running {run.key} anyway: its steady-state hypothesis will judge"
                     )
-                summary = _run_one(run, result.suite_id, runs_dir, chaos, state, interrupts)
+                token = auth.find_token(paths.root) or ""
+                summary = _run_one(run, result.suite_id, runs_dir, chaos, state, token, interrupts)
                 result.summaries.append(summary)
                 echo(summary_line(summary))
         finally:
@@ -219,6 +223,7 @@ def _run_one(
     runs_dir: Path,
     chaos: str,
     state: dict[str, Any],
+    token: str,
     interrupts: _Interrupts,
 ) -> RunSummary:
     run_dir = runs_dir / run.run_id(suite_id)
@@ -231,6 +236,7 @@ def _run_one(
         "HELIUS_TARGET": "local",
         "HELIUS_RUN_DIR": str(run_dir.resolve()),
         "HELIUS_CONTROL_URL": f"http://127.0.0.1:{ports['control']}",
+        auth.TOKEN_ENV: token,  # the environment of a process is readable by its user only
         "HELIUS_PROMETHEUS_URL": prometheus_url,
         "HELIUS_RECO_URL": f"http://127.0.0.1:{ports['reco_service']}",
         "HELIUS_LOADGEN_METRICS_PORT": str(ports["loadgen"]),
@@ -284,27 +290,28 @@ def _unreported(run: PlannedRun, run_dir: Path, suite_id: str, exc: Exception) -
     return summary
 
 
-def _await_steady(state: dict[str, Any], timeout: float, interrupts: _Interrupts) -> bool:
+def _await_steady(
+    state_dir: Path, state: dict[str, Any], timeout: float, interrupts: _Interrupts
+) -> bool:
     """Wait until every pod is ready, no fault is active and Prometheus sees every recommender
     out of fallback: what the previous experiment's recovery should have left."""
     ports = state["ports"]
-    control = f"http://127.0.0.1:{ports['control']}/status"
     query = f"http://127.0.0.1:{ports['prometheus']}/api/v1/query"
     deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=5) as client:
+    control = ControlClient.for_state_dir(state_dir, timeout=5)
+    with control, httpx.Client(timeout=5) as client:
         while time.monotonic() < deadline and not interrupts.fired:
             try:
-                status = client.get(control).json()
-                pods = status["pods"]
-                reco = sum(1 for p in pods if p["app"] == "helius-reco")
-                steady_pods = all(p["ready"] for p in pods) and not status["faults"]
+                status = api.Status.model_validate(control.status())
+                reco = sum(1 for p in status.pods if p.app == "helius-reco")
+                steady_pods = all(p.ready for p in status.pods) and not status.faults
                 confirmed = client.get(
                     query, params={"query": "count(reco_engine_in_fallback_mode == 0)"}
                 ).json()["data"]["result"]
                 in_fallback = client.get(
                     query, params={"query": "count(reco_engine_in_fallback_mode == 1)"}
                 ).json()["data"]["result"]
-            except (httpx.HTTPError, ValueError, KeyError):
+            except (StackError, httpx.HTTPError, ValueError, KeyError):
                 steady_pods, confirmed, in_fallback, reco = False, [], [], 0
             if (
                 steady_pods
