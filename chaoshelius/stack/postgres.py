@@ -9,16 +9,21 @@ without it ever appearing in a URI, an argv or a log: `PGPASSFILE` points libpq 
 hence SQLAlchemy and MLflow) at `<data dir>/../pgpass` (0600, libpq refuses a looser one).
 
 PostgreSQL refuses to run as root, so when the caller is root (CI is) the server runs as an
-unprivileged system user (`helius-pg`, created with `useradd` on first use) through `runuser`;
-the data directory is chowned to it, and the parent directories that lack the search bit get
-`o+x` so that user can reach it. Each such change is recorded (`<data dir>/../granted-modes`)
-and reverted when the server stops.
+unprivileged system user (`helius-pg`, created with `useradd` on first use) through `runuser`.
+That user must reach its data directory and its log for as long as the server runs (a
+checkpoint opens `global/pg_control` by absolute path), so, as root, both live in a directory
+that needs no mode change on anyone's path: `/var/lib/helius-pg/<hash of the data dir asked
+for>/` (`HELIUS_PG_HOME` moves it), owned by `helius-pg`, 0700. The state directory keeps the
+password files and a symlink to the log; it stays 0700, and so do its parents (granting `o+x`
+on them, as before, did not hold: pytest strips it from `/tmp/pytest-of-root` at every new
+session, and the server then died at its next checkpoint). A cluster whose state directory is
+gone is deleted at the next start of any other.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import hashlib
 import os
 import pwd
 import secrets
@@ -35,9 +40,12 @@ from psycopg2 import sql
 
 from chaoshelius.stack.errors import ProcessStartError, StackError
 from chaoshelius.stack.procs import LOOPBACK, ensure_port_free, pid_alive, wait_until
-from chaoshelius.stack.state import write_private
+from chaoshelius.stack.state import private_dir, write_private
 
 PG_USER = "helius-pg"  # OS user the server runs as when we are root
+PG_HOME_ENV = "HELIUS_PG_HOME"
+PG_HOME_DEFAULT = Path("/var/lib/helius-pg")  # as root: every cluster lives below, by hash
+_OWNER_FILE = "owner"  # in a cluster's home: the data directory it was asked for
 SUPERUSER = "postgres"  # database superuser created by initdb (scram-sha-256, random password)
 
 _SETTINGS = {
@@ -62,21 +70,31 @@ class PostgresServer:
         host: str = LOOPBACK,
         log_path: Path | None = None,
     ) -> None:
-        self.data_dir = Path(data_dir).resolve()
+        self.requested_data_dir = Path(data_dir).resolve()
         self.port = port
         self.host = host
-        self.log_path = (log_path or self.data_dir.parent / "postgres.log").resolve()
+        self.log_path = (log_path or self.requested_data_dir.parent / "postgres.log").resolve()
         self._as_root = os.geteuid() == 0
+        self._secrets_dir = self.requested_data_dir.parent  # the caller's: password files
+        if self._as_root:
+            key = hashlib.sha256(str(self.requested_data_dir).encode()).hexdigest()[:16]
+            self.home: Path | None = pg_home() / key
+            self.data_dir = self.home / "data"
+            self.server_log = self.home / "postgres.log"  # `log_path` is a symlink to it
+        else:
+            self.home = None
+            self.data_dir = self.requested_data_dir
+            self.server_log = self.log_path
 
     # -- the password ----------------------------------------------------------------------
     @property
     def password_file(self) -> Path:
-        return self.data_dir.parent / "password"
+        return self._secrets_dir / "password"
 
     @property
     def passfile(self) -> Path:
         """libpq's password file (`PGPASSFILE`), for any client on loopback."""
-        return self.data_dir.parent / "pgpass"
+        return self._secrets_dir / "pgpass"
 
     @property
     def password(self) -> str:
@@ -85,7 +103,7 @@ class PostgresServer:
         except OSError as exc:
             raise StackError(
                 f"the PostgreSQL password file {self.password_file} is missing: delete "
-                f"{self.data_dir} to recreate the database"
+                f"{self.requested_data_dir.parent} to recreate the database"
             ) from exc
 
     def client_env(self) -> dict[str, str]:
@@ -111,8 +129,9 @@ class PostgresServer:
             self._initdb()
         elif not self.password_file.exists():
             raise StackError(
-                f"{self.data_dir} was created with trust authentication by an older version: "
-                f"delete {self.data_dir.parent} (the database of this stack) and start again"
+                f"{self.data_dir} has no password file ({self.password_file}): it was created "
+                f"with trust authentication by an older version; delete "
+                f"{self.requested_data_dir.parent} (the database of this stack) and start again"
             )
         self._write_hba()
         self._run(
@@ -122,7 +141,7 @@ class PostgresServer:
                 "-D",
                 str(self.data_dir),
                 "-l",
-                str(self.log_path),
+                str(self.server_log),
                 "-o",
                 f"-p {self.port} -c listen_addresses={self.host}",
                 "-W",
@@ -142,7 +161,7 @@ class PostgresServer:
         """initdb with scram-sha-256 and a random superuser password (passed in a file that
         only the server user can read, removed right after)."""
         password = self._new_password()
-        pwfile = self.data_dir.parent / ".initdb-pwfile"
+        pwfile = (self.home or self._secrets_dir) / ".initdb-pwfile"
         write_private(pwfile, password + "\n")
         try:
             if self._as_root:
@@ -177,16 +196,10 @@ class PostgresServer:
         hba.chmod(0o600)
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Fast shutdown (idempotent); raise `StackError` if the server is still running.
-        Directory modes granted for the server user are restored once it is down."""
+        """Fast shutdown (idempotent); raise `StackError` if the server is still running."""
         pid = self.pid
         if pid is None:
-            self._revert_traversal()
             return
-        if self._as_root:
-            # a parent may have lost its search bit since start (pytest resets its temp root to
-            # 0700 when a new session starts): without it pg_ctl cannot reach the data directory
-            self._grant_traversal()
         self._run(
             ["pg_ctl", "stop", "-D", str(self.data_dir), "-m", "fast", "-t", str(int(timeout))],
             timeout=timeout + 5,
@@ -202,7 +215,6 @@ class PostgresServer:
             wait_until(lambda: not self._is_postmaster(pid), grace, 0.1)
         if self._is_postmaster(pid):
             raise StackError(f"PostgreSQL (pid {pid}) did not stop; see {self.log_path}")
-        self._revert_traversal()
 
     def __enter__(self) -> Self:
         self.start()
@@ -282,52 +294,31 @@ class PostgresServer:
 
     # -- internals ---------------------------------------------------------------------------
     def _prepare_dirs(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.data_dir.chmod(0o700)
+        private_dir(self._secrets_dir)  # the password files live here
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.log_path.touch(exist_ok=True)
         if not self._as_root:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.data_dir.chmod(0o700)
+            self.log_path.touch(exist_ok=True)
             return
+        assert self.home is not None
         uid, gid = _ensure_pg_user()
-        for path in (self.data_dir, self.log_path):
-            os.chown(path, uid, gid)
+        _collect_orphans(self.home.parent)
+        for directory in (self.home.parent, self.home, self.data_dir):
+            directory.mkdir(exist_ok=True)
+            os.chown(directory, uid, gid)
+            directory.chmod(0o700)
+        (self.home / _OWNER_FILE).write_text(str(self.requested_data_dir), encoding="utf-8")
+        self.server_log.touch(exist_ok=True)
+        os.chown(self.server_log, uid, gid)
+        self.server_log.chmod(0o600)
         for child in self.data_dir.rglob("*"):
             os.chown(child, uid, gid, follow_symlinks=False)
-        self._grant_traversal()
-
-    @property
-    def _granted_file(self) -> Path:
-        return self.data_dir.parent / "granted-modes"
-
-    def _grant_traversal(self) -> None:
-        """The server user must be able to traverse down to its data directory and its log:
-        add `o+x` where it is missing, and record each change (with the mode before) to
-        revert it."""
-        granted = self._granted()
-        parents = dict.fromkeys([*self.data_dir.parents, *self.log_path.parents])
-        for parent in parents:
-            mode = parent.stat().st_mode & 0o7777
-            if not mode & 0o001:
-                parent.chmod(mode | 0o001)
-                granted.setdefault(str(parent), mode)
-        if granted:
-            write_private(self._granted_file, json.dumps(granted))
-
-    def _granted(self) -> dict[str, int]:
-        try:
-            data = json.loads(self._granted_file.read_text())
-        except (OSError, ValueError):
-            return {}
-        return {str(k): int(v) for k, v in data.items()} if isinstance(data, dict) else {}
-
-    def _revert_traversal(self) -> None:
-        """Give back the modes `_grant_traversal` changed, where nobody changed them since."""
-        for path, before in self._granted().items():
-            with contextlib.suppress(OSError):
-                current = Path(path).stat().st_mode & 0o7777
-                if current == before | 0o001:
-                    Path(path).chmod(before)
-        self._granted_file.unlink(missing_ok=True)
+        if self.log_path.is_symlink() or self.log_path.exists():
+            if self.log_path.resolve() == self.server_log:
+                return
+            self.log_path.unlink()
+        self.log_path.symlink_to(self.server_log)  # the stack's logs/ shows the server's log
 
     def _run(self, argv: list[str], timeout: float, check: bool = True) -> None:
         if self._as_root:
@@ -351,6 +342,25 @@ class PostgresServer:
             raise ProcessStartError(
                 f"{' '.join(argv)} failed ({done.returncode}): {output[-800:]}; see {self.log_path}"
             )
+
+
+def pg_home() -> Path:
+    """Where clusters live when we are root (`HELIUS_PG_HOME`, default /var/lib/helius-pg)."""
+    return Path(os.environ.get(PG_HOME_ENV) or PG_HOME_DEFAULT)
+
+
+def _collect_orphans(home_root: Path) -> None:
+    """Delete the clusters whose state directory is gone (none of them is running)."""
+    if not home_root.is_dir():
+        return
+    for home in home_root.iterdir():
+        try:
+            owner = Path((home / _OWNER_FILE).read_text(encoding="utf-8").strip())
+        except OSError:
+            continue
+        if owner.parent.exists() or (home / "data" / "postmaster.pid").exists():
+            continue
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def _ensure_pg_user() -> tuple[int, int]:
