@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from chaoshelius.stack import api_models as api
 from chaoshelius.stack import auth
-from chaoshelius.stack.errors import StackError
+from chaoshelius.stack.errors import ControlUnreachable, StackError
 from chaoshelius.stack.state import StackPaths, read_state
 
 
@@ -51,7 +51,7 @@ class ControlClient:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise StackError(f"control API {self.url} unreachable: {exc}") from exc
+            raise ControlUnreachable(f"control API {self.url} unreachable: {exc}") from exc
         try:
             body: dict[str, Any] = response.json()
         except ValueError as exc:

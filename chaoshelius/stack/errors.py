@@ -17,6 +17,10 @@ class NotFound(StackError):
     """The named pod, zone, path, app or profile does not exist: HTTP 404."""
 
 
+class ControlUnreachable(StackError):
+    """No answer from a stack's control API (not listening, or a transport error)."""
+
+
 class PortInUseError(StackError):
     """A port the stack needs is already taken by another process."""
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from chaoshelius.stack.client import ControlClient
 from chaoshelius.stack.config import StackConfig, shipped_name_of
-from chaoshelius.stack.errors import ProcessStartError, StackError
+from chaoshelius.stack.errors import ControlUnreachable, ProcessStartError, StackError
 from chaoshelius.stack.ports import StackPorts
 from chaoshelius.stack.postgres import PostgresServer
 from chaoshelius.stack.procs import (
@@ -151,9 +151,9 @@ def _swap_profile(
     client = ControlClient.for_state_dir(paths.root, timeout=timeout)
     try:
         client.set_profile(name)
+    except ControlUnreachable:
+        return False
     except StackError as exc:
-        if "unreachable" in str(exc):
-            return False
         raise StackError(f"the stack refused the profile change: {exc}") from exc
     finally:
         client.close()
