@@ -48,6 +48,7 @@ from typing import Any
 import httpx
 
 from chaoshelius.stack import lifecycle
+from chaoshelius.stack.client import ControlClient
 from chaoshelius.stack.config import StackConfig
 from chaoshelius.stack.ports import StackPorts
 from chaoshelius.stack.procs import LOOPBACK, descendants, pid_alive, port_is_free, rss_bytes
@@ -167,8 +168,8 @@ def _rss_pss(pid: int) -> tuple[int, int | None]:
         return 0, 0
 
 
-def measure_memory(state: dict[str, Any], control_url: str) -> Memory:
-    pods = httpx.get(control_url + "/pods", timeout=10).json()["pods"]
+def measure_memory(state: dict[str, Any], control: ControlClient) -> Memory:
+    pods = control.pods()
     parts: dict[str, list[int]] = {
         "supervisor (daemon, proxies, control API)": [state["pids"]["supervisor"]],
         "Prometheus": _tree(state["pids"]["prometheus"]),
@@ -336,18 +337,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"starting a fresh local stack on base port {base} ...", flush=True)
     config = StackConfig(reco_proxy_balancing=args.reco_proxy_balancing)
     print(f"recommender service proxy balancing per {args.reco_proxy_balancing}", flush=True)
-    with _stack(base, config) as (_, state, cold_start):
+    with _stack(base, config) as (state_dir, state, cold_start):
         print(f"ready in {cold_start:.1f} s; measuring ...", flush=True)
-        control_url = f"http://{LOOPBACK}:{state['ports']['control']}"
+        control = ControlClient.for_state_dir(state_dir)  # the stack's URL and token
         service_url = f"http://{LOOPBACK}:{state['ports']['reco_service']}"
-        memory_at_ready = measure_memory(state, control_url)
-        reco = httpx.get(control_url + "/pods", params={"selector": f"app={App.RECO}"}).json()
-        pods = {pod["name"]: pod["url"] for pod in reco["pods"]}
+        memory_at_ready = measure_memory(state, control)
+        pods = {pod["name"]: pod["url"] for pod in control.pods(f"app={App.RECO}")}
         latency = [
             measure_latency(service_url, pods, keep_alive, args.rounds, args.requests, args.warmup)
             for keep_alive in (True, False)
         ]
-        memory_after = measure_memory(state, control_url)
+        memory_after = measure_memory(state, control)
+        control.close()
         result = Result(
             base_port=base,
             cold_start_s=cold_start,

@@ -26,6 +26,9 @@ class HarnessConfig(BaseModel):
     target: Literal["local", "kubernetes"] = "local"
     # local stack endpoints
     helius_control_url: str = f"http://127.0.0.1:{DEFAULT_BASE_PORT}"
+    # the local stack's state directory: its control token is read from <dir>/control.token
+    # (HELIUS_CONTROL_TOKEN, when set, wins; see chaoshelius/stack/auth.py)
+    helius_stack_dir: Path = Path(".helius") / "stack"
     prometheus_base_url: str = f"http://127.0.0.1:{DEFAULT_BASE_PORT + 90}"
     helius_reco_url: str = f"http://127.0.0.1:{DEFAULT_BASE_PORT + 80}"
     helius_loadgen_metrics_port: int = DEFAULT_BASE_PORT + 89

@@ -19,7 +19,6 @@ from chaoshelius.stack import lifecycle
 from chaoshelius.stack.client import ControlClient
 from chaoshelius.stack.config import StackConfig
 from chaoshelius.stack.ports import StackPorts
-from chaoshelius.stack.procs import LOOPBACK
 from chaoshelius.stack.state import StackPaths, read_state
 
 BASE_PORT = int(os.environ.get("HELIUS_TEST_STACK_BASE_PORT", "27000"))
@@ -32,7 +31,7 @@ def session_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHan
     result = lifecycle.up(state_dir, BASE_PORT, StackConfig())
     assert not result.already_running
     print(f"\nlocal stack ready in {result.seconds:.1f} s (state {state_dir})")
-    control = ControlClient(f"http://{LOOPBACK}:{ports.control}", timeout=15)
+    control = ControlClient.for_state_dir(state_dir, timeout=15)
     http = httpx.Client()
     handle = StackHandle(state_dir, ports, control, http)
     try:

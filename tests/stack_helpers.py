@@ -16,9 +16,12 @@ import httpx
 import psutil
 import psycopg2
 
+from chaoshelius.stack import auth
 from chaoshelius.stack.client import ControlClient
 from chaoshelius.stack.ports import StackPorts
+from chaoshelius.stack.postgres import PostgresServer
 from chaoshelius.stack.procs import LOOPBACK, pid_alive, port_is_free
+from chaoshelius.stack.state import StackPaths
 from chaoshelius.topology import MODEL_ALIAS, MODEL_NAME, ZONES, App
 
 ALIAS_PATH = "/api/2.0/mlflow/registered-models/alias"
@@ -117,9 +120,20 @@ class StackHandle:
             host=LOOPBACK,
             port=self.ports.mlflow_rds_path,
             user="postgres",
+            password=self.pg_password,
             dbname="mlflow",
             connect_timeout=timeout,
         )
+
+    @property
+    def pg_password(self) -> str:
+        return PostgresServer(StackPaths(self.state_dir).postgres_data, 0).password
+
+    @property
+    def token(self) -> str:
+        token = auth.read_token(self.state_dir)
+        assert token, f"no control token in {self.state_dir}"
+        return token
 
 
 def outcome(call: Callable[[], httpx.Response]) -> tuple[float, str]:

@@ -6,10 +6,10 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import click
 
+from chaoshelius.stack import api_models as api
 from chaoshelius.stack import lifecycle
 from chaoshelius.stack.client import ControlClient
 from chaoshelius.stack.config import StackConfig
@@ -83,37 +83,38 @@ def status(state_dir: Path, as_json: bool) -> None:
     state = lifecycle.running_state(StackPaths(state_dir.resolve()))
     if state is None:
         raise click.ClickException(f"no stack running in {state_dir}")
-    client = ControlClient(f"http://127.0.0.1:{state['ports']['control']}")
     try:
-        body = client.status()
+        client = ControlClient.for_state_dir(state_dir)  # the URL and the token, from DIR
+        try:
+            body = client.status()
+        finally:
+            client.close()
     except StackError as exc:
         raise click.ClickException(str(exc)) from exc
-    finally:
-        client.close()
     if as_json:
         click.echo(json.dumps(body, indent=1))
         return
-    click.echo(_render(body))
+    click.echo(_render(api.Status.model_validate(body)))
 
 
-def _render(body: dict[str, Any]) -> str:
+def _render(status: api.Status) -> str:
     now = time.time()
-    lines = [f"phase: {body['phase']}" + (f"  error: {body['error']}" if body["error"] else "")]
+    lines = [f"phase: {status.phase}" + (f"  error: {status.error}" if status.error else "")]
     header = ("POD", "APP", "ZONE", "STATE", "RESTARTS", "AGE", "PORT")
     rows = [
         (
-            p["name"],
-            p["app"],
-            p["zone"],
-            p["state"],
-            str(p["restarts"]),
-            f"{now - p['started_at']:.0f}s",
-            str(p["port"]),
+            p.name,
+            p.app,
+            p.zone,
+            p.state,
+            str(p.restarts),
+            f"{now - p.started_at:.0f}s",
+            str(p.port),
         )  # fmt: skip
-        for p in body["pods"]
+        for p in status.pods
     ]
     lines += _table(header, rows)
-    faults = body["faults"]
+    faults = status.faults
     lines.append("")
     if not faults:
         lines.append("active faults: none")
@@ -122,21 +123,21 @@ def _render(body: dict[str, Any]) -> str:
             ("FAULT", "KIND", "TARGET", "PARAMS", "EXPIRES IN"),
             [
                 (
-                    f["id"],
-                    f["kind"],
-                    f["target"],
-                    ",".join(f"{k}={v}" for k, v in f["params"].items()) or "-",
-                    f"{f['expires_at'] - now:.0f}s",
+                    f.id,
+                    f.kind,
+                    f.target,
+                    ",".join(f"{k}={v}" for k, v in f.params.items()) or "-",
+                    f"{f.expires_at - now:.0f}s",
                 )  # fmt: skip
                 for f in faults
             ],
         )
-    if body.get("drained_zones"):
-        lines.append(f"drained zones: {', '.join(body['drained_zones'])}")
+    if status.drained_zones:
+        lines.append(f"drained zones: {', '.join(status.drained_zones)}")
     balancing = [
-        f"{name.removeprefix('service:')} per {proxy['balancing']}"
-        for name, proxy in sorted(body.get("proxies", {}).items())
-        if name.startswith("service:") and "balancing" in proxy
+        f"{name.removeprefix('service:')} per {proxy.balancing}"
+        for name, proxy in sorted(status.proxies.items())
+        if name.startswith("service:") and proxy.balancing
     ]
     if balancing:
         lines.append(f"service proxies balance: {', '.join(balancing)}")

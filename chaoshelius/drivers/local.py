@@ -1,7 +1,10 @@
-"""Local driver: the embedded stack's control API (docs/architecture.md, "Control API").
+"""Local driver: the embedded stack's control API (docs/stack.md, "Control API").
 
-Every call has a timeout (`helius_http_timeout_seconds`); transport errors and 4xx/5xx answers
-become `TargetError` with a sentence naming the URL and what to do.
+Requests and answers are the models of `chaoshelius.stack.api_models`, the ones the server
+uses. Every call carries the stack's token (`HELIUS_CONTROL_TOKEN`, else
+`<helius_stack_dir>/control.token`) and has a timeout (`helius_http_timeout_seconds`);
+transport errors and 4xx/5xx answers become `TargetError` with a sentence naming the URL and
+what to do.
 """
 
 from __future__ import annotations
@@ -9,10 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from chaoshelius.config import HarnessConfig
 from chaoshelius.drivers.base import FaultRef, PathMode, PodInfo
 from chaoshelius.exceptions import TargetError
+from chaoshelius.stack import api_models as api
+from chaoshelius.stack import auth
 from chaoshelius.topology import APP_LABEL
 
 __all__ = ["LocalDriver"]
@@ -27,62 +33,68 @@ class LocalDriver:
         self._base = config.helius_control_url.rstrip("/")
         self._timeout = config.helius_http_timeout_seconds
         self._transport = transport
+        self._stack_dir = config.helius_stack_dir
 
     # ---------------------------------------------------------------- pods
     def list_pods(self, app: str, zone: str | None = None) -> list[PodInfo]:
         selector = _selector(app, zone)
-        body = self._request("GET", "/pods", params={"selector": selector})
-        items = body.get("pods", []) if isinstance(body, dict) else body
-        return [_pod(item) for item in items]
+        body = self._request("GET", "/pods", api.PodList, params={"selector": selector})
+        return [_pod(item) for item in body.pods]
 
     def kill_pods(self, app: str, count: int | None = None, zone: str | None = None) -> list[str]:
-        body = self._request(
-            "POST", "/pods/kill", json={"selector": _selector(app, zone), "count": count}
-        )
-        killed = body.get("killed", body.get("pods", [])) if isinstance(body, dict) else body
-        killed = killed or []
-        return [item if isinstance(item, str) else _pod(item).name for item in killed]
+        request = _body(api.KillRequest, selector=_selector(app, zone), count=count)
+        return self._request("POST", "/pods/kill", api.Killed, request).killed
 
     # ---------------------------------------------------------------- faults
     def scale(self, app: str, replicas: int, ttl_seconds: float) -> FaultRef:
-        body = self._request(
-            "POST", f"/apps/{app}/scale", json={"replicas": replicas, "ttl_seconds": ttl_seconds}
-        )
-        return _fault(body)
+        request = _body(api.ScaleRequest, replicas=replicas, ttl_seconds=ttl_seconds)
+        return _fault(self._request("POST", f"/apps/{app}/scale", api.Injected, request).fault)
 
     def restore_scale(self, app: str) -> list[str]:
-        return _removed(self._request("DELETE", f"/apps/{app}/scale"))
+        return _removed(self._request("DELETE", f"/apps/{app}/scale", api.Removed))
 
     def cut_path(
         self, edge: str, mode: PathMode, latency_ms: int | None, ttl_seconds: float
     ) -> FaultRef:
-        payload: dict[str, Any] = {"mode": mode, "ttl_seconds": ttl_seconds}
-        if latency_ms is not None:
-            payload["latency_ms"] = latency_ms
-        return _fault(self._request("POST", f"/paths/{edge}/faults", json=payload))
+        request = _body(
+            api.PathFaultRequest, mode=mode, latency_ms=latency_ms or 0, ttl_seconds=ttl_seconds
+        )
+        fields = None if latency_ms is not None else {"mode", "ttl_seconds"}
+        body = self._request("POST", f"/paths/{edge}/faults", api.Injected, request, fields)
+        return _fault(body.fault)
 
     def restore_path(self, edge: str) -> list[str]:
-        return _removed(self._request("DELETE", f"/paths/{edge}/faults"))
+        return _removed(self._request("DELETE", f"/paths/{edge}/faults", api.Removed))
 
     def drain_zone(self, zone: str, ttl_seconds: float) -> FaultRef:
-        return _fault(
-            self._request("POST", f"/zones/{zone}/drain", json={"ttl_seconds": ttl_seconds})
-        )
+        request = _body(api.DrainRequest, ttl_seconds=ttl_seconds)
+        return _fault(self._request("POST", f"/zones/{zone}/drain", api.Injected, request).fault)
 
     def uncordon_zone(self, zone: str) -> list[str]:
-        return _removed(self._request("POST", f"/zones/{zone}/uncordon"))
+        request = api.EmptyRequest()
+        return _removed(self._request("POST", f"/zones/{zone}/uncordon", api.Removed, request))
 
     def active_faults(self) -> list[FaultRef]:
-        body = self._request("GET", "/faults")
-        items = body.get("faults", []) if isinstance(body, dict) else body
-        return [_fault(item) for item in items]
+        return [_fault(item) for item in self._request("GET", "/faults", api.FaultList).faults]
 
     # ---------------------------------------------------------------- transport
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _request[M: BaseModel](
+        self,
+        method: str,
+        path: str,
+        answer: type[M],
+        body: BaseModel | None = None,
+        fields: set[str] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> M:
         url = f"{self._base}{path}"
+        headers = auth.bearer(auth.find_token(self._stack_dir))
+        json_body = body.model_dump(mode="json", include=fields) if body is not None else None
         try:
             with httpx.Client(timeout=self._timeout, transport=self._transport) as client:
-                response = client.request(method, url, **kwargs)
+                response = client.request(
+                    method, url, json=json_body, params=params, headers=headers
+                )
         except httpx.TimeoutException as exc:
             raise TargetError(
                 f"the local stack's control API did not answer {method} {url} within "
@@ -93,17 +105,34 @@ class LocalDriver:
                 f"the local stack's control API at {self._base} is unreachable ({exc}); "
                 "start it with `chaoshelius stack up` or set helius_control_url"
             ) from exc
+        if response.status_code == 401:
+            raise TargetError(
+                f"the control API refused {method} {path}: HTTP 401 {_error_text(response)}; "
+                f"set HELIUS_CONTROL_TOKEN or the configuration key helius_stack_dir (now "
+                f"{self._stack_dir}) to the stack's state directory"
+            )
         if response.status_code >= 400:
             raise TargetError(
                 f"the control API refused {method} {path}: HTTP {response.status_code} "
                 f"{_error_text(response)}"
             )
-        if not response.content:
-            return {}
         try:
-            return response.json()
-        except ValueError as exc:
-            raise TargetError(f"the control API answered {method} {path} with non-JSON") from exc
+            return answer.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise TargetError(
+                f"the control API answered {method} {path} with an unexpected body: "
+                f"{response.text[:200]}"
+            ) from exc
+
+
+def _body[M: BaseModel](model: type[M], **fields: Any) -> M:
+    """A request model, or `TargetError` naming the bad argument (nothing is sent)."""
+    try:
+        return model.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise TargetError(f"{where}: {first['msg']} (got {first.get('input')!r})") from exc
 
 
 def _selector(app: str, zone: str | None) -> str:
@@ -120,34 +149,21 @@ def _error_text(response: httpx.Response) -> str:
     return str(body)[:200]
 
 
-def _pod(item: dict[str, Any]) -> PodInfo:
-    labels = item.get("labels", {}) or {}
-    ready = item.get("ready")
-    if ready is None:
-        ready = str(item.get("state", item.get("status", ""))).lower() in {"ready", "running"}
-    return PodInfo(
-        name=str(item.get("name", item.get("pod", labels.get("pod", "")))),
-        app=str(item.get("app", labels.get("app", ""))),
-        zone=item.get("zone", labels.get("zone")),
-        ready=bool(ready),
-    )
+def _pod(item: api.Pod) -> PodInfo:
+    return PodInfo(name=item.name, app=item.app, zone=item.zone, ready=item.ready)
 
 
-def _removed(body: Any) -> list[str]:
-    """Ids of the faults an undo removed (`{"removed": [fault, ...]}`)."""
-    removed = body.get("removed", []) if isinstance(body, dict) else []
-    return [str(item["id"]) if isinstance(item, dict) else str(item) for item in removed or []]
+def _removed(body: api.Removed) -> list[str]:
+    """Ids of the faults an undo removed."""
+    return [fault.id for fault in body.removed]
 
 
-def _fault(body: dict[str, Any]) -> FaultRef:
-    item = body.get("fault", body)
-    if "id" not in item:
-        raise TargetError(f"the control API returned no fault id: {str(body)[:200]}")
+def _fault(item: api.Fault) -> FaultRef:
     return FaultRef(
-        id=str(item["id"]),
-        kind=str(item.get("kind", "")),
-        target=str(item.get("target", "")),
-        started_at=item.get("started_at"),
-        expires_at=item.get("expires_at"),
-        details=dict(item.get("params", {}) or {}),
+        id=item.id,
+        kind=item.kind,
+        target=item.target,
+        started_at=item.started_at,
+        expires_at=item.expires_at,
+        details=dict(item.params),
     )

@@ -2,6 +2,10 @@
 
 The default profile is the system as shipped. Negative controls (chaoshelius/negative/) load
 fragile variants from a JSON or YAML file with `chaoshelius stack up --profile FILE`.
+
+A profile names code (`reco_app`) and environment (`reco_env`), so it is code: it comes from a
+file the stack's owner chose at `up`, or, for a running stack (`PUT /profile`), from a file
+shipped in the repository, by name (`shipped_profile`). Never from an HTTP body.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from chaoshelius.stack.errors import StackError
+from chaoshelius.negative.controls import PROFILES_DIR
+from chaoshelius.stack.errors import NotFound, StackError
 from chaoshelius.topology import MLFLOW_LIVENESS, RECO_LIVENESS, ZONES, Probe
 
 
@@ -110,3 +115,27 @@ class StackConfig(BaseModel):
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
             raise StackError(f"stack profile {path}: key {where!r}: {first['msg']}") from exc
+
+
+DEFAULT_PROFILE = "default"
+
+
+def shipped_profile_names() -> list[str]:
+    """Names a running stack can switch to: "default" and the stems of the shipped files."""
+    return sorted({DEFAULT_PROFILE, *(path.stem for path in PROFILES_DIR.glob("*.yml"))})
+
+
+def shipped_profile(name: str) -> StackConfig:
+    """The shipped profile called `name` (`NotFound` for any other name)."""
+    path = PROFILES_DIR / f"{name}.yml"
+    if name not in shipped_profile_names():  # also keeps `name` from walking out of the dir
+        raise NotFound(f"unknown profile {name!r}; shipped: {shipped_profile_names()}")
+    return StackConfig.load(path) if path.is_file() else StackConfig()
+
+
+def shipped_name_of(config: StackConfig) -> str | None:
+    """The name of the shipped profile equal to `config`, None if it is not a shipped one."""
+    for name in shipped_profile_names():
+        if shipped_profile(name) == config:
+            return name
+    return None

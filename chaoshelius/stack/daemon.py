@@ -34,14 +34,22 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from chaoshelius.stack import mlflow_server, prometheus
+from chaoshelius.stack import api_models as api
+from chaoshelius.stack import auth, mlflow_server, prometheus, selectors
 from chaoshelius.stack.config import StackConfig
-from chaoshelius.stack.control import NotFound, create_app
-from chaoshelius.stack.errors import InvalidRequest, ProcessStartError, StackError
+from chaoshelius.stack.control import create_app
+from chaoshelius.stack.errors import InvalidRequest, NotFound, ProcessStartError, StackError
 from chaoshelius.stack.faults import Fault, FaultBook, FaultKind
 from chaoshelius.stack.ports import StackPorts
 from chaoshelius.stack.postgres import PostgresServer
-from chaoshelius.stack.procs import LOOPBACK, ensure_port_free, spawn_group, stop_group
+from chaoshelius.stack.procs import (
+    LOOPBACK,
+    ProcessIdentity,
+    ensure_port_free,
+    identify,
+    spawn_group,
+    stop_group,
+)
 from chaoshelius.stack.proxy import (
     Balancing,
     ProxyFault,
@@ -50,7 +58,7 @@ from chaoshelius.stack.proxy import (
     TcpProxy,
     Upstream,
 )
-from chaoshelius.stack.state import StackPaths, write_state
+from chaoshelius.stack.state import PRIVATE_DIR_MODE, StackPaths, write_state
 from chaoshelius.stack.supervisor import Pod, PodSpec, Supervisor
 from chaoshelius.topology import (
     EDGE_MLFLOW_RDS,
@@ -114,6 +122,7 @@ class Stack:
             paths.postgres_data, ports.postgres, log_path=paths.logs / "postgres.log"
         )
         self.prometheus_pid: int | None = None
+        self._identities: dict[int, ProcessIdentity] = {}  # pid -> identity, for stack.json
         self._stop = asyncio.Event()
         self.supervisor = Supervisor(
             specs={App.MLFLOW: self._mlflow_spec(), App.RECO: self._reco_spec()},
@@ -159,7 +168,12 @@ class Stack:
             )
 
         def env(pod: Pod) -> dict[str, str]:
-            return {**os.environ, **mlflow_server.SERVER_ENV, "PYTHONUNBUFFERED": "1"}
+            return {
+                **os.environ,
+                **mlflow_server.SERVER_ENV,
+                **self.postgres.client_env(),  # the password, from a 0600 file: not in the URI
+                "PYTHONUNBUFFERED": "1",
+            }
 
         return PodSpec(
             App.MLFLOW,
@@ -211,8 +225,9 @@ class Stack:
         try:
             for port, what in self.ports.listeners().items():
                 ensure_port_free(port, what)
+            token = auth.create_token(self.paths.root)  # before stack.json says we are up
             self._write_state()
-            tasks = await self._start_front(loop)
+            tasks = await self._start_front(loop, token)
             await self._boot()
             self.phase = "ready"
             self.ready_at = time.time()
@@ -234,10 +249,12 @@ class Stack:
     def request_stop(self) -> None:
         self._stop.set()
 
-    async def _start_front(self, loop: asyncio.AbstractEventLoop) -> list[asyncio.Task[Any]]:
+    async def _start_front(
+        self, loop: asyncio.AbstractEventLoop, token: str
+    ) -> list[asyncio.Task[Any]]:
         server = _QuietServer(
             uvicorn.Config(
-                create_app(self),
+                create_app(self, token),
                 host=LOOPBACK,
                 port=self.ports.control,
                 log_level="warning",
@@ -361,7 +378,11 @@ class Stack:
         binary = prometheus.find_binary()
         prometheus.write_targets(self.paths.targets, [])
         prometheus.write_config(
-            self.paths.prometheus_config, self.ports.control, self.ports.loadgen, self.paths.targets
+            self.paths.prometheus_config,
+            self.ports.control,
+            self.ports.loadgen,
+            self.paths.targets,
+            auth.token_file(self.paths.root),
         )
         self.paths.prometheus_data.mkdir(parents=True, exist_ok=True)
         process = spawn_group(
@@ -445,12 +466,18 @@ class Stack:
 
     # -- faults ------------------------------------------------------------------------------
     async def _reaper(self) -> None:
+        """Revert expired faults every 0.1 s. An error reverting one fault (a full disk while
+        rewriting stack.json...) is logged and the loop goes on: the reaper is the dead-man's
+        switch, and a dead one would leave every later fault in place."""
         while True:
             for fault in self.faults.pop_expired(time.time()):
-                self._revert(fault)
-                self._event(
-                    "fault expired", fault=fault.id, kind=str(fault.kind), target=fault.target
-                )
+                try:
+                    self._revert(fault)
+                    self._event(
+                        "fault expired", fault=fault.id, kind=str(fault.kind), target=fault.target
+                    )
+                except Exception:
+                    log.exception("reverting expired fault %s failed; the reaper goes on", fault.id)
             await asyncio.sleep(0.1)
 
     def _revert(self, fault: Fault) -> None:
@@ -465,7 +492,7 @@ class Stack:
 
     def _add_fault(
         self, kind: FaultKind, target: str, params: dict[str, Any], ttl: float
-    ) -> dict[str, Any]:
+    ) -> api.Fault:
         fault, replaced = self.faults.add(kind, target, params, ttl, time.time())
         self.seen_faults.add((str(kind), target))
         self._event(
@@ -477,17 +504,17 @@ class Stack:
             replaced=replaced.id if replaced else None,
             **params,
         )
-        return fault.to_json()
+        return api.Fault.model_validate(fault.to_json())
 
-    def _remove(self, kind: FaultKind, target: str) -> list[dict[str, Any]]:
+    def _remove(self, kind: FaultKind, target: str) -> list[api.Fault]:
         fault = self.faults.remove(kind, target)
         if fault is None:
             return []
         self._revert(fault)
         self._event("fault removed", fault=fault.id, kind=str(kind), target=target)
-        return [fault.to_json()]
+        return [api.Fault.model_validate(fault.to_json())]
 
-    def cut(self, edge: str, mode: str, latency_ms: int, ttl: float) -> dict[str, Any]:
+    def cut(self, edge: str, mode: str, latency_ms: int, ttl: float) -> api.Fault:
         proxy = self._edge(edge)
         if mode == ProxyMode.LATENCY and latency_ms <= 0:
             raise InvalidRequest("mode latency needs latency_ms > 0")
@@ -499,62 +526,66 @@ class Stack:
         self._changed()
         return fault
 
-    def restore(self, edge: str) -> list[dict[str, Any]]:
+    def restore(self, edge: str) -> list[api.Fault]:
         proxy = self._edge(edge)
         removed = self._remove(FaultKind.PATH, edge)
         proxy.clear_fault()
         return removed
 
-    def drain(self, zone: str, ttl: float) -> dict[str, Any]:
+    def drain(self, zone: str, ttl: float) -> api.Fault:
         self._zone(zone)
         fault = self._add_fault(FaultKind.DRAIN, zone, {}, ttl)
         self.supervisor.drained.add(zone)
         self.supervisor.poke()
         return fault
 
-    def uncordon(self, zone: str) -> list[dict[str, Any]]:
+    def uncordon(self, zone: str) -> list[api.Fault]:
         self._zone(zone)
         removed = self._remove(FaultKind.DRAIN, zone)
         self.supervisor.drained.discard(zone)
         self.supervisor.poke()
         return removed
 
-    def scale(self, app_name: str, replicas: int, ttl: float) -> dict[str, Any]:
+    def scale(self, app_name: str, replicas: int, ttl: float) -> api.Fault:
         app = self._app(app_name)
         fault = self._add_fault(FaultKind.SCALE, app, {"replicas": replicas}, ttl)
         self.supervisor.scale[app] = replicas
         self.supervisor.poke()
         return fault
 
-    def unscale(self, app_name: str) -> list[dict[str, Any]]:
+    def unscale(self, app_name: str) -> list[api.Fault]:
         app = self._app(app_name)
         removed = self._remove(FaultKind.SCALE, app)
         self.supervisor.scale.pop(app, None)
         self.supervisor.poke()
         return removed
 
-    def remove_fault(self, fault_id: str) -> list[dict[str, Any]]:
+    def remove_fault(self, fault_id: str) -> list[api.Fault]:
         for fault in self.faults.active():
             if fault.id == fault_id:
                 return self._remove(fault.kind, fault.target)
         return []
 
-    def list_faults(self) -> list[dict[str, Any]]:
-        return [fault.to_json() for fault in self.faults.active()]
+    def list_faults(self) -> list[api.Fault]:
+        return [api.Fault.model_validate(fault.to_json()) for fault in self.faults.active()]
 
     # -- pods --------------------------------------------------------------------------------
-    def list_pods(self, selector: str) -> list[dict[str, Any]]:
+    def list_pods(self, selector: selectors.Selector) -> list[api.Pod]:
         names = {pod.name for pod in self.supervisor.pods(selector)}
-        return [row for row in self.supervisor.pod_rows() if row["name"] in names]
+        return [self._pod_row(row) for row in self.supervisor.pod_rows() if row["name"] in names]
 
-    def kill_pods(self, selector: str, count: int | None) -> list[str]:
+    @staticmethod
+    def _pod_row(row: dict[str, Any]) -> api.Pod:
+        return api.Pod.model_validate(row)
+
+    def kill_pods(self, selector: selectors.Selector, count: int | None) -> list[str]:
         pods = [pod for pod in self.supervisor.pods(selector) if not pod.stopping]
         if not pods:
-            raise NotFound(f"no running pod matches selector {selector!r}")
+            raise NotFound(f"no running pod matches selector {_render(selector)!r}")
         if count is not None and count < len(pods):
             pods = random.sample(pods, count)
         killed = self.supervisor.kill(pods)
-        self._event("pods killed", pods=killed, selector=selector)
+        self._event("pods killed", pods=killed, selector=_render(selector))
         return killed
 
     # -- reporting ---------------------------------------------------------------------------
@@ -571,31 +602,31 @@ class Stack:
             "loadgen_metrics": f"{base}:{self.ports.loadgen}",
         }
 
-    def status(self) -> dict[str, Any]:
-        return {
-            "phase": self.phase,
-            "error": self.error,
-            "started_at": self.started_at,
-            "ready_at": self.ready_at,
-            "profile": self.config.model_dump(mode="json"),
-            "base_port": self.ports.base,
-            "state_dir": str(self.paths.root),
-            "endpoints": self.endpoints(),
-            "pods": self.supervisor.pod_rows(),
-            "faults": self.list_faults(),
-            "drained_zones": sorted(self.supervisor.drained),
-            "proxies": {
-                name: {
-                    "mode": str(p.fault.mode),
-                    "balancing": str(p.balancing),
-                    "open_connections": p.open_connections,
-                }
+    def status(self) -> api.Status:
+        return api.Status(
+            phase=self.phase,
+            error=self.error,
+            started_at=self.started_at,
+            ready_at=self.ready_at,
+            profile=self.config.model_dump(mode="json"),
+            base_port=self.ports.base,
+            state_dir=str(self.paths.root),
+            endpoints=self.endpoints(),
+            pods=[self._pod_row(row) for row in self.supervisor.pod_rows()],
+            faults=self.list_faults(),
+            drained_zones=sorted(self.supervisor.drained),
+            proxies={
+                name: api.ProxyStatus(
+                    mode=str(p.fault.mode),
+                    balancing=str(p.balancing),
+                    open_connections=p.open_connections,
+                )
                 for name, p in {
                     **self.paths_proxies,
                     **{f"service:{app}": p for app, p in self.service_proxies.items()},
                 }.items()
             },
-        }
+        )
 
     def list_events(self) -> list[dict[str, Any]]:
         return list(self.events)
@@ -659,9 +690,31 @@ class Stack:
                 "proxy_balancing": {
                     f"service:{app}": str(p.balancing) for app, p in self.service_proxies.items()
                 },
+                # start time + command line of each pid above: `down` signals a pid read from
+                # a stale stack.json only if it is still the same process
+                "identities": self._identities_of([*pids.values(), *groups]),
                 "profile": self.config.model_dump(mode="json"),
             },
         )
+
+    def _identities_of(self, pids: list[int | None]) -> dict[str, dict[str, Any]]:
+        live = {pid for pid in pids if pid is not None}
+        self._identities = {pid: i for pid, i in self._identities.items() if pid in live}
+        for pid in live - set(self._identities):
+            identity = identify(pid)
+            if identity is not None:
+                self._identities[pid] = identity
+        return {str(pid): identity.to_json() for pid, identity in self._identities.items()}
+
+
+def _render(selector: selectors.Selector) -> str:
+    """A parsed selector written back, for messages and events."""
+    return ",".join(
+        f"{t.key}{'!=' if t.negate else '='}{next(iter(t.values))}"
+        if len(t.values) == 1
+        else f"{t.key} {'notin' if t.negate else 'in'} ({','.join(sorted(t.values))})"
+        for t in selector
+    )
 
 
 async def _prom_count(client: httpx.AsyncClient, url: str, query: str) -> int:
@@ -680,6 +733,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # everything the stack writes (state, logs, the TSDB, artifacts, its children's files) is
+    # for its owner only: 0600 files, 0700 directories
+    os.umask(0o777 & ~PRIVATE_DIR_MODE)
     config = StackConfig.load(args.profile) if args.profile else StackConfig()
     paths = StackPaths(args.state_dir.resolve())
     paths.create()

@@ -13,6 +13,14 @@ class InvalidRequest(StackError):
     """The request itself is malformed (a bad selector, a missing parameter): HTTP 400."""
 
 
+class NotFound(StackError):
+    """The named pod, zone, path, app or profile does not exist: HTTP 404."""
+
+
+class ControlUnreachable(StackError):
+    """No answer from a stack's control API (not listening, or a transport error)."""
+
+
 class PortInUseError(StackError):
     """A port the stack needs is already taken by another process."""
 

@@ -2,14 +2,15 @@
 
 `up` starts the supervisor daemon detached, then waits for its phase in `stack.json` to turn
 `ready`. `down` asks it to stop, waits, and then sweeps whatever a dead supervisor left behind
-(pod process groups, Prometheus, PostgreSQL) so no process survives.
+(pod process groups, Prometheus, PostgreSQL) so no process survives. A pid read from
+`stack.json` is signalled only if it is still the process the stack recorded (same start time
+and command line): a stale file must not make `down` kill someone else's process.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,14 +20,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from chaoshelius.stack.config import StackConfig
-from chaoshelius.stack.errors import ProcessStartError, StackError
+from chaoshelius.stack.client import ControlClient
+from chaoshelius.stack.config import StackConfig, shipped_name_of
+from chaoshelius.stack.errors import ControlUnreachable, ProcessStartError, StackError
 from chaoshelius.stack.ports import StackPorts
 from chaoshelius.stack.postgres import PostgresServer
-from chaoshelius.stack.procs import ensure_port_free, group_alive, kill_group, pid_alive, wait_until
-from chaoshelius.stack.state import StackPaths, read_state
+from chaoshelius.stack.procs import (
+    ProcessIdentity,
+    ensure_port_free,
+    group_alive,
+    group_is_ours,
+    is_same_process,
+    kill_group,
+    pid_alive,
+    wait_until,
+)
+from chaoshelius.stack.state import StackPaths, open_private_log, read_state, write_private
 
 UP_TIMEOUT_SECONDS = 300.0
 
@@ -44,12 +53,28 @@ class UpResult:
 
 
 def running_state(paths: StackPaths) -> dict[str, Any] | None:
-    """stack.json if its supervisor is alive, else None."""
+    """stack.json if its supervisor is alive (the same process it recorded), else None."""
     state = read_state(paths.state_file)
     if state is None:
         return None
     pid = state.get("pids", {}).get("supervisor")
-    return state if isinstance(pid, int) and pid_alive(pid) else None
+    return state if isinstance(pid, int) and _recorded_alive(state, pid) else None
+
+
+def _identity(state: dict[str, Any], pid: int) -> ProcessIdentity | None:
+    """The identity stack.json recorded for `pid` (None if it recorded none)."""
+    recorded = state.get("identities", {}).get(str(pid))
+    try:
+        return ProcessIdentity.from_json(pid, recorded) if recorded else None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _recorded_alive(state: dict[str, Any], pid: int) -> bool:
+    """True if `pid` runs and is the process stack.json recorded under it. A pid with no
+    recorded identity is not trusted (a file from an older version, or not ours)."""
+    identity = _identity(state, pid)
+    return identity is not None and is_same_process(identity)
 
 
 def up(
@@ -73,7 +98,7 @@ def up(
                     f"{state.get('base_port')}; run `chaoshelius stack down` first or pass "
                     f"--restart"
                 )
-            if state.get("base_port") == base_port and _swap_profile(state, config, timeout):
+            if state.get("base_port") == base_port and _swap_profile(paths, state, config, timeout):
                 state = _wait_ready(paths, state["pids"]["supervisor"], started + timeout)
                 return UpResult(True, time.monotonic() - started, state, profile_swapped=True)
             down(state_dir)
@@ -85,8 +110,8 @@ def up(
     for port, what in StackPorts(base_port).listeners().items():
         ensure_port_free(port, what)
     paths.create()
-    paths.profile_file.write_text(json.dumps(config.model_dump(mode="json"), indent=1))
-    with paths.supervisor_log.open("ab") as log:
+    write_private(paths.profile_file, json.dumps(config.model_dump(mode="json"), indent=1))
+    with open_private_log(paths.supervisor_log) as log:
         process = subprocess.Popen(  # noqa: S603  argv list, no shell: our own daemon module
             [
                 sys.executable, "-m", "chaoshelius.stack.daemon",
@@ -111,18 +136,27 @@ def up(
     return UpResult(False, time.monotonic() - started, state)
 
 
-def _swap_profile(state: dict[str, Any], config: StackConfig, timeout: float) -> bool:
-    """Ask the running stack to swap to `config` in place; False if it needs a restart."""
+def _swap_profile(
+    paths: StackPaths, state: dict[str, Any], config: StackConfig, timeout: float
+) -> bool:
+    """Ask the running stack to swap to `config` in place; False if it needs a restart.
+
+    Only a shipped profile (by name) can be applied in place: the API never takes a profile's
+    content. Any other profile file restarts the stack with it.
+    """
     running = StackConfig.model_validate(state.get("profile") or {})
-    if not running.differs_only_in_recommender(config):
+    name = shipped_name_of(config)
+    if name is None or not running.differs_only_in_recommender(config):
         return False
-    url = f"http://127.0.0.1:{state['ports']['control']}/profile"
+    client = ControlClient.for_state_dir(paths.root, timeout=timeout)
     try:
-        response = httpx.put(url, json=config.model_dump(mode="json"), timeout=timeout)
-    except httpx.HTTPError:
+        client.set_profile(name)
+    except ControlUnreachable:
         return False
-    if response.status_code != 200:
-        raise StackError(f"the stack refused the profile change: {response.text}")
+    except StackError as exc:
+        raise StackError(f"the stack refused the profile change: {exc}") from exc
+    finally:
+        client.close()
     return True
 
 
@@ -137,7 +171,7 @@ def _wait_ready(
                 return state
             if state.get("phase") == "failed":
                 last_error = state.get("error")
-        alive = process.poll() is None if process is not None else pid_alive(pid)
+        alive = process.poll() is None if process is not None else _still_ours(state, pid)
         if not alive:
             raise ProcessStartError(
                 f"the stack failed to start: {last_error or 'supervisor exited'}; see "
@@ -145,6 +179,13 @@ def _wait_ready(
             )
         time.sleep(0.2)
     raise ProcessStartError(f"the stack was not ready in time; see {paths.logs}")
+
+
+def _still_ours(state: dict[str, Any] | None, pid: int) -> bool:
+    """While waiting on a supervisor we did not start: alive and the recorded process."""
+    if state is None or _identity(state, pid) is None:
+        return pid_alive(pid)  # not recorded yet: the daemon is still writing its first state
+    return _recorded_alive(state, pid)
 
 
 def _tail(path: Path, lines: int = 8) -> str:
@@ -162,13 +203,15 @@ def down(state_dir: Path, timeout: float = 60.0) -> bool:
     if state is None:
         return _sweep(paths)
     pid = state.get("pids", {}).get("supervisor")
-    if isinstance(pid, int) and pid_alive(pid):
-        url = f"http://127.0.0.1:{state['ports']['control']}/shutdown"
+    if isinstance(pid, int) and _recorded_alive(state, pid):
+        client = ControlClient.for_state_dir(paths.root, timeout=5)
         try:
-            httpx.post(url, timeout=5)
-        except httpx.HTTPError:
-            os.kill(pid, signal.SIGTERM)
-        if not wait_until(lambda: not pid_alive(pid), timeout, 0.1):
+            client.shutdown()
+        except StackError:
+            kill_group(pid, signal.SIGTERM)  # the supervisor leads its own session
+        finally:
+            client.close()
+        if not wait_until(lambda: not _recorded_alive(state, pid), timeout, 0.1):
             kill_group(pid)
     _sweep(paths, state)
     return True
@@ -182,7 +225,7 @@ def _sweep(paths: StackPaths, state: dict[str, Any] | None = None) -> bool:
         pids = state.get("pids", {})
         groups = [*state.get("pod_process_groups", []), pids.get("prometheus")]
         for pgid in groups:
-            if isinstance(pgid, int) and group_alive(pgid):
+            if isinstance(pgid, int) and group_is_ours(pgid, _identity(state, pgid)):
                 found = True
                 kill_group(pgid)
                 wait_until(functools.partial(_group_gone, pgid), 5.0, 0.05)

@@ -10,6 +10,7 @@ request fail fast with the database cut instead of exhausting a pool.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -35,14 +36,18 @@ def _mlflow_bin() -> str:
     return str(Path(sys.executable).with_name("mlflow"))
 
 
-def upgrade_schema(backend_uri: str, timeout: float = 180.0) -> None:
-    """Create/migrate MLflow's schema once (`mlflow db upgrade`), before any replica starts."""
+def upgrade_schema(
+    backend_uri: str, timeout: float = 180.0, env: Mapping[str, str] | None = None
+) -> None:
+    """Create/migrate MLflow's schema once (`mlflow db upgrade`), before any replica starts.
+    `env` adds to the environment (`PostgresServer.client_env()`: the password file)."""
     done = subprocess.run(  # noqa: S603  argv list, no shell: the venv's mlflow
         [_mlflow_bin(), "db", "upgrade", backend_uri],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         timeout=timeout,
         check=False,
+        env={**os.environ, **(env or {})},
     )
     if done.returncode != 0:
         output = (done.stdout + done.stderr).decode(errors="replace").strip()

@@ -1,33 +1,52 @@
 """A real PostgreSQL server in a directory of our own: the local stack's "RDS".
 
 `PostgresServer(data_dir, port).start()` runs `initdb` on first use, starts the server on
-loopback only (no Unix socket), and waits until it accepts connections. PostgreSQL refuses to
-run as root, so when the caller is root (CI is) the server runs as an unprivileged system user
-(`helius-pg`, created with `useradd` on first use) through `runuser`; the data directory is
-chowned to it and its parent directories get the search bit (`o+x`) so that user can reach it.
+loopback only (no Unix socket), and waits until it accepts connections.
+
+Authentication is scram-sha-256 for every connection: the superuser's password is random,
+made at initdb and kept in `<data dir>/../password` (0600, the stack's user). Clients get it
+without it ever appearing in a URI, an argv or a log: `PGPASSFILE` points libpq (psycopg2,
+hence SQLAlchemy and MLflow) at `<data dir>/../pgpass` (0600, libpq refuses a looser one).
+
+PostgreSQL refuses to run as root, so when the caller is root (CI is) the server runs as an
+unprivileged system user (`helius-pg`, created with `useradd` on first use) through `runuser`.
+That user must reach its data directory and its log for as long as the server runs (a
+checkpoint opens `global/pg_control` by absolute path), so, as root, both live in a directory
+that needs no mode change on anyone's path: `/var/lib/helius-pg/<hash of the data dir asked
+for>/` (`HELIUS_PG_HOME` moves it), owned by `helius-pg`, 0700. The state directory keeps the
+password files and a symlink to the log; it stays 0700, and so do its parents (granting `o+x`
+on them, as before, did not hold: pytest strips it from `/tmp/pytest-of-root` at every new
+session, and the server then died at its next checkpoint). A cluster whose state directory is
+gone is deleted at the next start of any other.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import psycopg2
 from psycopg2 import sql
 
 from chaoshelius.stack.errors import ProcessStartError, StackError
 from chaoshelius.stack.procs import LOOPBACK, ensure_port_free, pid_alive, wait_until
+from chaoshelius.stack.state import private_dir, write_private
 
 PG_USER = "helius-pg"  # OS user the server runs as when we are root
-SUPERUSER = "postgres"  # database superuser created by initdb (trust auth on loopback)
+PG_HOME_ENV = "HELIUS_PG_HOME"
+PG_HOME_DEFAULT = Path("/var/lib/helius-pg")  # as root: every cluster lives below, by hash
+_OWNER_FILE = "owner"  # in a cluster's home: the data directory it was asked for
+SUPERUSER = "postgres"  # database superuser created by initdb (scram-sha-256, random password)
 
 _SETTINGS = {
     "listen_addresses": "'127.0.0.1'",
@@ -51,11 +70,51 @@ class PostgresServer:
         host: str = LOOPBACK,
         log_path: Path | None = None,
     ) -> None:
-        self.data_dir = Path(data_dir).resolve()
+        self.requested_data_dir = Path(data_dir).resolve()
         self.port = port
         self.host = host
-        self.log_path = (log_path or self.data_dir.parent / "postgres.log").resolve()
+        self.log_path = (log_path or self.requested_data_dir.parent / "postgres.log").resolve()
         self._as_root = os.geteuid() == 0
+        self._secrets_dir = self.requested_data_dir.parent  # the caller's: password files
+        if self._as_root:
+            key = hashlib.sha256(str(self.requested_data_dir).encode()).hexdigest()[:16]
+            self.home: Path | None = pg_home() / key
+            self.data_dir = self.home / "data"
+            self.server_log = self.home / "postgres.log"  # `log_path` is a symlink to it
+        else:
+            self.home = None
+            self.data_dir = self.requested_data_dir
+            self.server_log = self.log_path
+
+    # -- the password ----------------------------------------------------------------------
+    @property
+    def password_file(self) -> Path:
+        return self._secrets_dir / "password"
+
+    @property
+    def passfile(self) -> Path:
+        """libpq's password file (`PGPASSFILE`), for any client on loopback."""
+        return self._secrets_dir / "pgpass"
+
+    @property
+    def password(self) -> str:
+        try:
+            return self.password_file.read_text(encoding="ascii").strip()
+        except OSError as exc:
+            raise StackError(
+                f"the PostgreSQL password file {self.password_file} is missing: delete "
+                f"{self.requested_data_dir.parent} to recreate the database"
+            ) from exc
+
+    def client_env(self) -> dict[str, str]:
+        """Environment that lets a libpq client (MLflow) log in: the password stays in a file."""
+        return {"PGPASSFILE": str(self.passfile)}
+
+    def _new_password(self) -> str:
+        password = secrets.token_urlsafe(24)
+        write_private(self.password_file, password + "\n")
+        write_private(self.passfile, f"{self.host}:*:*:{SUPERUSER}:{password}\n")
+        return password
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> None:
@@ -67,14 +126,14 @@ class PostgresServer:
         ensure_port_free(self.port, "PostgreSQL")
         self._prepare_dirs()
         if not (self.data_dir / "PG_VERSION").exists():
-            self._run(
-                ["initdb", "-D", str(self.data_dir), "-U", SUPERUSER, "-A", "trust", "-E", "UTF8"],
-                timeout=120,
+            self._initdb()
+        elif not self.password_file.exists():
+            raise StackError(
+                f"{self.data_dir} has no password file ({self.password_file}): it was created "
+                f"with trust authentication by an older version; delete "
+                f"{self.requested_data_dir.parent} (the database of this stack) and start again"
             )
-            with (self.data_dir / "postgresql.conf").open("a", encoding="utf-8") as conf:
-                conf.write("\n# helius local stack\n")
-                for key, value in _SETTINGS.items():
-                    conf.write(f"{key} = {value}\n")
+        self._write_hba()
         self._run(
             [
                 "pg_ctl",
@@ -82,7 +141,7 @@ class PostgresServer:
                 "-D",
                 str(self.data_dir),
                 "-l",
-                str(self.log_path),
+                str(self.server_log),
                 "-o",
                 f"-p {self.port} -c listen_addresses={self.host}",
                 "-W",
@@ -98,15 +157,49 @@ class PostgresServer:
                 )
             time.sleep(0.1)
 
+    def _initdb(self) -> None:
+        """initdb with scram-sha-256 and a random superuser password (passed in a file that
+        only the server user can read, removed right after)."""
+        password = self._new_password()
+        pwfile = (self.home or self._secrets_dir) / ".initdb-pwfile"
+        write_private(pwfile, password + "\n")
+        try:
+            if self._as_root:
+                uid, gid = _ensure_pg_user()
+                os.chown(pwfile, uid, gid)
+            self._run(
+                [
+                    "initdb", "-D", str(self.data_dir), "-U", SUPERUSER, "-E", "UTF8",
+                    "--auth=scram-sha-256", f"--pwfile={pwfile}",
+                ],
+                timeout=120,
+            )  # fmt: skip
+        finally:
+            pwfile.unlink(missing_ok=True)
+        with (self.data_dir / "postgresql.conf").open("a", encoding="utf-8") as conf:
+            conf.write("\n# helius local stack\n")
+            for key, value in _SETTINGS.items():
+                conf.write(f"{key} = {value}\n")
+
+    def _write_hba(self) -> None:
+        """Only password logins over loopback TCP (no trust line, no socket, no replication)."""
+        hba = self.data_dir / "pg_hba.conf"
+        hba.write_text(
+            "# helius local stack: scram-sha-256 over loopback only\n"
+            "host all all 127.0.0.1/32 scram-sha-256\n"
+            "host all all ::1/128 scram-sha-256\n",
+            encoding="utf-8",
+        )
+        if self._as_root:
+            uid, gid = _ensure_pg_user()
+            os.chown(hba, uid, gid)
+        hba.chmod(0o600)
+
     def stop(self, timeout: float = 30.0) -> None:
         """Fast shutdown (idempotent); raise `StackError` if the server is still running."""
         pid = self.pid
         if pid is None:
             return
-        if self._as_root:
-            # a parent may have lost its search bit since start (pytest resets its temp root to
-            # 0700 when a new session starts): without it pg_ctl cannot reach the data directory
-            self._grant_traversal()
         self._run(
             ["pg_ctl", "stop", "-D", str(self.data_dir), "-m", "fast", "-t", str(int(timeout))],
             timeout=timeout + 5,
@@ -116,7 +209,7 @@ class PostgresServer:
         # would, fast shutdown first, then immediate shutdown
         for sig, grace in ((signal.SIGINT, timeout), (signal.SIGQUIT, 5.0)):
             if not self._is_postmaster(pid):
-                return
+                break
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
             wait_until(lambda: not self._is_postmaster(pid), grace, 0.1)
@@ -165,7 +258,7 @@ class PostgresServer:
 
     def accepts_connections(self) -> bool:
         try:
-            conn = psycopg2.connect(self.dsn("postgres"), connect_timeout=2)
+            conn = self.connect("postgres", timeout=2)
         except psycopg2.OperationalError:
             return False
         conn.close()
@@ -180,12 +273,16 @@ class PostgresServer:
         return f"postgresql+psycopg2://{SUPERUSER}@{self.host}:{port or self.port}/{database}"
 
     def dsn(self, database: str) -> str:
-        """libpq URI for psycopg2.connect (direct, not through a proxy)."""
+        """libpq URI for psycopg2.connect (direct, not through a proxy; no password in it)."""
         return f"postgresql://{SUPERUSER}@{self.host}:{self.port}/{database}"
+
+    def connect(self, database: str, timeout: int = 5) -> Any:
+        """A direct psycopg2 connection as the superuser."""
+        return psycopg2.connect(self.dsn(database), password=self.password, connect_timeout=timeout)
 
     def create_database(self, name: str) -> None:
         """Create database `name` if it does not exist (idempotent)."""
-        conn = psycopg2.connect(self.dsn("postgres"), connect_timeout=5)
+        conn = self.connect("postgres")
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
@@ -197,25 +294,31 @@ class PostgresServer:
 
     # -- internals ---------------------------------------------------------------------------
     def _prepare_dirs(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.data_dir.chmod(0o700)
+        private_dir(self._secrets_dir)  # the password files live here
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.log_path.touch(exist_ok=True)
         if not self._as_root:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.data_dir.chmod(0o700)
+            self.log_path.touch(exist_ok=True)
             return
+        assert self.home is not None
         uid, gid = _ensure_pg_user()
-        for path in (self.data_dir, self.log_path):
-            os.chown(path, uid, gid)
+        _collect_orphans(self.home.parent)
+        for directory in (self.home.parent, self.home, self.data_dir):
+            directory.mkdir(exist_ok=True)
+            os.chown(directory, uid, gid)
+            directory.chmod(0o700)
+        (self.home / _OWNER_FILE).write_text(str(self.requested_data_dir), encoding="utf-8")
+        self.server_log.touch(exist_ok=True)
+        os.chown(self.server_log, uid, gid)
+        self.server_log.chmod(0o600)
         for child in self.data_dir.rglob("*"):
             os.chown(child, uid, gid, follow_symlinks=False)
-        self._grant_traversal()
-
-    def _grant_traversal(self) -> None:
-        """The server user must be able to traverse down to its data directory."""
-        for parent in self.data_dir.parents:
-            mode = parent.stat().st_mode
-            if not mode & 0o001:
-                parent.chmod(mode | 0o001)
+        if self.log_path.is_symlink() or self.log_path.exists():
+            if self.log_path.resolve() == self.server_log:
+                return
+            self.log_path.unlink()
+        self.log_path.symlink_to(self.server_log)  # the stack's logs/ shows the server's log
 
     def _run(self, argv: list[str], timeout: float, check: bool = True) -> None:
         if self._as_root:
@@ -239,6 +342,25 @@ class PostgresServer:
             raise ProcessStartError(
                 f"{' '.join(argv)} failed ({done.returncode}): {output[-800:]}; see {self.log_path}"
             )
+
+
+def pg_home() -> Path:
+    """Where clusters live when we are root (`HELIUS_PG_HOME`, default /var/lib/helius-pg)."""
+    return Path(os.environ.get(PG_HOME_ENV) or PG_HOME_DEFAULT)
+
+
+def _collect_orphans(home_root: Path) -> None:
+    """Delete the clusters whose state directory is gone (none of them is running)."""
+    if not home_root.is_dir():
+        return
+    for home in home_root.iterdir():
+        try:
+            owner = Path((home / _OWNER_FILE).read_text(encoding="utf-8").strip())
+        except OSError:
+            continue
+        if owner.parent.exists() or (home / "data" / "postmaster.pid").exists():
+            continue
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def _ensure_pg_user() -> tuple[int, int]:

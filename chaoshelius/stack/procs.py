@@ -9,9 +9,14 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import psutil
 
 from chaoshelius.stack.errors import PortInUseError
+from chaoshelius.stack.state import open_private_log
 
 LOOPBACK = "127.0.0.1"
 
@@ -61,12 +66,13 @@ def spawn_group(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start `argv` in a new session (its own process group), stdout+stderr to `log_path`."""
+    """Start `argv` in a new session (its own process group), stdout+stderr to `log_path`
+    (created 0600)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = dict(os.environ)
     if env:
         full_env.update(env)
-    with log_path.open("ab") as log:
+    with open_private_log(log_path) as log:
         return subprocess.Popen(  # noqa: S603  argv list, no shell: pod commands the stack builds
             list(argv),
             stdin=subprocess.DEVNULL,
@@ -158,3 +164,49 @@ def descendants(pid: int) -> list[int]:
             found.append(current)
         todo.extend(children.get(current, []))
     return found
+
+
+@dataclass(frozen=True)
+class ProcessIdentity:
+    """What tells one process from a later one that got the same pid: start time + argv."""
+
+    pid: int
+    create_time: float
+    cmdline: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"create_time": self.create_time, "cmdline": list(self.cmdline)}
+
+    @classmethod
+    def from_json(cls, pid: int, data: Mapping[str, Any]) -> ProcessIdentity:
+        return cls(pid, float(data["create_time"]), tuple(str(a) for a in data["cmdline"]))
+
+
+def identify(pid: int) -> ProcessIdentity | None:
+    """The identity of the live process `pid`, None if it is gone (or a zombie)."""
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return ProcessIdentity(pid, process.create_time(), tuple(process.cmdline()))
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def is_same_process(identity: ProcessIdentity) -> bool:
+    """True if the process recorded as `identity` is still the one running under its pid
+    (a pid read from a stale stack.json may belong to someone else's process by now)."""
+    return identify(identity.pid) == identity
+
+
+def group_is_ours(pgid: int, leader: ProcessIdentity | None) -> bool:
+    """True if signalling process group `pgid` reaches only what the stack started.
+
+    A live leader must match its recorded identity. A dead leader with live members is still
+    our group: Linux does not hand out a pid that is in use as a process group id.
+    """
+    if not group_alive(pgid):
+        return False
+    if not pid_alive(pgid):
+        return True
+    return leader is not None and is_same_process(leader)

@@ -243,6 +243,9 @@ class TcpProxy:
         self.fault = ProxyFault()
         self._flowing = asyncio.Event()
         self._flowing.set()
+        # set whenever the fault changes: a chunk held by `latency` is released at once when
+        # the fault is lifted (restore or TTL), instead of after its full delay
+        self._fault_changed = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._conns: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter | None]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -267,6 +270,8 @@ class TcpProxy:
     def set_fault(self, fault: ProxyFault) -> None:
         """Switch mode; `reset` also resets the connections already open."""
         self.fault = fault
+        self._fault_changed.set()
+        self._fault_changed = asyncio.Event()
         if fault.mode is ProxyMode.BLACKHOLE:
             self._flowing.clear()
         else:
@@ -322,6 +327,14 @@ class TcpProxy:
                 if writer is not None:
                     writer.close()
 
+    async def _delay(self, seconds: float) -> None:
+        """Sleep `seconds`, or less if the fault changes meanwhile (then re-check: the new
+        fault may be another latency, or a blackhole)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._fault_changed.wait(), seconds)
+        if not self._flowing.is_set():
+            await self._flowing.wait()
+
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
@@ -331,7 +344,7 @@ class TcpProxy:
                 if not self._flowing.is_set():
                     await self._flowing.wait()
                 if self.fault.mode is ProxyMode.LATENCY and self.fault.latency_ms > 0:
-                    await asyncio.sleep(self.fault.latency_ms / 1000)
+                    await self._delay(self.fault.latency_ms / 1000)
                 writer.write(data)
                 if writer.transport.get_write_buffer_size() > _CHUNK:  # backpressure only
                     await writer.drain()

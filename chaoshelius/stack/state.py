@@ -6,9 +6,11 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 DEFAULT_STATE_DIR = Path(".helius") / "stack"
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
 
 
 @dataclass(frozen=True)
@@ -60,15 +62,46 @@ class StackPaths:
         return self.root / "prometheus" / "targets" / "pods.json"
 
     def create(self) -> None:
+        """The state directory and its subdirectories, 0700: only the stack's user reads them
+        (profiles, logs, the token and the database password live here)."""
+        private_dir(self.root)
         for directory in (self.logs, self.run, self.cache, self.artifacts, self.targets.parent):
-            directory.mkdir(parents=True, exist_ok=True)
+            private_dir(directory)
+        private_dir(self.targets.parent.parent)
+
+
+def private_dir(path: Path) -> None:
+    """mkdir -p, then 0700 on `path` itself (a reused directory is tightened too)."""
+    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+    path.chmod(PRIVATE_DIR_MODE)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Atomic rewrite of a 0600 file: created 0600 (never readable by others, not even for a
+    moment), then renamed over `path` (readers never see half a file)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+    try:
+        os.fchmod(fd, PRIVATE_FILE_MODE)  # O_CREAT's mode does not apply to an existing file
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            fd = -1
+            out.write(text)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    tmp.replace(path)
+
+
+def open_private_log(path: Path) -> BinaryIO:
+    """Open a log for appending, 0600 (a log may carry a pod's environment or a URI)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE_MODE)
+    os.fchmod(fd, PRIVATE_FILE_MODE)
+    return os.fdopen(fd, "ab")
 
 
 def write_state(path: Path, data: dict[str, Any]) -> None:
-    """Atomic rewrite (readers never see half a file)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    tmp.replace(path)
+    """Atomic 0600 rewrite of stack.json."""
+    write_private(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def read_state(path: Path) -> dict[str, Any] | None:

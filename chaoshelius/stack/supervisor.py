@@ -142,14 +142,15 @@ class Supervisor:
         self._wakeup = asyncio.Event()
 
     # -- queries ---------------------------------------------------------------------------
-    def pods(self, selector: str | None = None) -> list[Pod]:
+    def pods(self, selector: str | selectors.Selector | None = None) -> list[Pod]:
         found = [
             slot.pod
             for slots in self.slots.values()
             for slot in slots
             if slot.pod is not None and not slot.pod.exited
         ]
-        return [pod for pod in found if selectors.matches(selector, pod.labels)]
+        terms = selectors.parse(selector)  # once, not once per pod
+        return [pod for pod in found if selectors.matches(terms, pod.labels)]
 
     def ready_upstreams(self, app: App) -> list[tuple[str, int]]:
         return [(LOOPBACK, pod.port) for pod in self.pods() if pod.app is app and pod.ready]
@@ -209,9 +210,14 @@ class Supervisor:
         return killed
 
     async def run(self) -> None:
-        """Reconcile forever (cancel to stop)."""
+        """Reconcile forever (cancel to stop). An error in one pass (a port scan, a log file
+        that cannot be opened...) is logged and the next pass runs: the loop that replaces
+        pods must not die with one of them."""
         while True:
-            self.reconcile()
+            try:
+                self.reconcile()
+            except Exception:
+                log.exception("reconcile pass failed; the supervisor loop goes on")
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), 0.25)

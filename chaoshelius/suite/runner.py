@@ -33,8 +33,11 @@ from chaoshelius.promapi import PromAPIError, PrometheusAPI
 from chaoshelius.report import build_index, build_run_report
 from chaoshelius.report.model import Kpis, RunSummary, Verdict
 from chaoshelius.report.units import format_quantity
-from chaoshelius.stack import lifecycle
+from chaoshelius.stack import api_models as api
+from chaoshelius.stack import auth, lifecycle
+from chaoshelius.stack.client import ControlClient
 from chaoshelius.stack.config import StackConfig
+from chaoshelius.stack.errors import StackError
 from chaoshelius.stack.state import StackPaths
 from chaoshelius.suite.progress import LogFollower, PhaseTracker, load_action_names
 from chaoshelius.topology import FALLBACK_GAUGE, App
@@ -262,7 +265,9 @@ def run_suite(runs: Sequence[PlannedRun], options: SuiteOptions) -> SuiteResult:
                     state, current = up.state, run.profile
                 if options.progress:
                     echo(f"{prefix} — waiting for a steady stack")
-                unsteady = _await_steady(state, STEADY_TIMEOUT_SECONDS, interrupts)
+                unsteady = _await_steady(
+                    options.state_dir, state, STEADY_TIMEOUT_SECONDS, interrupts
+                )
                 if unsteady is not None:
                     # a fault injected into a stack that is already degraded proves nothing
                     summary = _not_run(
@@ -276,8 +281,9 @@ def run_suite(runs: Sequence[PlannedRun], options: SuiteOptions) -> SuiteResult:
                     result.summaries.append(summary)
                     echo(f"{prefix.split(' ', 1)[0]} {summary_line(summary)}")
                     continue
+                token = auth.find_token(paths.root) or ""
                 summary = _run_one(
-                    run, result.suite_id, runs_dir, chaos, state, interrupts, options, prefix
+                    run, result.suite_id, runs_dir, chaos, state, token, interrupts, options, prefix
                 )
                 result.summaries.append(summary)
                 echo(f"{prefix.split(' ', 1)[0]} {summary_line(summary)}")
@@ -330,6 +336,7 @@ def _run_one(
     runs_dir: Path,
     chaos: str,
     state: dict[str, Any],
+    token: str,
     interrupts: _Interrupts,
     options: SuiteOptions,
     prefix: str,
@@ -337,7 +344,7 @@ def _run_one(
     run_dir = runs_dir / run.run_id(suite_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_meta(run_dir, run, suite_id)
-    env = chaos_env(run, run_dir, state["ports"], options)
+    env = chaos_env(run, run_dir, state["ports"], options, token)
     prometheus_url = env["HELIUS_PROMETHEUS_URL"]
     argv = chaos_argv(chaos, run_dir, run.experiment, options.chaos_args)
     tick = (
@@ -369,7 +376,11 @@ def _run_one(
 
 
 def chaos_env(
-    run: PlannedRun, run_dir: Path, ports: dict[str, int], options: SuiteOptions
+    run: PlannedRun,
+    run_dir: Path,
+    ports: dict[str, int],
+    options: SuiteOptions,
+    token: str = "",
 ) -> dict[str, str]:
     """The environment of one `chaos run`: the stack's endpoints, the run directory, and
     the safeguards switched off for negative controls (or `--no-safeguards`)."""
@@ -383,6 +394,8 @@ def chaos_env(
         "HELIUS_MLFLOW_URL": f"http://127.0.0.1:{ports['mlflow_service']}",
         "HELIUS_LOADGEN_METRICS_PORT": str(ports["loadgen"]),
     }
+    if token:
+        env[auth.TOKEN_ENV] = token  # the environment of a process is readable by its user only
     if run.profile is not None or not options.safeguards:
         # a negative control's fragile variant is meant to hurt the clients until the
         # hypothesis sees it: a stop condition would turn its deviation into an abort
@@ -430,19 +443,21 @@ def _not_run(
     return summary
 
 
-def _await_steady(state: dict[str, Any], timeout: float, interrupts: _Interrupts) -> str | None:
+def _await_steady(
+    state_dir: Path, state: dict[str, Any], timeout: float, interrupts: _Interrupts
+) -> str | None:
     """Wait until the stack is steady: every pod ready, no fault active, every recommender
     seen by Prometheus out of fallback, no alert firing, and a prediction through the service
     answering 200. Returns None when steady, else why not (the last reason seen)."""
     ports = state["ports"]
-    control = f"http://127.0.0.1:{ports['control']}/status"
     predict = f"http://127.0.0.1:{ports['reco_service']}/predict"
     prom = PrometheusAPI(f"http://127.0.0.1:{ports['prometheus']}", 5.0)
     deadline = time.monotonic() + timeout
     why = "not checked"
-    with httpx.Client(timeout=5) as client:
+    control = ControlClient.for_state_dir(state_dir, timeout=5)
+    with control, httpx.Client(timeout=5) as client:
         while not interrupts.fired:
-            why = _unsteady_reason(client, control, predict, prom) or ""
+            why = _unsteady_reason(control, client, predict, prom) or ""
             if not why:
                 return None
             if time.monotonic() >= deadline:
@@ -452,17 +467,16 @@ def _await_steady(state: dict[str, Any], timeout: float, interrupts: _Interrupts
 
 
 def _unsteady_reason(
-    client: httpx.Client, control: str, predict: str, prom: PrometheusAPI
+    control: ControlClient, client: httpx.Client, predict: str, prom: PrometheusAPI
 ) -> str | None:
     try:
-        status = client.get(control).json()
-        pods = status["pods"]
-        not_ready = sorted(p["name"] for p in pods if not p["ready"])
+        status = api.Status.model_validate(control.status())
+        not_ready = sorted(p.name for p in status.pods if not p.ready)
         if not_ready:
             return f"pods not ready: {not_ready}"
-        if status["faults"]:
-            return f"faults still active: {[f.get('id') for f in status['faults']]}"
-        reco = sum(1 for p in pods if p["app"] == App.RECO.value)
+        if status.faults:
+            return f"faults still active: {[f.id for f in status.faults]}"
+        reco = sum(1 for p in status.pods if p.app == App.RECO.value)
         confirmed = prom.instant_value(f"count({FALLBACK_GAUGE} == 0)") or 0
         if confirmed < reco:
             return f"{confirmed:.0f} of {reco} recommenders seen out of fallback by Prometheus"
@@ -472,7 +486,7 @@ def _unsteady_reason(
         answer = client.post(predict, json={"user_id": "steady-check", "k": 3})
         if answer.status_code != 200:
             return f"a prediction through the service answered HTTP {answer.status_code}"
-    except (httpx.HTTPError, ValueError, KeyError, PromAPIError) as exc:
+    except (StackError, httpx.HTTPError, ValueError, KeyError, PromAPIError) as exc:
         return f"the stack did not answer ({type(exc).__name__}: {exc})"
     return None
 

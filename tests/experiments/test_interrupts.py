@@ -40,6 +40,7 @@ def _env(stack: StackHandle, run_dir: Path) -> dict[str, str]:
         "HELIUS_TARGET": "local",
         "HELIUS_RUN_DIR": str(run_dir),
         "HELIUS_CONTROL_URL": f"http://127.0.0.1:{p.control}",
+        "HELIUS_CONTROL_TOKEN": stack.token,
         "HELIUS_PROMETHEUS_URL": f"http://127.0.0.1:{p.prometheus}",
         "HELIUS_RECO_URL": f"http://127.0.0.1:{p.reco_service}",
         "HELIUS_LOADGEN_METRICS_PORT": str(p.loadgen),

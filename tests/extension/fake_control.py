@@ -1,8 +1,11 @@
-"""A fake of the local stack's control API (docs/architecture.md), served on port 0.
+"""A fake of the local stack's control API (docs/stack.md), served on port 0.
 
 Real sockets, real JSON: the local driver and the activities are tested over HTTP against the
-documented contract. It records every request so tests can assert what was sent, and keeps
-just enough state (pods, faults with TTL) to make the answers consistent.
+documented contract, with the server's own models (`chaoshelius.stack.api_models`): request
+bodies are validated as the server would, answers are built from the response models. Like
+the server it refuses a request without the stack's bearer token (401). It records every
+request so tests can assert what was sent, and keeps just enough state (pods, faults with TTL)
+to make the answers consistent.
 """
 
 from __future__ import annotations
@@ -10,11 +13,24 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from chaoshelius.stack import api_models as api
+
+_REQUESTS: dict[tuple[str, str], type[BaseModel]] = {
+    ("POST", "/pods/kill"): api.KillRequest,
+    ("POST", "scale"): api.ScaleRequest,
+    ("POST", "drain"): api.DrainRequest,
+    ("POST", "uncordon"): api.EmptyRequest,
+    ("POST", "faults"): api.PathFaultRequest,
+}
 
 
 @dataclass
@@ -25,10 +41,28 @@ class FakeStack:
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _names: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     lock: threading.Lock = field(default_factory=threading.Lock)
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
 
     def add_pod(self, app: str, zone: str, ready: bool = True) -> str:
         name = f"{app}-{next(self._names):05x}"
-        self.pods.append({"name": name, "app": app, "zone": zone, "ready": ready})
+        port = 27100 + next(self._names)
+        row = api.Pod(
+            name=name,
+            app=app,
+            zone=zone,
+            namespace="helius",
+            labels={"app": app, "pod": name, "zone": zone, "namespace": "helius"},
+            state="ready" if ready else "not-ready",
+            ready=ready,
+            restarts=0,
+            slot=0,
+            port=port,
+            url=f"http://127.0.0.1:{port}",
+            pid=None,
+            started_at=time.time(),
+            log=f"/dev/null/{name}.log",
+        )
+        self.pods.append(row.model_dump(mode="json"))
         return name
 
     def _expire(self) -> None:
@@ -58,9 +92,19 @@ class FakeStack:
         self.faults = [f for f in self.faults if f not in removed]
         return removed
 
-    def handle(self, method: str, path: str, query: str, body: Any) -> tuple[int, Any]:
+    def handle(
+        self, method: str, path: str, query: str, body: Any, authorization: str = ""
+    ) -> tuple[int, Any]:
         with self.lock:
+            if authorization != f"Bearer {self.token}":
+                return 401, {"error": "missing or wrong control token"}
             self.requests.append((method, path + (f"?{query}" if query else ""), body))
+            model = _REQUESTS.get((method, path)) or _REQUESTS.get((method, path.split("/")[-1]))
+            if model is not None:
+                try:
+                    model.model_validate(body)
+                except ValidationError as exc:
+                    return 400, {"error": str(exc.errors()[0]["msg"])}
             self._expire()
             if method == "GET" and path == "/pods":
                 selector = dict(
@@ -115,7 +159,10 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         body = json.loads(raw) if raw else None
         path, _, query = self.path.partition("?")
-        status, payload = self.server.stack.handle(self.command, path, query, body)  # type: ignore[attr-defined]
+        authorization = self.headers.get("Authorization") or ""
+        status, payload = self.server.stack.handle(  # type: ignore[attr-defined]
+            self.command, path, query, body, authorization
+        )
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from stack_helpers import StackHandle, wait_for
 
+from chaoshelius.stack import auth
 from chaoshelius.topology import EDGE_MLFLOW_RDS, EDGE_RECO_MLFLOW, NAMESPACE, App
 
 pytestmark = pytest.mark.integration
@@ -62,7 +63,7 @@ BAD_REQUESTS = [
     # (case, method, path, json body or None, params, expected status, words in the error)
     ("unknown zone drain", "POST", "/zones/zone-x/drain", {"ttl_seconds": 5}, None, 404,
      ["zone-x"]),
-    ("unknown zone uncordon", "POST", "/zones/zone-x/uncordon", None, None, 404, ["zone-x"]),
+    ("unknown zone uncordon", "POST", "/zones/zone-x/uncordon", {}, None, 404, ["zone-x"]),
     ("unknown edge cut", "POST", "/paths/db-cache/faults", {"mode": "blackhole",
      "ttl_seconds": 5}, None, 404, ["db-cache"]),
     ("unknown edge restore", "DELETE", "/paths/db-cache/faults", None, None, 404, ["db-cache"]),
@@ -90,6 +91,9 @@ BAD_REQUESTS = [
      None, 400, ["replicas"]),
     ("body not JSON", "POST", "/zones/zone-a/drain", "ttl=5", None, 400, ["JSON"]),
     ("body not an object", "POST", "/zones/zone-a/drain", [5], None, 400, []),
+    ("unknown field", "POST", "/zones/zone-a/drain", {"ttl_seconds": 5, "zone": "zone-b"}, None,
+     400, ["zone"]),
+    ("shutdown with a non-empty body", "POST", "/shutdown", {"now": True}, None, 400, ["now"]),
 ]  # fmt: skip
 
 
@@ -107,10 +111,10 @@ def test_bad_input_gets_a_4xx_json_error_and_changes_nothing(
     words: list[str],
 ) -> None:
     before = _snapshot(stack)
-    kwargs: dict[str, Any] = {"params": params}
+    kwargs: dict[str, Any] = {"params": params, "headers": auth.bearer(stack.token)}
     if isinstance(body, str):
         kwargs["content"] = body
-        kwargs["headers"] = {"content-type": "application/json"}
+        kwargs["headers"]["content-type"] = "application/json"
     elif body is not None:
         kwargs["json"] = body
     response = stack.http.request(method, stack.control.url + path, timeout=10, **kwargs)

@@ -180,8 +180,9 @@ def test_latency_adds_the_configured_delay_and_restore_removes_it(
 _INJECTOR = textwrap.dedent(
     """
     import json, sys, time
+    from pathlib import Path
     from chaoshelius.stack.client import ControlClient
-    client = ControlClient(sys.argv[1])
+    client = ControlClient.for_state_dir(Path(sys.argv[1]))
     fault = client.cut(sys.argv[2], "blackhole", ttl_seconds=float(sys.argv[3]))
     print(json.dumps(fault), flush=True)
     time.sleep(600)
@@ -194,7 +195,7 @@ def test_fault_of_a_sigkilled_injector_reverts_at_its_ttl(
 ) -> None:
     ttl = 5.0
     injector = subprocess.Popen(
-        [sys.executable, "-c", _INJECTOR, stack.control.url, EDGE_MLFLOW_RDS, str(ttl)],
+        [sys.executable, "-c", _INJECTOR, str(stack.state_dir), EDGE_MLFLOW_RDS, str(ttl)],
         stdout=subprocess.PIPE,
         text=True,
     )

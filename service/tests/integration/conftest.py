@@ -34,9 +34,10 @@ def free_port() -> int:
 class MlflowHandle:
     """One MLflow server on a fixed port that tests can kill and bring back."""
 
-    def __init__(self, backend_uri: str, root: Path) -> None:
+    def __init__(self, backend_uri: str, root: Path, env: dict[str, str]) -> None:
         self.backend_uri = backend_uri
         self.root = root
+        self.env = env  # the PostgreSQL password file (PGPASSFILE): not in the URI
         self.port = free_port()
         self.server: MlflowServer | None = None
 
@@ -48,7 +49,11 @@ class MlflowHandle:
         if self.server is not None and self.server.process and self.server.process.poll() is None:
             return
         self.server = MlflowServer(
-            self.backend_uri, self.root / "artifacts", self.port, self.root / "mlflow.log"
+            self.backend_uri,
+            self.root / "artifacts",
+            self.port,
+            self.root / "mlflow.log",
+            env=self.env,
         )
         self.server.start()
         self.server.wait_ready(timeout=120)
@@ -67,8 +72,8 @@ def mlflow_handle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowHa
     try:
         postgres.create_database(DATABASE)
         backend = postgres.uri(DATABASE) + "?connect_timeout=3"
-        upgrade_schema(backend)
-        handle = MlflowHandle(backend, root)
+        upgrade_schema(backend, env=postgres.client_env())
+        handle = MlflowHandle(backend, root, postgres.client_env())
         try:
             yield handle
         finally:
