@@ -268,21 +268,38 @@ def test_per_request_mode_retries_a_kept_alive_connection_the_pod_closed(
 
 def test_the_recommender_proxy_balances_per_request_by_default_and_says_so() -> None:
     from chaoshelius.cli.stack import _render
+    from chaoshelius.stack import api_models as api
     from chaoshelius.stack.config import StackConfig
 
     assert StackConfig().reco_proxy_balancing == "request"
     assert StackConfig(reco_proxy_balancing="connection").reco_proxy_balancing == "connection"
-    body = {
-        "phase": "ready",
-        "error": None,
-        "pods": [],
-        "faults": [],
-        "proxies": {
-            "mlflow-rds": {"mode": "normal", "balancing": "connection", "open_connections": 0},
-            "service:helius-reco": {"mode": "normal", "balancing": "request"},
-            "service:mlflow": {"mode": "normal", "balancing": "connection"},
-        },
-    }
-    assert "service proxies balance: helius-reco per request, mlflow per connection" in _render(
-        body
+    status = api.Status.model_validate(
+        {
+            "phase": "ready",
+            "error": None,
+            "started_at": 0.0,
+            "ready_at": 1.0,
+            "profile": {},
+            "base_port": 17000,
+            "state_dir": "/tmp/x",
+            "endpoints": {},
+            "pods": [],
+            "faults": [],
+            "drained_zones": [],
+            "proxies": {
+                "mlflow-rds": {"mode": "normal", "balancing": "connection", "open_connections": 0},
+                "service:helius-reco": {
+                    "mode": "normal",
+                    "balancing": "request",
+                    "open_connections": 0,
+                },
+                "service:mlflow": {
+                    "mode": "normal",
+                    "balancing": "connection",
+                    "open_connections": 0,
+                },
+            },
+        }
     )
+    rendered = _render(status)
+    assert "service proxies balance: helius-reco per request, mlflow per connection" in rendered

@@ -444,6 +444,8 @@ _CONSTRUCTORS = {
     "Gauge": "gauge",
     "Histogram": "histogram",
     "GaugeMetricFamily": "gauge",
+    "CounterMetricFamily": "counter",
+    "HistogramMetricFamily": "histogram",
 }
 
 
