@@ -212,7 +212,9 @@ def latency_p99_ratio(
     judged: Judged,
     max_ratio: float = 2.0,
     noise_seconds: float = 0.01,
-    baseline_seconds: float = 15.0,
+    p50_max_ratio: float = 2.0,
+    p50_noise_seconds: float = 0.005,
+    baseline_seconds: float = 10.0,
     recovery_seconds: float | None = None,
     metric: str = CLIENT_LATENCY,
     window_id: str | None = None,
@@ -221,12 +223,14 @@ def latency_p99_ratio(
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
-    """Client p99 latency over the fault and its recovery against p99 before the fault.
+    """Client latency over the fault and its recovery against the `baseline_seconds` before it,
+    at the tail (p99) and in the middle (p50).
 
-    `ok` when p99 during <= `max_ratio` x p99 before + `noise_seconds`. The allowance is
-    additive, from the measured noise of the healthy service (docs/experiments.md: healthy
-    p99 ratios between back-to-back windows), so a fast service cannot hide a 10x slower path
-    behind a fixed floor. No data fails.
+    `ok` when p99 during <= `max_ratio` x p99 before + `noise_seconds` **and** p50 during <=
+    `p50_max_ratio` x p50 before + `p50_noise_seconds`. The allowances are additive, from the
+    measured noise of the healthy service (docs/experiments.md, "Thresholds"), so a fast service
+    cannot hide a 10x slower path behind a fixed floor; the p50 check catches a slower path on
+    every request that a noisy tail would hide. No data fails.
     """
     p = judged.prometheus
     start = judged.start
@@ -235,25 +239,45 @@ def latency_p99_ratio(
     q_before = pq.quantile_over(0.99, metric, start - baseline_seconds, start)
     during = p.instant_value(q_during)
     before = p.instant_value(q_before)
-    extra: dict[str, Any] = {"p99_during_seconds": during, "p99_before_seconds": before}
-    if during is None or before is None or before <= 0:
+    p50_during = p.instant_value(pq.quantile_over(0.5, metric, start, end))
+    p50_before = p.instant_value(pq.quantile_over(0.5, metric, start - baseline_seconds, start))
+    extra: dict[str, Any] = {
+        "p99_during_seconds": during,
+        "p99_before_seconds": before,
+        "p50_during_seconds": p50_during,
+        "p50_before_seconds": p50_before,
+    }
+    values = (during, before, p50_during, p50_before)
+    if any(v is None for v in values) or not before or not p50_before:
         return judged.result(
             False,
             None,
             f"no latency data ({metric}) before or during the fault: p99 before "
-            f"{_ms(before)}, during {_ms(during)}",
+            f"{_ms(before)}, during {_ms(during)}; p50 before {_ms(p50_before)}, during "
+            f"{_ms(p50_during)}",
             q_during,
             **extra,
         )
+    assert during is not None and before and p50_during is not None and p50_before  # noqa: S101
     allowed = max_ratio * before + noise_seconds
+    p50_allowed = p50_max_ratio * p50_before + p50_noise_seconds
+    problems = []
+    if during > allowed:
+        problems.append(f"p99 {_ms(during)} > {_ms(allowed)}")
+    if p50_during > p50_allowed:
+        problems.append(f"p50 {_ms(p50_during)} > {_ms(p50_allowed)}")
     ratio = during / before
     return judged.result(
-        during <= allowed,
+        not problems,
         ratio,
         f"client p99 {_ms(during)} over the fault and recovery vs {_ms(before)} before "
-        f"(x{ratio:.2f}; allowed {_ms(allowed)} = x{max_ratio:g} + {_ms(noise_seconds)} noise)",
+        f"(x{ratio:.2f}; allowed x{max_ratio:g} + {_ms(noise_seconds)}), p50 "
+        f"{_ms(p50_during)} vs {_ms(p50_before)} (x{p50_during / p50_before:.2f}; allowed "
+        f"x{p50_max_ratio:g} + {_ms(p50_noise_seconds)})"
+        + (f"; FAILED: {'; '.join(problems)}" if problems else ""),
         f"{q_during} / {q_before}",
         allowed_seconds=allowed,
+        p50_ratio=p50_during / p50_before,
         **extra,
     )
 
