@@ -42,6 +42,10 @@ LATENCY = {
     "p50_max_ratio": 2.0,
     "p50_noise_seconds": 0.005,
 }
+# Where the recovery restarts MLflow or a recommender, the local stack's cold starts (a full
+# core each for seconds) inflate the tail: measured p99 x4.5 over mlflow-outage's recovery
+# with p50 x1.12 (CI run 2026-11-30). There the median guards; the tail gets x10.
+RESTARTS = {"max_ratio": 10.0}
 
 Json = dict[str, Any]
 
@@ -211,7 +215,7 @@ def mlflow_pod_kill() -> Json:
                 grace_seconds=10,
                 **w,
             ),
-            *clients(w),
+            *clients(w, latency=RESTARTS),
             probe(
                 "mlflow-replicas-back",
                 "slo.probes",
@@ -278,7 +282,7 @@ def mlflow_outage() -> Json:
                 **w,
             ),
             probe("predictions-continued", "slo.probes", "client_success_ratio", **SUCCESS, **w),
-            clients(w)[1],
+            clients(w, latency=RESTARTS)[1],
             probe(
                 "fallback-alert-fired",
                 "slo.probes",
@@ -528,7 +532,7 @@ def reco_pod_kill() -> Json:
         "Losing one recommender replica is invisible to clients",
         [
             probe("killed-recommender-was-replaced", "pods.probes", "pods_replaced", app=RECO),
-            *clients(w, success={"min_ratio": 0.98, "min_worst_ratio": 0.8}),
+            *clients(w, success={"min_ratio": 0.98, "min_worst_ratio": 0.8}, latency=RESTARTS),
             probe(
                 "recommenders-back",
                 "slo.probes",
@@ -600,7 +604,7 @@ def reco_cold_start_during_outage() -> Json:
                 after_app_back=MLFLOW,
                 **outage,
             ),
-            *clients(outage, success={"min_ratio": 0.98, "min_worst_ratio": 0.8}),
+            *clients(outage, success={"min_ratio": 0.98, "min_worst_ratio": 0.8}, latency=RESTARTS),
             probe(
                 "fallback-cleared-on-every-pod",
                 "slo.probes",
