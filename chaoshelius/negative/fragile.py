@@ -49,7 +49,7 @@ HOT_PATH_TIMEOUT_SECONDS = 30.0
 FALLBACK_ERROR_EVERY = 40  # 2.5 % of predictions while in fallback
 SLOW_FALLBACK_SECONDS = 0.04  # +40 ms per prediction while in fallback
 CLEARS_AFTER_SECONDS = 6.0  # the gauge "gives up" reporting after this long
-BACKOFF_CAP_SECONDS = 64.0
+BREAKER_OPEN_SECONDS = 120.0
 ALIAS_CACHE_SECONDS = 600.0
 SLOW_START_SECONDS = 45.0
 LYING_ZONE = "zone-b"
@@ -225,24 +225,21 @@ def swallowed_errors_app() -> FastAPI:
 
 # ------------------------------------------------------------ recovery
 def slow_recovery_app() -> FastAPI:
-    """The refresher backs off exponentially while the registry fails (2, 4, 8 ... 64 s) and
-    only resets after a success, so it notices MLflow is back up to a minute late. Caught by
-    `fallback_cleared_within` (and `query_value`: still in fallback when judged)."""
+    """A circuit breaker "to spare the registry": after 3 failed refreshes in a row it stops
+    asking for 2 minutes, so the service notices the registry is back up to 2 minutes late.
+    Caught by `fallback_cleared_within` (and `query_value`: still in fallback when judged)."""
     app = create_app()
     refresher = _components(app).refresher
     base = refresher.interval_seconds
-    failures = itertools.count(1)
+    failures = 0
 
-    def back_off(outcome: RefreshOutcome) -> None:
+    def open_breaker(outcome: RefreshOutcome) -> None:
         nonlocal failures
-        if outcome.ok:
-            failures = itertools.count(1)
-            refresher.interval_seconds = base
-        else:
-            refresher.interval_seconds = min(base * 2 ** next(failures), BACKOFF_CAP_SECONDS)
+        failures = 0 if outcome.ok else failures + 1
+        refresher.interval_seconds = BREAKER_OPEN_SECONDS if failures >= 3 else base
         return None
 
-    _wrap_record(app, back_off)
+    _wrap_record(app, open_breaker)
     return app
 
 
