@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import pwd
 import secrets
@@ -41,6 +42,8 @@ from psycopg2 import sql
 from chaoshelius.stack.errors import ProcessStartError, StackError
 from chaoshelius.stack.procs import LOOPBACK, ensure_port_free, pid_alive, wait_until
 from chaoshelius.stack.state import private_dir, write_private
+
+log = logging.getLogger(__name__)
 
 PG_USER = "helius-pg"  # OS user the server runs as when we are root
 PG_HOME_ENV = "HELIUS_PG_HOME"
@@ -126,6 +129,16 @@ class PostgresServer:
         ensure_port_free(self.port, "PostgreSQL")
         self._prepare_dirs()
         if not (self.data_dir / "PG_VERSION").exists():
+            self._initdb()
+        elif not self.password_file.exists() and self._as_root:
+            # a cluster below /var/lib/helius-pg that outlived its stack's state dir (deleted,
+            # then made again at the same path, e.g. a new clone): its password went with the
+            # state dir, so nothing can log in to it; it holds no other data: start it afresh
+            log.warning(
+                "PostgreSQL cluster %s lost its password file: re-creating it", self.data_dir
+            )
+            shutil.rmtree(self.data_dir)
+            self._prepare_dirs()
             self._initdb()
         elif not self.password_file.exists():
             raise StackError(

@@ -312,3 +312,34 @@ def test_state_files_are_written_for_the_owner_only(tmp_path: Path) -> None:
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
     assert stat.S_IMODE(paths.state_file.stat().st_mode) == 0o600
     assert json.loads(paths.state_file.read_text())["profile"]["reco_env"] == {"SECRET": "x"}
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0, reason="the cluster lives outside the state dir only as root"
+)
+def test_a_cluster_that_outlived_its_state_dir_is_recreated(tmp_path: Path) -> None:
+    """A new clone at the same path as a deleted one finds the old cluster under the PG home but
+    not its password (which lived in the deleted state dir): it must start afresh, not refuse
+    (seen in a CI-like re-clone). The default PG home: the server user cannot enter pytest's
+    private tmp dir."""
+    data = tmp_path / "clone" / ".helius" / "postgres" / "data"
+    port = _free_port()
+    first = PostgresServer(data, port=port)
+    first.start()
+    first.stop()
+    shutil.rmtree(tmp_path / "clone")  # the clone is deleted; the cluster under pg-home stays
+    data.mkdir(parents=True)  # a new clone's stack makes its state dirs before PostgreSQL starts
+    again = PostgresServer(data, port=port)
+    try:
+        again.start()
+        assert again.accepts_connections()
+    finally:
+        again.stop()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
