@@ -439,9 +439,10 @@ def az_drain() -> Json:
                 **w,
             ),
             # half of what the stack sustains (measured now): losing a third of the
-            # recommenders is a real stress. Availability must hold and the median may
-            # triple; the tail may not pass 10x (measured 6.8x at 520 req/s, CI 2026-11-30)
-            *clients(w, latency={"max_ratio": 10.0, "p50_max_ratio": 3.0}),
+            # recommenders is a real stress. Availability must hold, the median may triple,
+            # the tail may not pass 3x + 1 s: the zone's pods restarting on the same two
+            # cores put p99 at 433-645 ms whatever the baseline (41-147 ms; three CI runs)
+            *clients(w, latency={"max_ratio": 3.0, "noise_seconds": 1.0, "p50_max_ratio": 3.0}),
             probe("no-fallback", "slo.probes", "fallback_never_engaged", grace_seconds=10, **w),
             probe(
                 "recommenders-back-in-every-zone",
