@@ -43,9 +43,10 @@ LATENCY = {
     "p50_noise_seconds": 0.005,
 }
 # Where the recovery restarts MLflow or a recommender, the local stack's cold starts (a full
-# core each for seconds) inflate the tail: measured p99 x4.5 over mlflow-outage's recovery
-# with p50 x1.12 (CI run 2026-11-30). There the median guards; the tail gets x10.
-RESTARTS = {"max_ratio": 10.0}
+# core each for seconds) put the tail at 140-650 ms whatever the baseline (19-147 ms): p99
+# x4.5 in mlflow-outage, x21 in the cold start, with p50 x1.1-x2.1 (CI runs 2026-11-30).
+# There the median guards (x2 + 5 ms) and the tail is bounded: 3x + 1 s.
+RESTARTS = {"max_ratio": 3.0, "noise_seconds": 1.0}
 
 Json = dict[str, Any]
 
