@@ -97,6 +97,8 @@ class LoadGenerator(Protocol):
         shape: str = "steady",
         request_timeout_seconds: float = 5.0,
         startup_timeout_seconds: float = 120.0,
+        rate: float | None = None,
+        new_connection_share: float | None = None,
     ) -> dict[str, Any]:
         """Start the load, bounded by `duration_seconds` even if nobody stops it."""
         ...

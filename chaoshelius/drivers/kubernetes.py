@@ -702,20 +702,32 @@ class KubernetesDriver:
         shape: str = "steady",
         request_timeout_seconds: float = 5.0,
         startup_timeout_seconds: float = 120.0,
+        rate: float | None = None,
+        new_connection_share: float | None = None,
     ) -> dict[str, Any]:
         """Start the in-cluster Locust (manifests/base/loadgen.yaml): settings into the
         ConfigMap, master to 1 and workers to `workers`, both annotated to go back to 0 at
-        `duration_seconds` (stop_load, or the reaper if the runner is gone). Returns once the
-        master and every worker are ready."""
+        `duration_seconds` (stop_load, or the reaper if the runner is gone). `rate` (requests/s
+        for the whole load) and `new_connection_share` are the locustfile's pacing and churn.
+        Returns once the master and every worker are ready."""
         now = time.time()
         expires = now + duration_seconds
-        settings = {
-            "LOCUST_USERS": str(users),
-            "LOCUST_SPAWN_RATE": str(spawn_rate),
-            "LOCUST_EXPECT_WORKERS": str(workers),
-            "LOCUST_REQUEST_TIMEOUT": str(request_timeout_seconds),
-            "LOCUST_SHAPE": shape,
-        } | ({"LOCUST_HOST": host} if host else {})
+        settings = (
+            {
+                "LOCUST_USERS": str(users),
+                "LOCUST_SPAWN_RATE": str(spawn_rate),
+                "LOCUST_EXPECT_WORKERS": str(workers),
+                "LOCUST_REQUEST_TIMEOUT": str(request_timeout_seconds),
+                "LOCUST_SHAPE": shape,
+            }
+            | ({"LOCUST_HOST": host} if host else {})
+            | ({"LOCUST_TARGET_RPS": f"{rate:g}"} if rate is not None else {})
+            | (
+                {"LOCUST_NEW_CONNECTION_SHARE": f"{new_connection_share:g}"}
+                if new_connection_share is not None
+                else {}
+            )
+        )
         with self._calling("start the in-cluster load generator"):
             apps = k8s.AppsV1Api(self._api())
             master: Any = apps.read_namespaced_deployment(LOADGEN_MASTER, self._ns)

@@ -31,6 +31,7 @@ import httpx
 from chaoslib.types import Configuration, Secrets
 
 from chaoshelius import windows
+from chaoshelius.drivers import LoadGenerator, get_driver
 from chaoshelius.exceptions import ConfigurationError, TargetError
 from chaoshelius.load import _runtime as rt
 from chaoshelius.load.capacity import measure_capacity
@@ -77,6 +78,9 @@ def start_load(
     `request_timeout_seconds` counts as a "timeout" failure. The settings are written to
     `<helius_run_dir>/load.json` (stop_load adds the rate really measured).
 
+    With target=kubernetes the load runs in the cluster instead (the kubernetes driver sizes
+    the in-cluster Locust master + `processes` workers; capacity mode is local only).
+
     Returns {"pid", "metrics_url", "run_dir", "rate", "users", "processes"} once the
     client-metrics endpoint answers. Fails if a load is already running (run stop_load first)
     or if Locust exits early.
@@ -108,6 +112,21 @@ def start_load(
     if shape not in ("steady", "ramp"):
         raise TargetError(f"start_load: shape must be 'steady' or 'ramp', not {shape!r}.")
     files = rt.run_files(config)
+    if config.target != "local":
+        return _start_in_cluster(
+            config,
+            files,
+            rate=rate,
+            capacity_fraction=capacity_fraction,
+            users=users,
+            spawn_rate=spawn_rate,
+            processes=processes,
+            duration_seconds=duration_seconds,
+            host=host,
+            shape=shape,
+            request_timeout_seconds=request_timeout_seconds,
+            new_connection_share=new_connection_share,
+        )
     rt.forget_finished_children(files)
     port = config.helius_loadgen_metrics_port
     metrics_url = f"http://127.0.0.1:{port}/metrics"
@@ -218,6 +237,98 @@ def start_load(
     )
 
 
+def _cluster_driver(config: rt.LoadConfig) -> LoadGenerator:
+    driver = get_driver(config)
+    if not isinstance(driver, LoadGenerator):
+        raise TargetError(
+            f"target {config.target!r} has no load generator of its own; use target=local "
+            "or a driver that runs the load (kubernetes: manifests/base/loadgen.yaml)"
+        )
+    return driver
+
+
+def _start_in_cluster(
+    config: rt.LoadConfig,
+    files: rt.RunFiles,
+    *,
+    rate: float | None,
+    capacity_fraction: float | None,
+    users: int | None,
+    spawn_rate: float | None,
+    processes: int | None,
+    duration_seconds: int,
+    host: str | None,
+    shape: str,
+    request_timeout_seconds: float,
+    new_connection_share: float,
+) -> dict[str, Any]:
+    """The load on a cluster: the in-cluster Locust (master + `processes` workers, Locust's
+    distributed mode) sized like the local one, scraped there as `app=loadgen`; `host`
+    defaults to the in-cluster Service the manifests' settings name."""
+    chosen, source = _rate(config, rate)
+    if capacity_fraction is not None:
+        # measuring from the runner's machine says nothing of a cluster's capacity: the run's
+        # configured rate (from a capacity test in the cluster) stands in for the fraction
+        if source == "default":
+            raise TargetError(
+                "start_load: capacity_fraction measures the stack from this machine, which "
+                f"says nothing of a {config.target} target; set helius_load_rate (or "
+                f"{rt.RATE_ENV}) to the rate to run at, from a capacity test in the cluster."
+            )
+        source += f" (capacity_fraction {capacity_fraction:g} is local only)"
+    if users is None:
+        users = max(1, math.ceil(chosen / RATE_PER_USER))
+    if processes is None:
+        processes = config.helius_load_processes or _env_int(rt.PROCESSES_ENV)
+    workers = processes or max(1, math.ceil(chosen / RATE_PER_PROCESS))
+    spawn = spawn_rate if spawn_rate is not None else max(10.0, users / 5)
+    plan = {
+        "target": config.target,
+        "rate": chosen,
+        "rate_source": source,
+        "users": users,
+        "spawn_rate": spawn,
+        "processes": workers,
+    }
+    started = _cluster_driver(config).start_load(
+        users=users,
+        spawn_rate=spawn,
+        duration_seconds=duration_seconds,
+        workers=workers,
+        host=host,
+        shape=shape,
+        request_timeout_seconds=request_timeout_seconds,
+        rate=chosen,
+        new_connection_share=new_connection_share,
+    )
+    files.run_dir.mkdir(parents=True, exist_ok=True)
+    rt.write_json(
+        files.load_json,
+        {
+            **plan,
+            "host": host,
+            "shape": shape,
+            "duration_seconds": duration_seconds,
+            "request_timeout_seconds": request_timeout_seconds,
+            "new_connection_share": new_connection_share,
+            "started_at": time.time(),
+            "expires_at": started.get("expires_at"),
+        },
+    )
+    return {**plan, **started, "run_dir": str(files.run_dir)}
+
+
+def _rate(config: rt.LoadConfig, rate: float | None) -> tuple[float, str]:
+    """The load's rate and where it came from: argument, configuration, environment, default."""
+    if rate is not None:
+        return rate, "argument"
+    if config.helius_load_rate is not None:
+        return config.helius_load_rate, "configuration helius_load_rate"
+    if (from_env := _env_float(rt.RATE_ENV)) is not None:
+        return from_env, f"environment {rt.RATE_ENV}"
+    return DEFAULT_RATE, "default"
+
+
 def _plan(
     config: rt.LoadConfig,
     host: str,
@@ -241,14 +352,8 @@ def _plan(
         )
         measured = found.to_json()
         chosen, source = round(found.capacity_rps * capacity_fraction, 1), "capacity"
-    elif rate is not None:
-        chosen, source = rate, "argument"
-    elif config.helius_load_rate is not None:
-        chosen, source = config.helius_load_rate, "configuration helius_load_rate"
-    elif (from_env := _env_float(rt.RATE_ENV)) is not None:
-        chosen, source = from_env, f"environment {rt.RATE_ENV}"
     else:
-        chosen, source = DEFAULT_RATE, "default"
+        chosen, source = _rate(config, rate)
     if users is None:
         users = max(1, math.ceil(chosen / RATE_PER_USER))
     if processes is None:
@@ -303,6 +408,8 @@ def stop_load(
     windows.load_stopped()  # the client probes judge a fault's recovery up to here
     config = rt.load_config(configuration)
     files = rt.run_files(config)
+    if config.target != "local":
+        return {**_cluster_driver(config).stop_load(), "target": config.target}
     rt.forget_finished_children(files)
     pid = rt.read_pid(files)
     result: dict[str, Any] = {"stopped": False, "pid": pid, "signal": None}

@@ -733,6 +733,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # the readiness and liveness probes are several requests a second: their answers are in
+    # the stack's state, not one log line each
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     # everything the stack writes (state, logs, the TSDB, artifacts, its children's files) is
     # for its owner only: 0600 files, 0700 directories
     os.umask(0o777 & ~PRIVATE_DIR_MODE)

@@ -34,6 +34,7 @@ from chaoshelius.drivers.kubernetes import (
     KubernetesDriver,
 )
 from chaoshelius.exceptions import TargetError
+from chaoshelius.load.actions import start_load
 from chaoshelius.zones import probes as zone_probes
 
 NS = "helius"
@@ -241,3 +242,53 @@ def test_start_load_sizes_the_in_cluster_locust_and_stop_load_ends_it(
     assert ANNOT_ORIGINAL not in cluster.deployments[(NS, "loadgen-master")]["metadata"].get(
         "annotations", {}
     )
+
+
+def test_the_experiments_load_actions_run_the_in_cluster_locust_on_target_kubernetes(
+    cluster: FakeKubeAPI, configuration: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The catalogue's own start-load / stop-load steps (chaoshelius.load.actions, through
+    Chaos Toolkit's python provider) size the in-cluster Locust from the rate: no local
+    Locust process, the pacing and churn in the settings, load.json in the run dir."""
+    configuration = {**configuration, "helius_load_rate": 500}
+
+    def activity(func: str, **arguments: Any) -> Any:
+        return run_python_activity(
+            {
+                "type": "action",
+                "name": func,
+                "provider": {
+                    "type": "python",
+                    "module": "chaoshelius.load.actions",
+                    "func": func,
+                    "arguments": arguments,
+                },
+            },
+            configuration,
+            {},
+        )
+
+    started = activity("start_load", duration_seconds=120)
+    assert started["target"] == "kubernetes" and "pid" not in started
+    assert (started["rate"], started["users"], started["processes"]) == (500, 200, 2)
+    settings = cluster.configmaps[(NS, "loadgen-settings")]["data"]
+    assert settings["LOCUST_TARGET_RPS"] == "500"
+    assert settings["LOCUST_USERS"] == "200" and settings["LOCUST_EXPECT_WORKERS"] == "2"
+    assert settings["LOCUST_NEW_CONNECTION_SHARE"] == "0.05"
+    assert len(cluster.live_pods(NS, "loadgen")) == 3  # master + 2 workers
+    recorded = (Path(configuration["helius_run_dir"]) / "load.json").read_text()
+    assert '"rate": 500' in recorded and '"target": "kubernetes"' in recorded
+
+    stopped = activity("stop_load")
+    assert stopped["stopped"] is True and cluster.live_pods(NS, "loadgen") == []
+    assert windows.load_stopped_at() is not None  # the client probes judge up to here
+
+    # az-drain's capacity mode measures from this machine: on a cluster the configured rate
+    # stands in for it, and without one the run is refused with what to set
+    drained = activity("start_load", capacity_fraction=0.5, duration_seconds=60)
+    assert drained["rate"] == 500 and "local only" in drained["rate_source"]
+    activity("stop_load")
+    monkeypatch.delenv("HELIUS_LOAD_RATE", raising=False)
+    del configuration["helius_load_rate"]
+    with pytest.raises(TargetError, match="set helius_load_rate"):
+        start_load(capacity_fraction=0.5, configuration=configuration)

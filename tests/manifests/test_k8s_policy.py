@@ -160,3 +160,25 @@ def test_a_broken_manifest_is_caught(breakage: str, rendered: dict[str, list[Obj
     breaker(objects)
     problems = check_all(objects)
     assert any(expected in p for p in problems), problems
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_the_load_generator_exports_where_it_is_probed_and_scraped(
+    target: str, rendered: dict[str, list[Obj]]
+) -> None:
+    """The locustfile's exporter binds 127.0.0.1 unless told otherwise: in a pod the kubelet's
+    readiness probe and Prometheus come from outside it, so the worker must bind its pod's
+    address on the port both use."""
+    worker = next(
+        o
+        for o in rendered[target]
+        if o["kind"] == "Deployment" and o["metadata"]["name"] == "loadgen-worker"
+    )
+    pod = worker["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    command = container["command"]
+    port = command[command.index("--metrics-port") + 1]
+    assert "--metrics-host" in command, command
+    assert command[command.index("--metrics-host") + 1] not in ("127.0.0.1", "localhost")
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == port
+    assert container["readinessProbe"]["httpGet"]["port"] in ("metrics", int(port))
