@@ -27,18 +27,22 @@ OK = {"type": "jsonpath", "path": "$.ok", "expect": True}
 # The rate is the suite's: `helius_load_rate` / HELIUS_LOAD_RATE, else 250 requests/s
 # (chaoshelius.load.actions.start_load; docs/load.md).
 LOAD: dict[str, Any] = {"duration_seconds": 300}
-# Seconds of load before the fault: the first 10 s warm the clients and the service's per-user
-# caches up, the last 10 s are the latency baseline (`baseline_seconds` of the latency probe).
-WARM_UP = 20
+# Seconds of load before the fault: the first 5 s spawn the clients (start_load spawns them all
+# within 5 s), the last 10 s are the baseline of the client probes (`baseline_seconds`).
+WARM_UP = 15
 
 # Client SLOs, from the healthy service's measured noise (docs/experiments.md, "Thresholds").
 # The judged span includes the recovery, when the local stack starts processes on the same two
 # cores as the recommenders: the tail (p99) gets x3, the median (p50), which a slower path on
 # every request moves and process starts barely do, keeps x2.
-SUCCESS = {"min_ratio": 0.99, "min_worst_ratio": 0.95}
+SUCCESS = {"min_ratio": 0.99, "min_worst_ratio": 0.95, "baseline_seconds": 10}
+# The tail of a 40-55 s span on two shared cores (MLflow reconnecting, the pods reloading a
+# model) moved p99 from 21 ms to 48 ms in a healthy model-promoted run and past 3x + 10 ms in
+# CI (2026-11-30): the tail's additive noise is 50 ms. A slower path on every request moves the
+# median, which keeps x2 + 5 ms.
 LATENCY = {
     "max_ratio": 3.0,
-    "noise_seconds": 0.01,
+    "noise_seconds": 0.05,
     "p50_max_ratio": 2.0,
     "p50_noise_seconds": 0.005,
 }
@@ -340,7 +344,7 @@ def rds_path_cut() -> Json:
     return experiment(
         "MLflow -> RDS path blackholed: fallback, alert, MLflow recovers without restart",
         "Blackhole the mlflow-rds path (connections hang, like a NetworkPolicy drop; TTL 90 s) "
-        "for 40 s under load, then restore. MLflow stays up but cannot answer registry calls; "
+        "for 30 s under load, then restore. MLflow stays up but cannot answer registry calls; "
         "the recommenders' refreshes fail (proof), every one of them enters fallback, "
         "MLflowDegraded and RecoEngineInFallback fire, clients keep their answers at their "
         "usual latency, and once the path is back MLflow serves again with the same pods "
@@ -371,7 +375,7 @@ def rds_path_cut() -> Json:
                 "slo.probes",
                 "alert_fired",
                 alertname="MLflowDegraded",
-                within_seconds=45,
+                within_seconds=30,
                 **w,
             ),
             probe(
@@ -379,7 +383,7 @@ def rds_path_cut() -> Json:
                 "slo.probes",
                 "alert_fired",
                 alertname="RecoEngineInFallback",
-                within_seconds=40,
+                within_seconds=30,
                 **w,
             ),
             probe(
@@ -403,7 +407,7 @@ def rds_path_cut() -> Json:
                 "blackhole-mlflow-rds",
                 "network.actions",
                 "cut_path",
-                after=40,
+                after=30,
                 edge="mlflow-rds",
                 mode="blackhole",
                 ttl_seconds=90,

@@ -27,6 +27,14 @@ def group() -> None:
 )
 @click.option("--only", multiple=True, help="Run only this experiment (file stem); repeatable.")
 @click.option(
+    "--repeat",
+    type=click.IntRange(1, 100),
+    default=1,
+    show_default=True,
+    help="Run each chosen experiment this many times in a row (a false-alarm campaign: a "
+    "healthy stack must pass every one).",
+)
+@click.option(
     "--negative",
     is_flag=True,
     help="Run the negative controls: each experiment against its fragile variant; each must "
@@ -98,6 +106,7 @@ def group() -> None:
 def run(
     experiments_dir: Path,
     only: tuple[str, ...],
+    repeat: int,
     negative: bool,
     reports_dir: Path,
     state_dir: Path,
@@ -120,7 +129,7 @@ def run(
     from chaoshelius.suite import SuiteOptions, chaos_run_args, plan, run_suite
 
     try:
-        runs = plan(experiments_dir, only, negative)
+        runs = plan(experiments_dir, only, negative, repeat)
         chaos_args = chaos_run_args(
             var=var,
             var_file=var_file,

@@ -311,6 +311,14 @@ def _gauges(judged: Judged, start: float, end: float) -> tuple[str, list[_PodGau
     return q, sorted(pods, key=lambda g: g.pod)
 
 
+def _scrape_interval(pods: list[_PodGauge]) -> float:
+    """The scrape interval the samples show (median spacing; 1 s if there are too few)."""
+    gaps = sorted(
+        b - a for g in pods for (a, _), (b, _) in zip(g.points, g.points[1:], strict=False)
+    )
+    return gaps[len(gaps) // 2] if gaps else 1.0
+
+
 def _dependency_back_at(judged: Judged, after_app_back: str | None) -> float | None:
     """When the fault's dependency was back: the fault's end, or (with `after_app_back`) when
     Prometheus first scraped a target of that app again after it. None: never came back."""
@@ -350,6 +358,7 @@ def fallback_engaged_within(
     problems: list[str] = []
     engaged: dict[str, float] = {}
     killed = {str(p) for w in windows.windows() for p in w.details.get("killed", [])}
+    slack = 2 * _scrape_interval(pods) if after_app_back else 0.5
     for gauge in pods:
         present = gauge.born <= start + _PRESENT_SLACK_SECONDS
         ref = start if present else gauge.born
@@ -364,7 +373,10 @@ def fallback_engaged_within(
         engaged[gauge.pod] = first - ref
         if first - ref > seconds:
             problems.append(f"{gauge.pod} reported fallback only after {first - ref:.1f} s")
-        cleared = next((t for t, v in inside if t > first and t < back - 0.5 and v < 1), None)
+        # the dependency's return is seen through its own scrape, the clear through the pod's:
+        # each is up to one scrape interval late, so a clear closer to `back` than two
+        # intervals is the same moment (a pod that reached the first MLflow replica up)
+        cleared = next((t for t, v in inside if t > first and t < back - slack and v < 1), None)
         if cleared is not None:
             problems.append(
                 f"{gauge.pod} cleared at +{cleared - start:.1f} s, before the dependency was "

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -72,6 +72,7 @@ SAFEGUARDS_ENV = "HELIUS_SAFEGUARDS"  # chaoshelius.controls.safeguards reads it
 INTERRUPTED_EXIT = 130
 CHAOS_STOP_GRACE_SECONDS = 120.0  # rollbacks + after-hypothesis queries, then SIGKILL
 STEADY_TIMEOUT_SECONDS = 120.0  # before each run: the previous one's recovery to settle
+STEADY_NOTE_SECONDS = 10.0  # a longer wait is printed with what it waited for
 
 
 class SuiteError(HeliusError):
@@ -84,6 +85,7 @@ class PlannedRun:
     profile: Path | None = None  # stack profile; None = the shipped default
     expected: Verdict = Verdict.PASSED
     expected_probes: tuple[str, ...] = ()  # negative controls: probes that must fail
+    repeat: int = 0  # 1..N when the suite runs each experiment N times (0: once)
 
     @property
     def key(self) -> str:
@@ -95,7 +97,8 @@ class PlannedRun:
 
     def run_id(self, suite_id: str) -> str:
         suffix = "" if self.profile is None else f"--{self.profile.stem}"
-        return f"{suite_id}-{self.key}{suffix}"
+        again = f"-r{self.repeat:02d}" if self.repeat else ""
+        return f"{suite_id}-{self.key}{suffix}{again}"
 
 
 @dataclass(frozen=True)
@@ -127,9 +130,19 @@ class SuiteResult:
 
 
 def plan(
-    experiments_dir: Path, only: Sequence[str] = (), negative: bool = False
+    experiments_dir: Path, only: Sequence[str] = (), negative: bool = False, repeat: int = 1
 ) -> list[PlannedRun]:
-    """The runs of the catalogue (or of `only`), in file order; negatives grouped by profile."""
+    """The runs of the catalogue (or of `only`), in file order; negatives grouped by profile.
+    With `repeat` N > 1, each run N times in a row (a false-alarm campaign), numbered."""
+    if repeat < 1:
+        raise SuiteError(f"--repeat {repeat}: at least 1")
+    once = _plan_once(experiments_dir, only, negative)
+    if repeat == 1:
+        return once
+    return [replace(run, repeat=i) for run in once for i in range(1, repeat + 1)]
+
+
+def _plan_once(experiments_dir: Path, only: Sequence[str], negative: bool) -> list[PlannedRun]:
     files = sorted(experiments_dir.glob("*.json"))
     if not files:
         raise SuiteError(f"no experiments (*.json) in {experiments_dir}")
@@ -254,8 +267,10 @@ def run_suite(runs: Sequence[PlannedRun], options: SuiteOptions) -> SuiteResult:
             for position, run in enumerate(runs, start=1):
                 if interrupts.fired:
                     break
-                prefix = f"[{position}/{len(runs)}] {run.key}" + (
-                    f" [{run.variant}]" if run.variant else ""
+                prefix = (
+                    f"[{position}/{len(runs)}] {run.key}"
+                    + (f" [{run.variant}]" if run.variant else "")
+                    + (f" #{run.repeat}" if run.repeat else "")
                 )
                 if state is None or run.profile != current:
                     config = StackConfig.load(run.profile) if run.profile else StackConfig()
@@ -265,9 +280,14 @@ def run_suite(runs: Sequence[PlannedRun], options: SuiteOptions) -> SuiteResult:
                     state, current = up.state, run.profile
                 if options.progress:
                     echo(f"{prefix} — waiting for a steady stack")
-                unsteady = _await_steady(
+                waited = time.monotonic()
+                unsteady, held_by = _await_steady(
                     options.state_dir, state, STEADY_TIMEOUT_SECONDS, interrupts
                 )
+                waited = time.monotonic() - waited
+                if unsteady is None and held_by and waited >= STEADY_NOTE_SECONDS:
+                    # where suite time goes: a stack that takes long to settle says why
+                    echo(f"-- steady after {waited:.0f} s (waited for: {held_by})")
                 if unsteady is not None:
                     # a fault injected into a stack that is already degraded proves nothing
                     summary = _not_run(
@@ -445,25 +465,28 @@ def _not_run(
 
 def _await_steady(
     state_dir: Path, state: dict[str, Any], timeout: float, interrupts: _Interrupts
-) -> str | None:
+) -> tuple[str | None, str]:
     """Wait until the stack is steady: every pod ready, no fault active, every recommender
     seen by Prometheus out of fallback, no alert firing, and a prediction through the service
-    answering 200. Returns None when steady, else why not (the last reason seen)."""
+    answering 200. Returns (None when steady else why not, the reasons it waited for)."""
     ports = state["ports"]
     predict = f"http://127.0.0.1:{ports['reco_service']}/predict"
     prom = PrometheusAPI(f"http://127.0.0.1:{ports['prometheus']}", 5.0)
     deadline = time.monotonic() + timeout
     why = "not checked"
+    seen: list[str] = []
     control = ControlClient.for_state_dir(state_dir, timeout=5)
     with control, httpx.Client(timeout=5) as client:
         while not interrupts.fired:
             why = _unsteady_reason(control, client, predict, prom) or ""
             if not why:
-                return None
+                return None, "; ".join(seen)
+            if why not in seen:
+                seen.append(why)
             if time.monotonic() >= deadline:
-                return why
+                return why, "; ".join(seen)
             time.sleep(1.0)
-    return why or "interrupted"
+    return why or "interrupted", "; ".join(seen)
 
 
 def _unsteady_reason(

@@ -159,6 +159,26 @@ def test_fallback_engaged_and_cleared(cfg: dict[str, Any], history: PromHistory)
     assert not probes.fallback_never_engaged(window_id=good.id, configuration=cfg)["ok"]
 
 
+def test_a_clear_within_two_scrapes_of_the_dependencys_return_is_that_return(
+    cfg: dict[str, Any], history: PromHistory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GOOD: every pod clears at 166. The dependency's return is seen through its own scrape
+    (1 s here): a pod that reached the first replica back clears up to two scrape intervals
+    before Prometheus counts the app up (seen in a healthy cold-start run: 0.7 s). Beyond
+    that, a clear is a gauge that gave up early."""
+    good = _window(cfg, history, GOOD)
+
+    def judged_with_back_at(offset: float) -> dict[str, Any]:
+        monkeypatch.setattr(probes, "_dependency_back_at", lambda *_: history.at(offset))
+        return probes.fallback_engaged_within(
+            10, after_app_back="mlflow", window_id=good.id, configuration=cfg
+        )
+
+    assert judged_with_back_at(167)["ok"]  # seen up 1 s after the pods cleared
+    late = judged_with_back_at(170)  # 4 s: the pods cleared while it was still down
+    assert not late["ok"] and "before the dependency was back" in late["description"]
+
+
 def test_one_lying_pod_fails_fallback_engaged(cfg: dict[str, Any], history: PromHistory) -> None:
     """BAD: three pods report fallback, one stays at 0. `max()` over pods reads 1 the whole
     time (what the probe used to judge); judged per pod, the liar is named."""

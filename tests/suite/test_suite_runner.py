@@ -24,6 +24,7 @@ from chaoshelius.suite import (
     chaos_argv,
     chaos_env,
     chaos_run_args,
+    plan,
     progress_reporter,
     summary_line,
 )
@@ -240,3 +241,18 @@ def test_negative_controls_run_without_safeguards(
     off = SuiteOptions(safeguards=False)
     assert chaos_env(normal, tmp_path, ports, off)["HELIUS_SAFEGUARDS"] == "off"
     assert chaos_env(normal, tmp_path, ports, on)["HELIUS_RUN_DIR"] == str(tmp_path.resolve())
+
+
+def test_repeat_plans_each_run_n_times_in_a_row_with_distinct_run_dirs() -> None:
+    """A false-alarm campaign (`--repeat 3`): each experiment three times in a row, each run in
+    its own directory (the same suite id and key must not overwrite each other's journal)."""
+    experiments = EXPERIMENTS
+    runs = plan(experiments, ("reco-pod-kill", "az-drain"), repeat=3)
+    assert [(r.key, r.repeat) for r in runs] == [
+        ("reco-pod-kill", 1), ("reco-pod-kill", 2), ("reco-pod-kill", 3),
+        ("az-drain", 1), ("az-drain", 2), ("az-drain", 3),
+    ]  # fmt: skip
+    assert len({r.run_id("s") for r in runs}) == 6
+    assert plan(experiments, ("reco-pod-kill",))[0].run_id("s") == "s-reco-pod-kill"
+    with pytest.raises(SuiteError, match="at least 1"):
+        plan(experiments, ("reco-pod-kill",), repeat=0)
