@@ -64,3 +64,24 @@ def index(reports_dir: Path, suite_id: str | None, fail_on_unexpected: bool) -> 
         click.echo(f"warning: {problem}", err=True)
     if fail_on_unexpected and bad:
         raise SystemExit(1)
+
+
+@group.command("margins")
+@click.argument(
+    "reports_dirs",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+)
+@click.option("--limit", default=25, show_default=True, help="Rows of the table.")
+def margins(reports_dirs: tuple[Path, ...], limit: int) -> None:
+    """How close the normal runs under REPORTS_DIRS came to each threshold (a false-alarm
+    campaign's evidence): share of each allowance used, closest first, and the load."""
+    from chaoshelius.report.margins import collect, render
+
+    found = collect(reports_dirs)
+    if not found.runs:
+        raise click.ClickException(
+            f"no normal runs (runs/*/journal.json) under {', '.join(map(str, reports_dirs))}"
+        )
+    click.echo(render(found, limit))

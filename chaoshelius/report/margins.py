@@ -1,0 +1,143 @@
+"""How close healthy runs came to each threshold: the evidence a false-alarm campaign gives.
+
+`chaoshelius report margins reports/` reads every normal run's journal (negative controls are
+left out: they are meant to fail) and, for each (experiment, probe) whose judgement has a
+numeric allowance, the share of that allowance the run used: 1.0 is at the threshold, above
+1.0 is a deviation. Sorted with the closest call first, with the load each experiment ran at,
+it says which threshold a noisier machine would trip first and by how much.
+
+Share of the allowance, per probe function:
+- latency_p99_ratio: the larger of p99 / allowed p99 and p50 / allowed p50;
+- client_success_ratio: the larger of the lost share over the allowed loss, for the whole
+  span and for the worst short window;
+- fallback_engaged_within, fallback_cleared_within, replicas_recovered_within,
+  models_converged_within, alert_fired: the measured seconds over the allowed seconds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Margin", "Margins", "allowance_used", "collect", "render"]
+
+_TIMED = {
+    "fallback_engaged_within": "seconds",
+    "fallback_cleared_within": "seconds",
+    "replicas_recovered_within": "seconds",
+    "models_converged_within": "seconds",
+    "alert_fired": "within_seconds",
+}
+
+
+def allowance_used(func: str, output: dict[str, Any]) -> float | None:
+    """The share of its allowance a probe's measurement used, or None if it has none."""
+    t = output.get("threshold") or {}
+    try:
+        if func == "latency_p99_ratio":
+            p99 = output["p99_during_seconds"] / output["allowed_seconds"]
+            allowed_p50 = t["p50_max_ratio"] * output["p50_before_seconds"] + t.get(
+                "p50_noise_seconds", 0.0
+            )
+            return float(max(p99, output["p50_during_seconds"] / allowed_p50))
+        if func == "client_success_ratio":
+            whole = (1 - output["value"]) / (1 - t["min_ratio"])
+            worst = (1 - output["worst_window_ratio"]) / (1 - t["min_worst_ratio"])
+            return float(max(whole, worst))
+        if func in _TIMED:
+            return float(output["value"]) / float(t[_TIMED[func]])
+    except (KeyError, TypeError, ZeroDivisionError):
+        return None
+    return None
+
+
+@dataclass
+class Margin:
+    experiment: str
+    probe: str
+    used: list[float] = field(default_factory=list)
+    failed: int = 0
+    closest: str = ""  # the description of the run that came closest
+
+    @property
+    def worst(self) -> float:
+        return max(self.used)
+
+
+@dataclass
+class Margins:
+    runs: int = 0
+    deviated: list[str] = field(default_factory=list)  # run ids
+    loads: dict[str, list[float]] = field(default_factory=dict)  # experiment -> req/s per run
+    rows: list[Margin] = field(default_factory=list)  # closest first
+
+
+def collect(reports_dirs: Iterable[Path]) -> Margins:
+    """Every normal run under `<dir>/runs/*/` of each reports dir."""
+    found = Margins()
+    by_key: dict[tuple[str, str], Margin] = {}
+    for reports in reports_dirs:
+        for journal_path in sorted(Path(reports).glob("runs/*/journal.json")):
+            run_dir = journal_path.parent
+            meta = _read(run_dir / "meta.json") or {}
+            if meta.get("variant"):
+                continue  # a negative control: meant to fail
+            journal = _read(journal_path)
+            if journal is None:
+                continue
+            experiment = str(meta.get("experiment") or run_dir.name)
+            found.runs += 1
+            if journal.get("deviated") or journal.get("status") != "completed":
+                found.deviated.append(run_dir.name)
+            after = (journal.get("steady_states") or {}).get("after") or {}
+            for probe in after.get("probes") or []:
+                _add(found, by_key, experiment, probe)
+    found.rows = sorted(by_key.values(), key=lambda m: (-m.failed, -m.worst))  # failures first
+    return found
+
+
+def _add(
+    found: Margins, by_key: dict[tuple[str, str], Margin], experiment: str, probe: dict[str, Any]
+) -> None:
+    output = probe.get("output")
+    func = str((probe.get("activity") or {}).get("provider", {}).get("func", ""))
+    if not isinstance(output, dict):
+        return
+    if func == "client_success_ratio" and "requests_per_second" in output:
+        found.loads.setdefault(experiment, []).append(float(output["requests_per_second"]))
+    used = allowance_used(func, output)
+    if used is None:
+        return
+    name = str(probe["activity"].get("name", func))
+    margin = by_key.setdefault((experiment, name), Margin(experiment, name))
+    if not margin.used or used > margin.worst:
+        margin.closest = str(output.get("description", ""))
+    margin.used.append(used)
+    margin.failed += probe.get("tolerance_met") is False
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def render(found: Margins, limit: int = 25) -> str:
+    lines = [f"{found.runs} normal run(s), {len(found.deviated)} deviated"]
+    lines += [f"  deviated: {run}" for run in found.deviated]
+    for experiment, rates in sorted(found.loads.items()):
+        lines.append(
+            f"load {experiment}: {len(rates)} run(s) at {min(rates):.0f}-{max(rates):.0f} req/s"
+        )
+    lines.append("allowance used (1.00 = at the threshold), failures then closest first:")
+    for m in found.rows[:limit]:
+        lines.append(
+            f"{m.worst:5.2f}  {m.experiment:<34} {m.probe:<36} n={len(m.used)} "
+            f"failed={m.failed}  {m.closest[:160]}"
+        )
+    return "\n".join(lines)
