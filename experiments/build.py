@@ -27,15 +27,76 @@ OK = {"type": "jsonpath", "path": "$.ok", "expect": True}
 # The rate is the suite's: `helius_load_rate` / HELIUS_LOAD_RATE, else 250 requests/s
 # (chaoshelius.load.actions.start_load; docs/load.md).
 LOAD: dict[str, Any] = {"duration_seconds": 300}
-# Seconds of load before the fault: the first 5 s spawn the clients (start_load spawns them all
-# within 5 s), the last 10 s are the baseline of the client probes (`baseline_seconds`).
-WARM_UP = 15
+# ---------------------------------------------------------------- timing per target
+# Every duration that depends on the target is a configuration key (environment variable: the
+# key in upper case) whose default is the local stack's; a cluster's come from
+# `--var-file experiments/profiles/cluster.json`, derived from the manifests' scrape, refresh
+# and liveness settings (manifests/README.md, "Timing per target"; checked by
+# tests/manifests/test_timing_profile.py).
+TIMING: dict[str, int] = {
+    # load before the fault: the clients spawn (within 5 s), then the baseline
+    "helius_warm_up_seconds": 15,
+    # the client probes' baseline before the fault, and the success SLO's worst short window
+    "helius_baseline_seconds": 10,
+    "helius_short_window_seconds": 5,
+    # fault holds: MLflow down (longer than the recommender's liveness budget, 3 x 10 s + 2 s),
+    # a path cut, a path slowed, the partition after a promotion (10 s into it), a zone drained
+    "helius_outage_hold_seconds": 40,
+    "helius_cut_hold_seconds": 30,
+    "helius_latency_hold_seconds": 20,
+    "helius_partition_hold_seconds": 10,
+    "helius_drain_hold_seconds": 20,
+    # every pod in fallback within / out of it (and on the registry's model) within / an alert
+    # firing within (refresh 2 s, deadline 5 s, scrape and evaluation 1 s: measured 1-6.5 s,
+    # 0-3.8 s and 13-15 s), and how long a new pod may read 1 before its first refresh
+    "helius_fallback_within_seconds": 20,
+    "helius_clear_within_seconds": 20,
+    "helius_alert_within_seconds": 30,
+    "helius_refresh_grace_seconds": 10,
+    # every fault reverts itself after this even if the runner dies
+    "helius_fault_ttl_seconds": 120,
+}
+
+
+# The cluster profile (`experiments/profiles/cluster.json`, a `chaos run --var-file`), from the
+# manifests: scrape and evaluation every 5 s, a refresh every 10 s with a 5 s deadline, the
+# recommender's liveness budget 10 s x 3 + 2 s = 32 s (manifests/README.md).
+CLUSTER_TIMING: dict[str, int] = {
+    "helius_warm_up_seconds": 60,  # the in-cluster Locust's workers connect, then a baseline
+    "helius_baseline_seconds": 30,  # 6 scrapes
+    "helius_short_window_seconds": 20,  # 4 scrapes
+    "helius_outage_hold_seconds": 60,  # > liveness budget 32 s + one refresh 10 s
+    "helius_cut_hold_seconds": 45,
+    "helius_latency_hold_seconds": 45,
+    "helius_partition_hold_seconds": 45,
+    "helius_drain_hold_seconds": 45,  # evictions wait on PDBs and a 20 s grace
+    "helius_fallback_within_seconds": 30,  # >= refresh + deadline + scrape + evaluation = 25 s
+    "helius_clear_within_seconds": 30,  # >= refresh + scrape + evaluation = 20 s
+    "helius_alert_within_seconds": 50,  # >= fallback 25 s + the longest for: 15 s + scrape + eval
+    "helius_refresh_grace_seconds": 25,  # a new pod's first refresh, scraped and evaluated
+    "helius_fault_ttl_seconds": 180,  # > hold + settle + the drain's own duration
+}
+PROFILES = {"cluster": CLUSTER_TIMING}
+
+
+def t(key: str) -> str:
+    """A timing value: `${key}`, which Chaos Toolkit substitutes with its number."""
+    assert key in TIMING, key
+    return "${" + key + "}"
+
+
+WARM_UP = t("helius_warm_up_seconds")
 
 # Client SLOs, from the healthy service's measured noise (docs/experiments.md, "Thresholds").
 # The judged span includes the recovery, when the local stack starts processes on the same two
 # cores as the recommenders: the tail (p99) gets x3, the median (p50), which a slower path on
 # every request moves and process starts barely do, keeps x2.
-SUCCESS = {"min_ratio": 0.99, "min_worst_ratio": 0.95, "baseline_seconds": 10}
+SUCCESS = {
+    "min_ratio": 0.99,
+    "min_worst_ratio": 0.95,
+    "baseline_seconds": t("helius_baseline_seconds"),
+    "worst_window_seconds": t("helius_short_window_seconds"),
+}
 # The tail of a 40-55 s span on two shared cores (MLflow reconnecting, the pods reloading a
 # model) moved p99 from 21 ms to 48 ms in a healthy model-promoted run and past 3x + 10 ms in
 # CI (2026-11-30): the tail's additive noise is 50 ms. A slower path on every request moves the
@@ -45,6 +106,7 @@ LATENCY = {
     "noise_seconds": 0.05,
     "p50_max_ratio": 2.0,
     "p50_noise_seconds": 0.005,
+    "baseline_seconds": t("helius_baseline_seconds"),
 }
 # Where the recovery restarts MLflow or a recommender, the local stack's cold starts (a full
 # core each for seconds) put the tail at 140-650 ms whatever the baseline (19-147 ms): p99
@@ -73,6 +135,7 @@ CONFIGURATION: Json = {
     "kube_allowed_servers": _env("HELIUS_KUBE_ALLOWED_SERVERS", ""),
     "kube_context": _env("HELIUS_KUBE_CONTEXT", ""),
     "kube_rds_cidr": _env("HELIUS_KUBE_RDS_CIDR", ""),
+    **{key: _env(key.upper(), value, env_var_type="int") for key, value in TIMING.items()},
 }
 
 
@@ -94,7 +157,9 @@ def probe(name: str, module: str, func: str, **arguments: Any) -> Json:
     }
 
 
-def action(name: str, module: str, func: str, after: float | None = None, **arguments: Any) -> Json:
+def action(
+    name: str, module: str, func: str, after: float | str | None = None, **arguments: Any
+) -> Json:
     step: Json = {"type": "action", "name": name, "provider": _provider(module, func, **arguments)}
     if after:
         step["pauses"] = {"after": after}
@@ -137,7 +202,7 @@ def clients(window: Json, success: Json | None = None, latency: Json | None = No
     ]
 
 
-def start_load(after: float = WARM_UP, **load: Any) -> Json:
+def start_load(after: float | str = WARM_UP, **load: Any) -> Json:
     return action("start-load", "load.actions", "start_load", after=after, **{**LOAD, **load})
 
 
@@ -217,7 +282,7 @@ def mlflow_pod_kill() -> Json:
                 "no-fallback-during-the-kill",
                 "slo.probes",
                 "fallback_never_engaged",
-                grace_seconds=10,
+                grace_seconds=t("helius_refresh_grace_seconds"),
                 **w,
             ),
             *clients(w, latency=RESTARTS),
@@ -282,7 +347,7 @@ def mlflow_outage() -> Json:
                 "fallback-engaged-on-every-pod",
                 "slo.probes",
                 "fallback_engaged_within",
-                seconds=20,
+                seconds=t("helius_fallback_within_seconds"),
                 after_app_back=MLFLOW,
                 **w,
             ),
@@ -293,14 +358,14 @@ def mlflow_outage() -> Json:
                 "slo.probes",
                 "alert_fired",
                 alertname="RecoEngineInFallback",
-                within_seconds=40,
+                within_seconds=t("helius_alert_within_seconds"),
                 **w,
             ),
             probe(
                 "fallback-cleared-on-every-pod",
                 "slo.probes",
                 "fallback_cleared_within",
-                seconds=20,
+                seconds=t("helius_clear_within_seconds"),
                 after_app_back=MLFLOW,
                 **w,
             ),
@@ -319,10 +384,10 @@ def mlflow_outage() -> Json:
                 "scale-mlflow-to-zero",
                 "pods.actions",
                 "scale_app",
-                after=40,
+                after=t("helius_outage_hold_seconds"),
                 app=MLFLOW,
                 replicas=0,
-                ttl_seconds=90,
+                ttl_seconds=t("helius_fault_ttl_seconds"),
             ),
             action("restore-mlflow", "pods.actions", "restore_scale", app=MLFLOW),
             action(
@@ -365,7 +430,7 @@ def rds_path_cut() -> Json:
                 "fallback-engaged-on-every-pod",
                 "slo.probes",
                 "fallback_engaged_within",
-                seconds=25,
+                seconds=t("helius_fallback_within_seconds"),
                 **w,
             ),
             probe("predictions-continued", "slo.probes", "client_success_ratio", **SUCCESS, **w),
@@ -375,7 +440,7 @@ def rds_path_cut() -> Json:
                 "slo.probes",
                 "alert_fired",
                 alertname="MLflowDegraded",
-                within_seconds=30,
+                within_seconds=t("helius_alert_within_seconds"),
                 **w,
             ),
             probe(
@@ -383,14 +448,14 @@ def rds_path_cut() -> Json:
                 "slo.probes",
                 "alert_fired",
                 alertname="RecoEngineInFallback",
-                within_seconds=30,
+                within_seconds=t("helius_alert_within_seconds"),
                 **w,
             ),
             probe(
                 "fallback-cleared-on-every-pod",
                 "slo.probes",
                 "fallback_cleared_within",
-                seconds=30,
+                seconds=t("helius_clear_within_seconds"),
                 **w,
             ),
             probe(
@@ -407,10 +472,10 @@ def rds_path_cut() -> Json:
                 "blackhole-mlflow-rds",
                 "network.actions",
                 "cut_path",
-                after=30,
+                after=t("helius_cut_hold_seconds"),
                 edge="mlflow-rds",
                 mode="blackhole",
-                ttl_seconds=90,
+                ttl_seconds=t("helius_fault_ttl_seconds"),
             ),
             action(
                 "restore-mlflow-rds", "network.actions", "restore_path", after=15, edge="mlflow-rds"
@@ -448,7 +513,13 @@ def az_drain() -> Json:
             # the tail may not pass 3x + 1 s: the zone's pods restarting on the same two
             # cores put p99 at 433-645 ms whatever the baseline (41-147 ms; three CI runs)
             *clients(w, latency={"max_ratio": 3.0, "noise_seconds": 1.0, "p50_max_ratio": 3.0}),
-            probe("no-fallback", "slo.probes", "fallback_never_engaged", grace_seconds=10, **w),
+            probe(
+                "no-fallback",
+                "slo.probes",
+                "fallback_never_engaged",
+                grace_seconds=t("helius_refresh_grace_seconds"),
+                **w,
+            ),
             probe(
                 "recommenders-back-in-every-zone",
                 "slo.probes",
@@ -461,7 +532,12 @@ def az_drain() -> Json:
         [
             start_load(capacity_fraction=0.5),
             action(
-                "drain-zone", "zones.actions", "drain_zone", after=20, zone=zone, ttl_seconds=90
+                "drain-zone",
+                "zones.actions",
+                "drain_zone",
+                after=t("helius_drain_hold_seconds"),
+                zone=zone,
+                ttl_seconds=t("helius_fault_ttl_seconds"),
             ),
             action("uncordon-zone", "zones.actions", "uncordon_zone", zone=zone),
             action(
@@ -506,11 +582,11 @@ def mlflow_latency() -> Json:
                 "slow-reco-mlflow",
                 "network.actions",
                 "cut_path",
-                after=20,
+                after=t("helius_latency_hold_seconds"),
                 edge="reco-mlflow",
                 mode="latency",
                 latency_ms=800,
-                ttl_seconds=90,
+                ttl_seconds=t("helius_fault_ttl_seconds"),
             ),
             action(
                 "restore-reco-mlflow",
@@ -606,7 +682,7 @@ def reco_cold_start_during_outage() -> Json:
                 "fallback-engaged-on-every-pod",
                 "slo.probes",
                 "fallback_engaged_within",
-                seconds=20,
+                seconds=t("helius_fallback_within_seconds"),
                 after_app_back=MLFLOW,
                 **outage,
             ),
@@ -615,7 +691,7 @@ def reco_cold_start_during_outage() -> Json:
                 "fallback-cleared-on-every-pod",
                 "slo.probes",
                 "fallback_cleared_within",
-                seconds=20,
+                seconds=t("helius_clear_within_seconds"),
                 after_app_back=MLFLOW,
                 **outage,
             ),
@@ -629,7 +705,7 @@ def reco_cold_start_during_outage() -> Json:
                 after=8,
                 app=MLFLOW,
                 replicas=0,
-                ttl_seconds=120,
+                ttl_seconds=t("helius_fault_ttl_seconds"),
             ),
             action(
                 "kill-one-recommender",
@@ -678,7 +754,7 @@ def model_promoted_during_partition() -> Json:
                 "fallback-engaged-on-every-pod",
                 "slo.probes",
                 "fallback_engaged_within",
-                seconds=15,
+                seconds=t("helius_fallback_within_seconds"),
                 **w,
             ),
             *clients(w),
@@ -686,14 +762,14 @@ def model_promoted_during_partition() -> Json:
                 "fallback-cleared-on-every-pod",
                 "slo.probes",
                 "fallback_cleared_within",
-                seconds=20,
+                seconds=t("helius_clear_within_seconds"),
                 **w,
             ),
             probe(
                 "every-pod-on-the-promoted-model",
                 "slo.probes",
                 "models_converged_within",
-                seconds=20,
+                seconds=t("helius_clear_within_seconds"),
                 **w,
             ),
         ],
@@ -706,9 +782,14 @@ def model_promoted_during_partition() -> Json:
                 after=10,
                 edge="reco-mlflow",
                 mode="blackhole",
-                ttl_seconds=90,
+                ttl_seconds=t("helius_fault_ttl_seconds"),
             ),
-            action("promote-new-model-version", "model.actions", "promote_model", after=10),
+            action(
+                "promote-new-model-version",
+                "model.actions",
+                "promote_model",
+                after=t("helius_partition_hold_seconds"),
+            ),
             action(
                 "restore-reco-mlflow",
                 "network.actions",
@@ -752,6 +833,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             stale.append(path.name)
         else:
+            path.write_text(text, encoding="utf-8")
+            print(f"wrote {path}")
+    for profile, timing in PROFILES.items():
+        path = args.dir / "profiles" / f"{profile}.json"
+        text = json.dumps({"configuration": timing}, indent=2) + "\n"
+        if path.is_file() and path.read_text(encoding="utf-8") == text:
+            continue
+        if args.check:
+            stale.append(f"profiles/{path.name}")
+        else:
+            path.parent.mkdir(exist_ok=True)
             path.write_text(text, encoding="utf-8")
             print(f"wrote {path}")
     extra = sorted(p.name for p in args.dir.glob("*.json") if p.stem not in CATALOGUE)

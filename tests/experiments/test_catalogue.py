@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chaoslib import substitute
+from chaoslib.configuration import load_configuration
 from chaoslib.experiment import ensure_experiment_is_valid
 from chaoslib.loader import load_experiment
 
@@ -32,8 +34,14 @@ FAULT_ACTIONS = {  # injecting function -> the function that undoes it
 
 
 def _load(path: Path) -> dict[str, Any]:
+    """The experiment as `chaos run` sees it on the local stack: its `${helius_*}` timing
+    placeholders substituted with their defaults (tests/experiments/test_timing.py covers
+    the cluster profile)."""
     data: dict[str, Any] = json.loads(path.read_text())
-    return data
+    configuration = load_configuration(data["configuration"], {})
+    body = {k: v for k, v in data.items() if k != "configuration"}
+    resolved: dict[str, Any] = substitute(body, configuration, None)
+    return {**resolved, "configuration": data["configuration"]}
 
 
 def _funcs(activities: list[dict[str, Any]]) -> list[str]:

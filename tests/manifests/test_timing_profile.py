@@ -8,6 +8,7 @@ README (and the experiments' cluster profile) does not follow fails this test.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -59,3 +60,33 @@ def test_a_cluster_window_holds_enough_samples() -> None:
     rules = (MANIFESTS / "monitoring/rules/helius-alerts.yml").read_text()
     windows = {int(w) for w in re.findall(r"\[(\d+)s\]", rules)}
     assert windows and min(windows) >= 4 * scrape, (windows, scrape)
+
+
+def test_the_experiments_cluster_profile_meets_the_manifests_minimums() -> None:
+    """experiments/profiles/cluster.json (`chaos run --var-file`) against what the manifests
+    imply: a change to the scrape, the refresh or the liveness probe that the profile does
+    not follow fails here."""
+    config = yaml.safe_load((MANIFESTS / "monitoring/prometheus/prometheus.yml").read_text())
+    scrape = _seconds(config["global"]["scrape_interval"])
+    evaluation = _seconds(config["global"]["evaluation_interval"])
+    env = {e["name"]: e.get("value") for e in _reco()["env"]}
+    refresh = int(env["HELIUS_REFRESH_INTERVAL_SECONDS"])
+    deadline = int(env["HELIUS_REFRESH_DEADLINE_SECONDS"])
+    live = _reco()["livenessProbe"]
+    budget = live["periodSeconds"] * live["failureThreshold"] + live["timeoutSeconds"]
+    rules = yaml.safe_load((MANIFESTS / "monitoring/rules/helius-alerts.yml").read_text())
+    longest_for = max(_seconds(r["for"]) for g in rules["groups"] for r in g["rules"] if "for" in r)
+    profile = MANIFESTS.parent / "experiments" / "profiles" / "cluster.json"
+    timing = json.loads(profile.read_text())["configuration"]
+
+    fallback = refresh + deadline + scrape + evaluation
+    assert timing["helius_fallback_within_seconds"] >= fallback
+    assert timing["helius_clear_within_seconds"] >= refresh + scrape + evaluation
+    assert timing["helius_alert_within_seconds"] >= fallback + longest_for + scrape + evaluation
+    assert timing["helius_refresh_grace_seconds"] >= fallback
+    assert timing["helius_baseline_seconds"] >= 4 * scrape
+    assert timing["helius_short_window_seconds"] >= 4 * scrape
+    assert timing["helius_outage_hold_seconds"] > budget + refresh  # a liveness tie shows
+    for hold in ("cut", "drain", "latency", "partition"):
+        assert timing[f"helius_{hold}_hold_seconds"] > fallback, hold
+    assert timing["helius_fault_ttl_seconds"] >= 2 * timing["helius_outage_hold_seconds"]
