@@ -687,7 +687,8 @@ def targets_went_down(
     fault, and at most `max_up` at some point during it (Prometheus's own scrapes)."""
     start, end = judged.start, judged.end
     sel = pq.selector("up", app=app, zone=zone)
-    q_before = f"count(last_over_time({sel}[5s] @ {start:.3f}) == 1)"
+    # 15 s: three scrapes on a cluster (5 s), fifteen locally; one at 5 s could hold none
+    q_before = f"count(last_over_time({sel}[15s] @ {start:.3f}) == 1)"
     q_during = (
         f"min_over_time((count({sel} == 1) or vector(0))[{pq.duration(end - start)}:1s] "
         f"@ {end:.3f})"
