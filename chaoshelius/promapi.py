@@ -18,11 +18,26 @@ from typing import Any
 
 import httpx
 
-__all__ = ["PromAPIError", "PrometheusAPI", "Sample", "Series"]
+__all__ = [
+    "PromAPIError",
+    "PromAPIRejected",
+    "PromAPIUnreachable",
+    "PrometheusAPI",
+    "Sample",
+    "Series",
+]
 
 
 class PromAPIError(Exception):
     """Prometheus is unreachable, hung, or rejected the query."""
+
+
+class PromAPIUnreachable(PromAPIError):
+    """No Prometheus API answered: connection refused, timed out, or not the API at all."""
+
+
+class PromAPIRejected(PromAPIError):
+    """Prometheus answered and refused the query (bad PromQL, evaluation timeout...)."""
 
 
 @dataclass(frozen=True)
@@ -51,12 +66,12 @@ class PrometheusAPI:
         try:
             response = httpx.get(f"{self.base_url}{path}", params=params, timeout=timeout)
         except httpx.TimeoutException as exc:
-            raise PromAPIError(
+            raise PromAPIUnreachable(
                 f"Prometheus at {self.base_url} did not answer within {timeout:g} s "
                 f"(query {params.get('query')!r}); is it hung? check prometheus_base_url"
             ) from exc
         except httpx.HTTPError as exc:
-            raise PromAPIError(
+            raise PromAPIUnreachable(
                 f"Prometheus at {self.base_url} is unreachable ({exc}); start the stack "
                 "(`chaoshelius stack up`) or set prometheus_base_url"
             ) from exc
@@ -64,17 +79,22 @@ class PrometheusAPI:
             body = response.json()
         except ValueError:
             body = None
-        if (
-            response.status_code != 200
-            or not isinstance(body, dict)
-            or body.get("status") != "success"
-        ):
-            detail = body.get("error") if isinstance(body, dict) else response.text[:200]
-            raise PromAPIError(
+        if not isinstance(body, dict):
+            raise PromAPIUnreachable(
+                f"{self.base_url} answered HTTP {response.status_code} with no Prometheus API "
+                f"JSON ({response.text[:120]!r}); is prometheus_base_url a Prometheus?"
+            )
+        if response.status_code != 200 or body.get("status") != "success":
+            raise PromAPIRejected(
                 f"Prometheus rejected query {params.get('query')!r}: HTTP "
-                f"{response.status_code} {detail}"
+                f"{response.status_code} {body.get('error')}"
             )
         return body["data"]
+
+    def buildinfo(self) -> dict[str, Any]:
+        """`/api/v1/status/buildinfo`: the cheapest proof that a Prometheus API answers."""
+        data: dict[str, Any] = self._get("/api/v1/status/buildinfo", {})
+        return data
 
     def instant(self, query: str, at: float | None = None) -> list[Sample]:
         """Instant query (at epoch `at`, default now). Empty list when there is no series."""

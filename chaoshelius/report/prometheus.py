@@ -13,8 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-import httpx
-
+from chaoshelius.promapi import PromAPIError, PromAPIRejected, PrometheusAPI
 from chaoshelius.report.exceptions import PrometheusUnavailable, QueryFailed
 from chaoshelius.report.model import Point, Series, SeriesSet
 
@@ -97,14 +96,17 @@ def rate_window(step: float) -> str:
 
 
 class PrometheusClient:
-    """Minimal client: `query_range` with a timeout on every call; raises PrometheusUnavailable."""
+    """The report's view of `chaoshelius.promapi.PrometheusAPI` (the harness's one client):
+    range queries with a timeout on every call, an unreachable Prometheus as
+    PrometheusUnavailable (the report says so) and a rejected query as QueryFailed (the other
+    charts still draw)."""
 
     def __init__(self, base_url: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self.base_url = base_url.rstrip("/")
-        self._client = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(timeout_s))
+        self._api = PrometheusAPI(self.base_url, timeout_s)
 
     def close(self) -> None:
-        self._client.close()
+        """Nothing to release: each call is its own request."""
 
     def __enter__(self) -> PrometheusClient:
         return self
@@ -115,41 +117,26 @@ class PrometheusClient:
     def check(self) -> None:
         """Fail fast with one clear error when Prometheus cannot be reached at all."""
         try:
-            response = self._client.get("/api/v1/status/buildinfo")
-        except httpx.HTTPError as exc:
+            self._api.buildinfo()
+        except PromAPIRejected:
+            return  # an API answered (an old one without buildinfo): the queries will tell
+        except PromAPIError as exc:
             raise PrometheusUnavailable(
-                f"Prometheus at {self.base_url} is unreachable: {type(exc).__name__}: {exc}"
+                f"Prometheus at {self.base_url} is unreachable: {exc}"
             ) from exc
-        if response.status_code >= 500:
-            raise PrometheusUnavailable(
-                f"Prometheus at {self.base_url} answered HTTP {response.status_code}"
-            )
 
     def query_range(
         self, promql: str, start: float, end: float, step: float
     ) -> list[dict[str, Any]]:
-        params: dict[str, str | float] = {
-            "query": promql,
-            "start": f"{start:.3f}",
-            "end": f"{end:.3f}",
-            "step": step,
-        }
         try:
-            response = self._client.get("/api/v1/query_range", params=params)
-        except httpx.HTTPError as exc:
+            result = self._api.range_raw(promql, start, end, step)
+        except PromAPIRejected as exc:
+            raise QueryFailed(str(exc)) from exc
+        except PromAPIError as exc:
             raise PrometheusUnavailable(
-                f"Prometheus at {self.base_url} is unreachable: {type(exc).__name__}: {exc}"
+                f"Prometheus at {self.base_url} is unreachable: {exc}"
             ) from exc
-        try:
-            body = response.json()
-        except ValueError as exc:
-            raise PrometheusUnavailable(
-                f"Prometheus at {self.base_url} answered HTTP {response.status_code}, not JSON"
-            ) from exc
-        if response.status_code != 200 or body.get("status") != "success":
-            raise QueryFailed(str(body.get("error") or f"HTTP {response.status_code}"))
-        result = body.get("data", {}).get("result", [])
-        return list(result) if isinstance(result, list) else []
+        return [item for item in result if isinstance(item, dict)]
 
 
 def fetch_series(

@@ -34,6 +34,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from chaoshelius.promapi import PromAPIError, PrometheusAPI
 from chaoshelius.stack import api_models as api
 from chaoshelius.stack import auth, mlflow_server, prometheus, selectors
 from chaoshelius.stack.config import StackConfig
@@ -302,7 +303,7 @@ class Stack:
         deadline = time.monotonic() + max(30.0, 5 * self.config.refresh_interval_seconds)
         pods = self.supervisor.pods(f"app={App.RECO}")
         query = f"count({FALLBACK_GAUGE} == 0)"
-        prom_url = f"http://{LOOPBACK}:{self.ports.prometheus}/api/v1/query"
+        prom = PrometheusAPI(f"http://{LOOPBACK}:{self.ports.prometheus}", 2.0)
         async with httpx.AsyncClient(timeout=2) as client:
             while time.monotonic() < deadline:
                 confirmed = 0
@@ -315,9 +316,7 @@ class Stack:
                         "fallback_mode", True
                     ):
                         confirmed += 1
-                if confirmed == len(pods) and await _prom_count(client, prom_url, query) >= len(
-                    pods
-                ):
+                if confirmed == len(pods) and await _prom_count(prom, query) >= len(pods):
                     return
                 await asyncio.sleep(0.3)
         self._event("warning: not every recommender is confirmed on the registry model yet")
@@ -717,13 +716,13 @@ def _render(selector: selectors.Selector) -> str:
     )
 
 
-async def _prom_count(client: httpx.AsyncClient, url: str, query: str) -> int:
+async def _prom_count(prometheus: PrometheusAPI, query: str) -> int:
     """The value of a `count(...)` instant query, 0 when it has no data or fails."""
     try:
-        result = (await client.get(url, params={"query": query})).json()["data"]["result"]
-    except (httpx.HTTPError, ValueError, KeyError):
+        value = await asyncio.to_thread(prometheus.instant_value, query)
+    except PromAPIError:
         return 0
-    return int(float(result[0]["value"][1])) if result else 0
+    return int(value or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
