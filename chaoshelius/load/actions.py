@@ -265,40 +265,20 @@ def _start_in_cluster(
     """The load on a cluster: the in-cluster Locust (master + `processes` workers, Locust's
     distributed mode) sized like the local one, scraped there as `app=loadgen`; `host`
     defaults to the in-cluster Service the manifests' settings name."""
-    chosen, source = _rate(config, rate)
-    if capacity_fraction is not None:
-        # measuring from the runner's machine says nothing of a cluster's capacity: the run's
-        # configured rate (from a capacity test in the cluster) stands in for the fraction
-        if source == "default":
-            raise TargetError(
-                "start_load: capacity_fraction measures the stack from this machine, which "
-                f"says nothing of a {config.target} target; set helius_load_rate (or "
-                f"{rt.RATE_ENV}) to the rate to run at, from a capacity test in the cluster."
-            )
-        source += f" (capacity_fraction {capacity_fraction:g} is local only)"
-    if users is None:
-        users = max(1, math.ceil(chosen / RATE_PER_USER))
-    if processes is None:
-        processes = config.helius_load_processes or _env_int(rt.PROCESSES_ENV)
-    workers = processes or max(1, math.ceil(chosen / RATE_PER_PROCESS))
-    spawn = spawn_rate if spawn_rate is not None else max(10.0, users / 5)
     plan = {
         "target": config.target,
-        "rate": chosen,
-        "rate_source": source,
-        "users": users,
-        "spawn_rate": spawn,
-        "processes": workers,
+        **_plan(config, None, files, rate, capacity_fraction, users, spawn_rate, processes),
     }
+    users, workers = int(plan["users"]), int(plan["processes"])
     started = _cluster_driver(config).start_load(
         users=users,
-        spawn_rate=spawn,
+        spawn_rate=float(plan["spawn_rate"]),
         duration_seconds=duration_seconds,
         workers=workers,
         host=host,
         shape=shape,
         request_timeout_seconds=request_timeout_seconds,
-        rate=chosen,
+        rate=float(plan["rate"]),
         new_connection_share=new_connection_share,
     )
     files.run_dir.mkdir(parents=True, exist_ok=True)
@@ -331,7 +311,7 @@ def _rate(config: rt.LoadConfig, rate: float | None) -> tuple[float, str]:
 
 def _plan(
     config: rt.LoadConfig,
-    host: str,
+    host: str | None,
     files: rt.RunFiles,
     rate: float | None,
     capacity_fraction: float | None,
@@ -339,11 +319,23 @@ def _plan(
     spawn_rate: float | None,
     processes: int | None,
 ) -> dict[str, Any]:
-    """The rate, users, spawn rate and processes the load runs with, and where each came from."""
+    """The rate, users, spawn rate and processes the load runs with, and where each came from.
+    `host` None: the load runs in the cluster (its workers are not this machine's CPUs)."""
     if processes is None:
         processes = config.helius_load_processes or _env_int(rt.PROCESSES_ENV)
     measured: dict[str, Any] | None = None
-    if capacity_fraction is not None:
+    if capacity_fraction is not None and host is None:
+        # measuring from the runner's machine says nothing of a cluster's capacity: the run's
+        # configured rate (from a capacity test in the cluster) stands in for the fraction
+        chosen, source = _rate(config, rate)
+        if source == "default":
+            raise TargetError(
+                "start_load: capacity_fraction measures the stack from this machine, which "
+                f"says nothing of a {config.target} target; set helius_load_rate (or "
+                f"{rt.RATE_ENV}) to the rate to run at, from a capacity test in the cluster."
+            )
+        source += f" (capacity_fraction {capacity_fraction:g} is local only)"
+    elif capacity_fraction is not None and host is not None:
         found = measure_capacity(
             host,
             files.run_dir / "capacity",
@@ -357,7 +349,8 @@ def _plan(
     if users is None:
         users = max(1, math.ceil(chosen / RATE_PER_USER))
     if processes is None:
-        processes = max(1, min(os.cpu_count() or 1, math.ceil(chosen / RATE_PER_PROCESS)))
+        local_cpus = (os.cpu_count() or 1) if host is not None else math.inf
+        processes = max(1, int(min(local_cpus, math.ceil(chosen / RATE_PER_PROCESS))))
     return {
         "rate": chosen,
         "rate_source": source,
