@@ -169,7 +169,15 @@ def _plan_once(experiments_dir: Path, only: Sequence[str], negative: bool) -> li
         )
         for c in controls
     ]
-    return sorted(runs, key=lambda r: (str(r.profile), r.key))  # one stack restart per profile
+    # one profile change per profile; those the running stack can swap in place (recommender
+    # pods only) first, the few that restart the whole stack last (one restart, not two each)
+    return sorted(runs, key=lambda r: (_needs_restart(r.profile), str(r.profile), r.key))
+
+
+def _needs_restart(profile: Path | None) -> bool:
+    if profile is None:
+        return False
+    return not StackConfig().differs_only_in_recommender(StackConfig.load(profile))
 
 
 def _validate(path: Path) -> None:

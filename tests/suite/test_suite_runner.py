@@ -256,3 +256,15 @@ def test_repeat_plans_each_run_n_times_in_a_row_with_distinct_run_dirs() -> None
     assert plan(experiments, ("reco-pod-kill",))[0].run_id("s") == "s-reco-pod-kill"
     with pytest.raises(SuiteError, match="at least 1"):
         plan(experiments, ("reco-pod-kill",), repeat=0)
+
+
+def test_negative_controls_that_restart_the_whole_stack_run_last() -> None:
+    """A profile the running stack can swap in place (recommender pods only) costs seconds; one
+    that changes MLflow restarts everything (~1 min, and again to leave it): those go last."""
+    runs = plan(EXPERIMENTS, negative=True)
+    restarts = [r.profile.stem for r in runs if r.profile and "mlflow_liveness" in
+                r.profile.read_text()]  # fmt: skip
+    assert restarts == ["mlflow-liveness-is-readiness"]
+    assert runs[-1].profile is not None and runs[-1].profile.stem == restarts[0]
+    stems = [r.profile.stem for r in runs[:-1] if r.profile]
+    assert stems == sorted(stems)
