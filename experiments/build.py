@@ -55,6 +55,8 @@ TIMING: dict[str, int] = {
     "helius_refresh_grace_seconds": 10,
     # every fault reverts itself after this even if the runner dies
     "helius_fault_ttl_seconds": 120,
+    # after a fault is undone (or a killed pod replaced): the recovery the clients are judged on
+    "helius_settle_seconds": 10,
 }
 
 
@@ -75,6 +77,7 @@ CLUSTER_TIMING: dict[str, int] = {
     "helius_alert_within_seconds": 50,  # >= fallback 25 s + the longest for: 15 s + scrape + eval
     "helius_refresh_grace_seconds": 25,  # a new pod's first refresh, scraped and evaluated
     "helius_fault_ttl_seconds": 180,  # > hold + settle + the drain's own duration
+    "helius_settle_seconds": 30,  # >= the clear-within deadline: the recovery is seen whole
 }
 PROFILES = {"cluster": CLUSTER_TIMING}
 
@@ -310,7 +313,7 @@ def mlflow_pod_kill() -> Json:
                 "await-mlflow-replacement",
                 "pods.actions",
                 "await_pods_ready",
-                after=5,
+                after=t("helius_settle_seconds"),
                 app=MLFLOW,
                 timeout_seconds=150,
             ),
@@ -394,7 +397,7 @@ def mlflow_outage() -> Json:
                 "await-mlflow-back",
                 "pods.actions",
                 "await_pods_ready",
-                after=10,
+                after=t("helius_settle_seconds"),
                 app=MLFLOW,
                 timeout_seconds=150,
             ),
@@ -478,7 +481,11 @@ def rds_path_cut() -> Json:
                 ttl_seconds=t("helius_fault_ttl_seconds"),
             ),
             action(
-                "restore-mlflow-rds", "network.actions", "restore_path", after=15, edge="mlflow-rds"
+                "restore-mlflow-rds",
+                "network.actions",
+                "restore_path",
+                after=t("helius_settle_seconds"),
+                edge="mlflow-rds",
             ),
             stop_load(),
         ],
@@ -551,7 +558,7 @@ def az_drain() -> Json:
                 "await-mlflow-back",
                 "pods.actions",
                 "await_pods_ready",
-                after=5,
+                after=t("helius_settle_seconds"),
                 app=MLFLOW,
                 timeout_seconds=150,
             ),
@@ -592,7 +599,7 @@ def mlflow_latency() -> Json:
                 "restore-reco-mlflow",
                 "network.actions",
                 "restore_path",
-                after=5,
+                after=t("helius_settle_seconds"),
                 edge="reco-mlflow",
             ),
             stop_load(),
@@ -638,7 +645,7 @@ def reco_pod_kill() -> Json:
                 "await-recommender-replacement",
                 "pods.actions",
                 "await_pods_ready",
-                after=5,
+                after=t("helius_settle_seconds"),
                 app=RECO,
                 timeout_seconds=30,
             ),
@@ -728,7 +735,7 @@ def reco_cold_start_during_outage() -> Json:
                 "await-mlflow-back",
                 "pods.actions",
                 "await_pods_ready",
-                after=10,
+                after=t("helius_settle_seconds"),
                 app=MLFLOW,
                 timeout_seconds=150,
             ),
@@ -794,7 +801,7 @@ def model_promoted_during_partition() -> Json:
                 "restore-reco-mlflow",
                 "network.actions",
                 "restore_path",
-                after=20,
+                after=t("helius_settle_seconds"),
                 edge="reco-mlflow",
             ),
             stop_load(),

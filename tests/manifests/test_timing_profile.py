@@ -90,3 +90,4 @@ def test_the_experiments_cluster_profile_meets_the_manifests_minimums() -> None:
     for hold in ("cut", "drain", "latency", "partition"):
         assert timing[f"helius_{hold}_hold_seconds"] > fallback, hold
     assert timing["helius_fault_ttl_seconds"] >= 2 * timing["helius_outage_hold_seconds"]
+    assert timing["helius_settle_seconds"] >= timing["helius_clear_within_seconds"]
