@@ -51,7 +51,7 @@ SLOW_FALLBACK_SECONDS = 0.04  # +40 ms per prediction while in fallback
 CLEARS_AFTER_SECONDS = 6.0  # the gauge "gives up" reporting after this long
 BREAKER_OPEN_SECONDS = 120.0
 ALIAS_CACHE_SECONDS = 600.0
-SLOW_START_SECONDS = 45.0
+SLOW_START_SECONDS = 60.0  # past the await (30 s) + settle (10 s) + the after-checks
 LYING_ZONE = "zone-b"
 
 
@@ -318,7 +318,7 @@ def startup_needs_mlflow_app() -> FastAPI:
 
 
 def slow_start_app() -> FastAPI:
-    """Start-up takes 45 s (every user's top-k precomputed before serving): a killed pod's
+    """Start-up takes 60 s (every user's top-k precomputed before serving): a killed pod's
     replacement is not ready for a long time. Caught by `replicas_recovered_within`,
     `pods_replaced` and the after-method `pods_ready` in reco-pod-kill."""
     app = create_app()
