@@ -63,9 +63,17 @@ def _path_faults(stack: StackHandle) -> list[dict[str, Any]]:
     return [f for f in stack.control.faults() if f["kind"] == "path"]
 
 
+def _default_sigint() -> None:
+    """In the child, before `chaos` starts: SIGINT as a terminal's Ctrl-C finds it. A test
+    runner started in the background without job control (`cmd &` in a script) ignores SIGINT
+    and its children inherit that; Chaos Toolkit then leaves SIGINT ignored, and this test
+    would measure the runner's launch, not the harness."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_chaos(stack: StackHandle, experiment: Path, run_dir: Path) -> subprocess.Popen[bytes]:
     run_dir.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(
+    return subprocess.Popen(  # noqa: PLW1509  preexec_fn: one signal call, no threads involved
         [
             CHAOS,
             "--log-file",
@@ -79,6 +87,7 @@ def _start_chaos(stack: StackHandle, experiment: Path, run_dir: Path) -> subproc
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        preexec_fn=_default_sigint,
     )
 
 
