@@ -519,7 +519,19 @@ def az_drain() -> Json:
             # recommenders is a real stress. Availability must hold, the median may triple,
             # the tail may not pass 3x + 1 s: the zone's pods restarting on the same two
             # cores put p99 at 433-645 ms whatever the baseline (41-147 ms; three CI runs)
-            *clients(w, latency={"max_ratio": 3.0, "noise_seconds": 1.0, "p50_max_ratio": 3.0}),
+            # The median under a zone loss has a heavy tail on two shared cores (the zone's
+            # MLflow and recommender restart beside the survivors): p50 x1.2-x2.1 in 11 of 13
+            # healthy runs, x3.7 (15 ms) and x7.9 (33 ms on a 4 ms baseline) in two (campaign of
+            # 2026-11-30): x3 + 25 ms. A slower path on every request (+40 ms) still fails it.
+            *clients(
+                w,
+                latency={
+                    "max_ratio": 3.0,
+                    "noise_seconds": 1.0,
+                    "p50_max_ratio": 3.0,
+                    "p50_noise_seconds": 0.025,
+                },
+            ),
             probe(
                 "no-fallback",
                 "slo.probes",
