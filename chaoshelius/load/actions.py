@@ -65,7 +65,7 @@ def start_load(
     The load sends `rate` requests per second in total (default: the configuration key
     `helius_load_rate`, else the environment variable HELIUS_LOAD_RATE, else 250), shared by
     `users` simulated clients (default: one per 2.5 req/s) spawned at `spawn_rate` per second
-    (default: all within 5 s). With `capacity_fraction` (0 < f <= 1) it first measures what the
+    (default: all within 2 s). With `capacity_fraction` (0 < f <= 1) it first measures what the
     stack sustains (a ~25 s closed-loop step test, see chaoshelius.load.capacity) and runs at
     that fraction of it instead. `processes` Locust worker processes share the users (default:
     `helius_load_processes`, else HELIUS_LOAD_PROCESSES, else one per 300 req/s, at most the
@@ -357,7 +357,7 @@ def _plan(
         "capacity_fraction": capacity_fraction,
         "capacity": measured,
         "users": users,
-        "spawn_rate": spawn_rate if spawn_rate is not None else max(10.0, users / 5),
+        "spawn_rate": spawn_rate if spawn_rate is not None else max(10.0, users / 2),
         "processes": processes,
     }
 

@@ -46,6 +46,7 @@ SERIES_FILE = "series.json"
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
 SAFEGUARD_FILE = "safeguard.json"  # written by chaoshelius.controls.safeguards when it trips
+NOT_STEADY_FILE = "not_steady.json"  # written by chaoshelius.controls.steady_gate when it refuses
 MARGIN_S = 15.0  # charts start a little before the run and end a little after it
 
 _LINKED_FILES = (
@@ -55,6 +56,7 @@ _LINKED_FILES = (
     ("locust_stats_history.csv", "Locust stats history"),
     (WINDOWS_FILE, "fault windows"),
     (SAFEGUARD_FILE, "safeguard that stopped the run"),
+    (NOT_STEADY_FILE, "why no fault was injected"),
     (SERIES_FILE, "Prometheus series"),
     (SUMMARY_FILE, "summary"),
 )
@@ -139,8 +141,11 @@ def load_run(
         verdict, reason = view.verdict, view.reason
     if verdict is Verdict.INTERRUPTED and view.status in ("interrupted", "aborted"):
         tripped = _safeguard(path, view.started_at, warnings)
+        refused = _not_steady(path, warnings)
         if tripped is not None:
             verdict, reason = Verdict.ABORTED, f"{tripped} {reason}"
+        elif refused is not None:
+            verdict, reason = Verdict.NOT_JUDGED, f"{refused} {reason}"
     experiment = journal.get("experiment") if isinstance(journal, Mapping) else None
     weights = score_mod.probe_weights(experiment if isinstance(experiment, Mapping) else {})
     score = score_mod.compute_score(view.hypothesis, verdict, weights)
@@ -358,6 +363,19 @@ def _safeguard(path: Path, run_start: float | None, warnings: list[str]) -> str 
         f"Aborted by the safeguard '{data.get('name') or 'safeguard'}'{when}: "
         + str(data.get("reason") or "a stop condition was met").rstrip(".")
         + "; the method was stopped and the rollbacks played."
+    )
+
+
+def _not_steady(path: Path, warnings: list[str]) -> str | None:
+    """The sentence about a fault the steady gate refused to inject (`not_steady.json`)."""
+    data, problem = _load_json(path / NOT_STEADY_FILE)
+    if problem and (path / NOT_STEADY_FILE).exists():
+        warnings.append(problem)
+    if not isinstance(data, Mapping) or not data.get("reason"):
+        return None
+    return (
+        f"No fault was injected: the stack was {str(data['reason']).rstrip('.')}, "
+        "so nothing is judged."
     )
 
 

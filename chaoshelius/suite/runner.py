@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from chaoshelius.controls import steady_gate
 from chaoshelius.exceptions import HeliusError
 from chaoshelius.negative import load_controls
 from chaoshelius.promapi import PromAPIError, PrometheusAPI
@@ -40,7 +41,7 @@ from chaoshelius.stack.config import StackConfig
 from chaoshelius.stack.errors import StackError
 from chaoshelius.stack.state import StackPaths
 from chaoshelius.suite.progress import LogFollower, PhaseTracker, load_action_names
-from chaoshelius.topology import FALLBACK_GAUGE, App
+from chaoshelius.topology import FALLBACK_GAUGE, NAMESPACE, App
 
 __all__ = [
     "DRY_MODES",
@@ -289,8 +290,14 @@ def run_suite(runs: Sequence[PlannedRun], options: SuiteOptions) -> SuiteResult:
                 if options.progress:
                     echo(f"{prefix} — waiting for a steady stack")
                 waited = time.monotonic()
+                # an experiment with the steady gate checks alerts when its fault is due, so
+                # the previous fault's alerts clear during its warm-up, not in a wait before it
                 unsteady, held_by = _await_steady(
-                    options.state_dir, state, STEADY_TIMEOUT_SECONDS, interrupts
+                    options.state_dir,
+                    state,
+                    STEADY_TIMEOUT_SECONDS,
+                    interrupts,
+                    alerts=not _declares_steady_gate(run.experiment),
                 )
                 waited = time.monotonic() - waited
                 if unsteady is None and held_by and waited >= STEADY_NOTE_SECONDS:
@@ -471,12 +478,29 @@ def _not_run(
     return summary
 
 
+def _declares_steady_gate(experiment: Path) -> bool:
+    try:
+        declared = json.loads(experiment.read_text(encoding="utf-8")).get("controls") or []
+    except (OSError, ValueError, AttributeError):
+        return False
+    return any(
+        isinstance(c, dict) and (c.get("provider") or {}).get("module") == steady_gate.MODULE
+        for c in declared
+    )
+
+
 def _await_steady(
-    state_dir: Path, state: dict[str, Any], timeout: float, interrupts: _Interrupts
+    state_dir: Path,
+    state: dict[str, Any],
+    timeout: float,
+    interrupts: _Interrupts,
+    *,
+    alerts: bool = True,
 ) -> tuple[str | None, str]:
     """Wait until the stack is steady: every pod ready, no fault active, every recommender
-    seen by Prometheus out of fallback, no alert firing, and a prediction through the service
-    answering 200. Returns (None when steady else why not, the reasons it waited for)."""
+    seen by Prometheus out of fallback, no alert firing (unless `alerts` is off: the
+    experiment's steady gate checks them when its fault is due), and a prediction through the
+    service answering 200. Returns (None when steady else why not, the reasons it waited for)."""
     ports = state["ports"]
     predict = f"http://127.0.0.1:{ports['reco_service']}/predict"
     prom = PrometheusAPI(f"http://127.0.0.1:{ports['prometheus']}", 5.0)
@@ -486,7 +510,7 @@ def _await_steady(
     control = ControlClient.for_state_dir(state_dir, timeout=5)
     with control, httpx.Client(timeout=5) as client:
         while not interrupts.fired:
-            why = _unsteady_reason(control, client, predict, prom) or ""
+            why = _unsteady_reason(control, client, predict, prom, alerts) or ""
             if not why:
                 return None, "; ".join(seen)
             if why not in seen:
@@ -498,7 +522,11 @@ def _await_steady(
 
 
 def _unsteady_reason(
-    control: ControlClient, client: httpx.Client, predict: str, prom: PrometheusAPI
+    control: ControlClient,
+    client: httpx.Client,
+    predict: str,
+    prom: PrometheusAPI,
+    alerts: bool = True,
 ) -> str | None:
     try:
         status = api.Status.model_validate(control.status())
@@ -511,9 +539,9 @@ def _unsteady_reason(
         confirmed = prom.instant_value(f"count({FALLBACK_GAUGE} == 0)") or 0
         if confirmed < reco:
             return f"{confirmed:.0f} of {reco} recommenders seen out of fallback by Prometheus"
-        firing = prom.instant('ALERTS{alertstate="firing"}')
+        firing = steady_gate.unsteady_reason(prom, NAMESPACE) if alerts else None
         if firing:
-            return f"alerts firing: {sorted({s.labels.get('alertname', '?') for s in firing})}"
+            return firing
         answer = client.post(predict, json={"user_id": "steady-check", "k": 3})
         if answer.status_code != 200:
             return f"a prediction through the service answered HTTP {answer.status_code}"

@@ -92,7 +92,7 @@ def test_rate_precedence_argument_configuration_environment_default(
 
     default = plan()
     assert (default["rate"], default["rate_source"]) == (250.0, "default")
-    assert default["users"] == 100 and default["spawn_rate"] == 20
+    assert default["users"] == 100 and default["spawn_rate"] == 50
     assert default["processes"] == 1  # 250/s fits one Locust process
     monkeypatch.setenv(rt.RATE_ENV, "400")
     from_env = plan()

@@ -1,0 +1,145 @@
+"""Chaos Toolkit control: no fault goes into a stack that is not steady.
+
+Right before the method's first fault (the first action that is not the load's), the gate asks
+Prometheus whether the stack is steady: no helius alert firing and no recommender in fallback.
+It waits for that up to `timeout_seconds`; if the stack is still not steady then, it
+
+1. writes `<helius_run_dir>/not_steady.json` (`reason`, `waited_seconds`), which the report
+   turns into the verdict **not judged** (a fault injected into a degraded stack proves
+   nothing either way);
+2. interrupts `chaos run` (InterruptExecution: the run ends `interrupted`, no fault was
+   injected, the rollbacks play with the `always` strategy).
+
+Why here and not only before the run: the check holds at the moment the fault lands, on both
+targets, and the wait overlaps the load's warm-up. The previous fault's alerts (MLflowDegraded
+counts refresh failures over 30 s) clear during the next run's warm-up instead of in a wait in
+front of it, so the suite no longer waits for alerts before starting a run that declares this
+gate (it still waits for every pod ready, no fault active, predictions answering).
+
+Declared in each experiment of the catalogue:
+
+    {"name": "helius-steady-gate",
+     "provider": {"type": "python", "module": "chaoshelius.controls.steady_gate",
+                  "arguments": {"timeout_seconds": 60}}}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from chaoslib.exceptions import InterruptExecution
+from chaoslib.types import Activity, Configuration, Experiment, Secrets
+
+from chaoshelius.config import HarnessConfig
+from chaoshelius.promapi import PromAPIError, PrometheusAPI
+from chaoshelius.topology import FALLBACK_GAUGE
+
+__all__ = [
+    "MODULE",
+    "NOT_STEADY_FILE",
+    "after_method_control",
+    "before_activity_control",
+    "before_method_control",
+    "configure_control",
+    "unsteady_reason",
+]
+
+MODULE = __name__
+NOT_STEADY_FILE = "not_steady.json"
+LOAD_MODULE_PREFIX = "chaoshelius.load"
+logger = logging.getLogger("chaostoolkit")
+
+
+class _State:
+    timeout_seconds: float = 60.0
+    poll_seconds: float = 1.0
+    config: HarnessConfig | None = None
+    armed = False  # between the method's start and its first fault
+
+
+def configure_control(
+    timeout_seconds: float = 60.0,
+    poll_seconds: float = 1.0,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+    **kwargs: Any,
+) -> None:
+    """Read the arguments and the configuration."""
+    _State.timeout_seconds = max(0.0, float(timeout_seconds))
+    _State.poll_seconds = max(0.1, float(poll_seconds))
+    _State.config = HarnessConfig.from_chaos(configuration)
+    _State.armed = False
+
+
+def before_method_control(context: Experiment, **kwargs: Any) -> None:
+    _State.armed = True
+
+
+def after_method_control(context: Experiment, **kwargs: Any) -> None:
+    _State.armed = False  # rollbacks are never gated
+
+
+def before_activity_control(
+    context: Activity,
+    configuration: Configuration = None,
+    experiment: Experiment | None = None,
+    **kwargs: Any,
+) -> None:
+    """Before the method's first fault: wait for a steady stack, or refuse to inject. A dry
+    run (`chaos run --dry ...`) is never judged, so it is not gated either."""
+    if not _State.armed or not is_fault(context) or (experiment or {}).get("dry"):
+        return
+    _State.armed = False  # the first fault only: later ones are part of the experiment
+    config = _State.config or HarnessConfig.from_chaos(configuration)
+    prom = PrometheusAPI(config.prometheus_base_url, config.helius_http_timeout_seconds)
+    started = time.monotonic()
+    seen: list[str] = []
+    while True:
+        why = unsteady_reason(prom, config.kube_namespace)
+        waited = time.monotonic() - started
+        if why is None:
+            if seen:
+                logger.info(f"Steady gate: steady after {waited:.0f} s (waited for: {seen})")
+            return
+        if why not in seen:
+            seen.append(why)
+        if waited >= _State.timeout_seconds:
+            break
+        time.sleep(_State.poll_seconds)
+    reason = f"not steady when '{context.get('name')}' was due, after {waited:.0f} s: {why}"
+    run_dir: Path = config.helius_run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / NOT_STEADY_FILE).write_text(
+        json.dumps({"reason": reason, "waited_seconds": round(waited, 1)}, indent=2),
+        encoding="utf-8",
+    )
+    logger.critical(f"Steady gate: {reason}; no fault injected")
+    raise InterruptExecution(f"steady gate: {reason}")
+
+
+def is_fault(activity: Activity) -> bool:
+    """An action of the method that is not the load's own (start_load, stop_load)."""
+    provider = activity.get("provider") or {}
+    module = str(provider.get("module") or "")
+    return activity.get("type") == "action" and not module.startswith(LOAD_MODULE_PREFIX)
+
+
+def unsteady_reason(prom: PrometheusAPI, namespace: str) -> str | None:
+    """Why the stack is not steady as Prometheus sees it now, or None: a helius alert firing
+    (this namespace's, or one without a namespace such as an `absent()` alert) or a
+    recommender reporting fallback."""
+    try:
+        firing = prom.instant(f'ALERTS{{alertstate="firing", namespace=~"{namespace}|"}}')
+        if firing:
+            names = sorted({s.labels.get("alertname", "?") for s in firing})
+            return f"alerts firing: {names}"
+        in_fallback = prom.instant_value(f"count({FALLBACK_GAUGE} == 1)") or 0
+        if in_fallback:
+            return f"{in_fallback:.0f} recommender(s) reporting fallback"
+    except PromAPIError as exc:
+        return f"Prometheus did not answer ({exc})"
+    return None

@@ -1,0 +1,243 @@
+"""The steady gate (chaoshelius.controls.steady_gate) against a real Prometheus.
+
+A live `prometheus` scrapes a tiny exporter every second and evaluates one alert rule every
+second; the test flips the exporter's values (an alert condition, a recommender's fallback
+gauge) and watches the gate wait, let the fault through, or refuse it: through the control's
+functions, and once through the real `chaos` CLI with the report's verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from chaoslib.exceptions import InterruptExecution
+from prom_fixture import free_port
+
+from chaoshelius.controls import steady_gate
+from chaoshelius.promapi import PrometheusAPI
+from chaoshelius.report import Verdict, build_run_report
+
+pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs prometheus")
+
+RULES = """
+groups:
+  - name: gate-test
+    rules:
+      - alert: GateTestDegraded
+        expr: helius_gate_test_degraded == 1
+        labels: {severity: warning}
+"""
+FAULT = {"type": "action", "name": "inject", "provider": {"type": "python", "module": "x"}}
+LOAD = {
+    "type": "action",
+    "name": "start-load",
+    "provider": {"type": "python", "module": "chaoshelius.load.actions", "func": "start_load"},
+}
+
+
+class Exporter:
+    def __init__(self) -> None:
+        self.degraded = 0  # the alert's condition
+        self.fallback = 0  # one recommender's gauge
+
+    def text(self) -> str:
+        return (
+            f'helius_gate_test_degraded{{namespace="helius"}} {self.degraded}\n'
+            f'reco_engine_in_fallback_mode{{namespace="helius",pod="reco-a-0"}} {self.fallback}\n'
+        )
+
+
+@pytest.fixture(scope="module")
+def live() -> Iterator[tuple[Exporter, str]]:
+    exporter = Exporter()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802  http.server's spelling
+            data = exporter.text().encode()
+            self.send_response(200)
+            self.send_header("content-type", "text/plain; version=0.0.4")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    work = Path(__import__("tempfile").mkdtemp(prefix="gate-prom-"))
+    (work / "rules.yml").write_text(RULES)
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(work / "rules.yml")],
+        "scrape_configs": [
+            {
+                "job_name": "exporter",
+                "static_configs": [{"targets": [f"127.0.0.1:{server.server_address[1]}"]}],
+            }
+        ],
+    }
+    (work / "prometheus.yml").write_text(json.dumps(config))
+    port = free_port()
+    prom = subprocess.Popen(  # noqa: S603  argv list
+        [
+            str(shutil.which("prometheus")),
+            f"--config.file={work / 'prometheus.yml'}",
+            f"--storage.tsdb.path={work / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/api/v1/query", params={"query": "up"}).json()["data"]["result"]:
+                break
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass
+        time.sleep(0.5)
+    else:
+        prom.kill()
+        pytest.fail("prometheus did not come up")
+    try:
+        yield exporter, url
+    finally:
+        prom.terminate()
+        prom.wait(10)
+        server.shutdown()
+        server.server_close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _until(url: str, reason: str | None, timeout: float = 20.0) -> None:
+    """Wait until Prometheus itself sees the state the test set up."""
+    prom = PrometheusAPI(url, 2.0)
+    deadline = time.monotonic() + timeout
+    while steady_gate.unsteady_reason(prom, "helius") != reason:
+        assert time.monotonic() < deadline, steady_gate.unsteady_reason(prom, "helius")
+        time.sleep(0.3)
+
+
+def _configure(url: str, run_dir: Path, timeout: float) -> None:
+    steady_gate.configure_control(
+        timeout_seconds=timeout,
+        poll_seconds=0.3,
+        configuration={"prometheus_base_url": url, "helius_run_dir": str(run_dir)},
+    )
+    steady_gate.before_method_control({})
+
+
+def test_the_gate_waits_for_an_alert_to_clear_then_lets_the_fault_in(
+    live: tuple[Exporter, str], tmp_path: Path
+) -> None:
+    exporter, url = live
+    exporter.degraded, exporter.fallback = 1, 0
+    _until(url, "alerts firing: ['GateTestDegraded']")
+    _configure(url, tmp_path, timeout=40)
+    steady_gate.before_activity_control(LOAD)  # the load is not a fault: no wait
+    threading.Timer(3.0, lambda: setattr(exporter, "degraded", 0)).start()
+    started = time.monotonic()
+    steady_gate.before_activity_control(FAULT)
+    assert time.monotonic() - started >= 3.0, "the gate let a fault into a stack with an alert"
+    assert not (tmp_path / steady_gate.NOT_STEADY_FILE).exists()
+    exporter.degraded = 1  # a second fault in the same method is not gated again
+    _until(url, "alerts firing: ['GateTestDegraded']")
+    steady_gate.before_activity_control(FAULT)
+    exporter.degraded = 0
+
+
+def test_the_gate_refuses_a_fault_while_a_recommender_reports_fallback(
+    live: tuple[Exporter, str], tmp_path: Path
+) -> None:
+    exporter, url = live
+    exporter.degraded, exporter.fallback = 0, 1
+    _until(url, "1 recommender(s) reporting fallback")
+    _configure(url, tmp_path, timeout=2)
+    steady_gate.before_activity_control(FAULT, experiment={"dry": "probes"})  # never judged
+    assert not (tmp_path / steady_gate.NOT_STEADY_FILE).exists()
+    with pytest.raises(InterruptExecution, match="reporting fallback"):
+        steady_gate.before_activity_control(FAULT)
+    refused = json.loads((tmp_path / steady_gate.NOT_STEADY_FILE).read_text())
+    assert refused["waited_seconds"] >= 2 and "'inject' was due" in refused["reason"]
+    exporter.fallback = 0
+    _until(url, None)
+    steady_gate.before_method_control({})
+    steady_gate.after_method_control({})
+    steady_gate.before_activity_control(FAULT)  # rollbacks (after the method) are not gated
+
+
+def test_a_refused_fault_is_not_judged_through_the_chaos_cli(
+    live: tuple[Exporter, str], tmp_path: Path
+) -> None:
+    exporter, url = live
+    exporter.degraded, exporter.fallback = 1, 0
+    _until(url, "alerts firing: ['GateTestDegraded']")
+    (tmp_path / "tinyfault.py").write_text(
+        "import pathlib\n"
+        "def inject(path: str) -> None:\n"
+        "    pathlib.Path(path).write_text('injected')\n"
+    )
+    run_dir = tmp_path / "run"
+    experiment = {
+        "version": "1.0.0",
+        "title": "gated",
+        "description": "a fault the gate must refuse",
+        "configuration": {"prometheus_base_url": url, "helius_run_dir": str(run_dir)},
+        "runtime": {"rollbacks": {"strategy": "always"}},
+        "controls": [
+            {
+                "name": "helius-steady-gate",
+                "provider": {
+                    "type": "python",
+                    "module": steady_gate.MODULE,
+                    "arguments": {"timeout_seconds": 2, "poll_seconds": 0.3},
+                },
+            },
+            {
+                "name": "helius-journal",
+                "provider": {"type": "python", "module": "chaoshelius.controls.journal"},
+            },
+        ],
+        "steady-state-hypothesis": {"title": "nothing", "probes": []},
+        "method": [
+            {
+                "type": "action",
+                "name": "inject",
+                "provider": {
+                    "type": "python",
+                    "module": "tinyfault",
+                    "func": "inject",
+                    "arguments": {"path": str(tmp_path / "injected")},
+                },
+            }
+        ],
+    }
+    (tmp_path / "gated.json").write_text(json.dumps(experiment))
+    bin_dir = Path(sys.executable).parent
+    subprocess.run(
+        [str(bin_dir / "chaos"), "--log-file", str(tmp_path / "chaos.log"), "run", "gated.json"],
+        cwd=tmp_path,
+        env={"PATH": str(bin_dir), "PYTHONPATH": str(tmp_path), "HOME": str(tmp_path)},
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    exporter.degraded = 0
+    assert not (tmp_path / "injected").exists(), "the fault was injected into an unsteady stack"
+    summary = build_run_report(run_dir, offline=True).summary
+    assert summary.verdict is Verdict.NOT_JUDGED, summary.reason
+    assert "No fault was injected" in summary.reason and "GateTestDegraded" in summary.reason
+    assert not summary.as_expected
