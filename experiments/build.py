@@ -34,8 +34,8 @@ LOAD: dict[str, Any] = {"duration_seconds": 300}
 # and liveness settings (manifests/README.md, "Timing per target"; checked by
 # tests/manifests/test_timing_profile.py).
 TIMING: dict[str, int] = {
-    # load before the fault: the clients spawn (within 5 s), then the baseline
-    "helius_warm_up_seconds": 15,
+    # load before the fault: the clients spawn (within 2 s), then the baseline
+    "helius_warm_up_seconds": 12,
     # the client probes' baseline before the fault, and the success SLO's worst short window
     "helius_baseline_seconds": 10,
     "helius_short_window_seconds": 5,
@@ -57,6 +57,20 @@ TIMING: dict[str, int] = {
     "helius_fault_ttl_seconds": 120,
     # after a fault is undone (or a killed pod replaced): the recovery the clients are judged on
     "helius_settle_seconds": 10,
+    # pods back: a killed recommender (measured 8-11 s), one replaced during an MLflow outage,
+    # a drained zone's recommenders, MLflow (cold start 15-29 s); the awaits that wait for them
+    "helius_reco_back_within_seconds": 20,
+    "helius_reco_await_seconds": 30,
+    "helius_cold_start_within_seconds": 30,
+    "helius_cold_start_await_seconds": 40,
+    "helius_zone_back_within_seconds": 45,
+    "helius_mlflow_back_within_seconds": 120,
+    "helius_await_timeout_seconds": 150,
+    # steps inside a fault: MLflow gone before the recommender is killed; the replacement
+    # serving with MLflow still gone; the partition in place before the promotion
+    "helius_outage_before_kill_seconds": 8,
+    "helius_replacement_hold_seconds": 10,
+    "helius_partition_before_promotion_seconds": 10,
 }
 
 
@@ -76,8 +90,20 @@ CLUSTER_TIMING: dict[str, int] = {
     "helius_clear_within_seconds": 30,  # >= refresh + scrape + evaluation = 20 s
     "helius_alert_within_seconds": 50,  # >= fallback 25 s + the longest for: 15 s + scrape + eval
     "helius_refresh_grace_seconds": 25,  # a new pod's first refresh, scraped and evaluated
-    "helius_fault_ttl_seconds": 180,  # > hold + settle + the drain's own duration
+    "helius_fault_ttl_seconds": 300,  # > the longest fault: a cold start's outage, 210 s at most
     "helius_settle_seconds": 30,  # >= the clear-within deadline: the recovery is seen whole
+    # a replacement pod: scheduled, started (startup probe every 2 s), ready (every 5 s), its
+    # first refresh (10 s), scraped and evaluated; on a cluster the image may also be pulled
+    "helius_reco_back_within_seconds": 90,
+    "helius_reco_await_seconds": 120,
+    "helius_cold_start_within_seconds": 120,
+    "helius_cold_start_await_seconds": 150,
+    "helius_zone_back_within_seconds": 180,  # evictions wait on PDBs; a 20 s grace each
+    "helius_mlflow_back_within_seconds": 240,  # MLflow's startup probe allows 120 s
+    "helius_await_timeout_seconds": 300,
+    "helius_outage_before_kill_seconds": 30,  # Prometheus has seen MLflow go (scrape + eval)
+    "helius_replacement_hold_seconds": 30,
+    "helius_partition_before_promotion_seconds": 30,  # >= refresh + deadline: a refresh failed
 }
 PROFILES = {"cluster": CLUSTER_TIMING}
 
@@ -240,6 +266,15 @@ def experiment(
                 "name": "judge-every-probe",
                 "provider": {"type": "python", "module": "chaoshelius.slo.judge_all"},
             },
+            # no fault into a stack that is not steady (alerts, fallback) when the fault is due
+            {
+                "name": "helius-steady-gate",
+                "provider": {
+                    "type": "python",
+                    "module": "chaoshelius.controls.steady_gate",
+                    "arguments": {"timeout_seconds": 60},
+                },
+            },
             # the journal in the run dir, for `chaoshelius report build` after a plain `chaos run`
             {
                 "name": "helius-journal",
@@ -294,7 +329,7 @@ def mlflow_pod_kill() -> Json:
                 "slo.probes",
                 "replicas_recovered_within",
                 app=MLFLOW,
-                seconds=120,
+                seconds=t("helius_mlflow_back_within_seconds"),
                 **w,
             ),
             no_restart(RECO, w),
@@ -315,7 +350,7 @@ def mlflow_pod_kill() -> Json:
                 "await_pods_ready",
                 after=t("helius_settle_seconds"),
                 app=MLFLOW,
-                timeout_seconds=150,
+                timeout_seconds=t("helius_await_timeout_seconds"),
             ),
             stop_load(),
         ],
@@ -376,7 +411,7 @@ def mlflow_outage() -> Json:
                 "every-pod-on-the-registry-model",
                 "slo.probes",
                 "models_converged_within",
-                seconds=120,
+                seconds=t("helius_mlflow_back_within_seconds"),
                 **w,
             ),
             no_restart(RECO, w),
@@ -399,7 +434,7 @@ def mlflow_outage() -> Json:
                 "await_pods_ready",
                 after=t("helius_settle_seconds"),
                 app=MLFLOW,
-                timeout_seconds=150,
+                timeout_seconds=t("helius_await_timeout_seconds"),
             ),
             stop_load(),
         ],
@@ -544,7 +579,7 @@ def az_drain() -> Json:
                 "slo.probes",
                 "replicas_recovered_within",
                 app=RECO,
-                seconds=45,
+                seconds=t("helius_zone_back_within_seconds"),
                 **w,
             ),
         ],
@@ -564,7 +599,7 @@ def az_drain() -> Json:
                 "pods.actions",
                 "await_pods_ready",
                 app=RECO,
-                timeout_seconds=150,
+                timeout_seconds=t("helius_await_timeout_seconds"),
             ),
             action(
                 "await-mlflow-back",
@@ -572,7 +607,7 @@ def az_drain() -> Json:
                 "await_pods_ready",
                 after=t("helius_settle_seconds"),
                 app=MLFLOW,
-                timeout_seconds=150,
+                timeout_seconds=t("helius_await_timeout_seconds"),
             ),
             stop_load(),
         ],
@@ -639,7 +674,7 @@ def reco_pod_kill() -> Json:
                 "slo.probes",
                 "replicas_recovered_within",
                 app=RECO,
-                seconds=20,
+                seconds=t("helius_reco_back_within_seconds"),
                 **w,
             ),
         ],
@@ -659,7 +694,7 @@ def reco_pod_kill() -> Json:
                 "await_pods_ready",
                 after=t("helius_settle_seconds"),
                 app=RECO,
-                timeout_seconds=30,
+                timeout_seconds=t("helius_reco_await_seconds"),
             ),
             stop_load(),
         ],
@@ -693,7 +728,7 @@ def reco_cold_start_during_outage() -> Json:
                 "slo.probes",
                 "replicas_recovered_within",
                 app=RECO,
-                seconds=30,
+                seconds=t("helius_cold_start_within_seconds"),
                 **kill,
             ),
             probe("killed-recommender-was-replaced", "pods.probes", "pods_replaced", app=RECO),
@@ -721,7 +756,7 @@ def reco_cold_start_during_outage() -> Json:
                 "scale-mlflow-to-zero",
                 "pods.actions",
                 "scale_app",
-                after=8,
+                after=t("helius_outage_before_kill_seconds"),
                 app=MLFLOW,
                 replicas=0,
                 ttl_seconds=t("helius_fault_ttl_seconds"),
@@ -738,9 +773,9 @@ def reco_cold_start_during_outage() -> Json:
                 "await-recommender-replacement",
                 "pods.actions",
                 "await_pods_ready",
-                after=10,
+                after=t("helius_replacement_hold_seconds"),
                 app=RECO,
-                timeout_seconds=40,
+                timeout_seconds=t("helius_cold_start_await_seconds"),
             ),
             action("restore-mlflow", "pods.actions", "restore_scale", app=MLFLOW),
             action(
@@ -749,7 +784,7 @@ def reco_cold_start_during_outage() -> Json:
                 "await_pods_ready",
                 after=t("helius_settle_seconds"),
                 app=MLFLOW,
-                timeout_seconds=150,
+                timeout_seconds=t("helius_await_timeout_seconds"),
             ),
             stop_load(),
         ],
@@ -798,7 +833,7 @@ def model_promoted_during_partition() -> Json:
                 "cut-reco-mlflow",
                 "network.actions",
                 "cut_path",
-                after=10,
+                after=t("helius_partition_before_promotion_seconds"),
                 edge="reco-mlflow",
                 mode="blackhole",
                 ttl_seconds=t("helius_fault_ttl_seconds"),

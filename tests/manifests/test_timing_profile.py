@@ -24,10 +24,14 @@ def _seconds(value: str) -> int:
     return int(value[:-1])
 
 
-def _reco(path: Path = MANIFESTS / "base/reco.yaml") -> dict[str, Any]:
+def _container(path: Path) -> dict[str, Any]:
     [deployment] = [d for d in yaml.safe_load_all(path.read_text()) if d["kind"] == "Deployment"]
     container: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0]
     return container
+
+
+def _reco() -> dict[str, Any]:
+    return _container(MANIFESTS / "base/reco.yaml")
 
 
 def test_the_readme_states_the_manifests_timing() -> None:
@@ -91,3 +95,46 @@ def test_the_experiments_cluster_profile_meets_the_manifests_minimums() -> None:
         assert timing[f"helius_{hold}_hold_seconds"] > fallback, hold
     assert timing["helius_fault_ttl_seconds"] >= 2 * timing["helius_outage_hold_seconds"]
     assert timing["helius_settle_seconds"] >= timing["helius_clear_within_seconds"]
+
+    # pods back: a replacement recommender starts (startup probe), turns ready (readiness
+    # probe), refreshes once, and is scraped and evaluated before "back" can be seen
+    startup, ready = _reco()["startupProbe"], _reco()["readinessProbe"]
+    reco_back = startup["periodSeconds"] + ready["periodSeconds"] + refresh + scrape + evaluation
+    for key in ("reco_back", "cold_start", "zone_back"):
+        assert timing[f"helius_{key}_within_seconds"] >= reco_back, key
+    mlflow = _container(MANIFESTS / "base/mlflow.yaml")
+    mlflow_start = (
+        mlflow["startupProbe"]["periodSeconds"] * mlflow["startupProbe"]["failureThreshold"]
+    )
+    assert timing["helius_mlflow_back_within_seconds"] >= mlflow_start + scrape + evaluation
+    # every await outlasts the deadline the hypothesis then judges
+    assert timing["helius_reco_await_seconds"] > timing["helius_reco_back_within_seconds"]
+    assert timing["helius_cold_start_await_seconds"] > timing["helius_cold_start_within_seconds"]
+    for key in ("zone_back", "mlflow_back"):
+        assert timing["helius_await_timeout_seconds"] > timing[f"helius_{key}_within_seconds"]
+    # inside a fault: Prometheus has seen MLflow go before the kill; a refresh has failed
+    # before the promotion
+    assert timing["helius_outage_before_kill_seconds"] >= scrape + evaluation
+    assert timing["helius_partition_before_promotion_seconds"] >= refresh + deadline
+    # the cold start's MLflow outage (the longest fault) is over before its TTL
+    cold_start = (
+        timing["helius_outage_before_kill_seconds"]
+        + timing["helius_cold_start_await_seconds"]
+        + timing["helius_replacement_hold_seconds"]
+    )
+    assert timing["helius_fault_ttl_seconds"] > cold_start
+
+
+def test_every_cluster_duration_is_at_least_the_local_one() -> None:
+    """A cluster scrapes, refreshes and starts pods slower than the local stack, never faster
+    (the local values are the experiments' configuration defaults)."""
+    profile = MANIFESTS.parent / "experiments" / "profiles" / "cluster.json"
+    timing = json.loads(profile.read_text())["configuration"]
+    local: dict[str, int] = {}
+    for path in sorted((MANIFESTS.parent / "experiments").glob("*.json")):
+        for key, entry in json.loads(path.read_text())["configuration"].items():
+            if key in timing:
+                local[key] = entry["default"]
+    assert set(local) == set(timing)
+    shorter = {k: (v, local[k]) for k, v in timing.items() if v < local[k]}
+    assert not shorter, shorter
