@@ -720,6 +720,7 @@ def replicas_recovered_within(
     app: str,
     seconds: float,
     replicas: int | None = None,
+    per_zone: bool = False,
     window_id: str | None = None,
     kind: str | None = None,
     target: str | None = None,
@@ -729,8 +730,14 @@ def replicas_recovered_within(
     """`ok` when Prometheus saw `replicas` `up` targets of `app` again within `seconds` of the
     fault's end (of its start for an instant fault such as a kill), and still does now.
     `replicas` defaults to the ready count the fault action recorded for `app`.
-    Reports `time_to_recover_seconds` (from the first dip below `replicas`)."""
+    Reports `time_to_recover_seconds` (from the first dip below `replicas`).
+
+    `per_zone`: every zone must be back to the targets it had when the fault started (a
+    zone's pods rescheduled into the other zones are not "back": the count is right, the
+    spread is not)."""
     window = judged.window
+    if per_zone:
+        return _zones_recovered(judged, app, seconds)
     if replicas is None:
         replicas = windows.ready_before(window, app)
         judged.threshold["replicas"] = replicas
@@ -769,4 +776,56 @@ def replicas_recovered_within(
         + ("(never seen below)" if dipped is None else f"(dipped at +{dipped - start:.1f} s)"),
         q,
         time_to_recover_seconds=ttr,
+    )
+
+
+def _zones_recovered(judged: Judged, app: str, seconds: float) -> dict[str, Any]:
+    window = judged.window
+    start = window.started_at
+    instant_fault = window.kind == FaultKind.POD_KILL.value
+    ref = window.ended_at if window.ended_at is not None and not instant_fault else start
+    now = clock.now()
+    q = pq.up_count_by_zone(app)
+    before = {s.labels.get("zone", "?"): s.value for s in judged.prometheus.instant(q, at=start)}
+    judged.threshold["per_zone"] = before
+    if not before:
+        return judged.result(False, None, f"no up data for {app} when the fault started", q)
+    series = {
+        s.labels.get("zone", "?"): dict(s.points)
+        for s in judged.prometheus.range_series(q, start, now)
+    }
+    steps = sorted({t for points in series.values() for t in points})
+    late: dict[str, float | None] = {}  # zone -> s after the fault it was back (None: it is not)
+    for zone, wanted in before.items():
+        points = series.get(zone, {})
+        counts = [(t, points.get(t, 0.0)) for t in steps]  # no series at a step: none up
+        dipped = next((t for t, v in counts if v < wanted), None)
+        back = None
+        for t, v in counts:
+            if dipped is None or t < dipped:
+                continue
+            back = (back if back is not None else t) if v >= wanted else None
+        late[zone] = 0.0 if dipped is None else None if back is None else max(0.0, back - ref)
+    missing = sorted(z for z, t in late.items() if t is None)
+    if missing:
+        last = steps[-1] if steps else now
+        now_up = {z: series.get(z, {}).get(last, 0.0) for z in sorted(before)}
+        return judged.result(
+            False,
+            None,
+            f"{app}: {missing} not back to the up targets they had before the fault "
+            f"{now - ref:.0f} s after it (per zone before: {before}, now: {now_up})",
+            q,
+            time_to_recover_seconds=None,
+            per_zone_seconds=late,
+        )
+    ttr = max(t for t in late.values() if t is not None)
+    return judged.result(
+        ttr <= seconds,
+        ttr,
+        f"{app}: every zone back to its up targets {ttr:.1f} s after the fault "
+        f"(per zone: { ({z: round(t, 1) for z, t in late.items() if t is not None}) })",
+        q,
+        time_to_recover_seconds=ttr,
+        per_zone_seconds=late,
     )

@@ -72,3 +72,9 @@ def quantile_over(q: float, histogram: str, start: float, end: float) -> str:
 def up_count(app: str, zone: str | None = None) -> str:
     """How many targets of `app` (in `zone`) Prometheus scraped successfully (0 when none)."""
     return f"count({selector('up', app=app, zone=zone)} == 1) or vector(0)"
+
+
+def up_count_by_zone(app: str) -> str:
+    """How many targets of `app` Prometheus scraped successfully, per zone (a zone with none
+    has no series)."""
+    return f"count by (zone) ({selector('up', app=app)} == 1)"

@@ -13,6 +13,10 @@ free port >= 20000. Timeline (seconds after T0, T0 an hour ago, one sample per s
   is 1 on [304, 366) on every pod but one, LYING_POD, which stays 0 (a max() hides it).
 - HUNG fault [450, 480): clients complete only 1 request/s (all "successful"); the gauge is 1
   on [452, 458) only (cleared while the fault goes on) and GONE_POD is not scraped after 453.
+- DRAIN [520, 530): zone-a is drained for two apps of one pod per zone. `spread-ok`'s zone-a
+  pod is down from 521 and back (a new pod, in zone-a) at 534; `spread-lost`'s zone-a pod is
+  down from 521 and its replacement comes up at 534 in zone-b: the count is back, zone-a is
+  empty.
 
 Two things a real Prometheus has that the history must get right:
 
@@ -46,6 +50,7 @@ GOOD = (100, 160)
 BAD = (300, 360)
 HUNG = (450, 480)
 CALM = (200, 260)
+DRAIN = (520, 530)
 BUCKETS = ("0.05", "0.25", "1.0", "+Inf")
 PODS = {
     "helius-reco-aaaaa": "zone-a",
@@ -159,6 +164,17 @@ def _openmetrics(t0: int) -> str:
         for s in range(SPAN):
             v = 0 if GOOD[0] + 2 <= s < GOOD[1] + 3 else 1
             lines.append(f'up{{app="mlflow",pod="{pod}",zone="{zone}"}} {v} {t0 + s}')
+    for app, comes_back_in in (("spread-ok", "zone-a"), ("spread-lost", "zone-b")):
+        for zone in ("zone-a", "zone-b", "zone-c"):
+            for s in range(SPAN):
+                drained = zone == "zone-a" and s >= DRAIN[0] + 1
+                if drained and s >= DRAIN[0] + 1 + STALE_AFTER:
+                    break  # the drained pod's target is gone
+                v = 0 if drained else 1
+                lines.append(f'up{{app="{app}",pod="{app}-{zone}",zone="{zone}"}} {v} {t0 + s}')
+        for s in range(DRAIN[1] + 4, SPAN):
+            labels = f'app="{app}",pod="{app}-new",zone="{comes_back_in}"'
+            lines.append(f"up{{{labels}}} 1 {t0 + s}")
     lines.append("# EOF")
     return "\n".join(lines) + "\n"
 

@@ -18,6 +18,7 @@ from chaoslib.exceptions import ActivityFailed
 from prom_fixture import (
     BAD,
     CALM,
+    DRAIN,
     GONE_POD,
     GOOD,
     HUNG,
@@ -64,6 +65,28 @@ def _window(
         Path(cfg["helius_run_dir"]), window_id=window.id, ended_at=hist.at(span[1])
     )
     return window
+
+
+def test_replicas_back_per_zone_needs_the_drained_zone_refilled(
+    cfg: dict[str, Any], history: PromHistory
+) -> None:
+    """A zone drained and its pod replaced in another zone: three targets up again, so the
+    cluster-wide count is back, but the spread is lost; per zone it is not back."""
+    drain = _window(cfg, history, DRAIN, kind="drain")
+
+    def back(app: str, per_zone: bool, seconds: float = 30) -> dict[str, Any]:
+        return probes.replicas_recovered_within(
+            app, seconds, replicas=3, per_zone=per_zone, window_id=drain.id, configuration=cfg
+        )
+
+    assert back("spread-lost", per_zone=False)["ok"]  # the count alone cannot see it
+    lost = back("spread-lost", per_zone=True)
+    assert not lost["ok"] and "['zone-a'] not back" in lost["description"]
+    assert lost["threshold"]["per_zone"] == {"zone-a": 1, "zone-b": 1, "zone-c": 1}
+    ok = back("spread-ok", per_zone=True)
+    assert ok["ok"], ok["description"]
+    assert ok["time_to_recover_seconds"] == pytest.approx(4, abs=1.5)  # 534 vs the end, 530
+    assert not back("spread-ok", per_zone=True, seconds=2)["ok"]  # and the deadline bites
 
 
 def test_client_success_ratio(cfg: dict[str, Any], history: PromHistory) -> None:
