@@ -142,6 +142,11 @@ LATENCY = {
 # x4.5 in mlflow-outage, x21 in the cold start, with p50 x1.1-x2.1 (CI runs 2026-11-30).
 # There the median guards (x2 + 5 ms) and the tail is bounded: 3x + 1 s.
 RESTARTS = {"max_ratio": 3.0, "noise_seconds": 1.0}
+# A promotion makes every pod fetch and load the new model on the same two cores as its
+# requests: healthy model-promoted runs put the tail 70-78 ms above 3x the baseline's p99
+# (97 ms vs 24 ms, 89 ms vs 19 ms: 0.80 and 0.84 of the 50 ms allowance, 2026-11-30). The
+# tail gets twice that, 150 ms; the median (x2 + 5 ms) still guards the path every request takes.
+MODEL_SWAP = {**LATENCY, "noise_seconds": 0.15}
 
 Json = dict[str, Any]
 
@@ -580,6 +585,7 @@ def az_drain() -> Json:
                 "replicas_recovered_within",
                 app=RECO,
                 seconds=t("helius_zone_back_within_seconds"),
+                per_zone=True,
                 **w,
             ),
         ],
@@ -811,7 +817,7 @@ def model_promoted_during_partition() -> Json:
                 seconds=t("helius_fallback_within_seconds"),
                 **w,
             ),
-            *clients(w),
+            *clients(w, latency=MODEL_SWAP),
             probe(
                 "fallback-cleared-on-every-pod",
                 "slo.probes",
