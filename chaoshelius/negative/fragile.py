@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -52,6 +54,7 @@ CLEARS_AFTER_SECONDS = 6.0  # the gauge "gives up" reporting after this long
 BREAKER_OPEN_SECONDS = 120.0
 ALIAS_CACHE_SECONDS = 600.0
 SLOW_START_SECONDS = 60.0  # past the await (30 s) + settle (10 s) + the after-checks
+PEER_SERVING_SECONDS = 10.0  # a fresh deploy's replicas start within seconds of each other
 LYING_ZONE = "zone-b"
 
 
@@ -318,13 +321,36 @@ def startup_needs_mlflow_app() -> FastAPI:
 
 
 def slow_start_app() -> FastAPI:
-    """Start-up takes 60 s (every user's top-k precomputed before serving): a killed pod's
-    replacement is not ready for a long time. Caught by `replicas_recovered_within`,
-    `pods_replaced` and the after-method `pods_ready` in reco-pod-kill."""
+    """A replica that joins running peers first syncs their precomputed top-k, for 60 s, before
+    serving: a killed pod's replacement is not ready for a long time. Caught by
+    `replicas_recovered_within`, `pods_replaced` and the after-method `pods_ready` in
+    reco-pod-kill. The replicas of a fresh deploy have no peer serving yet (none has served
+    for `PEER_SERVING_SECONDS`) and start at once, so switching the stack to this profile does
+    not cost the suite a minute. Peers are the pods of the stack's cache directory that wrote
+    their pid on serving and are still alive."""
     app = create_app()
 
-    async def precompute(app_: FastAPI) -> None:
-        await asyncio.sleep(SLOW_START_SECONDS)
+    async def sync_from_peers(app_: FastAPI) -> None:
+        peers = Path(os.environ.get("HELIUS_CACHE_DIR", ".")).resolve().parent / "serving-peers"
+        peers.mkdir(parents=True, exist_ok=True)
+        if _serving_peers(peers):
+            await asyncio.sleep(SLOW_START_SECONDS)
+        (peers / os.environ.get("HELIUS_POD_NAME", str(os.getpid()))).write_text(str(os.getpid()))
 
-    _wrap_lifespan(app, precompute)
+    _wrap_lifespan(app, sync_from_peers)
     return app
+
+
+def _serving_peers(peers: Path) -> list[str]:
+    """Pods that have been serving for PEER_SERVING_SECONDS and whose process is alive."""
+    found = []
+    for marker in peers.iterdir():
+        try:
+            pid = int(marker.read_text())
+            age = time.time() - marker.stat().st_mtime
+            os.kill(pid, 0)  # alive?
+        except (OSError, ValueError):
+            continue
+        if pid != os.getpid() and age >= PEER_SERVING_SECONDS:
+            found.append(marker.name)
+    return found
