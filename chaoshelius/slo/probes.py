@@ -760,7 +760,8 @@ def replicas_recovered_within(
         else:
             back = None
     last = points[-1][1]
-    if last < replicas or back is None:
+    # never seen below `replicas`: the replacement came up within a scrape interval
+    if last < replicas or (back is None and dipped is not None):
         return judged.result(
             False,
             None,
@@ -768,7 +769,7 @@ def replicas_recovered_within(
             q,
             time_to_recover_seconds=None,
         )
-    ttr = max(0.0, back - ref) if dipped is not None else 0.0
+    ttr = max(0.0, back - ref) if back is not None else 0.0
     return judged.result(
         ttr <= seconds,
         ttr,

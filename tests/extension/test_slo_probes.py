@@ -282,6 +282,11 @@ def test_targets_went_down_and_recovered(cfg: dict[str, Any], history: PromHisto
     assert not probes.replicas_recovered_within("mlflow", 1, window_id=good.id, configuration=cfg)[
         "ok"
     ]
+    # a replacement up within a scrape interval: Prometheus never sees fewer, which is back
+    calm = _window(cfg, history, CALM)
+    never = probes.replicas_recovered_within("mlflow", 10, window_id=calm.id, configuration=cfg)
+    assert never["ok"] and "never seen below" in never["description"], never["description"]
+    assert never["time_to_recover_seconds"] == 0.0
 
 
 def test_window_probes_are_vacuous_only_before_the_fault_phase(cfg: dict[str, Any]) -> None:
