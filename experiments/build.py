@@ -606,6 +606,7 @@ def az_drain() -> Json:
                 "await_pods_ready",
                 app=RECO,
                 timeout_seconds=t("helius_await_timeout_seconds"),
+                per_zone=True,
             ),
             action(
                 "await-mlflow-back",

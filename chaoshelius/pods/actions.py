@@ -56,32 +56,43 @@ def await_pods_ready(
     app: str,
     replicas: int | None = None,
     timeout_seconds: float = 60.0,
+    per_zone: bool = False,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
     """Wait until `app` has `replicas` ready pods, none of them a pod killed in this run.
 
     `replicas` defaults to the ready count recorded when this run's last fault on `app`
-    started (kill, scale or zone drain), else 1. Closes the app's open `pod-kill` window at
-    that moment. Raises ActivityFailed after `timeout_seconds` (the after-method hypothesis
-    then judges the unfinished recovery).
+    started (kill, scale or zone drain), else 1. With `per_zone`, every zone must also be
+    back to the ready pods it had then (after a zone drain on a cluster the rolling restart
+    re-spreads the pods some time after the count is back). Closes the app's open `pod-kill`
+    window at that moment. Raises ActivityFailed after `timeout_seconds` (the after-method
+    hypothesis then judges the unfinished recovery).
     """
     config, driver = driver_for(configuration)
     window = windows.find_window(kind=KIND_KILL, target=app)
     killed = set(window.details.get("killed", [])) if window else set()
+    latest = max(
+        (w for w in windows.windows() if app in w.details.get("ready_before", {})),
+        key=lambda w: w.started_at,
+        default=None,
+    )
     if replicas is None:
-        latest = max(
-            (w for w in windows.windows() if app in w.details.get("ready_before", {})),
-            key=lambda w: w.started_at,
-            default=None,
-        )
         replicas = ready_before(latest, app) if latest else 1
+    zones: dict[str, int] = (
+        dict((latest.details.get("zones_before") or {}).get(app, {})) if per_zone and latest else {}
+    )
     deadline = time.monotonic() + timeout_seconds
     started = time.monotonic()
     while True:
         pods = driver.list_pods(app)
         ready = [p.name for p in pods if p.ready and p.name not in killed]
-        if len(ready) >= replicas:
+        short = {
+            zone: wanted
+            for zone, wanted in zones.items()
+            if sum(1 for p in pods if p.ready and p.name not in killed and p.zone == zone) < wanted
+        }
+        if len(ready) >= replicas and not short:
             closed = windows.close_windows(config.helius_run_dir, kind=KIND_KILL, target=app)
             return {
                 "ready": ready,
@@ -91,7 +102,13 @@ def await_pods_ready(
         if time.monotonic() >= deadline:
             raise ActivityFailed(
                 f"{app} has {len(ready)} ready replacement pod(s) of {replicas} after "
-                f"{timeout_seconds:g} s (pods: {[(p.name, p.ready) for p in pods]}); "
+                f"{timeout_seconds:g} s"
+                + (
+                    f", zones short of their pods before the fault: {sorted(short)}"
+                    if short
+                    else ""
+                )
+                + f" (pods: {[(p.name, p.zone, p.ready) for p in pods]}); "
                 "look at the pod logs under .helius/stack/"
             )
         time.sleep(0.5)

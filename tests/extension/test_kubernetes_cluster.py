@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chaoslib.exceptions import ActivityFailed
 from chaoslib.provider.python import run_python_activity
 from k8s_fake_api import FakeKubeAPI, isolate_client, serve, write_kubeconfig
 
@@ -151,6 +152,30 @@ def test_every_zone_has_ready_pods_sees_the_empty_zone(
     assert back["ok"] is True, back
     assert driver.uncordon_zone("zone-a") == []  # twice: nothing cordoned, nothing restarted
     assert len(cluster.sent("PATCH", "/deployments/")) == 2
+
+
+def test_await_per_zone_waits_for_the_drained_zone_to_refill(
+    cluster: FakeKubeAPI, configuration: dict[str, Any]
+) -> None:
+    """After a drain the Deployment's count is back (in zones b and c) long before the undo's
+    rollout puts a pod in zone-a again: az-drain's await, per zone, waits for that."""
+    from chaoshelius.pods.actions import await_pods_ready
+    from chaoshelius.zones.actions import drain_zone, uncordon_zone
+
+    drained = drain_zone("zone-a", ttl_seconds=30, configuration=configuration)
+    assert drained["window"]
+    counted = await_pods_ready("helius-reco", timeout_seconds=10, configuration=configuration)
+    assert len(counted["ready"]) == 3 and "zone-a" not in _zones(cluster, "helius-reco")
+    with pytest.raises(ActivityFailed, match=r"zones short .*\['zone-a'\]"):
+        await_pods_ready(
+            "helius-reco", timeout_seconds=1, per_zone=True, configuration=configuration
+        )
+    uncordon_zone("zone-a", configuration=configuration)
+    spread = await_pods_ready(
+        "helius-reco", timeout_seconds=20, per_zone=True, configuration=configuration
+    )
+    zones = zone_probes.every_zone_has_ready_pods("helius-reco", configuration=configuration)
+    assert zones["ok"] and zones["zones"]["zone-a"] >= 1, (zones, spread)
 
 
 def test_az_drain_waits_for_a_pdb_and_gives_up_at_the_ttl(
