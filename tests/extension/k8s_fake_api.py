@@ -22,9 +22,10 @@ controllers that keep `spec.replicas` pods that are not terminating, scheduling 
 a schedulable node (not cordoned, not tainted, admitted by its `nodeSelector` and required
 node affinity, e.g. the kind overlay's PostgreSQL pinned to zone-c) of the zone with the
 fewest of its pods (`topologySpreadConstraints` with `nodeTaintsPolicy: Honor`, as the
-manifests ask), Ready `ready_seconds` after creation; optionally RBAC (`authorize`): a bearer token bound to Role /
-ClusterRole rules, checked per request (verb, API group, resource, subresource, namespace),
-403 otherwise. Time advances lazily: each request first settles what is due.
+manifests ask), Ready `ready_seconds` after creation; optionally RBAC (`authorize`): a
+bearer token bound to Role / ClusterRole rules, checked per request (verb, API group,
+resource, subresource, namespace), 403 otherwise. Time advances lazily: each request first
+settles what is due.
 
 What it does not do: admission and validation of specs, strategic-merge semantics beyond a
 JSON merge patch, watches, images, probes (readiness is a timer), any enforcement of a
