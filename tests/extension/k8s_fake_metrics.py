@@ -43,7 +43,14 @@ What it simulates, read from the fake cluster on every tick (`TICK_SECONDS`):
 Scrape interval 1 s (the local stack's; the cluster profile's is 5 s): the test shortens the
 timing keys so the whole catalogue runs in minutes, and windows of a few seconds need 1 s
 samples. Service discovery has a real propagation delay: Prometheus's discovery manager
-forwards target changes at most every 5 s, as it does for kubernetes_sd on a cluster.
+forwards target changes at most every 5 s, as it does for kubernetes_sd on a cluster. Two
+probes compare Prometheus's view of a new pod with the cluster's, and hold only when a pod
+takes longer to be Ready than that delay (true of the recommender and MLflow on a cluster):
+`fallback_engaged_within(after_app_back="mlflow")` takes "MLflow back" from its first
+scrape, so recommenders that reached a Ready MLflow pod Prometheus had not discovered yet
+would look "cleared before the dependency was back"; `replicas_recovered_within`'s "still
+up now" during the zone drain's rolling restart would count an old pod gone before its
+replacement was discovered.
 """
 
 from __future__ import annotations
