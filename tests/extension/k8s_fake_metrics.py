@@ -27,8 +27,9 @@ What it simulates, read from the fake cluster on every tick (`TICK_SECONDS`):
   `LOCUST_TARGET_RPS` (from the `loadgen-settings` ConfigMap the driver wrote) to the
   recommender Service: spread over the ready recommender pods, all successful, latencies in a
   fixed healthy distribution; with no ready recommender every request fails (`connection`).
-- **Scrapes**: a pod answers `/metrics` while it is scheduled and not terminating (a deleted
-  pod's scrape fails: `up` 0 until service discovery drops the target, as on a cluster).
+- **Scrapes**: a pod answers `/metrics` from a second before it is Ready (its server listens,
+  then the readiness probe passes) until it is deleted: a starting or deleted pod's scrape
+  fails, `up` 0, until it listens or service discovery drops the target, as on a cluster.
   Prometheus finds the pods through file-based SD written from the fake cluster every tick,
   each target carrying the `__meta_kubernetes_*` labels kubernetes_sd would give it, and the
   scrape job uses the relabel_configs of manifests/monitoring/prometheus/prometheus.yml
@@ -87,6 +88,8 @@ REPO = Path(__file__).resolve().parents[2]
 MANIFEST_PROMETHEUS = REPO / "manifests" / "monitoring" / "prometheus" / "prometheus.yml"
 ALERT_RULES = REPO / "manifests" / "monitoring" / "rules" / "helius-alerts.yml"
 TICK_SECONDS = 0.1
+# a starting pod's server listens (and answers scrapes) this long before it is Ready
+LISTEN_BEFORE_READY_SECONDS = 1.0
 SCRAPE_SECONDS = 1
 # helius_reco.metrics.REFRESH_FAILURE_REASONS (exported at 0 from the start)
 REFRESH_REASONS = ("timeout", "unavailable", "not_found", "artifact_rejected", "busy", "disabled")
@@ -358,11 +361,22 @@ class SimulatedSystem:
             groups.append({"targets": [f"{ip}:{port}"], "labels": labels})
         return groups
 
+    def _listening(self, pod: dict[str, Any]) -> bool:
+        """A pod's server answers from LISTEN_BEFORE_READY_SECONDS before it is Ready (its
+        readiness probe passes once it listens) until it is deleted."""
+        if not self._alive(pod):
+            return False
+        if _is_ready(pod):
+            return True
+        key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
+        ready_at = self.cluster._ready_at.get(key)
+        return ready_at is not None and time.monotonic() >= ready_at - LISTEN_BEFORE_READY_SECONDS
+
     def metrics(self, namespace: str, name: str) -> str | None:
         """The exposition a pod's `/metrics` answers, or None when it does not answer."""
         with self.cluster.lock:
             pod = self.cluster.pods.get((namespace, name))
-            if pod is None or not self._alive(pod):
+            if pod is None or not self._listening(pod):
                 return None
             app = pod["metadata"]["labels"].get("app")
         with self._lock:
