@@ -487,6 +487,9 @@ def fallback_never_engaged(
     if not pods:
         return judged.result(False, None, f"no {FALLBACK_GAUGE} data in the fault window", q)
     targeted = set(judged.window.details.get("killed", []))
+    # and the pods a kubernetes drain evicted ("namespace/name"): evicted within a scrape
+    # interval of the drain's start, they may never be scraped in the window
+    targeted |= {str(p).rsplit("/", 1)[-1] for p in judged.window.details.get("evicted", [])}
     drained = judged.window.target if judged.window.kind == FaultKind.DRAIN.value else None
     problems = []
     highest = 0.0

@@ -33,12 +33,15 @@ def drain_zone(
     config, driver = driver_for(configuration)
     before = fleet_snapshot(driver)
     fault = driver.drain_zone(zone, ttl_seconds)
+    # the window starts when the drain did: the kubernetes driver returns only once the
+    # evicted pods are gone, and "up just before the fault" must see them still up
     window = windows.open_window(
         config.helius_run_dir,
         KIND_DRAIN,
         zone,
         window_id=fault.id,
         details={"expires_at": fault.expires_at, **before, **fault.details},
+        started_at=fault.started_at,
     )
     return {"fault": fault.id, "expires_at": fault.expires_at, "window": window.as_output()}
 

@@ -19,11 +19,13 @@ is gone `grace_seconds` later); the eviction API enforcing PodDisruptionBudgets 
 the budget has no disruption left, counted from ready, non-terminating pods and the
 controllers' replicas, as the disruption controller does); Deployment and StatefulSet
 controllers that keep `spec.replicas` pods that are not terminating, scheduling a new pod on
-a schedulable node (not cordoned, not tainted) of the zone with the fewest of its pods
-(`topologySpreadConstraints` with `nodeTaintsPolicy: Honor`, as the manifests ask), Ready
-`ready_seconds` after creation; optionally RBAC (`authorize`): a bearer token bound to Role /
-ClusterRole rules, checked per request (verb, API group, resource, subresource, namespace),
-403 otherwise. Time advances lazily: each request first settles what is due.
+a schedulable node (not cordoned, not tainted, admitted by its `nodeSelector` and required
+node affinity, e.g. the kind overlay's PostgreSQL pinned to zone-c) of the zone with the
+fewest of its pods (`topologySpreadConstraints` with `nodeTaintsPolicy: Honor`, as the
+manifests ask), Ready `ready_seconds` after creation; optionally RBAC (`authorize`): a
+bearer token bound to Role / ClusterRole rules, checked per request (verb, API group,
+resource, subresource, namespace), 403 otherwise. Time advances lazily: each request first
+settles what is due.
 
 What it does not do: admission and validation of specs, strategic-merge semantics beyond a
 JSON merge patch, watches, images, probes (readiness is a timer), any enforcement of a
@@ -243,8 +245,10 @@ class FakeKubeAPI:
     chaos_mesh: bool = False
     # graceful deletion: a deleted pod lingers (terminating) this long; 0 = gone at once
     grace_seconds: float = 0.0
-    # a pod a controller creates is Ready this long after its creation
+    # a pod a controller creates is Ready this long after its creation (per `app` label in
+    # `ready_seconds_by_app`, e.g. MLflow's slower cold start; `ready_seconds` otherwise)
     ready_seconds: float = 0.0
+    ready_seconds_by_app: dict[str, float] = field(default_factory=dict)
     # Deployments/StatefulSets whose pods a controller keeps (those from `from_overlay`)
     controlled: set[tuple[str, str, str]] = field(default_factory=set)  # (kind, ns, name)
     # RBAC: bearer token -> rules; tokens not listed are refused when `rbac` is on
@@ -537,8 +541,11 @@ class FakeKubeAPI:
         if "annotations" in template["metadata"]:
             pod["metadata"]["annotations"] = copy.deepcopy(template["metadata"]["annotations"])
         if node:
-            self._ready_at[(ns, pod_name)] = time.monotonic() + self.ready_seconds
-            if self.ready_seconds <= 0:
+            delay = self.ready_seconds_by_app.get(
+                template["metadata"].get("labels", {}).get("app", ""), self.ready_seconds
+            )
+            self._ready_at[(ns, pod_name)] = time.monotonic() + delay
+            if delay <= 0:
                 self.set_ready(ns, pod_name, True)
         return True
 
@@ -550,12 +557,39 @@ class FakeKubeAPI:
             and not any(t.get("effect") == "NoSchedule" for t in node["spec"].get("taints") or [])
         )
 
+    def _fits(self, spec: dict[str, Any], node: str) -> bool:
+        """The pod spec's `nodeSelector` and required node affinity admit `node` (terms ORed,
+        expressions ANDed; In / NotIn / Exists / DoesNotExist on the node's labels)."""
+        labels = self.nodes[node]["metadata"].get("labels", {})
+        if any(labels.get(k) != v for k, v in (spec.get("nodeSelector") or {}).items()):
+            return False
+        required = (
+            ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+                "requiredDuringSchedulingIgnoredDuringExecution"
+            )
+            or {}
+        ).get("nodeSelectorTerms")
+        if not required:
+            return True
+
+        def holds(expr: dict[str, Any]) -> bool:
+            key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+            return {
+                "In": key in labels and labels[key] in values,
+                "NotIn": labels.get(key) not in values,
+                "Exists": key in labels,
+                "DoesNotExist": key not in labels,
+            }[op]
+
+        return any(all(holds(e) for e in t.get("matchExpressions") or []) for t in required)
+
     def _schedule(self, template: dict[str, Any], ns: str) -> str | None:
-        """A schedulable node: in the zone (then on the node) with the fewest pods like it
-        (of the same revision, when the zone spread has `matchLabelKeys: [pod-template-hash]`)."""
+        """A schedulable node that the pod's node selector / required node affinity admits:
+        in the zone (then on the node) with the fewest pods like it (of the same revision,
+        when the zone spread has `matchLabelKeys: [pod-template-hash]`)."""
         labels = template["metadata"].get("labels", {})
         app = labels.get("app")
-        nodes = self._schedulable()
+        nodes = [n for n in self._schedulable() if self._fits(template["spec"], n)]
         if not nodes:
             return None
         same = [

@@ -37,6 +37,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,10 +180,57 @@ def _openmetrics(t0: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def start_prometheus(workdir: Path) -> tuple[subprocess.Popen[bytes], PromHistory]:
+def binaries() -> tuple[str, str]:
+    """The `prometheus` and `promtool` on PATH (the tests need the real ones)."""
     prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
     if not prometheus or not promtool:
         raise RuntimeError("prometheus and promtool must be installed (apt install prometheus)")
+    return prometheus, promtool
+
+
+_PORTS_LOCK = threading.Lock()
+_PORTS_HANDED_OUT: set[int] = set()
+
+
+def launch_prometheus(
+    workdir: Path, config: Path, data: Path, *extra_args: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """The real `prometheus` on a free port >= 20000 with `config` and TSDB `data`; returns
+    once `/-/ready` answers. Safe to call from several threads (ports are handed out once)."""
+    prometheus, _ = binaries()
+    with _PORTS_LOCK:
+        port = free_port()
+        while port in _PORTS_HANDED_OUT:
+            port = free_port(port + 1)
+        _PORTS_HANDED_OUT.add(port)
+    with (workdir / "prometheus.log").open("wb") as log:  # the child keeps its own copy
+        proc = subprocess.Popen(  # noqa: S603  argv list: the prometheus binary
+            [
+                prometheus,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={data}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                *extra_args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    raise RuntimeError(f"Prometheus did not become ready; see {workdir / 'prometheus.log'}")
+
+
+def start_prometheus(workdir: Path) -> tuple[subprocess.Popen[bytes], PromHistory]:
+    _, promtool = binaries()
     t0 = int(time.time()) - 3600
     data = workdir / "data"
     source = workdir / "history.om"
@@ -194,28 +242,11 @@ def start_prometheus(workdir: Path) -> tuple[subprocess.Popen[bytes], PromHistor
     )
     config = workdir / "prometheus.yml"
     config.write_text("global:\n  scrape_interval: 15s\n")
-    port = free_port()
-    with (workdir / "prometheus.log").open("wb") as log:  # the child keeps its own copy
-        proc = subprocess.Popen(
-            [
-                prometheus,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={data}",
-                "--storage.tsdb.retention.time=30d",
-                f"--query.lookback-delta={STALE_AFTER}s",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/-/ready", timeout=1).status_code == 200:
-                return proc, PromHistory(url, float(t0))
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"Prometheus did not become ready; see {workdir / 'prometheus.log'}")
+    proc, url = launch_prometheus(
+        workdir,
+        config,
+        data,
+        "--storage.tsdb.retention.time=30d",
+        f"--query.lookback-delta={STALE_AFTER}s",
+    )
+    return proc, PromHistory(url, float(t0))

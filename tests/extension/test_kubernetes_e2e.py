@@ -1,18 +1,17 @@
 """Every experiment of the catalogue, end to end through the real `chaos` CLI, as
-`target=kubernetes` against the fake API server serving the real kind overlay.
+`target=kubernetes` against the fake API server serving the real kind overlay: the method.
 
-No cluster can run here (see k8s_fake_api.py), and no recommender or Prometheus runs behind
-the fake: so this proves the *method* on a cluster, not a verdict. Each run is `chaos run
---dry probes` (Chaos Toolkit's own switch: the probes are skipped, every action, pause and
-rollback runs) with the experiment's timing keys shortened through the environment, as a
-user's `--var-file` would. It shows, per experiment: the in-cluster load is started and
-stopped through the driver, the fault really lands on the cluster (pods gone, policies or
-NetworkChaos created, nodes cordoned), it is undone, and nothing is left behind (no chaos
-objects, no cordon, every Deployment at its replicas, the load generator at 0). MLflow's REST
-API, which `promote_model` calls, is a stub that records the promotion.
-
-Verdicts on this target need a Prometheus whose series follow the fake cluster; that fixture
-does not exist yet (see issue 12's note).
+No kube-apiserver can run here (k8s_fake_api.py), so the cluster is that fake. Each run is
+`chaos run --dry probes` (Chaos Toolkit's own switch: the probes are skipped, every action,
+pause and rollback runs) with every timing key at 1 s through the environment, as a user's
+`--var-file` would, so the whole catalogue takes seconds. It checks what the verdict tests
+(test_kubernetes_verdicts.py, which judge with a real Prometheus and take minutes) do not
+look at, per experiment: the in-cluster load is started and stopped through the driver, the
+fault really lands on the cluster (pods gone, policies or NetworkChaos created, nodes
+cordoned), it is undone, and nothing is left behind (no chaos objects, no cordon, every
+Deployment at its replicas, the load generator at 0, no pod outside the namespace touched).
+MLflow's REST API, which `promote_model` calls, is a stub (mlflow_stub.py) that records the
+promotion.
 """
 
 from __future__ import annotations
@@ -22,14 +21,13 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from k8s_fake_api import FakeKubeAPI, serve, write_kubeconfig
+from mlflow_stub import Registry, serve_registry
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = sorted((ROOT / "experiments").glob("*.json"))
@@ -38,43 +36,10 @@ CONTEXT = "kind-helius"
 FAULT_ACTIONS = {"kill_pods", "scale_app", "cut_path", "drain_zone", "promote_model"}
 
 
-class _MLflowStub(BaseHTTPRequestHandler):
-    """The three registry calls `chaoshelius.model.actions.promote_model` makes."""
-
-    promoted: list[dict[str, Any]] = []
-
-    def _answer(self, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:  # noqa: N802  http.server's spelling
-        version = {"version": "1", "source": "mlflow-artifacts:/1/model", "run_id": "r1"}
-        self._answer({"model_version": version})
-
-    def do_POST(self) -> None:  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["content-length"])) or b"{}")
-        if self.path.endswith("/model-versions/create"):
-            self._answer({"model_version": {"version": "2", "status": "READY"}})
-        else:
-            type(self).promoted.append(body)
-            self._answer({})
-
-    def log_message(self, *args: object) -> None:
-        return
-
-
 @pytest.fixture
-def mlflow() -> Iterator[str]:
-    _MLflowStub.promoted = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _MLflowStub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+def mlflow() -> Iterator[tuple[Registry, str]]:
+    with serve_registry() as served:
+        yield served
 
 
 def _short_timing(experiment: dict[str, Any]) -> dict[str, str]:
@@ -105,8 +70,9 @@ def _clean(cluster: FakeKubeAPI) -> list[str]:
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
 def test_the_experiment_runs_end_to_end_on_target_kubernetes(
-    path: Path, tmp_path: Path, mlflow: str
+    path: Path, tmp_path: Path, mlflow: tuple[Registry, str]
 ) -> None:
+    registry, mlflow_url = mlflow
     chaos = shutil.which("chaos") or str(Path(sys.executable).with_name("chaos"))
     cluster = FakeKubeAPI.from_overlay(grace_seconds=0.2, ready_seconds=0.2)
     cluster.chaos_mesh = True  # mlflow-latency's NetworkChaos (the walk-through installs it)
@@ -129,7 +95,7 @@ def test_the_experiment_runs_end_to_end_on_target_kubernetes(
         "HELIUS_KUBE_ALLOWED_CONTEXTS": CONTEXT,
         "HELIUS_KUBE_ALLOWED_SERVERS": f"{CONTEXT}={url}",
         "HELIUS_PROMETHEUS_URL": "http://127.0.0.1:1",  # no probe runs (--dry probes)
-        "HELIUS_MLFLOW_URL": mlflow,
+        "HELIUS_MLFLOW_URL": mlflow_url,
         "HELIUS_RUN_DIR": str(run_dir),
         "HELIUS_LOAD_RATE": "100",
         "HELIUS_SAFEGUARDS": "off",  # its Prometheus queries have nothing to read here
@@ -177,7 +143,7 @@ def test_the_experiment_runs_end_to_end_on_target_kubernetes(
     for step in faults:
         assert step["output"], (step["activity"]["name"], step["output"])  # it did something
     if any(s["activity"]["provider"]["func"] == "promote_model" for s in faults):
-        assert _MLflowStub.promoted and _MLflowStub.promoted[-1]["version"] == "2"
+        assert registry.promoted and registry.promoted[-1]["version"] == "2"
 
     assert _clean(cluster) == []
     with cluster.lock:
