@@ -744,24 +744,14 @@ def replicas_recovered_within(
     if replicas is None:
         replicas = windows.ready_before(window, app)
         judged.threshold["replicas"] = replicas
-    start = window.started_at
-    instant_fault = window.kind == FaultKind.POD_KILL.value
-    ref = window.ended_at if window.ended_at is not None and not instant_fault else start
+    start, ref = window.started_at, _recovery_reference(window)
     now = clock.now()
     q = pq.up_count(app)
     series = judged.prometheus.range_series(q, start, now)
     points = series[0].points if series else []
     if not points:
         return judged.result(False, None, f"no up data for {app}", q)
-    dipped = next((t for t, v in points if v < replicas), None)
-    back = None
-    for t, v in points:
-        if dipped is None or t < dipped:
-            continue
-        if v >= replicas:
-            back = t if back is None else back
-        else:
-            back = None
+    dipped, back = _dip_and_back(points, replicas)
     last = points[-1][1]
     # never seen below `replicas`: the replacement came up within a scrape interval
     if last < replicas or (back is None and dipped is not None):
@@ -783,11 +773,31 @@ def replicas_recovered_within(
     )
 
 
+def _recovery_reference(window: windows.Window) -> float:
+    """When recovery is timed from: the fault's end, or its start for an instant fault (a kill)."""
+    instant_fault = window.kind == FaultKind.POD_KILL.value
+    if window.ended_at is not None and not instant_fault:
+        return window.ended_at
+    return window.started_at
+
+
+def _dip_and_back(
+    points: list[tuple[float, float]], wanted: float
+) -> tuple[float | None, float | None]:
+    """When a count first fell below `wanted`, and when it was back at `wanted` for good (None:
+    never fell / not back now)."""
+    dipped = next((t for t, v in points if v < wanted), None)
+    back = None
+    for t, v in points:
+        if dipped is None or t < dipped:
+            continue
+        back = (back if back is not None else t) if v >= wanted else None
+    return dipped, back
+
+
 def _zones_recovered(judged: Judged, app: str, seconds: float) -> dict[str, Any]:
     window = judged.window
-    start = window.started_at
-    instant_fault = window.kind == FaultKind.POD_KILL.value
-    ref = window.ended_at if window.ended_at is not None and not instant_fault else start
+    start, ref = window.started_at, _recovery_reference(window)
     now = clock.now()
     q = pq.up_count_by_zone(app)
     before = {s.labels.get("zone", "?"): s.value for s in judged.prometheus.instant(q, at=start)}
@@ -803,12 +813,7 @@ def _zones_recovered(judged: Judged, app: str, seconds: float) -> dict[str, Any]
     for zone, wanted in before.items():
         points = series.get(zone, {})
         counts = [(t, points.get(t, 0.0)) for t in steps]  # no series at a step: none up
-        dipped = next((t for t, v in counts if v < wanted), None)
-        back = None
-        for t, v in counts:
-            if dipped is None or t < dipped:
-                continue
-            back = (back if back is not None else t) if v >= wanted else None
+        dipped, back = _dip_and_back(counts, wanted)
         late[zone] = 0.0 if dipped is None else None if back is None else max(0.0, back - ref)
     missing = sorted(z for z, t in late.items() if t is None)
     if missing:
