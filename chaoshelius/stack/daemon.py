@@ -75,6 +75,8 @@ log = logging.getLogger("chaoshelius.stack")
 MLFLOW_DB = "mlflow"
 FALLBACK_GAUGE = "reco_engine_in_fallback_mode"
 BOOT_TIMEOUT_SECONDS = 240.0
+# the recommender's MLflow client, imported once by its prefork parent (chaoshelius.stack.prefork)
+RECO_PRELOAD = ("mlflow.tracking", "mlflow.artifacts")
 
 
 class _QuietServer(uvicorn.Server):
@@ -182,6 +184,7 @@ class Stack:
             env,
             mlflow_server.READY_PATH,
             self.config.mlflow_liveness.as_probe() if self.config.mlflow_liveness else None,
+            preload=lambda: mlflow_server.PRELOAD,
         )
 
     def _reco_spec(self) -> PodSpec:
@@ -206,8 +209,19 @@ class Stack:
                 **self.config.reco_env,
             }
 
+        def preload() -> list[str]:
+            # the app's module (a negative control's defect, or the service), its MLflow client
+            return ["uvicorn.main", self.config.reco_app.split(":")[0], *RECO_PRELOAD]
+
         liveness = self.config.reco_liveness
-        return PodSpec(App.RECO, argv, env, "/ready", liveness.as_probe() if liveness else None)
+        return PodSpec(
+            App.RECO,
+            argv,
+            env,
+            "/ready",
+            liveness.as_probe() if liveness else None,
+            preload=preload,
+        )
 
     def _reco_mlflow_upstream(self) -> Upstream | None:
         if self.config.reco_mlflow_endpoint == "service":

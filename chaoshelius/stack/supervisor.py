@@ -10,6 +10,8 @@ Liveness is probed like the kubelet does, with the manifests' path, period, time
 threshold (chaoshelius.topology): once a pod has been ready, `failure_threshold` failed probes
 in a row restart it (SIGKILL, then the slot replaces it), so a liveness endpoint tied to a
 dependency shows up locally as it would on a cluster.
+A spec with a preload list forks its `python -m` pods from a parent that imported those modules
+once (chaoshelius.stack.prefork); if that parent is gone or refuses, the pod starts cold.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import logging
 import secrets
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +32,7 @@ from typing import Any
 import httpx
 
 from chaoshelius.stack import selectors
+from chaoshelius.stack.prefork import ForkedProcess, PreforkParent, interpreter_env_matches
 from chaoshelius.stack.procs import LOOPBACK, kill_group, port_is_free
 from chaoshelius.topology import NAMESPACE, ZONE_LABEL, App, Probe
 
@@ -39,6 +43,7 @@ PROBE_TIMEOUT_SECONDS = 1.5
 FAILURES_TO_UNREADY = 2
 STOP_GRACE_SECONDS = 3.0
 MAX_BACKOFF_SECONDS = 30.0
+PREFORK_TIMEOUT_SECONDS = 120.0  # the parent's imports (once) and one fork
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,8 @@ class PodSpec:
     env: Callable[[Pod], dict[str, str]]
     ready_path: str
     liveness: Probe | None = None
+    # modules imported once by a prefork parent that forks these pods; None: cold starts
+    preload: Callable[[], Sequence[str]] | None = None
 
 
 @dataclass(eq=False)
@@ -62,7 +69,7 @@ class Pod:
     log_path: Path
     work_dir: Path
     started_at: float = field(default_factory=time.time)
-    process: asyncio.subprocess.Process | None = None
+    process: asyncio.subprocess.Process | ForkedProcess | None = None
     ready: bool = False
     stopping: bool = False
     exited: bool = False
@@ -119,6 +126,7 @@ class Supervisor:
         run_dir: Path,
         replace_delay: float,
         on_change: Callable[[], None] = lambda: None,
+        prefork: bool = True,
     ) -> None:
         self.specs = dict(specs)
         self.placements = dict(placements)
@@ -140,6 +148,10 @@ class Supervisor:
         self._tasks: set[asyncio.Task[None]] = set()
         self._http = httpx.AsyncClient(timeout=PROBE_TIMEOUT_SECONDS)
         self._wakeup = asyncio.Event()
+        self.prefork = prefork
+        self._preforks: dict[App, PreforkParent] = {}
+        self._prefork_locks: dict[App, asyncio.Lock] = {app: asyncio.Lock() for app in specs}
+        self.forked_starts = 0
 
     # -- queries ---------------------------------------------------------------------------
     def pods(self, selector: str | selectors.Selector | None = None) -> list[Pod]:
@@ -246,6 +258,8 @@ class Supervisor:
         for pod in pods:
             if pod.pid is not None:
                 kill_group(pod.pid, signal.SIGKILL)
+        for parent in self._preforks.values():
+            await parent.aclose()
         for task in list(self._tasks):
             task.cancel()
         await self._http.aclose()
@@ -308,20 +322,23 @@ class Supervisor:
         pod.work_dir.mkdir(parents=True, exist_ok=True)
         pod.log_path.parent.mkdir(parents=True, exist_ok=True)
         slot = self.slot_of(pod)
-        with pod.log_path.open("ab") as log_file:
-            try:
-                pod.process = await asyncio.create_subprocess_exec(
-                    *spec.argv(pod),
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=log_file,
-                    stderr=asyncio.subprocess.STDOUT,
-                    env=spec.env(pod),
-                    cwd=pod.work_dir,
-                    start_new_session=True,
-                )
-            except OSError as exc:
-                log_file.write(f"cannot start pod {pod.name}: {exc}\n".encode())
-                pod.exited = True
+        argv, env = spec.argv(pod), spec.env(pod)
+        pod.process = await self._fork(pod, spec, argv, env)
+        if pod.process is None:
+            with pod.log_path.open("ab") as log_file:
+                try:
+                    pod.process = await asyncio.create_subprocess_exec(
+                        *argv,
+                        stdin=asyncio.subprocess.DEVNULL,
+                        stdout=log_file,
+                        stderr=asyncio.subprocess.STDOUT,
+                        env=env,
+                        cwd=pod.work_dir,
+                        start_new_session=True,
+                    )
+                except OSError as exc:
+                    log_file.write(f"cannot start pod {pod.name}: {exc}\n".encode())
+                    pod.exited = True
         loop = asyncio.get_running_loop()
         probes = [loop.create_task(self._probe(pod, spec))]
         if spec.liveness is not None:
@@ -344,6 +361,31 @@ class Supervisor:
                 slot.next_start = time.monotonic() + min(backoff, MAX_BACKOFF_SECONDS)
         self.on_change()
         self.poke()
+
+    async def _fork(
+        self, pod: Pod, spec: PodSpec, argv: list[str], env: dict[str, str]
+    ) -> ForkedProcess | None:
+        """The pod forked from its app's prefork parent (started on first use); None: cold."""
+        if not self.prefork or spec.preload is None or argv[:2] != [sys.executable, "-m"]:
+            return None
+        if not interpreter_env_matches(env):
+            return None  # PYTHONPATH & co. act at interpreter start: the parent's are not these
+        async with self._prefork_locks[pod.app]:
+            parent = self._preforks.get(pod.app)
+            if parent is None or not parent.alive:
+                parent = PreforkParent(
+                    spec.preload(), self.logs_dir / f"prefork-{pod.app}.log", self.run_dir
+                )
+                try:
+                    await parent.start()
+                except OSError as exc:
+                    log.warning("cannot start the prefork parent of %s: %s", pod.app, exc)
+                    return None
+                self._preforks[pod.app] = parent
+        child = await parent.spawn(argv, env, pod.work_dir, pod.log_path, PREFORK_TIMEOUT_SECONDS)
+        if child is not None:
+            self.forked_starts += 1
+        return child
 
     async def _probe(self, pod: Pod, spec: PodSpec) -> None:
         url = pod.url + spec.ready_path
