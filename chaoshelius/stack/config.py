@@ -87,6 +87,9 @@ class StackConfig(BaseModel):
     refresh_interval_seconds: float = Field(default=2.0, gt=0)
     # train and register `reco@champion` on first start (needs helius_reco installed)
     bootstrap_model: bool = True
+    # fork pods from a parent that imported their modules once (chaoshelius.stack.prefork);
+    # false: every pod is a cold `python -m` start (slower; for an app that cannot be forked)
+    prefork_pods: bool = True
     # delay before a killed pod is replaced (ReplicaSet-like)
     replace_delay_seconds: float = Field(default=1.5, ge=0)
     # liveness probes run like the kubelet (None: not probed); defaults are the manifests'

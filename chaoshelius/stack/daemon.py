@@ -136,6 +136,7 @@ class Stack:
             run_dir=paths.run,
             replace_delay=config.replace_delay_seconds,
             on_change=self._changed,
+            prefork=config.prefork_pods,
         )
         rds: Upstream = (LOOPBACK, ports.postgres)
         self.paths_proxies = {

@@ -166,9 +166,15 @@ def test_a_changed_interpreter_variable_means_a_cold_start() -> None:
     assert not interpreter_env_matches({k: v for k, v in _env().items() if k != "PYTHONUNBUFFERED"})
 
 
-def test_the_supervisor_forks_its_pods_and_replaces_a_killed_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize("prefork", [True, False])
+def test_the_supervisor_forks_its_pods_and_replaces_a_killed_one(
+    tmp_path: Path, prefork: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forked: two pods and the replacement of a killed one, none cold. With the profile's
+    `prefork_pods: false` the same pods all start cold, and behave the same."""
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "podmod.py").write_text(POD_MODULE)  # the parent's cwd is run_dir
+    (tmp_path / "run" / "podmod.py").write_text(POD_MODULE)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "run"))  # parent and cold pods alike
     spec = PodSpec(
         App.RECO,
         lambda pod: [
@@ -191,6 +197,7 @@ def test_the_supervisor_forks_its_pods_and_replaces_a_killed_one(tmp_path: Path)
         tmp_path / "logs",
         tmp_path / "run",
         replace_delay=0.1,
+        prefork=prefork,
     )
     supervisor.enabled.add(App.RECO)
 
@@ -216,7 +223,7 @@ def test_the_supervisor_forks_its_pods_and_replaces_a_killed_one(tmp_path: Path)
             await supervisor.shutdown()
 
     forked, first, after = asyncio.run(scenario())
-    assert forked == 3  # two pods and the replacement, none cold
+    assert forked == (3 if prefork else 0)
     assert len(set(first) & set(after)) == 1
 
 
