@@ -324,7 +324,7 @@ class Supervisor:
         slot = self.slot_of(pod)
         argv, env = spec.argv(pod), spec.env(pod)
         pod.process = await self._fork(pod, spec, argv, env)
-        if pod.process is None:
+        if pod.process is None and not pod.stopping:
             with pod.log_path.open("ab") as log_file:
                 try:
                     pod.process = await asyncio.create_subprocess_exec(
@@ -339,6 +339,10 @@ class Supervisor:
                 except OSError as exc:
                     log_file.write(f"cannot start pod {pod.name}: {exc}\n".encode())
                     pod.exited = True
+        if pod.stopping and pod.pid is not None:
+            # stopped while its fork waited for the parent's imports: _stop had no pid to signal
+            kill_group(pod.pid, signal.SIGTERM)
+            self._spawn(self._kill_later(pod))
         loop = asyncio.get_running_loop()
         probes = [loop.create_task(self._probe(pod, spec))]
         if spec.liveness is not None:

@@ -262,3 +262,56 @@ def test_the_preload_lists_import_nothing_that_reads_a_pods_environment(
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_pod_stopped_while_its_fork_waits_for_the_imports_is_not_left_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parent's first imports take seconds; a pod stopped meanwhile (a drain, a profile
+    change, a shutdown) has no pid yet. When its fork arrives it must be stopped, not left
+    serving unsupervised."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "podmod.py").write_text(POD_MODULE)
+    (run / "slowimport.py").write_text("import time\ntime.sleep(2)\n")
+    monkeypatch.setenv("PYTHONPATH", str(run))
+    spec = PodSpec(
+        App.RECO,
+        lambda pod: [
+            sys.executable,
+            "-m",
+            "podmod",
+            str(pod.work_dir / "o.json"),
+            "serve",
+            str(pod.port),
+        ],  # fmt: skip
+        lambda pod: _env(),
+        "/ready",
+        preload=lambda: ["slowimport"],
+    )
+    supervisor = Supervisor(
+        {App.RECO: spec},
+        {App.RECO: lambda index: "zone-a"},
+        {App.RECO: 1},
+        [29595],
+        tmp_path / "logs",
+        run,
+        replace_delay=0.1,
+    )
+    supervisor.enabled.add(App.RECO)
+
+    async def scenario() -> None:
+        runner = asyncio.create_task(supervisor.run())
+        try:
+            await _until(lambda: bool(supervisor.pods()), 10)
+            supervisor.enabled.discard(App.RECO)  # stopped before the parent has imported
+            supervisor.poke()
+            await _until(lambda: not supervisor.pods(), 20)
+            await asyncio.sleep(0.5)
+            assert supervisor.forked_starts == 1
+            assert not port_accepts(29595)
+        finally:
+            runner.cancel()
+            await supervisor.shutdown()
+
+    asyncio.run(scenario())
