@@ -110,11 +110,6 @@ def interpreter_env_matches(env: Mapping[str, str]) -> bool:
     return all(env.get(k) == parent.get(k) for k in keys)
 
 
-def exit_code(status: int) -> int:
-    """A wait status as Popen reports it: the exit code, or -signal."""
-    return os.waitstatus_to_exitcode(status)
-
-
 def _become(request: dict[str, Any], started: int) -> None:
     """In the child: its own process group and the pod's command as its title (`ps`, psutil and
     the stack's process identities see the pod, not this parent), both done before `started` is
@@ -163,7 +158,8 @@ def _reap(out: BinaryIO, children: set[int]) -> None:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             children.discard(pid)
-            _send(out, {"exited": pid, "code": exit_code(status)})
+            # as Popen reports it: the exit code, or -signal
+            _send(out, {"exited": pid, "code": os.waitstatus_to_exitcode(status)})
 
 
 def serve(modules: list[str]) -> int:

@@ -54,6 +54,48 @@ def _env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONUNBUFFERED": "1", **extra}
 
 
+def _podmod_supervisor(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    preload: list[str],
+    ports: list[int],
+    replicas: int,
+    prefork: bool = True,
+) -> Supervisor:
+    """A supervisor of `replicas` serving podmod pods, its run dir on PYTHONPATH (the parent's
+    and a cold pod's alike), each pod in its own zone."""
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    (run / "podmod.py").write_text(POD_MODULE)
+    monkeypatch.setenv("PYTHONPATH", str(run))
+    spec = PodSpec(
+        App.RECO,
+        lambda pod: [
+            sys.executable,
+            "-m",
+            "podmod",
+            str(pod.work_dir / "o.json"),
+            "serve",
+            str(pod.port),
+        ],  # fmt: skip
+        lambda pod: _env(),
+        "/ready",
+        preload=lambda: preload,
+    )
+    supervisor = Supervisor(
+        {App.RECO: spec},
+        {App.RECO: lambda index: f"zone-{index}"},
+        {App.RECO: replicas},
+        ports,
+        tmp_path / "logs",
+        run,
+        replace_delay=0.1,
+        prefork=prefork,
+    )
+    supervisor.enabled.add(App.RECO)
+    return supervisor
+
+
 def test_a_forked_pod_gets_its_argv_env_directory_log_group_and_exit_code(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -172,34 +214,9 @@ def test_the_supervisor_forks_its_pods_and_replaces_a_killed_one(
 ) -> None:
     """Forked: two pods and the replacement of a killed one, none cold. With the profile's
     `prefork_pods: false` the same pods all start cold, and behave the same."""
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "podmod.py").write_text(POD_MODULE)
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "run"))  # parent and cold pods alike
-    spec = PodSpec(
-        App.RECO,
-        lambda pod: [
-            sys.executable,
-            "-m",
-            "podmod",
-            str(pod.work_dir / "o.json"),
-            "serve",
-            str(pod.port),
-        ],  # fmt: skip
-        lambda pod: _env(),
-        "/ready",
-        preload=lambda: ["colorsys"],
+    supervisor = _podmod_supervisor(
+        tmp_path, monkeypatch, ["colorsys"], list(range(29570, 29590)), 2, prefork
     )
-    supervisor = Supervisor(
-        {App.RECO: spec},
-        {App.RECO: lambda index: f"zone-{index}"},
-        {App.RECO: 2},
-        list(range(29570, 29590)),
-        tmp_path / "logs",
-        tmp_path / "run",
-        replace_delay=0.1,
-        prefork=prefork,
-    )
-    supervisor.enabled.add(App.RECO)
 
     async def scenario() -> tuple[int, list[str], list[str]]:
         runner = asyncio.create_task(supervisor.run())
@@ -270,35 +287,9 @@ def test_a_pod_stopped_while_its_fork_waits_for_the_imports_is_not_left_running(
     """The parent's first imports take seconds; a pod stopped meanwhile (a drain, a profile
     change, a shutdown) has no pid yet. When its fork arrives it must be stopped, not left
     serving unsupervised."""
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "podmod.py").write_text(POD_MODULE)
-    (run / "slowimport.py").write_text("import time\ntime.sleep(2)\n")
-    monkeypatch.setenv("PYTHONPATH", str(run))
-    spec = PodSpec(
-        App.RECO,
-        lambda pod: [
-            sys.executable,
-            "-m",
-            "podmod",
-            str(pod.work_dir / "o.json"),
-            "serve",
-            str(pod.port),
-        ],  # fmt: skip
-        lambda pod: _env(),
-        "/ready",
-        preload=lambda: ["slowimport"],
-    )
-    supervisor = Supervisor(
-        {App.RECO: spec},
-        {App.RECO: lambda index: "zone-a"},
-        {App.RECO: 1},
-        [29595],
-        tmp_path / "logs",
-        run,
-        replace_delay=0.1,
-    )
-    supervisor.enabled.add(App.RECO)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "slowimport.py").write_text("import time\ntime.sleep(2)\n")
+    supervisor = _podmod_supervisor(tmp_path, monkeypatch, ["slowimport"], [29595], 1)
 
     async def scenario() -> None:
         runner = asyncio.create_task(supervisor.run())
