@@ -64,12 +64,13 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
+from http_stub import reply, serve
 from k8s_fake_api import FakeKubeAPI, _is_ready, _selects
 from mlflow_stub import Registry
 from prom_fixture import launch_prometheus
@@ -434,21 +435,15 @@ class SimulatedSystem:
                 if body is None:
                     self.send_error(503, "pod not running")
                     return
-                data = body.encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                reply(self, body.encode(), "text/plain; version=0.0.4")
 
             def log_message(self, *args: object) -> None:
                 return
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.exporter_address = f"127.0.0.1:{server.server_address[1]}"
         self.tick()
+        server, url = serve(Handler)
+        self.exporter_address = url.removeprefix("http://")
         ticker = threading.Thread(target=self.run, daemon=True)
-        threading.Thread(target=server.serve_forever, args=(0.1,), daemon=True).start()
         ticker.start()
         try:
             yield self

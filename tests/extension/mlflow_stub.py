@@ -14,8 +14,10 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from http_stub import reply, serve
 
 
 class Registry:
@@ -35,12 +37,7 @@ class _Handler(BaseHTTPRequestHandler):
     registry: Registry  # set on the per-server subclass
 
     def _answer(self, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        reply(self, json.dumps(body).encode(), "application/json")
 
     def do_GET(self) -> None:  # noqa: N802  http.server's spelling
         version = self.registry.current()
@@ -67,10 +64,9 @@ def serve_registry() -> Iterator[tuple[Registry, str]]:
     """A fresh registry stub; yields it and its base URL."""
     registry = Registry()
     handler = type("Handler", (_Handler,), {"registry": registry})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server, url = serve(handler)
     try:
-        yield registry, f"http://127.0.0.1:{server.server_address[1]}"
+        yield registry, url
     finally:
         server.shutdown()
         server.server_close()

@@ -9,26 +9,23 @@ functions, and once through the real `chaos` CLI with the report's verdict.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from chaoslib.exceptions import InterruptExecution
-from prom_fixture import free_port
+from http_stub import reply, serve
+from prom_fixture import launch_prometheus
 
 from chaoshelius.controls import steady_gate
 from chaoshelius.promapi import PrometheusAPI
 from chaoshelius.report import Verdict, build_run_report
-
-pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None, reason="needs prometheus")
 
 RULES = """
 groups:
@@ -59,24 +56,18 @@ class Exporter:
 
 
 @pytest.fixture(scope="module")
-def live() -> Iterator[tuple[Exporter, str]]:
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Exporter, str]]:
     exporter = Exporter()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802  http.server's spelling
-            data = exporter.text().encode()
-            self.send_response(200)
-            self.send_header("content-type", "text/plain; version=0.0.4")
-            self.send_header("content-length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            reply(self, exporter.text().encode(), "text/plain; version=0.0.4")
 
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    work = Path(__import__("tempfile").mkdtemp(prefix="gate-prom-"))
+    server, exporter_url = serve(Handler)
+    work = tmp_path_factory.mktemp("gate-prom")
     (work / "rules.yml").write_text(RULES)
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -84,42 +75,23 @@ def live() -> Iterator[tuple[Exporter, str]]:
         "scrape_configs": [
             {
                 "job_name": "exporter",
-                "static_configs": [{"targets": [f"127.0.0.1:{server.server_address[1]}"]}],
+                "static_configs": [{"targets": [exporter_url.removeprefix("http://")]}],
             }
         ],
     }
     (work / "prometheus.yml").write_text(json.dumps(config))
-    port = free_port()
-    prom = subprocess.Popen(  # noqa: S603  argv list
-        [
-            str(shutil.which("prometheus")),
-            f"--config.file={work / 'prometheus.yml'}",
-            f"--storage.tsdb.path={work / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/api/v1/query", params={"query": "up"}).json()["data"]["result"]:
-                break
-        except (httpx.HTTPError, ValueError, KeyError):
-            pass
-        time.sleep(0.5)
-    else:
-        prom.kill()
-        pytest.fail("prometheus did not come up")
+    prom, url = launch_prometheus(work, work / "prometheus.yml", work / "data")
     try:
+        deadline = time.monotonic() + 30  # ready is not scraped: wait for the first sample
+        while not PrometheusAPI(url, 2.0).instant("up"):
+            assert time.monotonic() < deadline, "prometheus never scraped the exporter"
+            time.sleep(0.5)
         yield exporter, url
     finally:
         prom.terminate()
         prom.wait(10)
         server.shutdown()
         server.server_close()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def _until(url: str, reason: str | None, timeout: float = 20.0) -> None:
