@@ -39,6 +39,7 @@ __all__ = [
     "pods_before",
     "ready_before",
     "reset",
+    "restarts_before",
     "windows",
 ]
 
@@ -202,3 +203,11 @@ def pods_before(window: Window, app: str) -> list[str]:
     """Names of the ready pods of `app` when the fault started (empty if not recorded)."""
     names = window.details.get("pods_before", {}).get(app, [])
     return [str(n) for n in names]
+
+
+def restarts_before(window: Window, app: str) -> dict[str, int]:
+    """Restart count of each ready pod of `app` when the fault started (pod name -> count), as
+    its action recorded them; empty if not recorded (a window written before restart counts
+    were recorded: probes then judge names only)."""
+    counts = window.details.get("restarts_before", {}).get(app, {})
+    return {str(name): int(n) for name, n in counts.items()}

@@ -50,10 +50,13 @@ def driver_for(configuration: dict[str, object] | None) -> tuple[HarnessConfig, 
 def fleet_snapshot(driver: Driver, apps: tuple[str, ...] = FLEET_APPS) -> dict[str, Any]:
     """What every fault action records in its window when it starts: per app, how many pods
     were ready, their names and how many per zone (`ready_before`, `pods_before`,
-    `zones_before`). Probes compare with these to prove a fault bit (pods gone) or did not
-    spill over (no pod restarted); awaits to know when every zone is back."""
+    `zones_before`), and each ready pod's restart count (`restarts_before`: a liveness restart
+    on a cluster keeps the pod's name and only raises this count). Probes compare with these to
+    prove a fault bit (pods gone) or did not spill over (no pod replaced or restarted); awaits
+    to know when every zone is back."""
     pods = {app: driver.list_pods(app) for app in apps}
     ready = {app: sorted(p.name for p in found if p.ready) for app, found in pods.items()}
+    restarts = {app: {p.name: p.restarts for p in found if p.ready} for app, found in pods.items()}
     zones: dict[str, dict[str, int]] = {}
     for app, found in pods.items():
         for p in found:
@@ -64,4 +67,5 @@ def fleet_snapshot(driver: Driver, apps: tuple[str, ...] = FLEET_APPS) -> dict[s
         "ready_before": {app: len(names) for app, names in ready.items()},
         "pods_before": ready,
         "zones_before": zones,
+        "restarts_before": restarts,
     }

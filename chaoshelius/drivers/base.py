@@ -15,12 +15,21 @@ PATH_MODES: tuple[PathMode, ...] = ("blackhole", "reset", "latency")
 
 @dataclass(frozen=True)
 class PodInfo:
-    """One replica of an app, as the target sees it."""
+    """One replica of an app, as the target sees it.
+
+    `ready`: the pod is in service (kubernetes: its `Ready` condition; local: the supervisor's
+    readiness probe of the pod's `/ready` path). `restarts`: how often its containers were
+    restarted in place (kubernetes: the sum of `containerStatuses[].restartCount`, which a
+    liveness or OOM restart increments while the pod keeps its name; local: the slot's restart
+    count, and a restarted local pod also gets a new name). Default 0, so callers that build
+    a PodInfo without it keep working.
+    """
 
     name: str
     app: str
     zone: str | None
     ready: bool
+    restarts: int = 0
 
 
 @dataclass(frozen=True)

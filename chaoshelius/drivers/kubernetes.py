@@ -302,6 +302,14 @@ def network_chaos_for(
     }
 
 
+def _restarts(pod: Any) -> int:
+    """How often the pod's containers were restarted in place (the kubelet keeps the pod and its
+    name on a liveness or OOM restart and counts it in `containerStatuses[].restartCount`);
+    init containers are not counted (they run before the pod serves)."""
+    statuses = (pod.status.container_statuses or []) if pod.status else []
+    return sum(int(s.restart_count or 0) for s in statuses)
+
+
 def _edge(edge: str) -> tuple[str, str]:
     try:
         return _EDGES[edge]
@@ -391,7 +399,7 @@ class KubernetesDriver:
                 continue
             conditions = (pod.status.conditions or []) if pod.status else []
             ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
-            out.append(PodInfo(pod.metadata.name, app, pod_zone, ready))
+            out.append(PodInfo(pod.metadata.name, app, pod_zone, ready, _restarts(pod)))
         return out
 
     def kill_pods(self, app: str, count: int | None = None, zone: str | None = None) -> list[str]:

@@ -150,7 +150,9 @@ def _error_text(response: httpx.Response) -> str:
 
 
 def _pod(item: api.Pod) -> PodInfo:
-    return PodInfo(name=item.name, app=item.app, zone=item.zone, ready=item.ready)
+    return PodInfo(
+        name=item.name, app=item.app, zone=item.zone, ready=item.ready, restarts=item.restarts
+    )
 
 
 def _removed(body: api.Removed) -> list[str]:

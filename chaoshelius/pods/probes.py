@@ -83,26 +83,41 @@ def pods_survived(
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
-    """`ok` when every pod of `app` that was ready when the fault started is still there and
-    ready now: the fault (on a dependency) restarted none of them, e.g. no liveness probe tied
-    to MLflow made the kubelet (or the local stack's supervisor) restart a recommender.
-    Vacuous before the fault."""
+    """`ok` when every pod of `app` that was ready when the fault started is still there, was
+    not restarted and is ready now: the fault (on a dependency) restarted none of them, e.g. no
+    liveness probe tied to MLflow made the kubelet (or the local stack's supervisor) restart a
+    recommender. Vacuous before the fault.
+
+    Judged on names *and* restart counts: the local supervisor gives a restarted pod a new name,
+    but the kubelet restarts a failing container in place (same pod, same name,
+    `restartCount` + 1), so on a cluster a name comparison alone sees nothing. The fault action
+    recorded each pod's count (`restarts_before`); a pod whose count grew since failed. A window
+    recorded without counts is judged on names only."""
     before = windows.pods_before(judged.window, app)
+    counts = windows.restarts_before(judged.window, app)
     pods = judged.driver.list_pods(app)
     ready_now = {p.name for p in pods if p.ready}
     gone = sorted(set(before) - {p.name for p in pods})
+    restarted = sorted(
+        f"{p.name} ({p.restarts - counts[p.name]}x)"
+        for p in pods
+        if p.name in before and p.name in counts and p.restarts > counts[p.name]
+    )
     not_ready = sorted(set(before) - ready_now - set(gone))
     problems = []
     if not before:
         problems.append("the fault recorded no pod of this app at its start")
     if gone:
         problems.append(f"restarted or replaced since the fault started: {gone}")
+    if restarted:
+        problems.append(f"restarted in place since the fault started: {restarted}")
     if not_ready:
         problems.append(f"not ready now: {not_ready}")
     return judged.result(
         not problems,
-        len(gone),
+        len(gone) + len(restarted),
         f"{app}: {len(before)} pod(s) at the fault's start; "
-        + ("; ".join(problems) if problems else "all still there and ready"),
+        + ("; ".join(problems) if problems else "all still there, not restarted and ready"),
         pods=sorted(p.name for p in pods),
+        restarts={p.name: p.restarts for p in pods},
     )

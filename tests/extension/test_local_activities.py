@@ -116,6 +116,52 @@ def test_source_pods_unchanged_fails_when_mlflow_was_restarted(
     assert not result["ok"] and "replaced since" in result["description"]
 
 
+def _restart_in_place(stack: FakeStack, app: str) -> str:
+    """What the kubelet does on a failed liveness probe: the pod keeps its name and is counted
+    restarted (the local supervisor would rename it; the probes must not rely on that)."""
+    with stack.lock:
+        pod = next(p for p in stack.pods if p["app"] == app)
+        pod["restarts"] += 1
+    return str(pod["name"])
+
+
+def test_the_local_driver_reports_restart_counts(
+    fake_stack: tuple[FakeStack, str], configuration: dict[str, Any]
+) -> None:
+    stack, _ = fake_stack
+    name = _restart_in_place(stack, "mlflow")
+    pods.scale_app("helius-reco", 2, ttl_seconds=40, configuration=configuration)
+    [recorded] = read_windows(configuration)
+    assert recorded["details"]["restarts_before"]["mlflow"][name] == 1
+    assert set(recorded["details"]["restarts_before"]["helius-reco"].values()) == {0}
+
+
+def test_pods_survived_fails_when_a_pod_restarted_in_place(
+    fake_stack: tuple[FakeStack, str], configuration: dict[str, Any]
+) -> None:
+    stack, _ = fake_stack
+    pods.scale_app("mlflow", 0, ttl_seconds=40, configuration=configuration)
+    healthy = pod_probes.pods_survived("helius-reco", kind="scale", configuration=configuration)
+    assert healthy["ok"], healthy["description"]
+    name = _restart_in_place(stack, "helius-reco")
+    result = pod_probes.pods_survived("helius-reco", kind="scale", configuration=configuration)
+    assert not result["ok"], result["description"]
+    assert f"restarted in place since the fault started: ['{name} (1x)']" in (
+        result["description"]
+    )
+
+
+def test_source_pods_unchanged_fails_when_mlflow_restarted_in_place(
+    fake_stack: tuple[FakeStack, str], configuration: dict[str, Any]
+) -> None:
+    stack, _ = fake_stack
+    network.cut_path("mlflow-rds", ttl_seconds=40, configuration=configuration)
+    name = _restart_in_place(stack, "mlflow")
+    result = network_probes.source_pods_unchanged("mlflow-rds", configuration=configuration)
+    assert not result["ok"], result["description"]
+    assert f"restarted in place since: ['{name} (1x)']" in result["description"]
+
+
 def test_cut_path_refuses_bad_arguments_before_calling_the_stack(
     fake_stack: tuple[FakeStack, str], configuration: dict[str, Any]
 ) -> None:
