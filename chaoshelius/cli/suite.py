@@ -1,4 +1,4 @@
-"""`chaoshelius suite run`: the experiment catalogue on the local stack -> reports/."""
+"""`chaoshelius suite run`: the experiment catalogue on the local stack or a cluster -> reports/."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from chaoshelius.stack.state import DEFAULT_STATE_DIR
 
 @click.group(name="suite")
 def group() -> None:
-    """Run the experiment catalogue (or its negative controls) against the local stack."""
+    """Run the experiment catalogue (or its negative controls) against a target."""
 
 
 @group.command("run")
@@ -24,6 +24,14 @@ def group() -> None:
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     default=Path("experiments"),
     show_default=True,
+)
+@click.option(
+    "--target",
+    type=click.Choice(["local", "kubernetes"]),
+    default=None,
+    help="Where the runs go. Default: what the runs' configuration says (--var target=..., a "
+    "var file, HELIUS_TARGET), else local. On kubernetes no stack is brought up: the kube "
+    "allow-lists (HELIUS_KUBE_*) and prometheus_base_url come from the configuration.",
 )
 @click.option("--only", multiple=True, help="Run only this experiment (file stem); repeatable.")
 @click.option(
@@ -120,8 +128,12 @@ def run(
     hypothesis_frequency: float | None,
     safeguards: bool,
     progress: bool | None,
+    target: str | None,
 ) -> None:
     """Run every experiment under load, build each report, then reports/index.html + junit.xml.
+
+    On a cluster (`--target kubernetes`, e.g. with `--var-file experiments/profiles/cluster.json
+    --var prometheus_base_url=http://...`) nothing is brought up and --negative is refused.
 
     Exits 1 when any run did not end as expected (an experiment deviated, or a negative control
     did not), 130 when interrupted (the running experiment still rolls back and is reported).
@@ -147,6 +159,7 @@ def run(
             chaos_args=chaos_args,
             progress=sys.stdout.isatty() if progress is None else progress,
             safeguards=safeguards,
+            target=target,
         )
         kind = "negative controls" if negative else "experiments"
         click.echo(f"helius suite: {len(runs)} {kind} from {experiments_dir}")

@@ -8,9 +8,11 @@ from chaoshelius.suite.runner import (
     chaos_argv,
     chaos_env,
     chaos_run_args,
+    cluster_env,
     plan,
     progress_reporter,
     run_suite,
+    suite_target,
     summary_line,
 )
 
@@ -22,8 +24,10 @@ __all__ = [
     "chaos_argv",
     "chaos_env",
     "chaos_run_args",
+    "cluster_env",
     "plan",
     "progress_reporter",
     "run_suite",
+    "suite_target",
     "summary_line",
 ]

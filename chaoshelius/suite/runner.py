@@ -5,6 +5,13 @@ group (so a Ctrl-C reaches it once, through us), build the run's HTML report, pr
 At the end: `reports/index.html` and `reports/junit.xml`. The local stack is brought up (with
 the profile a run needs) and left as it was found.
 
+On `target=kubernetes` (`--target kubernetes`, or `target` set by --var, a var file or
+HELIUS_TARGET) nothing is brought up: the runs go to the allow-listed cluster, the Prometheus
+URL comes from the runs' configuration (`prometheus_base_url`: --var, a var file or
+HELIUS_PROMETHEUS_URL), and the steady wait asks the cluster and Prometheus
+(chaoshelius.suite.cluster). Negative controls are local only: they swap the local stack's
+service variants.
+
 SIGTERM / SIGINT: the running `chaos` gets SIGTERM (it plays its rollbacks: every experiment
 uses the `always` strategy), its report is still built, no further experiment starts, the
 index is written, and the suite exits 130.
@@ -21,6 +28,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -40,6 +48,13 @@ from chaoshelius.stack.client import ControlClient
 from chaoshelius.stack.config import StackConfig
 from chaoshelius.stack.errors import StackError
 from chaoshelius.stack.state import StackPaths
+from chaoshelius.suite.cluster import (
+    PREDICTION_CHECK_SKIPPED,
+    TARGETS,
+    ResolvedRun,
+    cluster_unsteady_reason,
+    resolve_run,
+)
 from chaoshelius.suite.progress import LogFollower, PhaseTracker, load_action_names
 from chaoshelius.topology import FALLBACK_GAUGE, NAMESPACE, App
 
@@ -53,9 +68,11 @@ __all__ = [
     "chaos_argv",
     "chaos_env",
     "chaos_run_args",
+    "cluster_env",
     "plan",
     "progress_reporter",
     "run_suite",
+    "suite_target",
     "summary_line",
 ]
 
@@ -112,6 +129,9 @@ class SuiteOptions:
     chaos_args: tuple[str, ...] = ()  # passed to every `chaos run` (see chaos_run_args)
     progress: bool = False  # phase lines as runs go (a terminal); else one line per run
     safeguards: bool = True  # off for negative controls whatever this says
+    # local | kubernetes; None: what the runs' configuration says (--var target=..., a var
+    # file, HELIUS_TARGET), else local
+    target: str | None = None
 
 
 @dataclass
@@ -256,11 +276,55 @@ def progress_reporter(
     return tick
 
 
+NEGATIVE_ON_CLUSTER = (
+    "--negative runs on the local stack only: its controls swap the local stack's service "
+    "variants (profiles), which a cluster's manifests do not have; drop --negative or use "
+    "--target local"
+)
+
+
+def suite_target(runs: Sequence[PlannedRun], options: SuiteOptions) -> tuple[str, ResolvedRun]:
+    """The target of the suite and the first run's resolved configuration; SuiteError when
+    `--target` and the runs' configuration disagree or a cluster run lacks what it needs."""
+    if options.target is not None and options.target not in TARGETS:
+        raise SuiteError(f"--target {options.target!r}: one of {', '.join(TARGETS)}")
+    if not runs:
+        raise SuiteError("no runs planned")
+    environ = dict(os.environ)
+    if options.target is not None:
+        environ["HELIUS_TARGET"] = options.target
+    try:
+        resolved = resolve_run(runs[0].experiment, options.chaos_args, environ)
+    except HeliusError as exc:
+        raise SuiteError(str(exc)) from exc
+    target = resolved.target
+    if target not in TARGETS:
+        raise SuiteError(f"target {target!r} (from the runs' configuration): one of {TARGETS}")
+    if options.target is not None and target != options.target:
+        raise SuiteError(
+            f"--target {options.target} but the runs' configuration says target={target} "
+            "(a --var or var file); make them agree"
+        )
+    if target == "kubernetes":
+        if any(run.profile is not None for run in runs):
+            raise SuiteError(NEGATIVE_ON_CLUSTER)
+        if resolved.prometheus_url is None:
+            raise SuiteError(
+                "target=kubernetes: say which Prometheus the probes ask: --var "
+                "prometheus_base_url=http://... (or a var file's prometheus_base_url, or "
+                "HELIUS_PROMETHEUS_URL); the experiments' default is the local stack's"
+            )
+    return target, resolved
+
+
 def run_suite(runs: Sequence[PlannedRun], options: SuiteOptions) -> SuiteResult:
-    """Run `runs` against the local stack; see the module docstring."""
+    """Run `runs` against the local stack or a cluster; see the module docstring."""
     chaos = shutil.which("chaos") or str(Path(sys.executable).with_name("chaos"))
     if not Path(chaos).exists():
         raise SuiteError("the `chaos` CLI is not installed: pip install chaostoolkit")
+    target, resolved = suite_target(runs, options)
+    if target == "kubernetes":
+        return _run_on_cluster(runs, options, chaos, resolved)
     started = time.monotonic()
     result = SuiteResult(time.strftime("%Y%m%d-%H%M%S"))
     runs_dir = options.reports_dir / "runs"
@@ -317,8 +381,10 @@ def run_suite(runs: Sequence[PlannedRun], options: SuiteOptions) -> SuiteResult:
                     echo(f"{prefix.split(' ', 1)[0]} {summary_line(summary)}")
                     continue
                 token = auth.find_token(paths.root) or ""
+                run_dir = runs_dir / run.run_id(result.suite_id)
+                env = chaos_env(run, run_dir, state["ports"], options, token)
                 summary = _run_one(
-                    run, result.suite_id, runs_dir, chaos, state, token, interrupts, options, prefix
+                    run, result.suite_id, run_dir, chaos, env, interrupts, options, prefix
                 )
                 result.summaries.append(summary)
                 echo(f"{prefix.split(' ', 1)[0]} {summary_line(summary)}")
@@ -365,21 +431,106 @@ def _kpi(value: float | None, unit: str) -> str:
     return "n/a" if value is None else format_quantity(value, unit)
 
 
+def _run_on_cluster(
+    runs: Sequence[PlannedRun], options: SuiteOptions, chaos: str, resolved: ResolvedRun
+) -> SuiteResult:
+    """The suite on target=kubernetes: no stack to bring up or leave; see the module
+    docstring and chaoshelius.suite.cluster."""
+    from chaoshelius.drivers import get_driver
+
+    started = time.monotonic()
+    result = SuiteResult(time.strftime("%Y%m%d-%H%M%S"))
+    runs_dir = options.reports_dir / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    prometheus_url = str(resolved.prometheus_url)
+    echo = options.echo
+    try:
+        config = resolved.harness_config()
+        driver = get_driver(config)  # the allow-lists are checked here, once, before any run
+    except HeliusError as exc:
+        raise SuiteError(f"target=kubernetes: {exc}") from exc
+    prom = PrometheusAPI(prometheus_url, config.helius_http_timeout_seconds)
+    echo(
+        f"-- target kubernetes: namespace {config.kube_namespace!r}, Prometheus "
+        f"{prometheus_url}; {PREDICTION_CHECK_SKIPPED}"
+    )
+    with _Interrupts() as interrupts:
+        try:
+            for position, run in enumerate(runs, start=1):
+                if interrupts.fired:
+                    break
+                prefix = f"[{position}/{len(runs)}] {run.key}" + (
+                    f" #{run.repeat}" if run.repeat else ""
+                )
+                if options.progress:
+                    echo(f"{prefix} — waiting for a steady cluster")
+                run_dir = runs_dir / run.run_id(result.suite_id)
+                alerts = not _declares_steady_gate(run.experiment)
+                waited = time.monotonic()
+                unsteady, held_by = _poll_steady(
+                    partial(cluster_unsteady_reason, driver, prom, config.kube_namespace, alerts),
+                    STEADY_TIMEOUT_SECONDS,
+                    interrupts,
+                )
+                waited = time.monotonic() - waited
+                if unsteady is None and held_by and waited >= STEADY_NOTE_SECONDS:
+                    echo(f"-- steady after {waited:.0f} s (waited for: {held_by})")
+                if unsteady is not None:
+                    summary = _not_run(
+                        run,
+                        run_dir,
+                        result.suite_id,
+                        f"The cluster was not steady after {STEADY_TIMEOUT_SECONDS:.0f} s "
+                        f"({unsteady}), so no fault was injected.",
+                        Verdict.NOT_JUDGED,
+                    )
+                else:
+                    env = cluster_env(run, run_dir, prometheus_url, options)
+                    summary = _run_one(
+                        run, result.suite_id, run_dir, chaos, env, interrupts, options, prefix
+                    )
+                result.summaries.append(summary)
+                echo(f"{prefix.split(' ', 1)[0]} {summary_line(summary)}")
+        finally:
+            result.interrupted = interrupts.fired
+            if result.summaries:
+                index = build_index(options.reports_dir, suite_id=result.suite_id)
+                result.index_html, result.junit_xml = index.index_html, index.junit_xml
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def cluster_env(
+    run: PlannedRun, run_dir: Path, prometheus_url: str, options: SuiteOptions
+) -> dict[str, str]:
+    """The environment of one `chaos run` on a cluster: the caller's (kubeconfig, HELIUS_KUBE_*
+    allow-lists...), the target, the run directory, the Prometheus the report asks, and the
+    safeguards as on the local target."""
+    env = {
+        **os.environ,
+        "HELIUS_TARGET": "kubernetes",
+        "HELIUS_RUN_DIR": str(run_dir.resolve()),
+        "HELIUS_PROMETHEUS_URL": prometheus_url,
+    }
+    if not options.safeguards:
+        env[SAFEGUARDS_ENV] = "off"
+    else:
+        env.pop(SAFEGUARDS_ENV, None)
+    return env
+
+
 def _run_one(
     run: PlannedRun,
     suite_id: str,
-    runs_dir: Path,
+    run_dir: Path,
     chaos: str,
-    state: dict[str, Any],
-    token: str,
+    env: dict[str, str],
     interrupts: _Interrupts,
     options: SuiteOptions,
     prefix: str,
 ) -> RunSummary:
-    run_dir = runs_dir / run.run_id(suite_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_meta(run_dir, run, suite_id)
-    env = chaos_env(run, run_dir, state["ports"], options, token)
     prometheus_url = env["HELIUS_PROMETHEUS_URL"]
     argv = chaos_argv(chaos, run_dir, run.experiment, options.chaos_args)
     tick = (
@@ -504,20 +655,30 @@ def _await_steady(
     ports = state["ports"]
     predict = f"http://127.0.0.1:{ports['reco_service']}/predict"
     prom = PrometheusAPI(f"http://127.0.0.1:{ports['prometheus']}", 5.0)
+    control = ControlClient.for_state_dir(state_dir, timeout=5)
+    with control, httpx.Client(timeout=5) as client:
+        return _poll_steady(
+            lambda: _unsteady_reason(control, client, predict, prom, alerts), timeout, interrupts
+        )
+
+
+def _poll_steady(
+    reason: Callable[[], str | None], timeout: float, interrupts: _Interrupts
+) -> tuple[str | None, str]:
+    """Ask `reason` every second until it says None (steady) or `timeout` passes. Returns
+    (None when steady else why not, the reasons it waited for)."""
     deadline = time.monotonic() + timeout
     why = "not checked"
     seen: list[str] = []
-    control = ControlClient.for_state_dir(state_dir, timeout=5)
-    with control, httpx.Client(timeout=5) as client:
-        while not interrupts.fired:
-            why = _unsteady_reason(control, client, predict, prom, alerts) or ""
-            if not why:
-                return None, "; ".join(seen)
-            if why not in seen:
-                seen.append(why)
-            if time.monotonic() >= deadline:
-                return why, "; ".join(seen)
-            time.sleep(1.0)
+    while not interrupts.fired:
+        why = reason() or ""
+        if not why:
+            return None, "; ".join(seen)
+        if why not in seen:
+            seen.append(why)
+        if time.monotonic() >= deadline:
+            return why, "; ".join(seen)
+        time.sleep(1.0)
     return why or "interrupted", "; ".join(seen)
 
 

@@ -1,0 +1,198 @@
+"""`chaoshelius suite run` on target=kubernetes: a cluster campaign's reports.
+
+The end-to-end test runs the real `chaoshelius suite run` (and through it the real `chaos`
+CLI, the real report builder and a real Prometheus) against the fake API server serving the
+kind overlay, with the simulated pods' series of test_kubernetes_verdicts (no kube-apiserver,
+kubelet or container can run here: see tests/extension/k8s_fake_api.py and
+k8s_fake_metrics.py; MLflow's REST API is mlflow_stub). It proves the suite brings no local
+stack up, takes the Prometheus URL from the configuration, waits for a steady cluster, and
+writes one run directory per experiment, the index and JUnit with the verdicts.
+
+The other tests check the suite's refusals with no cluster at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from chaoshelius.cli import main
+from chaoshelius.suite import PlannedRun, SuiteError, SuiteOptions, chaos_run_args, suite_target
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPERIMENTS = ROOT / "experiments"
+CLUSTER_PROFILE = EXPERIMENTS / "profiles" / "cluster.json"
+sys.path.insert(0, str(ROOT / "tests" / "extension"))
+
+# two experiments whose faults differ (a pod kill, a zone drain), both short on the fake
+CAMPAIGN = ("mlflow-pod-kill", "az-drain")
+
+
+def _invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["suite", "run", "--experiments", str(EXPERIMENTS), *args])
+    return result.exit_code, result.output
+
+
+def test_negative_controls_are_refused_on_a_cluster_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HELIUS_PROMETHEUS_URL", "http://prometheus.example:9090")
+    for args in (
+        ("--target", "kubernetes"),
+        ("--var", "target=kubernetes"),
+    ):
+        code, output = _invoke(
+            *args, "--negative", "--only", "mlflow-outage", "--reports", str(tmp_path)
+        )
+        assert code == 1, output
+        error = [line for line in output.splitlines() if line.startswith("Error:")]
+        assert len(error) == 1, output
+        assert "--negative runs on the local stack only" in error[0]
+        assert "service variants" in error[0]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_cluster_suite_needs_a_prometheus_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HELIUS_PROMETHEUS_URL", raising=False)
+    runs = [PlannedRun(EXPERIMENTS / "mlflow-pod-kill.json")]
+    with pytest.raises(SuiteError, match="--var prometheus_base_url="):
+        suite_target(runs, SuiteOptions(target="kubernetes"))
+    # from --var, from a var file, or from the environment
+    url = "http://prom.example:9090"
+    by_var = chaos_run_args(var=[f"prometheus_base_url={url}"])
+    target, resolved = suite_target(runs, SuiteOptions(target="kubernetes", chaos_args=by_var))
+    assert (target, resolved.prometheus_url) == ("kubernetes", url)
+    monkeypatch.setenv("HELIUS_PROMETHEUS_URL", url)
+    _, resolved = suite_target(runs, SuiteOptions(target="kubernetes"))
+    assert resolved.prometheus_url == url
+
+
+def test_the_target_comes_from_the_option_or_the_configuration(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("HELIUS_TARGET", raising=False)
+    monkeypatch.setenv("HELIUS_PROMETHEUS_URL", "http://prom.example:9090")
+    runs = [PlannedRun(EXPERIMENTS / "mlflow-pod-kill.json")]
+    assert suite_target(runs, SuiteOptions())[0] == "local"
+    var_file = tmp_path / "cluster.json"
+    var_file.write_text(json.dumps({"configuration": {"target": "kubernetes"}}))
+    from_file = chaos_run_args(var_file=[var_file])
+    assert suite_target(runs, SuiteOptions(chaos_args=from_file))[0] == "kubernetes"
+    monkeypatch.setenv("HELIUS_TARGET", "kubernetes")
+    assert suite_target(runs, SuiteOptions())[0] == "kubernetes"
+    with pytest.raises(SuiteError, match="--target local but the runs' configuration says"):
+        suite_target(runs, SuiteOptions(target="local", chaos_args=from_file))
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_cluster_campaign_writes_run_dirs_index_and_junit(tmp_path: Path) -> None:
+    from k8s_fake_api import FakeKubeAPI, serve, write_kubeconfig
+    from k8s_fake_metrics import SimulatedSystem, scraped
+    from mlflow_stub import serve_registry
+    from test_kubernetes_verdicts import COLD_START_SECONDS, CONTEXT, READY_SECONDS, TIMING
+
+    # the cluster profile, as a user passes it, with test_kubernetes_verdicts' short timings
+    # (the simulated cluster scrapes every second); keys without one keep the experiments'
+    profile = json.loads(CLUSTER_PROFILE.read_text())["configuration"]
+    var_file = tmp_path / "cluster-fast.json"
+    var_file.write_text(
+        json.dumps({"configuration": {k: TIMING[k] for k in profile if k in TIMING}})
+    )
+    cluster = FakeKubeAPI.from_overlay(grace_seconds=0.2, ready_seconds=READY_SECONDS)
+    cluster.ready_seconds_by_app = dict(COLD_START_SECONDS)
+    server, api_url = serve(cluster)
+    reports = tmp_path / "reports"
+    state_dir = tmp_path / "stack-state"
+    started = time.monotonic()
+    try:
+        with (
+            serve_registry() as (registry, mlflow_url),
+            SimulatedSystem(cluster, registry, tmp_path / "targets.json").serve() as system,
+            scraped(tmp_path, system) as prometheus_url,
+        ):
+            kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", {CONTEXT: api_url}, CONTEXT)
+            env = {
+                **os.environ,
+                "KUBECONFIG": str(kubeconfig),
+                "HELIUS_KUBE_CONTEXT": CONTEXT,
+                "HELIUS_KUBE_ALLOWED_CONTEXTS": CONTEXT,
+                "HELIUS_KUBE_ALLOWED_SERVERS": f"{CONTEXT}={api_url}",
+                "HELIUS_MLFLOW_URL": mlflow_url,
+                "HELIUS_LOAD_RATE": "100",
+            }
+            for name in (
+                "HELIUS_TARGET",
+                "HELIUS_PROMETHEUS_URL",
+                "KUBERNETES_CONTEXT",
+                "KUBERNETES_HOST",
+                "CHAOSTOOLKIT_IN_POD",
+            ):
+                env.pop(name, None)
+            only = [arg for name in CAMPAIGN for arg in ("--only", name)]
+            done = subprocess.run(  # noqa: S603  argv list: our own CLI
+                [
+                    str(Path(sys.executable).with_name("chaoshelius")),
+                    "suite",
+                    "run",
+                    "--experiments",
+                    str(EXPERIMENTS),
+                    *only,
+                    "--var-file",
+                    str(var_file),
+                    "--var",
+                    "target=kubernetes",
+                    "--var",
+                    f"prometheus_base_url={prometheus_url}",
+                    "--reports",
+                    str(reports),
+                    "--state-dir",
+                    str(state_dir),
+                ],  # fmt: skip
+                env=env,
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=400,
+                check=False,
+            )
+    finally:
+        server.shutdown()
+        server.server_close()
+    seconds = time.monotonic() - started
+    output = done.stdout + done.stderr
+    print(f"\ncluster campaign of {len(CAMPAIGN)} experiments in {seconds:.0f} s\n{output}")
+    assert done.returncode == 0, output
+    assert "-- target kubernetes" in output and "prediction check" in output
+    assert not state_dir.exists(), "the suite must not bring the local stack up on a cluster"
+
+    run_dirs = sorted(p for p in (reports / "runs").iterdir() if p.is_dir())
+    assert [d.name.split("-", 2)[2] for d in run_dirs] == sorted(CAMPAIGN)
+    for run_dir in run_dirs:
+        summary = json.loads((run_dir / "summary.json").read_text())
+        journal = json.loads((run_dir / "journal.json").read_text())
+        assert summary["verdict"] == "passed", (run_dir.name, summary["reason"])
+        assert journal["status"] == "completed" and not journal["deviated"]
+        assert (run_dir / "report.html").is_file() and (run_dir / "meta.json").is_file()
+        # the run's fault windows and load were written where the suite said (HELIUS_RUN_DIR),
+        # not to the experiments' default reports/runs/latest
+        assert (run_dir / "windows.json").is_file() and (run_dir / "load.json").is_file()
+    assert not (tmp_path / "reports" / "runs" / "latest").exists()
+
+    index = (reports / "index.html").read_text()
+    for name in CAMPAIGN:
+        assert name in index
+    suites = ET.parse(reports / "junit.xml").getroot()
+    cases = {str(c.get("name")): c for c in suites.iter("testcase")}
+    assert sorted(cases) == sorted(CAMPAIGN)
+    for name, case in cases.items():
+        assert case.find("failure") is None and case.find("error") is None, name
+        assert "verdict passed, expected passed" in (case.findtext("system-out") or ""), name
