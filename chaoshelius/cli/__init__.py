@@ -15,6 +15,7 @@ _SUBCOMMANDS = {
     "suite": ("chaoshelius.cli.suite", "run the experiment catalogue against a target"),
     "report": ("chaoshelius.cli.report", "build HTML reports, the index and JUnit XML"),
     "load": ("chaoshelius.cli.load", "the client load: measure the stack's capacity"),
+    "images": ("chaoshelius.cli.images", "build the images the manifests run (docker/podman)"),
 }
 
 
