@@ -7,6 +7,7 @@ local stack on its default base port, so `chaos run experiments/x.json` needs no
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,17 +53,42 @@ class HarnessConfig(BaseModel):
     # (then every namespace's pods on the zone's nodes, like `kubectl drain`)
     kube_drain_all_namespaces: bool = False
     # kubernetes target: app label -> Deployment name (scaling), and the RDS side of the
-    # mlflow-rds edge (an ipBlock CIDR on AWS; otherwise pods labelled app=postgres)
+    # mlflow-rds edge: the CIDRs of the RDS subnet group (one per zone it spans; a string is
+    # one CIDR, an environment variable "cidr,cidr"); empty: the pods labelled app=postgres
     kube_deployments: dict[str, str] = Field(
         default_factory=lambda: {App.RECO.value: App.RECO.value, App.MLFLOW.value: "mlflow"}
     )
-    kube_rds_cidr: str | None = None
+    kube_rds_cidr: list[str] = Field(default_factory=list)
 
-    @field_validator("kube_context", "kube_rds_cidr", mode="before")
+    @field_validator("kube_context", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """An empty string (an unset environment variable's default) means: not set."""
         return None if value == "" else value
+
+    @field_validator("kube_rds_cidr", mode="before")
+    @classmethod
+    def _cidr_list(cls, value: object) -> object:
+        """One CIDR, "cidr,cidr" (an environment variable) or a list; None or "" is none."""
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("kube_rds_cidr")
+    @classmethod
+    def _valid_cidrs(cls, value: list[str]) -> list[str]:
+        """Each entry an IPv4 or IPv6 network (host bits must be zero, as Kubernetes wants)."""
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr)
+            except ValueError as exc:
+                raise ValueError(
+                    f"{cidr!r} is not a CIDR such as 10.0.64.0/20 ({exc}); list each subnet "
+                    "of the RDS subnet group"
+                ) from None
+        return value
 
     @field_validator("kube_allowed_contexts", "kube_allowed_namespaces", mode="before")
     @classmethod

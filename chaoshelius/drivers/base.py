@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from chaoshelius.exceptions import TargetError
+
 PathMode = Literal["blackhole", "reset", "latency"]
 PATH_MODES: tuple[PathMode, ...] = ("blackhole", "reset", "latency")
 
@@ -53,8 +55,18 @@ class Driver(Protocol):
         """Pods of `app` (optionally in one zone)."""
         ...
 
-    def kill_pods(self, app: str, count: int | None = None, zone: str | None = None) -> list[str]:
-        """Kill `count` pods of `app` (all when None); return the names killed."""
+    def kill_pods(
+        self,
+        app: str,
+        count: int | None = None,
+        zone: str | None = None,
+        grace_period_seconds: int | None = 0,
+    ) -> list[str]:
+        """Kill `count` pods of `app` (all when None); return the names killed.
+
+        `grace_period_seconds`: 0 kills (no shutdown); None deletes gracefully with the pod's
+        own grace period; n > 0 gives it n seconds (see `check_grace_period`).
+        """
         ...
 
     def scale(self, app: str, replicas: int, ttl_seconds: float) -> FaultRef:
@@ -86,6 +98,19 @@ class Driver(Protocol):
     def active_faults(self) -> list[FaultRef]:
         """Faults the target currently holds."""
         ...
+
+
+def check_grace_period(value: object) -> int | None:
+    """A pod kill's grace period: None (the pod's own) or whole seconds >= 0; TargetError
+    (one line, what to write) otherwise. Booleans are refused: `true` is not a duration."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise TargetError(
+            f"grace_period_seconds must be 0 (kill), a whole number of seconds or null (the "
+            f"pod's own grace period), got {value!r}"
+        )
+    return value
 
 
 @runtime_checkable

@@ -43,11 +43,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import json
 import os
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -65,7 +66,7 @@ from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import HTTPError
 
 from chaoshelius.config import HarnessConfig
-from chaoshelius.drivers.base import FaultRef, PathMode, PodInfo
+from chaoshelius.drivers.base import FaultRef, PathMode, PodInfo, check_grace_period
 from chaoshelius.drivers.k8s_names import (
     ANNOT_CORDONED,
     ANNOT_EXPIRES,
@@ -240,9 +241,24 @@ def _api_hint(status: int | None, context: str) -> str:
     return "see the API server's message"
 
 
-def network_policy_for(edge: str, namespace: str, rds_cidr: str | None) -> dict[str, Any]:
-    """The NetworkPolicy that cuts `edge`: the source pods keep every egress but the edge's."""
+def _cidrs(rds_cidrs: Sequence[str] | str | None) -> list[str]:
+    """`kube_rds_cidr` as a list (a single string is one CIDR, as the key once was)."""
+    if rds_cidrs is None:
+        return []
+    return [rds_cidrs] if isinstance(rds_cidrs, str) else list(rds_cidrs)
+
+
+def network_policy_for(
+    edge: str, namespace: str, rds_cidrs: Sequence[str] | str | None
+) -> dict[str, Any]:
+    """The NetworkPolicy that cuts `edge`: the source pods keep every egress but the edge's.
+
+    For `mlflow-rds` with RDS CIDRs (`kube_rds_cidr`: every subnet of the RDS subnet group,
+    one per zone it spans), the outside world stays open except each of them: one ipBlock per
+    address family (`0.0.0.0/0` except the IPv4 CIDRs, `::/0` except the IPv6 ones).
+    """
     source, destination = _edge(edge)
+    cidrs = _cidrs(rds_cidrs)
     allowed: list[dict[str, Any]] = [
         {
             "namespaceSelector": {},
@@ -253,8 +269,13 @@ def network_policy_for(edge: str, namespace: str, rds_cidr: str | None) -> dict[
             },
         }
     ]
-    if edge == EDGE_MLFLOW_RDS and rds_cidr:
-        allowed.append({"ipBlock": {"cidr": "0.0.0.0/0", "except": [rds_cidr]}})
+    if edge == EDGE_MLFLOW_RDS and cidrs:
+        for everything, version in (("0.0.0.0/0", 4), ("::/0", 6)):
+            excepted = [c for c in cidrs if ipaddress.ip_network(c).version == version]
+            block: dict[str, Any] = {"cidr": everything}
+            if excepted:
+                block["except"] = excepted
+            allowed.append({"ipBlock": block})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -272,13 +293,59 @@ def network_policy_for(edge: str, namespace: str, rds_cidr: str | None) -> dict[
 
 
 def network_chaos_for(
-    edge: str, namespace: str, latency_ms: int, ttl_seconds: float
+    edge: str,
+    namespace: str,
+    latency_ms: int,
+    ttl_seconds: float,
+    rds_cidrs: Sequence[str] | str | None = None,
 ) -> dict[str, Any]:
     """The Chaos Mesh NetworkChaos that delays `edge`; Chaos Mesh ends it after the TTL itself.
+
+    Which side carries the delay. Chaos Mesh puts a netem qdisc on the egress of pods and
+    filters it by destination IP: `direction: to` delays what the `selector` pods send to the
+    `target` pods' IPs (or `externalTargets`), `from` what the target pods send to the
+    selector pods' IPs (chaos-mesh controllers/networkchaos: applyTc(sources, targets) for
+    `to`, applyTc(targets, sources) for `from`). The recommender reaches MLflow through the
+    Service `mlflow`: its packets leave its pod addressed to the ClusterIP, which kube-proxy
+    rewrites to an MLflow pod IP only in the node's network namespace, after the pod's qdisc.
+    So "selector: recommenders, direction: to, target: MLflow pods" filters on MLflow pod IPs
+    that the recommender's packets never carry there, and delays nothing
+    (chaos-mesh/chaos-mesh#1227, where a ClusterIP as externalTarget "did not play well"
+    either; it would also miss socket-level load balancing such as Cilium's, where the pod
+    sends to the MLflow pod IP itself).
+    The replies are addressed to the caller's pod IP on every datapath (no SNAT for
+    pod-to-Service traffic). Hence the edge's *destination* pods are the selector, with
+    `direction: to` and the *source* pods as target: every response (and SYN-ACK) MLflow
+    sends a recommender waits `latency_ms`, and nothing else MLflow sends (its database
+    queries, Prometheus' scrapes, the kubelet's probes) does, so the fault stays on its edge.
+    A request on a kept-alive connection is `latency_ms` slower, a new connection's first one
+    twice that (the handshake's SYN-ACK too).
+
+    `mlflow-rds` with `rds_cidrs` (RDS, outside the cluster: no pod to select, and no Service
+    in between, the endpoint resolves to the instance's address): the delay goes on MLflow's
+    egress to those CIDRs (`externalTargets`, which Chaos Mesh only honours with `to`).
 
     Built here rather than by chaosk8s's `add_latency`, which cannot set `duration`.
     """
     source, destination = _edge(edge)
+    cidrs = _cidrs(rds_cidrs) if edge == EDGE_MLFLOW_RDS else []
+    ns_of = {"namespaces": [namespace]}
+    where: dict[str, Any] = (
+        {
+            "selector": {**ns_of, "labelSelectors": {APP_LABEL: source}},
+            "direction": "to",
+            "externalTargets": cidrs,
+        }
+        if cidrs
+        else {
+            "selector": {**ns_of, "labelSelectors": {APP_LABEL: destination}},
+            "direction": "to",
+            "target": {
+                "mode": "all",
+                "selector": {**ns_of, "labelSelectors": {APP_LABEL: source}},
+            },
+        }
+    )
     return {
         "apiVersion": "chaos-mesh.org/v1alpha1",
         "kind": "NetworkChaos",
@@ -290,12 +357,7 @@ def network_chaos_for(
         "spec": {
             "action": "delay",
             "mode": "all",
-            "selector": {"namespaces": [namespace], "labelSelectors": {APP_LABEL: source}},
-            "direction": "to",
-            "target": {
-                "mode": "all",
-                "selector": {"namespaces": [namespace], "labelSelectors": {APP_LABEL: destination}},
-            },
+            **where,
             "delay": {"latency": f"{latency_ms}ms"},
             "duration": f"{max(1, round(ttl_seconds))}s",
         },
@@ -326,7 +388,7 @@ class KubernetesDriver:
         self._context = resolve_context(config)
         self._ns = config.kube_namespace
         self._deployments = dict(config.kube_deployments)
-        self._rds_cidr = config.kube_rds_cidr
+        self._rds_cidrs = list(config.kube_rds_cidr)
         self._all_namespaces = config.kube_drain_all_namespaces
         self._secrets = {"KUBERNETES_CONTEXT": self._context}
 
@@ -378,6 +440,16 @@ class KubernetesDriver:
                 f"no Deployment known for app {app!r}; add it to kube_deployments"
             ) from None
 
+    @staticmethod
+    def _zones_of(core: k8s.CoreV1Api) -> list[str]:
+        nodes: list[Any] = core.list_node().items
+        return sorted({z for n in nodes if (z := (n.metadata.labels or {}).get(ZONE_LABEL))})
+
+    def zones(self) -> list[str]:
+        """The cluster's zones: the values of its nodes' `topology.kubernetes.io/zone`."""
+        with self._calling(f"list the nodes labelled {ZONE_LABEL}"):
+            return self._zones_of(k8s.CoreV1Api(self._api()))
+
     def _node_zones(self) -> dict[str, str | None]:
         nodes: list[Any] = k8s.CoreV1Api(self._api()).list_node().items
         return {n.metadata.name: (n.metadata.labels or {}).get(ZONE_LABEL) for n in nodes}
@@ -402,7 +474,22 @@ class KubernetesDriver:
             out.append(PodInfo(pod.metadata.name, app, pod_zone, ready, _restarts(pod)))
         return out
 
-    def kill_pods(self, app: str, count: int | None = None, zone: str | None = None) -> list[str]:
+    def kill_pods(
+        self,
+        app: str,
+        count: int | None = None,
+        zone: str | None = None,
+        grace_period_seconds: int | None = 0,
+    ) -> list[str]:
+        """Delete the pods with `gracePeriodSeconds` = `grace_period_seconds`.
+
+        0 (default) is the closest the API offers to SIGKILL (what Chaos Mesh's pod-kill does
+        too): the pod object is gone at once (out of the Endpoints, replaced by its
+        controller at once) and the kubelet stops its containers with its floor of 2 s
+        (SIGTERM, SIGKILL 2 s later) instead of `terminationGracePeriodSeconds` (20-30 s
+        here). None is a graceful delete with the pod's own grace period, n > 0 one of n s.
+        """
+        grace = check_grace_period(grace_period_seconds)
         selector = f"{APP_LABEL}={app}"
         if zone is None:
             with self._calling(f"delete the pods labelled {selector}"):
@@ -410,6 +497,7 @@ class KubernetesDriver:
                     label_selector=selector,
                     all=count is None,
                     qty=count or 1,
+                    grace_period=-1 if grace is None else grace,
                     ns=self._ns,
                     secrets=self._secrets,
                 )
@@ -420,6 +508,7 @@ class KubernetesDriver:
                 terminate_pods(
                     label_selector=selector,
                     name_pattern=f"^{name}$",
+                    grace_period=-1 if grace is None else grace,
                     ns=self._ns,
                     secrets=self._secrets,
                 )
@@ -480,7 +569,9 @@ class KubernetesDriver:
         now = time.time()
         if mode == "latency":
             name = f"helius-chaos-{edge}-latency"
-            body = network_chaos_for(edge, self._ns, latency_ms or 500, ttl_seconds)
+            body = network_chaos_for(
+                edge, self._ns, latency_ms or 500, ttl_seconds, self._rds_cidrs
+            )
             body["metadata"]["annotations"] = {ANNOT_EXPIRES: f"{now + ttl_seconds:.0f}"}
             with self._calling(f"create the Chaos Mesh NetworkChaos {name} (needs Chaos Mesh)"):
                 try:
@@ -491,7 +582,7 @@ class KubernetesDriver:
                     if exc.status != 409:  # already there: the fault is in place
                         raise
         else:
-            policy = network_policy_for(edge, self._ns, self._rds_cidr)
+            policy = network_policy_for(edge, self._ns, self._rds_cidrs)
             policy["metadata"]["annotations"] = {ANNOT_EXPIRES: f"{now + ttl_seconds:.0f}"}
             name = policy["metadata"]["name"]
             with self._calling(f"create the NetworkPolicy {name}"):
@@ -551,8 +642,9 @@ class KubernetesDriver:
             nodes: list[Any] = core.list_node(label_selector=selector).items
             if not nodes:
                 raise TargetError(
-                    f"no node is labelled {selector}; the zone names of the experiments must be "
-                    "those of the cluster's nodes"
+                    f"no node is labelled {selector} (the cluster's zones: "
+                    f"{self._zones_of(core) or 'none, no node has the label'}); set helius_zone "
+                    "(HELIUS_ZONE, or --var helius_zone=...) to one of them"
                 )
             cordoned, theirs = [], []
             for node in nodes:

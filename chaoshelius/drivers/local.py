@@ -15,7 +15,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from chaoshelius.config import HarnessConfig
-from chaoshelius.drivers.base import FaultRef, PathMode, PodInfo
+from chaoshelius.drivers.base import FaultRef, PathMode, PodInfo, check_grace_period
 from chaoshelius.exceptions import TargetError
 from chaoshelius.stack import api_models as api
 from chaoshelius.stack import auth
@@ -41,7 +41,21 @@ class LocalDriver:
         body = self._request("GET", "/pods", api.PodList, params={"selector": selector})
         return [_pod(item) for item in body.pods]
 
-    def kill_pods(self, app: str, count: int | None = None, zone: str | None = None) -> list[str]:
+    def kill_pods(
+        self,
+        app: str,
+        count: int | None = None,
+        zone: str | None = None,
+        grace_period_seconds: int | None = 0,
+    ) -> list[str]:
+        """SIGKILL the pods' process groups (the stack has no graceful delete: any grace but
+        0 is refused, nothing is sent)."""
+        if check_grace_period(grace_period_seconds) != 0:
+            raise TargetError(
+                f"the local stack only kills pods (SIGKILL, grace 0), it cannot delete them "
+                f"gracefully (grace_period_seconds={grace_period_seconds!r}); use 0, or "
+                "target=kubernetes for a graceful delete"
+            )
         request = _body(api.KillRequest, selector=_selector(app, zone), count=count)
         return self._request("POST", "/pods/kill", api.Killed, request).killed
 

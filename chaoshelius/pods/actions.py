@@ -13,6 +13,7 @@ from chaoslib.types import Configuration, Secrets
 
 from chaoshelius import windows
 from chaoshelius.drivers import driver_for, fleet_snapshot
+from chaoshelius.drivers.base import check_grace_period
 from chaoshelius.topology import FaultKind
 from chaoshelius.windows import ready_before
 
@@ -26,18 +27,26 @@ def kill_pods(
     app: str,
     count: int | None = 1,
     zone: str | None = None,
+    grace_period_seconds: int | None = 0,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
     """Kill `count` pods of `app` (all of them when `count` is null), optionally in one `zone`.
 
-    Opens a `pod-kill` window that `await_pods_ready` closes once replacements are ready.
-    Returns `{"killed": [names], "window": {...}}`.
+    A kill, not a shutdown: `grace_period_seconds` 0 (default) is SIGKILL locally and a delete
+    with `gracePeriodSeconds: 0` on kubernetes (the pod object goes at once; the kubelet gives
+    the containers its 2 s floor, not their `terminationGracePeriodSeconds`). On kubernetes,
+    null deletes gracefully with the pod's own grace period, n > 0 with n seconds; the local
+    stack only kills, and refuses those. Opens a `pod-kill` window that `await_pods_ready` closes
+    once replacements are ready. Returns `{"killed": [names], "window": {...}}`.
     """
+    check_grace_period(grace_period_seconds)
     windows.mark_fault_phase()
     config, driver = driver_for(configuration)
     before = fleet_snapshot(driver)
-    killed = driver.kill_pods(app, count=count, zone=zone)
+    killed = driver.kill_pods(
+        app, count=count, zone=zone, grace_period_seconds=grace_period_seconds
+    )
     if not killed:
         raise ActivityFailed(
             f"no pod of app {app!r}{f' in {zone}' if zone else ''} was killed: none matched; "

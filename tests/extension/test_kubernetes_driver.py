@@ -17,6 +17,7 @@ a NetworkPolicy actually dropping MLflow -> RDS), or anything about timing on a 
 from __future__ import annotations
 
 import base64
+import ipaddress
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -39,6 +40,7 @@ from chaoshelius.drivers.kubernetes import (
     FAULT_LABEL,
     HARNESS_LABEL,
     KubernetesDriver,
+    network_chaos_for,
 )
 from chaoshelius.exceptions import NotAllowedError, TargetError
 from chaoshelius.pods import actions as pods
@@ -361,6 +363,45 @@ def test_kill_pods_in_one_zone(
     )
 
 
+def _grace_of(request: Request) -> object:
+    """The DELETE's gracePeriodSeconds (absent: the pod's own grace period)."""
+    return (request.body or {}).get("gracePeriodSeconds", "the pod's own")
+
+
+@pytest.mark.parametrize("zone", [None, "zone-a"])
+def test_kill_pods_kills_with_grace_period_zero_by_default(
+    api: FakeKubeAPI, driver: KubernetesDriver, zone: str | None
+) -> None:
+    """A kill is a crash, not a shutdown (the docs say SIGKILL): gracePeriodSeconds 0 on every
+    DELETE. (Before: no body, i.e. a graceful delete with terminationGracePeriodSeconds.)"""
+    killed = driver.kill_pods("helius-reco", count=None, zone=zone)
+    deletes = api.sent("DELETE", "/pods/")
+    assert len(deletes) == len(killed) >= 2
+    assert {_grace_of(r) for r in deletes} == {0}
+
+
+@pytest.mark.parametrize(("grace", "sent"), [(None, "the pod's own"), (7, 7), (0, 0)])
+def test_kill_pods_activity_deletes_gracefully_when_asked(
+    api: FakeKubeAPI, kubeconfig: Path, tmp_path: Path, grace: int | None, sent: object
+) -> None:
+    configuration = harness().model_dump(mode="json") | {"helius_run_dir": str(tmp_path / "run")}
+    out = pods.kill_pods("mlflow", count=1, grace_period_seconds=grace, configuration=configuration)
+    [delete] = api.sent("DELETE", "/pods/")
+    assert delete.path.endswith(f"/pods/{out['killed'][0]}")
+    assert _grace_of(delete) == sent
+
+
+@pytest.mark.parametrize("grace", [-1, 2.5, True, "30"])
+def test_kill_pods_refuses_a_bad_grace_period_before_any_request(
+    api: FakeKubeAPI, kubeconfig: Path, tmp_path: Path, grace: object
+) -> None:
+    configuration = harness().model_dump(mode="json") | {"helius_run_dir": str(tmp_path / "run")}
+    with pytest.raises(ActivityFailed, match="grace_period_seconds must be 0") as caught:
+        pods.kill_pods("mlflow", grace_period_seconds=grace, configuration=configuration)  # type: ignore[arg-type]
+    assert "\n" not in str(caught.value)
+    assert api.requests == []
+
+
 def test_list_pods_reads_zone_from_the_node_and_readiness(
     api: FakeKubeAPI, driver: KubernetesDriver
 ) -> None:
@@ -465,6 +506,42 @@ def test_cut_path_with_an_rds_cidr_excludes_that_block(api: FakeKubeAPI, kubecon
     assert {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.20.0.0/16"]}} in rule["to"]
 
 
+def test_cut_path_excepts_every_rds_cidr(api: FakeKubeAPI, kubeconfig: Path) -> None:
+    """An RDS subnet group spans two zones or more: every subnet is cut, the rest stays open
+    (IPv6 ones in their own ::/0 block). Before: one CIDR only, a list was refused."""
+    cidrs = ["10.0.64.0/20", "10.0.80.0/20", "2600:1f18:abc::/56"]
+    get_driver(harness(kube_rds_cidr=cidrs)).cut_path("mlflow-rds", "blackhole", None, 60)
+    [rule] = _created_policy(api)["spec"]["egress"]
+    blocks = [peer["ipBlock"] for peer in rule["to"] if "ipBlock" in peer]
+    assert blocks == [
+        {"cidr": "0.0.0.0/0", "except": ["10.0.64.0/20", "10.0.80.0/20"]},
+        {"cidr": "::/0", "except": ["2600:1f18:abc::/56"]},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("10.0.64.0/20", ["10.0.64.0/20"]),  # the old single string still works
+        ("10.0.64.0/20, 10.0.80.0/20", ["10.0.64.0/20", "10.0.80.0/20"]),  # an env var
+        (["10.0.64.0/20", "10.0.80.0/20"], ["10.0.64.0/20", "10.0.80.0/20"]),
+        ("", []),
+        (None, []),
+    ],
+)
+def test_kube_rds_cidr_takes_a_list_a_string_or_a_comma_separated_string(
+    value: object, expected: list[str]
+) -> None:
+    assert HarnessConfig.from_chaos({"kube_rds_cidr": value}).kube_rds_cidr == expected
+
+
+@pytest.mark.parametrize("bad", ["10.0.64.1/20", "rds.example.com", "10.0.64.0/20,nope"])
+def test_kube_rds_cidr_refuses_what_is_not_a_cidr(bad: str) -> None:
+    with pytest.raises(ActivityFailed, match="kube_rds_cidr.*not a CIDR") as caught:
+        HarnessConfig.from_chaos({"kube_rds_cidr": bad})
+    assert "\n" not in str(caught.value)
+
+
 def test_cut_path_twice_keeps_one_policy(api: FakeKubeAPI, driver: KubernetesDriver) -> None:
     driver.cut_path("mlflow-rds", "blackhole", None, ttl_seconds=60)
     driver.cut_path("mlflow-rds", "blackhole", None, ttl_seconds=60)  # 409: already in place
@@ -492,11 +569,83 @@ def test_latency_uses_chaos_mesh_and_restore_removes_it(
     spec = created.body["spec"]
     assert created.body["metadata"]["name"] == fault.id
     assert spec["delay"] == {"latency": "250ms"}
-    assert spec["selector"]["labelSelectors"] == {"app": "helius-reco"}
-    assert spec["target"]["selector"]["labelSelectors"] == {"app": "mlflow"}
+    # the delay sits on MLflow's egress to the recommenders (see network_chaos_for)
+    assert spec["selector"]["labelSelectors"] == {"app": "mlflow"}
+    assert spec["direction"] == "to"
+    assert spec["target"]["selector"]["labelSelectors"] == {"app": "helius-reco"}
     assert driver.restore_path("reco-mlflow") == [fault.id]
     assert api.chaos == {}
     assert driver.restore_path("reco-mlflow") == []
+
+
+# Chaos Mesh's NetworkChaos, as its controller applies it (chaos-mesh controllers/networkchaos:
+# `to` puts a netem qdisc on the selector pods' egress filtered by the target pods' IPs and the
+# externalTargets, no filter when there are neither; `from` on the target pods' egress filtered
+# by the selector pods' IPs). A packet is (sender pod, destination IP as it leaves the sender's
+# network namespace): a Service's ClusterIP is rewritten by kube-proxy only after that.
+CLUSTER_PODS = {  # name -> (app, pod IP)
+    "helius-reco-a": ("helius-reco", "10.244.1.5"),
+    "helius-reco-b": ("helius-reco", "10.244.2.5"),
+    "mlflow-a": ("mlflow", "10.244.1.7"),
+    "postgres-0": ("postgres", "10.244.3.9"),
+    "prometheus-0": ("prometheus", "10.244.3.4"),
+}
+MLFLOW_CLUSTER_IP, POSTGRES_CLUSTER_IP, KUBELET = "10.96.0.50", "10.96.0.60", "172.18.0.3"
+
+
+def _chaos_pods(selector: dict[str, Any]) -> set[str]:
+    labels = selector["selector"]["labelSelectors"] if "selector" in selector else {}
+    return {n for n, (app, _) in CLUSTER_PODS.items() if labels.get("app") == app}
+
+
+def _delayed(chaos: dict[str, Any], sender: str, destination: str) -> bool:
+    spec = chaos["spec"]
+    sources = _chaos_pods({"selector": spec["selector"]})
+    targets = _chaos_pods(spec["target"]) if spec.get("target") else set()
+    target_ips = {CLUSTER_PODS[p][1] for p in targets}
+    external = [ipaddress.ip_network(c) for c in spec.get("externalTargets") or []]
+    if spec["direction"] == "to":
+        if sender not in sources:
+            return False
+        if not target_ips and not external:
+            return True
+        address = ipaddress.ip_address(destination)
+        return destination in target_ips or any(address in net for net in external)
+    assert spec["direction"] == "from", spec["direction"]
+    return sender in targets and destination in {CLUSTER_PODS[p][1] for p in sources}
+
+
+def test_latency_delays_the_service_traffic_of_its_edge_and_nothing_else() -> None:
+    """reco-mlflow: the recommender calls the Service `mlflow` (ClusterIP); MLflow answers the
+    recommender's pod IP. One of the two legs must be delayed, else the fault injects nothing
+    (chaos-mesh/chaos-mesh#1227: the old object, selector recommenders + direction `to` +
+    target MLflow pods, filtered on MLflow pod IPs that the request never carries in the
+    recommender's namespace); and what MLflow sends elsewhere must not be."""
+    chaos = network_chaos_for("reco-mlflow", NS, 800, 60)
+    reco_ip = CLUSTER_PODS["helius-reco-a"][1]
+    request = _delayed(chaos, "helius-reco-a", MLFLOW_CLUSTER_IP)
+    response = _delayed(chaos, "mlflow-a", reco_ip)
+    assert request or response, "the recommender's calls to MLflow are not delayed"
+    assert _delayed(chaos, "mlflow-a", CLUSTER_PODS["helius-reco-b"][1])  # every replica
+    assert not _delayed(chaos, "mlflow-a", POSTGRES_CLUSTER_IP)  # its database
+    assert not _delayed(chaos, "mlflow-a", CLUSTER_PODS["prometheus-0"][1])  # scrapes
+    assert not _delayed(chaos, "mlflow-a", KUBELET)  # probes
+    assert not _delayed(chaos, "helius-reco-a", CLUSTER_PODS["prometheus-0"][1])
+    assert chaos["spec"]["duration"] == "60s" and chaos["spec"]["delay"]["latency"] == "800ms"
+
+
+def test_latency_on_mlflow_rds_delays_the_database_side() -> None:
+    """In the cluster (PostgreSQL pods behind a Service): PostgreSQL's answers to MLflow. On
+    RDS (kube_rds_cidr): MLflow's packets to the RDS subnets, where no Service rewrites."""
+    in_cluster = network_chaos_for("mlflow-rds", NS, 300, 60)
+    assert _delayed(in_cluster, "postgres-0", CLUSTER_PODS["mlflow-a"][1])
+    assert not _delayed(in_cluster, "postgres-0", CLUSTER_PODS["prometheus-0"][1])
+    on_rds = network_chaos_for("mlflow-rds", NS, 300, 60, ["10.0.64.0/20", "10.0.80.0/20"])
+    assert on_rds["spec"]["externalTargets"] == ["10.0.64.0/20", "10.0.80.0/20"]
+    assert "target" not in on_rds["spec"]
+    assert _delayed(on_rds, "mlflow-a", "10.0.80.17")
+    assert not _delayed(on_rds, "mlflow-a", CLUSTER_PODS["helius-reco-a"][1])
+    assert not _delayed(on_rds, "mlflow-a", "52.216.0.1")  # S3 stays fast
 
 
 def test_latency_without_chaos_mesh_says_so(api: FakeKubeAPI, driver: KubernetesDriver) -> None:
