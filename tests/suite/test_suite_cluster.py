@@ -20,6 +20,7 @@ import sys
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -196,3 +197,77 @@ def test_a_cluster_campaign_writes_run_dirs_index_and_junit(tmp_path: Path) -> N
     for name, case in cases.items():
         assert case.find("failure") is None and case.find("error") is None, name
         assert "verdict passed, expected passed" in (case.findtext("system-out") or ""), name
+
+
+class _Prometheus:
+    """Answers the two queries the steady wait asks (the real Prometheus path is exercised by
+    the campaign test above): out-of-fallback count and firing alerts."""
+
+    def __init__(self, out_of_fallback: float, firing: tuple[str, ...] = ()) -> None:
+        self.out_of_fallback = out_of_fallback
+        self.firing = firing
+
+    def instant_value(self, query: str) -> float | None:
+        if "== 0" in query:
+            return self.out_of_fallback
+        return 0.0  # in fallback (== 1)
+
+    def instant(self, query: str) -> list[Any]:
+        from chaoshelius.promapi import Sample
+
+        assert query.startswith("ALERTS"), query
+        return [Sample({"alertname": name}, 1.0) for name in self.firing]
+
+
+def test_the_cluster_steady_wait_names_what_is_not_steady(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against the fake API server (no real cluster can run here): every reason the suite
+    waits for on a cluster, and steady when none holds."""
+    from k8s_fake_api import FakeKubeAPI, isolate_client, serve, write_kubeconfig
+
+    from chaoshelius.config import HarnessConfig
+    from chaoshelius.drivers import get_driver
+    from chaoshelius.suite.cluster import cluster_unsteady_reason
+
+    cluster = FakeKubeAPI.from_overlay(grace_seconds=0.1, ready_seconds=0.0)
+    server, url = serve(cluster)
+    try:
+        isolate_client(
+            monkeypatch, write_kubeconfig(tmp_path / "kc", {"kind-helius": url}, "kind-helius")
+        )
+        config = HarnessConfig.from_chaos(
+            {
+                "target": "kubernetes",
+                "kube_context": "kind-helius",
+                "kube_allowed_contexts": "kind-helius",
+                "kube_allowed_servers": f"kind-helius={url}",
+            }
+        )
+        driver = get_driver(config)
+        reco = [p.name for p in driver.list_pods("helius-reco")]
+        assert len(reco) == 3
+
+        def why(prom: _Prometheus, alerts: bool = True) -> str | None:
+            return cluster_unsteady_reason(driver, prom, "helius", alerts)  # type: ignore[arg-type]
+
+        assert why(_Prometheus(3)) is None
+        assert why(_Prometheus(2)) == "2 of 3 recommenders seen out of fallback by Prometheus"
+        assert why(_Prometheus(3, ("MLflowDegraded",))) == "alerts firing: ['MLflowDegraded']"
+        assert why(_Prometheus(3, ("MLflowDegraded",)), alerts=False) is None  # the gate's job
+        cluster.policies[("helius", "helius-chaos-mlflow-rds")] = {
+            "metadata": {
+                "name": "helius-chaos-mlflow-rds",
+                "namespace": "helius",
+                "labels": {"helius.chaos/fault": "true", "helius.chaos/edge": "mlflow-rds"},
+            },
+            "spec": {},
+        }
+        assert why(_Prometheus(3)) == "faults still active: ['helius-chaos-mlflow-rds']"
+        cluster.set_ready("helius", reco[0], False)
+        assert why(_Prometheus(3)) == f"pods not ready: ['{reco[0]}']"
+    finally:
+        server.shutdown()
+        server.server_close()
+    reason = why(_Prometheus(3))
+    assert reason is not None and reason.startswith("the cluster did not answer (TargetError")
