@@ -20,6 +20,11 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 RECO, MLFLOW = "helius-reco", "mlflow"
 REPLICAS = 3  # every app of the stack runs 3 replicas, one per zone
+# The zone of every zone-pinned step: a configuration key, so a cluster's own zone names work
+# (`--var helius_zone=eu-west-1a`, or HELIUS_ZONE); the local stack's and the kind overlay's
+# zone-a by default.
+ZONE_KEY, DEFAULT_ZONE = "helius_zone", "zone-a"
+ZONE = "${" + ZONE_KEY + "}"
 OK = {"type": "jsonpath", "path": "$.ok", "expect": True}
 
 # The load every experiment runs under (chaoshelius.load.actions.start_load). Locust's
@@ -168,7 +173,11 @@ CONFIGURATION: Json = {
     # context=server-url or context=sha256:<CA fingerprint>: the cluster a context must be
     "kube_allowed_servers": _env("HELIUS_KUBE_ALLOWED_SERVERS", ""),
     "kube_context": _env("HELIUS_KUBE_CONTEXT", ""),
+    # the RDS subnet group's CIDRs, comma-separated (one per zone it spans)
     "kube_rds_cidr": _env("HELIUS_KUBE_RDS_CIDR", ""),
+    # the zone the zone-pinned experiments hit (a kill in it, its drain): a value of the nodes'
+    # topology.kubernetes.io/zone label on a cluster (eu-west-1a on EKS), zone-a|b|c locally
+    ZONE_KEY: _env("HELIUS_ZONE", DEFAULT_ZONE),
     **{key: _env(key.upper(), value, env_var_type="int") for key, value in TIMING.items()},
 }
 
@@ -312,7 +321,8 @@ def mlflow_pod_kill() -> Json:
     w = {"kind": "pod-kill", "target": MLFLOW}
     return experiment(
         "Killing one MLflow pod is absorbed by HA: no fallback",
-        "Kill the MLflow pod in zone-a under load. The MLflow service keeps two replicas, so "
+        "Kill the MLflow pod in a zone (helius_zone, default zone-a) under load. The MLflow "
+        "service keeps two replicas, so "
         "the recommenders keep refreshing from the registry and never enter fallback (judged "
         "per pod); the pod is replaced under a new name. Fault window: kill -> replacement "
         "ready.",
@@ -347,7 +357,7 @@ def mlflow_pod_kill() -> Json:
                 "kill_pods",
                 app=MLFLOW,
                 count=1,
-                zone="zone-a",
+                zone=ZONE,
             ),
             action(
                 "await-mlflow-replacement",
@@ -534,11 +544,11 @@ def rds_path_cut() -> Json:
 
 
 def az_drain() -> Json:
-    zone = "${helius_drain_zone}"
+    zone = ZONE
     w = {"kind": "drain", "target": zone}
     return experiment(
         "Draining a zone (zone-a by default): its pods go, no outage, no fallback",
-        "Drain a zone (HELIUS_DRAIN_ZONE, default zone-a; every pod in it stops and stays "
+        "Drain a zone (helius_zone / HELIUS_ZONE, default zone-a; every pod in it stops and stays "
         "down; TTL 90 s) for 20 s under load, then uncordon. The recommender and MLflow "
         "replicas of the other zones carry the load: clients see no outage and no slowdown "
         "beyond the SLO, no recommender falls back, and the zone's pods come back.",
@@ -619,9 +629,6 @@ def az_drain() -> Json:
             stop_load(),
         ],
         [action("uncordon-zone", "zones.actions", "uncordon_zone", zone=zone)],
-        configuration={
-            "helius_drain_zone": {"type": "env", "key": "HELIUS_DRAIN_ZONE", "default": "zone-a"}
-        },
     )
 
 
@@ -666,7 +673,8 @@ def reco_pod_kill() -> Json:
     w = {"kind": "pod-kill", "target": RECO}
     return experiment(
         "Killing one recommender pod: clients barely notice",
-        "Kill the recommender pod in zone-a under load. The service proxy routes to the ready "
+        "Kill the recommender pod in a zone (helius_zone, default zone-a) under load. The "
+        "service proxy routes to the ready "
         "replicas; the pod is replaced under a new name and back in service within 20 s. "
         "The killed pod's in-flight requests are lost, as on a cluster. Fault window: kill -> "
         "replacement ready.",
@@ -693,7 +701,7 @@ def reco_pod_kill() -> Json:
                 "kill_pods",
                 app=RECO,
                 count=1,
-                zone="zone-a",
+                zone=ZONE,
             ),
             action(
                 "await-recommender-replacement",
@@ -714,7 +722,8 @@ def reco_cold_start_during_outage() -> Json:
     kill = {"kind": "pod-kill", "target": RECO}
     return experiment(
         "A recommender replaced during an MLflow outage starts and serves (always starts)",
-        "Scale MLflow to 0 (TTL 120 s) under load, then kill the zone-a recommender while "
+        "Scale MLflow to 0 (TTL 120 s) under load, then kill the recommender in a zone "
+        "(helius_zone, default zone-a) while "
         "MLflow is still down. Its replacement must start without the registry (from its "
         "on-disk cache, or the shipped baseline), report fallback, and take traffic within "
         "30 s; then MLflow comes back and every pod clears.",
@@ -774,7 +783,7 @@ def reco_cold_start_during_outage() -> Json:
                 "kill_pods",
                 app=RECO,
                 count=1,
-                zone="zone-a",
+                zone=ZONE,
             ),
             action(
                 "await-recommender-replacement",

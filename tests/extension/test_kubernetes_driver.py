@@ -44,6 +44,7 @@ from chaoshelius.drivers.kubernetes import (
 )
 from chaoshelius.exceptions import NotAllowedError, TargetError
 from chaoshelius.pods import actions as pods
+from chaoshelius.zones import actions as zones
 
 NS = "helius"
 ALLOWED = "kind-helius"
@@ -757,8 +758,76 @@ def test_uncordon_undoes_only_the_cordons_the_drain_made(
 def test_drain_of_a_zone_without_nodes_says_which_label(
     api: FakeKubeAPI, driver: KubernetesDriver
 ) -> None:
-    with pytest.raises(TargetError, match=f"{ZONE}=zone-x"):
+    with pytest.raises(TargetError, match=f"{ZONE}=zone-x") as caught:
         driver.drain_zone("zone-x", ttl_seconds=30)
+    message = str(caught.value)
+    assert "['zone-a', 'zone-b', 'zone-c']" in message and "helius_zone" in message
+    assert "\n" not in message
+    assert driver.zones() == ["zone-a", "zone-b", "zone-c"]
+
+
+def test_the_drain_activity_takes_a_clusters_own_zone_names(
+    api: FakeKubeAPI, kubeconfig: Path, tmp_path: Path
+) -> None:
+    """EKS labels its nodes eu-west-1a ...: the activity drains such a zone (it refused every
+    zone but zone-a|b|c before), and its undo uncordons it."""
+    api.add_node("node-eu1", "eu-west-1a")
+    api.add_pod(NS, "helius-reco-eu", "node-eu1", {"app": "helius-reco"})
+    configuration = harness().model_dump(mode="json") | {"helius_run_dir": str(tmp_path / "run")}
+    out = zones.drain_zone("eu-west-1a", ttl_seconds=30, configuration=configuration)
+    assert out["fault"] == "drain-eu-west-1a"
+    assert _unschedulable(api) == {
+        "node-a1": False, "node-a2": False, "node-b1": False, "node-c1": False, "node-eu1": True,
+    }  # fmt: skip
+    assert [r.path for r in api.sent("POST", "/eviction$")] == [
+        f"/api/v1/namespaces/{NS}/pods/helius-reco-eu/eviction"
+    ]
+    assert zones.uncordon_zone("eu-west-1a", configuration=configuration)["undone"] == [
+        "drain-eu-west-1a"
+    ]
+    assert not any(_unschedulable(api).values())
+
+
+@pytest.mark.parametrize("zone", ["", "zone a", "-zone-a", "x" * 64, "eu-west-1a/"])
+def test_a_zone_that_cannot_be_a_label_value_is_refused_before_any_request(
+    api: FakeKubeAPI, kubeconfig: Path, tmp_path: Path, zone: str
+) -> None:
+    configuration = harness().model_dump(mode="json") | {"helius_run_dir": str(tmp_path / "run")}
+    with pytest.raises(ActivityFailed, match="label value") as caught:
+        zones.drain_zone(zone, ttl_seconds=30, configuration=configuration)
+    assert "\n" not in str(caught.value) and "helius_zone" in str(caught.value)
+    assert api.requests == []
+
+
+def test_the_old_drain_zone_variable_is_refused_saying_what_to_write(
+    api: FakeKubeAPI, kubeconfig: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """az-drain's HELIUS_DRAIN_ZONE became HELIUS_ZONE (one key for every zone-pinned
+    experiment): set to another zone than the one given, it fails saying what to set."""
+    monkeypatch.setenv("HELIUS_DRAIN_ZONE", "zone-b")
+    configuration = harness().model_dump(mode="json") | {"helius_run_dir": str(tmp_path / "run")}
+    with pytest.raises(ActivityFailed, match="set HELIUS_ZONE=zone-b instead"):
+        zones.drain_zone("zone-a", ttl_seconds=30, configuration=configuration)
+    assert api.requests == []
+    zones.drain_zone("zone-b", ttl_seconds=30, configuration=configuration)  # they agree: fine
+
+
+def test_the_local_stack_names_an_unknown_zone_in_one_line(
+    fake_stack: tuple[Any, str], configuration: dict[str, Any]
+) -> None:
+    """The local stack keeps its zone-a|b|c: another zone is its control API's 404, one line."""
+    with pytest.raises(TargetError, match="HTTP 404 unknown zone eu-west-1a") as caught:
+        zones.drain_zone("eu-west-1a", ttl_seconds=30, configuration=configuration)
+    assert "\n" not in str(caught.value)
+
+
+def test_the_local_stack_refuses_a_graceful_delete_before_any_request(
+    fake_stack: tuple[Any, str], configuration: dict[str, Any]
+) -> None:
+    with pytest.raises(TargetError, match="only kills pods") as caught:
+        pods.kill_pods("mlflow", grace_period_seconds=None, configuration=configuration)
+    assert "\n" not in str(caught.value)
+    assert [r for r in fake_stack[0].requests if r[0] != "GET"] == []  # no kill was sent
 
 
 # ---------------------------------------------------------------- API errors

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from k8s_fake_api import FakeKubeAPI, serve, write_kubeconfig
+from k8s_fake_api import ZONE, FakeKubeAPI, serve, write_kubeconfig
 from mlflow_stub import Registry, serve_registry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,25 +68,17 @@ def _clean(cluster: FakeKubeAPI) -> list[str]:
     return left
 
 
-@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
-def test_the_experiment_runs_end_to_end_on_target_kubernetes(
-    path: Path, tmp_path: Path, mlflow: tuple[Registry, str]
-) -> None:
-    registry, mlflow_url = mlflow
+def _run(
+    path: Path,
+    tmp_path: Path,
+    cluster: FakeKubeAPI,
+    mlflow_url: str,
+    chaos_args: tuple[str, ...] = (),
+) -> tuple[dict[str, Any], str, str]:
+    """`chaos run --dry probes` of `path` against the fake: (journal, stdout, log tail)."""
     chaos = shutil.which("chaos") or str(Path(sys.executable).with_name("chaos"))
-    cluster = FakeKubeAPI.from_overlay(grace_seconds=0.2, ready_seconds=0.2)
-    cluster.chaos_mesh = True  # mlflow-latency's NetworkChaos (the walk-through installs it)
     server, url = serve(cluster)
-    replicas = {
-        key: d["spec"].get("replicas") for key, d in cluster.deployments.items() if key[0] == NS
-    }
-    system_before = {
-        (p["metadata"]["namespace"], p["metadata"]["name"])
-        for p in cluster.pods.values()
-        if p["metadata"]["namespace"] != NS
-    }
     experiment = json.loads(path.read_text())
-    run_dir = tmp_path / "run"
     env = {
         **os.environ,
         "KUBECONFIG": str(write_kubeconfig(tmp_path / "kubeconfig", {CONTEXT: url}, CONTEXT)),
@@ -96,12 +88,12 @@ def test_the_experiment_runs_end_to_end_on_target_kubernetes(
         "HELIUS_KUBE_ALLOWED_SERVERS": f"{CONTEXT}={url}",
         "HELIUS_PROMETHEUS_URL": "http://127.0.0.1:1",  # no probe runs (--dry probes)
         "HELIUS_MLFLOW_URL": mlflow_url,
-        "HELIUS_RUN_DIR": str(run_dir),
+        "HELIUS_RUN_DIR": str(tmp_path / "run"),
         "HELIUS_LOAD_RATE": "100",
         "HELIUS_SAFEGUARDS": "off",  # its Prometheus queries have nothing to read here
         **_short_timing(experiment),
     }
-    for name in ("KUBERNETES_CONTEXT", "KUBERNETES_HOST", "CHAOSTOOLKIT_IN_POD"):
+    for name in ("KUBERNETES_CONTEXT", "KUBERNETES_HOST", "CHAOSTOOLKIT_IN_POD", "HELIUS_ZONE"):
         env.pop(name, None)
     journal_path = tmp_path / "journal.json"
     try:
@@ -113,6 +105,7 @@ def test_the_experiment_runs_end_to_end_on_target_kubernetes(
                 "run",
                 "--dry",
                 "probes",
+                *chaos_args,
                 "--journal-path",
                 str(journal_path),
                 str(path),
@@ -127,8 +120,26 @@ def test_the_experiment_runs_end_to_end_on_target_kubernetes(
         server.shutdown()
         server.server_close()
     log = (tmp_path / "chaos.log").read_text()[-3000:]
-    journal = json.loads(journal_path.read_text())
-    assert journal["status"] == "completed", (done.stdout[-2000:], log)
+    return json.loads(journal_path.read_text()), done.stdout[-2000:], log
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_the_experiment_runs_end_to_end_on_target_kubernetes(
+    path: Path, tmp_path: Path, mlflow: tuple[Registry, str]
+) -> None:
+    registry, mlflow_url = mlflow
+    cluster = FakeKubeAPI.from_overlay(grace_seconds=0.2, ready_seconds=0.2)
+    cluster.chaos_mesh = True  # mlflow-latency's NetworkChaos (the walk-through installs it)
+    replicas = {
+        key: d["spec"].get("replicas") for key, d in cluster.deployments.items() if key[0] == NS
+    }
+    system_before = {
+        (p["metadata"]["namespace"], p["metadata"]["name"])
+        for p in cluster.pods.values()
+        if p["metadata"]["namespace"] != NS
+    }
+    journal, stdout, log = _run(path, tmp_path, cluster, mlflow_url)
+    assert journal["status"] == "completed", (stdout, log)
     steps = journal["run"] + journal.get("rollbacks", [])
     failed = [
         (s["activity"]["name"], s.get("exception")) for s in steps if s["status"] != "succeeded"
@@ -157,3 +168,81 @@ def test_the_experiment_runs_end_to_end_on_target_kubernetes(
             if p["metadata"]["namespace"] != NS
         }
     assert system_after == system_before  # nothing outside the namespace was touched
+
+
+# ---------------------------------------------------------------- a cluster's own zone names
+EKS_ZONES = {"zone-a": "eu-west-1a", "zone-b": "eu-west-1b", "zone-c": "eu-west-1c"}
+ZONE_PINNED = ["az-drain", "mlflow-pod-kill", "reco-pod-kill", "reco-cold-start-during-outage"]
+
+
+def relabel_zones(cluster: FakeKubeAPI, renamed: dict[str, str]) -> None:
+    """The kind overlay as on a cluster whose zones have other names (EKS: eu-west-1a ...):
+    the nodes' zone labels, and the zone pins of the pod templates (nodeSelector, node
+    affinity: the overlay's PostgreSQL and MinIO stay in their zone), renamed."""
+
+    def rename(obj: Any) -> None:
+        if isinstance(obj, dict):
+            if obj.get("key") == ZONE and isinstance(obj.get("values"), list):
+                obj["values"] = [renamed.get(v, v) for v in obj["values"]]
+            selector = obj.get("nodeSelector")
+            if isinstance(selector, dict) and selector.get(ZONE) in renamed:
+                selector[ZONE] = renamed[selector[ZONE]]
+            for value in obj.values():
+                rename(value)
+        elif isinstance(obj, list):
+            for value in obj:
+                rename(value)
+
+    with cluster.lock:
+        for node in cluster.nodes.values():
+            labels = node["metadata"].setdefault("labels", {})
+            if labels.get(ZONE) in renamed:
+                labels[ZONE] = renamed[labels[ZONE]]
+        for objects in (cluster.deployments, cluster.statefulsets, cluster.pods):
+            rename(list(objects.values()))
+
+
+@pytest.mark.parametrize("name", ZONE_PINNED)
+def test_a_zone_pinned_experiment_hits_the_zone_it_is_given(
+    name: str, tmp_path: Path, mlflow: tuple[Registry, str]
+) -> None:
+    """On nodes labelled eu-west-1a/b/c (EKS), `chaos run --var helius_zone=eu-west-1a`: the
+    pods killed were in eu-west-1a, the drain cordoned exactly the eu-west-1a nodes and evicted
+    only pods there, and nothing is left behind. (Before: drain_zone refused any zone but
+    zone-a|b|c, and the kills were pinned to zone-a, where no pod runs on such a cluster.)"""
+    _, mlflow_url = mlflow
+    cluster = FakeKubeAPI.from_overlay(grace_seconds=0.2, ready_seconds=0.2)
+    relabel_zones(cluster, EKS_ZONES)
+    with cluster.lock:
+        zone_of = {p["metadata"]["name"]: cluster.zone_of(p) for p in cluster.pods.values()}
+        labels = {n: o["metadata"].get("labels", {}) for n, o in cluster.nodes.items()}
+    in_zone = {n for n, node_labels in labels.items() if node_labels.get(ZONE) == "eu-west-1a"}
+    assert in_zone and not any(z in EKS_ZONES for z in zone_of.values())
+    path = ROOT / "experiments" / f"{name}.json"
+    journal, stdout, log = _run(
+        path, tmp_path, cluster, mlflow_url, ("--var", "helius_zone=eu-west-1a")
+    )
+    steps = journal["run"] + journal.get("rollbacks", [])
+    failed = [
+        (s["activity"]["name"], s.get("exception")) for s in steps if s["status"] != "succeeded"
+    ]
+    assert journal["status"] == "completed" and not failed, (failed, stdout, log)
+
+    pinned = {"kill_pods", "drain_zone"}
+    hit = [s for s in journal["run"] if s["activity"]["provider"]["func"] in pinned]
+    assert hit, "no zone-pinned fault ran"
+    for step in hit:
+        assert step["activity"]["provider"]["arguments"]["zone"] == "${helius_zone}"
+        if step["activity"]["provider"]["func"] == "kill_pods":
+            killed = step["output"]["killed"]
+            assert killed and {zone_of.get(n) for n in killed} == {"eu-west-1a"}, killed
+    if name == "az-drain":
+        cordoned = {
+            r.path.rsplit("/", 1)[-1]
+            for r in cluster.sent("PATCH", "/nodes/")
+            if (r.body.get("spec") or {}).get("unschedulable") is True
+        }
+        assert cordoned == in_zone
+        evicted = [r.path.split("/")[-2] for r in cluster.sent("POST", "/eviction$")]
+        assert evicted and {zone_of.get(n) for n in evicted} == {"eu-west-1a"}, evicted
+    assert _clean(cluster) == []
