@@ -29,6 +29,7 @@ from typing import Any
 
 __all__ = [
     "Window",
+    "await_timeouts",
     "close_windows",
     "fault_phase_started",
     "load_stopped",
@@ -38,6 +39,7 @@ __all__ = [
     "open_window",
     "pods_before",
     "ready_before",
+    "record_await_timeout",
     "reset",
     "restarts_before",
     "windows",
@@ -76,6 +78,7 @@ class _RunState:
     fault_phase: bool = False
     windows: list[Window] = field(default_factory=list)
     load_stopped_at: float | None = None
+    await_timeouts: list[tuple[str, str]] = field(default_factory=list)  # (app, why)
 
 
 _LOCK = threading.Lock()
@@ -113,6 +116,20 @@ def load_stopped_at() -> float | None:
     """When this run's load stopped, if it did."""
     with _LOCK:
         return _STATE.load_stopped_at
+
+
+def record_await_timeout(app: str, why: str) -> None:
+    """Record that an await for `app`'s pods timed out in this run. Chaos Toolkit only logs a
+    failed method action, so the recovery and readiness probes read this and fail: a recovery
+    that was awaited and did not come is a deviation, never a warning."""
+    with _LOCK:
+        _STATE.await_timeouts.append((app, why))
+
+
+def await_timeouts(app: str) -> list[str]:
+    """Why each await for `app` timed out in this run (oldest first; empty: none did)."""
+    with _LOCK:
+        return [why for target, why in _STATE.await_timeouts if target == app]
 
 
 def windows() -> list[Window]:

@@ -75,8 +75,10 @@ def await_pods_ready(
     started (kill, scale or zone drain), else 1. With `per_zone`, every zone must also be
     back to the ready pods it had then (after a zone drain on a cluster the rolling restart
     re-spreads the pods some time after the count is back). Closes the app's open `pod-kill`
-    window at that moment. Raises ActivityFailed after `timeout_seconds` (the after-method
-    hypothesis then judges the unfinished recovery).
+    window at that moment. Raises ActivityFailed after `timeout_seconds` and records the
+    timeout (`windows.record_await_timeout`): Chaos Toolkit only logs a failed method action,
+    so `pods_ready` and `replicas_recovered_within` on `app` read the record and fail, and the
+    run deviates (a replacement that never became Ready in time is not a warning).
     """
     config, driver = driver_for(configuration)
     window = windows.find_window(kind=KIND_KILL, target=app)
@@ -109,7 +111,7 @@ def await_pods_ready(
                 "window": closed[0].as_close_output() if closed else None,
             }
         if time.monotonic() >= deadline:
-            raise ActivityFailed(
+            why = (
                 f"{app} has {len(ready)} ready replacement pod(s) of {replicas} after "
                 f"{timeout_seconds:g} s"
                 + (
@@ -117,9 +119,10 @@ def await_pods_ready(
                     if short
                     else ""
                 )
-                + f" (pods: {[(p.name, p.zone, p.ready) for p in pods]}); "
-                "look at the pod logs under .helius/stack/"
+                + f" (pods: {[(p.name, p.zone, p.ready) for p in pods]})"
             )
+            windows.record_await_timeout(app, why)
+            raise ActivityFailed(f"{why}; look at the pod logs under .helius/stack/")
         time.sleep(0.5)
 
 

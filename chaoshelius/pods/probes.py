@@ -23,18 +23,27 @@ def pods_ready(
     secrets: Secrets = None,
 ) -> dict[str, Any]:
     """`ok` when `app` has at least `min_ready` ready pods (in `zone`, if given), now.
-    Before any fault it raises instead of returning `ok: false` (a broken start fails the run)."""
+    Before any fault it raises instead of returning `ok: false` (a broken start fails the run).
+    After the method it also fails when an await for `app`'s pods timed out in this run
+    (`await_pods_ready` records it): pods that came back only after their await gave up were
+    not back when the experiment said they must be, and Chaos Toolkit alone would only have
+    logged the failed action."""
     _, driver = driver_for(configuration)
     pods = driver.list_pods(app, zone)
     ready = [p.name for p in pods if p.ready]
     where = f" in {zone}" if zone else ""
+    timeouts = windows.await_timeouts(app)
     return gated(
         verdict(
-            len(ready) >= min_ready,
+            len(ready) >= min_ready and not timeouts,
             len(ready),
             {"min_ready": min_ready},
-            f"{app}{where}: {len(ready)} ready pod(s) of {len(pods)}, need {min_ready}",
-            pods=[{"name": p.name, "zone": p.zone, "ready": p.ready} for p in pods],
+            f"{app}{where}: {len(ready)} ready pod(s) of {len(pods)}, need {min_ready}"
+            + (f"; an await timed out in this run: {timeouts[0]}" if timeouts else ""),
+            pods=[
+                {"name": p.name, "zone": p.zone, "ready": p.ready, "restarts": p.restarts}
+                for p in pods
+            ],
         )
     )
 

@@ -731,19 +731,68 @@ def replicas_recovered_within(
     secrets: Secrets = None,
 ) -> dict[str, Any]:
     """`ok` when Prometheus saw `replicas` `up` targets of `app` again within `seconds` of the
-    fault's end (of its start for an instant fault such as a kill), and still does now.
+    fault's end (of its start for an instant fault such as a kill), and still does now, and the
+    target reports those pods Ready.
     `replicas` defaults to the ready count the fault action recorded for `app`.
     Reports `time_to_recover_seconds` (from the first dip below `replicas`).
 
     `per_zone`: every zone must be back to the targets it had when the fault started (a
     zone's pods rescheduled into the other zones are not "back": the count is right, the
-    spread is not)."""
+    spread is not).
+
+    "Back" means serving, not only scrapable: a pod can answer `/metrics` while its `/ready`
+    says 503 (e.g. a readiness that needs one successful registry refresh during an MLflow
+    outage), and `up` would count it. So the verdict also needs, from the driver (the `Ready`
+    condition on a cluster, the supervisor's probe of `/ready` locally): `replicas` Ready pods
+    of `app` now (per zone: each zone's Ready pods as many as when the fault started); for a
+    kill closed by `await_pods_ready`, replacements Ready within `seconds` of the kill (the
+    window's end is when the await saw them Ready); and no await for `app` timed out in this
+    run (Chaos Toolkit only logs a failed method action, so a replacement that never became
+    Ready in time would otherwise pass on `up` alone)."""
     window = judged.window
-    if per_zone:
-        return _zones_recovered(judged, app, seconds)
-    if replicas is None:
+    if replicas is None and not per_zone:
         replicas = windows.ready_before(window, app)
         judged.threshold["replicas"] = replicas
+    result = (
+        _zones_recovered(judged, app, seconds)
+        if per_zone
+        else _up_recovered(judged, app, seconds, int(replicas or 1))
+    )
+    problems = _not_ready(judged, app, seconds, None if per_zone else int(replicas or 1))
+    if problems:
+        result["ok"] = False
+        result["description"] += "; FAILED on readiness: " + "; ".join(problems)
+    return result
+
+
+def _not_ready(judged: Judged, app: str, seconds: float, replicas: int | None) -> list[str]:
+    """Why `app` is not back as the target sees it (Ready pods), see replicas_recovered_within;
+    `replicas` None: per zone, against the ready pods each zone had at the fault's start."""
+    window = judged.window
+    problems = [f"an await for {app} timed out: {why}" for why in windows.await_timeouts(app)]
+    pods = judged.driver.list_pods(app)
+    ready = [p for p in pods if p.ready]
+    if replicas is not None and len(ready) < replicas:
+        problems.append(f"{len(ready)} of {replicas} {app} pod(s) Ready now")
+    if replicas is None:
+        wanted = (window.details.get("zones_before") or {}).get(app, {})
+        for zone, count in sorted(wanted.items()):
+            here = sum(1 for p in ready if (p.zone or "?") == zone)
+            if here < int(count):
+                problems.append(f"{zone}: {here} of {count} {app} pod(s) Ready now")
+    if window.kind == FaultKind.POD_KILL.value and window.ended_at is not None:
+        ready_after = window.ended_at - window.started_at
+        if ready_after > seconds:
+            problems.append(
+                f"the replacement(s) were Ready {ready_after:.1f} s after the kill "
+                f"(allowed {seconds:g} s)"
+            )
+    return problems
+
+
+def _up_recovered(judged: Judged, app: str, seconds: float, replicas: int) -> dict[str, Any]:
+    """The `up` half of replicas_recovered_within (Prometheus's scrapes)."""
+    window = judged.window
     start, ref = window.started_at, _recovery_reference(window)
     now = clock.now()
     q = pq.up_count(app)

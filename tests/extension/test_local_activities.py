@@ -146,9 +146,7 @@ def test_pods_survived_fails_when_a_pod_restarted_in_place(
     name = _restart_in_place(stack, "helius-reco")
     result = pod_probes.pods_survived("helius-reco", kind="scale", configuration=configuration)
     assert not result["ok"], result["description"]
-    assert f"restarted in place since the fault started: ['{name} (1x)']" in (
-        result["description"]
-    )
+    assert f"restarted in place since the fault started: ['{name} (1x)']" in (result["description"])
 
 
 def test_source_pods_unchanged_fails_when_mlflow_restarted_in_place(
@@ -160,6 +158,22 @@ def test_source_pods_unchanged_fails_when_mlflow_restarted_in_place(
     result = network_probes.source_pods_unchanged("mlflow-rds", configuration=configuration)
     assert not result["ok"], result["description"]
     assert f"restarted in place since: ['{name} (1x)']" in result["description"]
+
+
+def test_a_timed_out_await_is_recorded_for_the_verdict(
+    fake_stack: tuple[FakeStack, str], configuration: dict[str, Any]
+) -> None:
+    """Chaos Toolkit only logs a failed method action: the await records its timeout, and the
+    readiness check of the after-method hypothesis fails on it."""
+    pods.kill_pods("mlflow", count=1, configuration=configuration)
+    with pytest.raises(ActivityFailed, match="ready replacement pod"):
+        pods.await_pods_ready(
+            "mlflow", replicas=4, timeout_seconds=0.5, configuration=configuration
+        )
+    [why] = windows.await_timeouts("mlflow")
+    assert "of 4 after 0.5 s" in why
+    ready = pod_probes.pods_ready("mlflow", 2, configuration=configuration)
+    assert not ready["ok"] and why in ready["description"]
 
 
 def test_cut_path_refuses_bad_arguments_before_calling_the_stack(

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from chaoslib.exceptions import ActivityFailed
+from fake_control import FakeStack
 from prom_fixture import (
     BAD,
     CALM,
@@ -44,11 +45,23 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PromHistory]:
 
 
 @pytest.fixture
-def cfg(history: PromHistory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+def cfg(
+    history: PromHistory,
+    fake_stack: tuple[FakeStack, str],
+    configuration: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> dict[str, Any]:
     """Configuration for the recorded Prometheus; the probes' clock is the recording's end (an
-    hour ago), as a live run judges right after its fault: "still up now" means then."""
+    hour ago), as a live run judges right after its fault: "still up now" means then.
+    Recovery probes also ask the target which pods are Ready: the local driver talks to the
+    fake of the control API (fake_control.py), where every app of the history has three Ready
+    pods, one per zone."""
     monkeypatch.setattr(verdict, "now", lambda: history.at(NOW))
-    return {"prometheus_base_url": history.url, "helius_run_dir": str(tmp_path)}
+    stack, _ = fake_stack
+    for app in ("spread-lost", "spread-ok"):
+        for zone in ("zone-a", "zone-b", "zone-c"):
+            stack.add_pod(app, zone)
+    return {**configuration, "prometheus_base_url": history.url}
 
 
 def _window(
@@ -287,6 +300,91 @@ def test_targets_went_down_and_recovered(cfg: dict[str, Any], history: PromHisto
     never = probes.replicas_recovered_within("mlflow", 10, window_id=calm.id, configuration=cfg)
     assert never["ok"] and "never seen below" in never["description"], never["description"]
     assert never["time_to_recover_seconds"] == 0.0
+
+
+def test_replicas_back_needs_ready_pods_not_only_up_targets(
+    cfg: dict[str, Any], history: PromHistory, fake_stack: tuple[FakeStack, str]
+) -> None:
+    """Prometheus saw MLflow back (GOOD), but the target says a pod is not Ready (it answers
+    `/metrics` while `/ready` says 503): not back."""
+    good = _window(cfg, history, GOOD)
+    stack, _ = fake_stack
+    assert probes.replicas_recovered_within("mlflow", 10, window_id=good.id, configuration=cfg)[
+        "ok"
+    ]
+    with stack.lock:
+        for pod in [p for p in stack.pods if p["app"] == "mlflow"][:2]:
+            pod["ready"] = False
+    result = probes.replicas_recovered_within("mlflow", 10, window_id=good.id, configuration=cfg)
+    assert not result["ok"], result["description"]
+    assert "FAILED on readiness: 1 of 2 mlflow pod(s) Ready now" in result["description"]
+
+
+def test_replicas_back_per_zone_needs_a_ready_pod_in_each_zone(
+    cfg: dict[str, Any], history: PromHistory, fake_stack: tuple[FakeStack, str]
+) -> None:
+    drain = windows.open_window(
+        Path(cfg["helius_run_dir"]),
+        "drain",
+        "zone-a",
+        started_at=history.at(DRAIN[0]),
+        details={"zones_before": {"spread-ok": {"zone-a": 1, "zone-b": 1, "zone-c": 1}}},
+    )
+    windows.close_windows(
+        Path(cfg["helius_run_dir"]), window_id=drain.id, ended_at=history.at(DRAIN[1])
+    )
+    stack, _ = fake_stack
+    with stack.lock:
+        next(p for p in stack.pods if p["app"] == "spread-ok" and p["zone"] == "zone-a")[
+            "ready"
+        ] = False
+    result = probes.replicas_recovered_within(
+        "spread-ok", 30, replicas=3, per_zone=True, window_id=drain.id, configuration=cfg
+    )
+    assert (
+        not result["ok"] and "zone-a: 0 of 1 spread-ok pod(s) Ready now" in (result["description"])
+    )
+
+
+def test_a_timed_out_await_makes_the_recovery_and_readiness_probes_fail(
+    cfg: dict[str, Any], history: PromHistory
+) -> None:
+    """The await for a replacement gave up (Chaos Toolkit only logs a failed method action);
+    the pod became Ready later. Prometheus and the target both say "back" at judging time, but
+    the run must deviate: the recovery probe and the readiness check both fail."""
+    from chaoshelius.pods import probes as pod_probes
+
+    good = _window(cfg, history, GOOD)
+    windows.record_await_timeout("mlflow", "mlflow has 1 ready replacement pod(s) of 2 after 5 s")
+    result = probes.replicas_recovered_within("mlflow", 10, window_id=good.id, configuration=cfg)
+    assert not result["ok"] and "an await for mlflow timed out" in result["description"]
+    ready = pod_probes.pods_ready("mlflow", 2, configuration=cfg)
+    assert not ready["ok"] and "an await timed out in this run" in ready["description"]
+    assert pod_probes.pods_ready("helius-reco", 3, configuration=cfg)["ok"]  # another app
+
+
+def test_a_kill_whose_replacement_was_ready_late_is_not_back_in_time(
+    cfg: dict[str, Any], history: PromHistory
+) -> None:
+    """`up` says back in time (the history's MLflow is down 60 s from the window's start, `up`
+    back about 63 s after it, inside 70 s), but the await closed the kill window (the moment it
+    saw the replacement Ready) 80 s after the kill: it took traffic too late."""
+    kill = windows.open_window(
+        Path(cfg["helius_run_dir"]),
+        "pod-kill",
+        "mlflow",
+        started_at=history.at(GOOD[0]),
+        details={"ready_before": {"mlflow": 2}},
+    )
+    windows.close_windows(
+        Path(cfg["helius_run_dir"]), window_id=kill.id, ended_at=history.at(GOOD[0]) + 80
+    )
+    late = probes.replicas_recovered_within("mlflow", 70, window_id=kill.id, configuration=cfg)
+    assert not late["ok"], late["description"]
+    assert late["time_to_recover_seconds"] <= 70  # Prometheus alone would pass it
+    assert "Ready 80.0 s after the kill (allowed 70 s)" in late["description"]
+    in_time = probes.replicas_recovered_within("mlflow", 90, window_id=kill.id, configuration=cfg)
+    assert in_time["ok"], in_time["description"]
 
 
 def test_window_probes_are_vacuous_only_before_the_fault_phase(cfg: dict[str, Any]) -> None:
