@@ -52,6 +52,7 @@ def build_refresher(
             settings.cache_dir,
             max_bytes=settings.max_artifact_bytes,
             max_decompressed_bytes=settings.max_artifact_decompressed_bytes,
+            max_history_neighbors=settings.max_history_neighbors,
         ),
         metrics,
         interval_seconds=settings.refresh_interval_seconds,
@@ -59,6 +60,7 @@ def build_refresher(
         max_hung=settings.max_hung_refreshes,
         max_bytes=settings.max_artifact_bytes,
         max_decompressed_bytes=settings.max_artifact_decompressed_bytes,
+        max_history_neighbors=settings.max_history_neighbors,
     )
 
 

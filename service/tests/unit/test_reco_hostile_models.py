@@ -178,7 +178,7 @@ def test_probes_answer_while_a_heavy_user_is_ranked(tmp_path: Path, fake_registr
     app = _app_with(
         tmp_path,
         fake_registry,
-        _npz(_heavy_arrays(history=20_000)),
+        _npz(_heavy_arrays(history=60_000)),  # 6e7 entries
         max_history_neighbors=10**8,
     )
     components = app.state.components

@@ -40,6 +40,12 @@ class Settings(BaseSettings):
         description="limit on an artifact's arrays once inflated, each and summed, judged "
         "from the zip directory and .npy headers before anything is inflated",
     )
+    max_history_neighbors: int = Field(
+        default=1_000_000,
+        gt=0,
+        description="limit on one training user's history length x K (neighbours per item), "
+        "the entries one ranking sums; an artifact with a user above it is rejected",
+    )
     max_request_body_bytes: int = Field(
         default=1024 * 1024, gt=0, description="larger request bodies get a 413"
     )

@@ -15,6 +15,7 @@ from helius_reco.model.artifact import (
     ARTIFACT_FILE,
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_DECOMPRESSED_BYTES,
+    DEFAULT_MAX_HISTORY_NEIGHBORS,
     decode,
 )
 from helius_reco.model.recommender import RecoModel
@@ -40,10 +41,12 @@ class ModelCache:
         *,
         max_bytes: int = DEFAULT_MAX_BYTES,
         max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
+        max_history_neighbors: int = DEFAULT_MAX_HISTORY_NEIGHBORS,
     ) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
         self.max_decompressed_bytes = max_decompressed_bytes
+        self.max_history_neighbors = max_history_neighbors
 
     @property
     def artifact_path(self) -> Path:
@@ -81,7 +84,10 @@ class ModelCache:
         if meta.get("sha256") != digest:
             raise ArtifactError(f"cache artifact {self.artifact_path} does not match its sha256")
         model = decode(
-            data, max_bytes=self.max_bytes, max_decompressed_bytes=self.max_decompressed_bytes
+            data,
+            max_bytes=self.max_bytes,
+            max_decompressed_bytes=self.max_decompressed_bytes,
+            max_history_neighbors=self.max_history_neighbors,
         )
         return CachedModel(model, meta["version"], digest)
 

@@ -31,7 +31,12 @@ from helius_reco.lifecycle.store import (
     ServedModel,
 )
 from helius_reco.metrics import Metrics
-from helius_reco.model.artifact import DEFAULT_MAX_BYTES, DEFAULT_MAX_DECOMPRESSED_BYTES, decode
+from helius_reco.model.artifact import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_DECOMPRESSED_BYTES,
+    DEFAULT_MAX_HISTORY_NEIGHBORS,
+    decode,
+)
 from helius_reco.model.recommender import RecoModel
 from helius_reco.model.training import load_baseline
 
@@ -80,6 +85,7 @@ class Refresher:
         max_hung: int = 2,
         max_bytes: int = DEFAULT_MAX_BYTES,
         max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
+        max_history_neighbors: int = DEFAULT_MAX_HISTORY_NEIGHBORS,
     ) -> None:
         self.store = store
         self.model_registry = model_registry
@@ -89,6 +95,7 @@ class Refresher:
         self.deadline_seconds = deadline_seconds
         self.max_bytes = max_bytes
         self.max_decompressed_bytes = max_decompressed_bytes
+        self.max_history_neighbors = max_history_neighbors
         self.initial_attempt_done = threading.Event()
         self.last_outcome: RefreshOutcome | None = None
         self._slots = threading.BoundedSemaphore(max_hung)
@@ -247,6 +254,7 @@ class Refresher:
                 data,
                 max_bytes=self.max_bytes,
                 max_decompressed_bytes=self.max_decompressed_bytes,
+                max_history_neighbors=self.max_history_neighbors,
             )
             attempt.result = _Candidate(ref, data, model)
         except Exception as exc:  # handed to the refresher thread, which classifies it

@@ -11,12 +11,22 @@ of each member. A member is read only once every one of them has passed, and `zi
 inflates past the size the directory declares, which must be the header's to the byte. So a
 small file that inflates to gigabytes, or declares a huge shape, costs no memory; running out
 of memory anyway is a rejection like any other.
+
+Before even that, the zip's end record is read by hand (the last bytes of the file): a
+directory that declares more members than the eight arrays, or more bytes than eight entries
+take, is refused before `zipfile` parses it (700,000 empty members cost zipfile seconds and
+hundreds of MiB). Dtypes are exact, the ones the model keeps: an array the model would have
+to convert (int8 neighbours widened to int32, float16 scores, byte-swapped arrays) is refused,
+so that what the headers declare is what the model holds. And one training user's history x
+K, the neighbour entries a ranking of that user sums, is bounded (`max_history_neighbors`),
+judged from `history_indptr` and the neighbours' header before any large array is read.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -41,6 +51,18 @@ _MAX_ITEMS = 1_000_000
 ID_LOOKUP_BYTES = 256
 _ID_ARRAYS = frozenset({"item_ids", "user_ids"})
 _MAX_NEIGHBORS = 1_000
+# a training user's history length x K: the neighbour entries one ranking of that user sums
+# (the trained model: at most 40 x 30 = 1,200; 1e6 is ranked in ~10 ms)
+DEFAULT_MAX_HISTORY_NEIGHBORS = 1_000_000
+# Read from the end record before zipfile parses the directory. Eight entries take under
+# 1 KiB (46 bytes + the name + a zip64 extra each); a few more members than eight are let
+# through to `_check_directory`, which names them.
+_MAX_MEMBERS = 64
+_MAX_DIRECTORY_BYTES = 16 * 1024
+_END = struct.Struct("<4s4H2LH")  # end of central directory record
+_END64_LOCATOR = struct.Struct("<4sLQL")
+_END64 = struct.Struct("<4sQ2H2L4Q")  # zip64 end of central directory record
+_MAX_COMMENT = 65535
 _READ_ERRORS = (
     ValueError,
     OSError,
@@ -64,6 +86,15 @@ _EXPECTED_KINDS = {
     "history_indices": "i",
 }
 _EXPECTED_FILES = {f"{name}.npy" for name in _EXPECTED_KINDS}
+# The exact dtypes the model keeps (ids: any width of native unicode; format_version: any
+# integer, it is one element). Anything else would be converted, so cost more than declared.
+_EXACT_DTYPES: dict[str, np.dtype[np.generic]] = {
+    "popularity": np.dtype(np.float32),
+    "neighbors": np.dtype(np.int32),
+    "neighbor_scores": np.dtype(np.float32),
+    "history_indptr": np.dtype(np.int64),
+    "history_indices": np.dtype(np.int32),
+}
 
 
 @dataclass(frozen=True)
@@ -72,6 +103,7 @@ class _Member:
 
     name: str  # the array name (member name without `.npy`)
     info: zipfile.ZipInfo
+    shape: tuple[int, ...]
     cost: int  # bytes in memory as its header declares it (>= 1 per element; ids more)
 
 
@@ -87,17 +119,20 @@ def decode(
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_decompressed_bytes: int = DEFAULT_MAX_DECOMPRESSED_BYTES,
+    max_history_neighbors: int = DEFAULT_MAX_HISTORY_NEIGHBORS,
 ) -> RecoModel:
     """Validate and load artifact bytes; raise `ArtifactError` saying what is wrong.
 
     `max_bytes` bounds the file, `max_decompressed_bytes` what it takes in memory once
     inflated (its arrays, and the lookup tables of its ids; each array and the sum), both
-    checked before any array is read.
+    checked before any array is read; `max_history_neighbors` one training user's history
+    length x K, checked before any array but the history pointer is read.
     """
     if len(data) > max_bytes:
         raise ArtifactError(f"artifact is {len(data)} bytes, above the {max_bytes}-byte limit")
     if not data:
         raise ArtifactError("artifact is empty")
+    _check_end_record(data)
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             infos = _check_directory(archive, max_decompressed_bytes)
@@ -107,7 +142,15 @@ def decode(
                 raise ArtifactError(
                     _over_cap("arrays declare in total", total, max_decompressed_bytes)
                 )
-            arrays = {member.name: _read(archive, member) for member in members}
+            # the history pointer first: a history too long to rank is refused before the
+            # large arrays are read
+            members.sort(key=lambda member: member.name != "history_indptr")
+            arrays: dict[str, npt.NDArray[np.generic]] = {}
+            for member in members:
+                arrays[member.name] = _read(archive, member)
+                if member.name == "history_indptr":
+                    neighbors = next(m for m in members if m.name == "neighbors")
+                    _check_history_work(arrays[member.name], neighbors.shape, max_history_neighbors)
         return _build(arrays)
     except ArtifactError:
         raise
@@ -115,6 +158,49 @@ def decode(
         raise ArtifactError(f"artifact needs more memory than is available: {exc}") from exc
     except _READ_ERRORS as exc:
         raise ArtifactError(f"artifact is not a readable plain-data npz: {exc}") from exc
+
+
+def _check_end_record(data: bytes) -> None:
+    """What the zip's end record declares (members, directory size), read by hand before
+    `zipfile` parses the directory: it would parse every entry there is, at any count.
+    Found as `zipfile` finds it (the last signature in the final 64 KiB + 22 bytes, and a
+    zip64 record right before it when its locator is there)."""
+    at = data.rfind(b"PK\x05\x06", max(0, len(data) - _END.size - _MAX_COMMENT))
+    if at < 0 or at + _END.size > len(data):
+        return  # not a zip: zipfile says so
+    _, _, _, on_disk, entries, size, _, _ = _END.unpack_from(data, at)
+    locator = at - _END64_LOCATOR.size
+    end64 = locator - _END64.size
+    if end64 >= 0 and data.startswith(b"PK\x06\x07", locator):
+        if not data.startswith(b"PK\x06\x06", end64):
+            raise ArtifactError("artifact's zip64 end record is missing or corrupt")
+        _, _, _, _, _, _, on_disk, entries, size, _ = _END64.unpack_from(data, end64)
+    members = max(on_disk, entries)
+    if members > _MAX_MEMBERS:
+        raise ArtifactError(
+            f"artifact's zip directory declares {members} members, expected {len(_EXPECTED_FILES)}"
+        )
+    if size > _MAX_DIRECTORY_BYTES:
+        raise ArtifactError(
+            f"artifact's zip directory is {size} bytes, above the {_MAX_DIRECTORY_BYTES}-byte "
+            f"limit (the {len(_EXPECTED_FILES)} members take under 1 KiB)"
+        )
+
+
+def _check_history_work(
+    indptr: npt.NDArray[np.generic], neighbors_shape: tuple[int, ...], limit: int
+) -> None:
+    """One training user's history x K: what a ranking of that user sums."""
+    if indptr.ndim != 1 or indptr.size < 2:
+        return  # _build says what is wrong with it
+    longest = int(np.max(np.diff(indptr)))
+    k = neighbors_shape[1] if len(neighbors_shape) == 2 else 0
+    work = longest * max(k, 1)
+    if work > limit:
+        raise ArtifactError(
+            f"a user's history of {longest} items x {k} neighbours is {work} entries to rank, "
+            f"above the {limit} limit (HELIUS_MAX_HISTORY_NEIGHBORS)"
+        )
 
 
 def _check_directory(archive: zipfile.ZipFile, cap: int) -> list[zipfile.ZipInfo]:
@@ -162,6 +248,10 @@ def _check_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int) -> 
         header_size = member.tell()
     if dtype.hasobject or dtype.kind != _EXPECTED_KINDS[name]:
         raise ArtifactError(f"{name}: dtype {dtype} is not of kind {_EXPECTED_KINDS[name]!r}")
+    exact = _EXACT_DTYPES.get(name)
+    if (exact is not None and dtype != exact) or not dtype.isnative:
+        wanted = exact.str if exact is not None else "native byte order"
+        raise ArtifactError(f"{name}: dtype {dtype.str} is not {wanted} (it would be converted)")
     if any(dim < 0 for dim in shape):
         raise ArtifactError(f"{name}: negative dimension in shape {_short(shape)}")
     count = math.prod(shape)
@@ -179,7 +269,7 @@ def _check_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int) -> 
             f"{name}: the zip declares {info.file_size} bytes but the .npy header "
             f"{header_size + count * dtype.itemsize} (shape {_short(shape)}, dtype {dtype})"
         )
-    return _Member(name, info, cost)
+    return _Member(name, info, tuple(shape), cost)
 
 
 def _read(archive: zipfile.ZipFile, member: _Member) -> npt.NDArray[np.generic]:

@@ -13,6 +13,9 @@ FORMAT_VERSION = 1
 POPULARITY_WEIGHT = 0.1  # share of the popularity prior in a known user's score
 RANKED_PER_USER = 128  # best items kept per training user once they have been ranked
 MAX_USERS_KEPT_RANKED = 10_000  # above: rank on every request (the table would be too big)
+# neighbour entries summed per step of a ranking: bounds its temporaries (~1 MiB) whatever the
+# user's history, and gives other threads the interpreter between steps
+SCORING_CHUNK = 65_536
 _IndexArray = npt.NDArray[np.intp]
 _ScoreArray = npt.NDArray[np.float64]
 
@@ -89,6 +92,23 @@ class RecoModel:
         lo, hi = self.history_indptr[row], self.history_indptr[row + 1]
         return [self._item_list[i] for i in self.history_indices[lo:hi]]
 
+    def ranking_work(self, user: str, n: int, n_exclude: int) -> int:
+        """Roughly the array elements `recommend(user, n, <n_exclude ids>)` would process on
+        the spot: 0 when a kept ranking answers, else the user's history x K plus the
+        catalogue (what the route runs off the event loop when large)."""
+        row = self._user_index.get(user)
+        k = int(self.neighbors.shape[1])
+        if row is None or k == 0 or self.n_items == 0:
+            return 0
+        if (
+            self._ranked is not None
+            and self._ranked.done[row]
+            and min(n, self.n_items) + n_exclude <= RANKED_PER_USER
+        ):
+            return 0
+        history = int(self.history_indptr[row + 1] - self.history_indptr[row])
+        return history * k + self.n_items
+
     def recommend(self, user: str, n: int, exclude: Iterable[str] = ()) -> Recommendation:
         """Top-`n` items for `user`, never an item the user already has or asked to exclude."""
         row = self._user_index.get(user)
@@ -116,17 +136,24 @@ class RecoModel:
     def _scores(self, row: int) -> _ScoreArray:
         """Every item's score for training user `row`; -inf for the items they already have."""
         seen = self.history_indices[self.history_indptr[row] : self.history_indptr[row + 1]]
-        scores = np.bincount(
-            self.neighbors[seen].ravel(),
-            weights=self.neighbor_scores[seen].ravel(),
-            minlength=self.n_items,
-        )
+        step = max(1, SCORING_CHUNK // max(1, self.neighbors.shape[1]))
+        scores = self._neighbor_sums(seen[:step])
+        for start in range(step, seen.size, step):  # long histories: in bounded steps
+            scores += self._neighbor_sums(seen[start : start + step])
         top = scores.max()
         if top > 0:
             scores /= top
         scores += self._weighted_prior
         scores[seen] = -np.inf
         return scores
+
+    def _neighbor_sums(self, items: _IndexArray | npt.NDArray[np.int32]) -> _ScoreArray:
+        sums: _ScoreArray = np.bincount(
+            self.neighbors[items].ravel(),
+            weights=self.neighbor_scores[items].ravel(),
+            minlength=self.n_items,
+        )
+        return sums
 
     def _ranked_row(self, row: int, ranked: _RankedUsers) -> tuple[_IndexArray, _ScoreArray]:
         if not ranked.done[row]:  # two threads may both rank a row: same values, no harm

@@ -11,23 +11,37 @@ What a request may cost is bounded here too: the body is refused with a 413 as s
 known to pass `HELIUS_MAX_REQUEST_BODY_BYTES` (from Content-Length before anything is read,
 else by counting the chunks as they arrive), and a 422 names the fields without echoing the
 input: no `input`, long field names cut, at most `_MAX_REPORTED_ERRORS` errors.
+
+A ranking that has real work to do (a user not ranked yet, of a model with long histories
+or a large catalogue: `RecoModel.ranking_work` above `INLINE_RANKING_WORK` elements) runs in
+the thread pool, at most `MAX_CONCURRENT_RANKINGS` at once, so that the event loop, and with
+it `/health` and `/ready`, keeps answering. Everything else (kept rankings, popularity, the
+trained model's users) is answered inline, as before: a thread hop costs more than it does.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from pydantic_core import to_json
+from starlette.concurrency import run_in_threadpool
 
 from helius_reco.api.deps import components_of
 from helius_reco.api.schemas import PredictRequest, PredictResponse, ValidationErrorResponse
+from helius_reco.model.recommender import Recommendation, RecoModel
 
 router = APIRouter(tags=["recommendations"])
 _MAX_REPORTED_ERRORS = 10
 _MAX_LOC_CHARS = 64
+# array elements a ranking may process inline, on the event loop (~0.5 ms); the trained
+# model's rankings take under 2,000
+INLINE_RANKING_WORK = 65_536
+MAX_CONCURRENT_RANKINGS = 2  # rankings off the loop at once (their memory is bounded each)
+_RANKING_SLOTS = threading.BoundedSemaphore(MAX_CONCURRENT_RANKINGS)
 
 _REQUEST_BODY_DOC = {
     "required": True,
@@ -59,7 +73,11 @@ async def predict(request: Request) -> Response:
     served = components.store.current
     if served is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no model loaded yet")
-    reco = served.model.recommend(body.user_id, body.k, body.exclude)
+    model = served.model
+    if model.ranking_work(body.user_id, body.k, len(body.exclude)) <= INLINE_RANKING_WORK:
+        reco = model.recommend(body.user_id, body.k, body.exclude)
+    else:
+        reco = await run_in_threadpool(_rank, model, body)
     answer = {  # the fields of PredictResponse
         "user_id": body.user_id,
         "items": [{"item_id": item, "score": score} for item, score in reco.items],
@@ -68,6 +86,11 @@ async def predict(request: Request) -> Response:
         "model_source": served.source.value,
     }
     return Response(to_json(answer), media_type="application/json")
+
+
+def _rank(model: RecoModel, body: PredictRequest) -> Recommendation:
+    with _RANKING_SLOTS:
+        return model.recommend(body.user_id, body.k, body.exclude)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
