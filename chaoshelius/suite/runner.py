@@ -438,17 +438,17 @@ def _run_on_cluster(
     docstring and chaoshelius.suite.cluster."""
     from chaoshelius.drivers import get_driver
 
+    try:
+        config = resolved.harness_config()
+        driver = get_driver(config)  # the allow-lists are checked here, once, before any run
+    except HeliusError as exc:
+        raise SuiteError(f"target=kubernetes: {exc}") from exc
     started = time.monotonic()
     result = SuiteResult(time.strftime("%Y%m%d-%H%M%S"))
     runs_dir = options.reports_dir / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     prometheus_url = str(resolved.prometheus_url)
     echo = options.echo
-    try:
-        config = resolved.harness_config()
-        driver = get_driver(config)  # the allow-lists are checked here, once, before any run
-    except HeliusError as exc:
-        raise SuiteError(f"target=kubernetes: {exc}") from exc
     prom = PrometheusAPI(prometheus_url, config.helius_http_timeout_seconds)
     echo(
         f"-- target kubernetes: namespace {config.kube_namespace!r}, Prometheus "

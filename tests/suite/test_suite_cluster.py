@@ -42,6 +42,12 @@ def _invoke(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+def _one_error_line(output: str) -> str:
+    errors = [line for line in output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, output
+    return errors[0]
+
+
 def test_negative_controls_are_refused_on_a_cluster_in_one_line(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -54,11 +60,32 @@ def test_negative_controls_are_refused_on_a_cluster_in_one_line(
             *args, "--negative", "--only", "mlflow-outage", "--reports", str(tmp_path)
         )
         assert code == 1, output
-        error = [line for line in output.splitlines() if line.startswith("Error:")]
-        assert len(error) == 1, output
-        assert "--negative runs on the local stack only" in error[0]
-        assert "service variants" in error[0]
+        error = _one_error_line(output)
+        assert "--negative runs on the local stack only" in error
+        assert "service variants" in error
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_context_outside_the_allow_list_stops_the_suite_before_any_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from k8s_fake_api import isolate_client, write_kubeconfig
+
+    kubeconfig = write_kubeconfig(
+        tmp_path / "kubeconfig", {"prod": "https://prod.example:6443"}, "prod"
+    )
+    isolate_client(monkeypatch, kubeconfig)
+    monkeypatch.setenv("HELIUS_PROMETHEUS_URL", "http://prometheus.example:9090")
+    for name in ("HELIUS_KUBE_CONTEXT", "HELIUS_KUBE_ALLOWED_CONTEXTS", "KUBERNETES_CONTEXT"):
+        monkeypatch.delenv(name, raising=False)
+    reports = tmp_path / "reports"
+    code, output = _invoke(
+        "--target", "kubernetes", "--only", "mlflow-pod-kill", "--reports", str(reports)
+    )
+    assert code == 1, output
+    line = _one_error_line(output)
+    assert line.startswith("Error: target=kubernetes: kube context 'prod' is not in")
+    assert not reports.exists()  # nothing ran, nothing was written
 
 
 def test_a_cluster_suite_needs_a_prometheus_url(monkeypatch: pytest.MonkeyPatch) -> None:
