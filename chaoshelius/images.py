@@ -171,12 +171,22 @@ def kind_load_commands(
     archive_dir: Path,
 ) -> list[list[str]]:
     """Side-load images into a kind cluster: `kind load docker-image` from docker; from podman
-    an archive first (`podman save`, then `kind load image-archive`)."""
+    an archive first (`podman save --multi-image-archive`: without it the other names would
+    be read as tags of the first image; then `kind load image-archive`)."""
     if engine_name == "docker":
         return [[kind, "load", "docker-image", "--name", cluster, *refs]]
     archive = str(archive_dir / "helius-images.tar")
     return [
-        [engine, "save", "-o", archive, *refs],
+        [
+            engine,
+            "save",
+            "--format",
+            "docker-archive",
+            "--multi-image-archive",
+            "-o",
+            archive,
+            *refs,
+        ],  # fmt: skip
         [kind, "load", "image-archive", "--name", cluster, archive],
     ]
 

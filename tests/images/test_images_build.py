@@ -116,13 +116,19 @@ def test_podman_loads_into_kind_through_an_archive(bin_dir: Path, tmp_path: Path
     log = tmp_path / "calls"
     _tool(bin_dir, log, "podman")
     _tool(bin_dir, log, "kind")
-    code, output = _build("--engine", "podman", "--only", "mlflow", "--load-kind", "k")
+    code, output = _build("--engine", "podman", "--only", "mlflow", "--only", "harness",
+                          "--load-kind", "k")  # fmt: skip
     assert code == 0, output
     calls = [[Path(argv[0]).name, *argv[1:]] for argv, _ in _calls(log)]
-    ref = "ghcr.io/helius/mlflow-server:3.17.2"
-    assert calls[1][:2] == ["podman", "build"] and calls[1][5] == ref
-    assert calls[2][:3] == ["podman", "save", "-o"] and calls[2][4] == ref
-    assert calls[3] == ["kind", "load", "image-archive", "--name", "k", calls[2][3]]
+    refs = ["ghcr.io/helius/mlflow-server:3.17.2", "ghcr.io/helius/helius-harness:0.1.0"]
+    assert [c[:2] for c in calls[1:3]] == [["podman", "build"]] * 2
+    assert [c[5] for c in calls[1:3]] == refs
+    # several images in one archive: without --multi-image-archive podman reads the other
+    # names as tags of the first image
+    save = calls[3]
+    assert save[:6] == ["podman", "save", "--format", "docker-archive", "--multi-image-archive",
+                        "-o"] and save[7:] == refs  # fmt: skip
+    assert calls[4] == ["kind", "load", "image-archive", "--name", "k", save[6]]
 
 
 def _one_error_line(output: str) -> str:
