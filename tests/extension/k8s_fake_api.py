@@ -24,12 +24,18 @@ node affinity, e.g. the kind overlay's PostgreSQL pinned to zone-c) of the zone 
 fewest of its pods (`topologySpreadConstraints` with `nodeTaintsPolicy: Honor`, as the
 manifests ask), Ready `ready_seconds` after creation; optionally RBAC (`authorize`): a
 bearer token bound to Role / ClusterRole rules, checked per request (verb, API group,
-resource, subresource, namespace), 403 otherwise. Time advances lazily: each request first
-settles what is due.
+resource, subresource, namespace), 403 otherwise. Container restarts as the kubelet does
+them after a failed liveness probe (`restart_container`): the pod keeps its name and uid,
+its `containerStatuses[].restartCount` grows, and it is not Ready until the restarted
+container is up again (`restart_seconds`, or the app's cold start); who decides that a probe
+failed is the caller (k8s_fake_metrics.SimulatedSystem evaluates the manifests' liveness and
+readiness probes against its simulated endpoints and calls `restart_container` / `set_ready`).
+Time advances lazily: each request first settles what is due.
 
 What it does not do: admission and validation of specs, strategic-merge semantics beyond a
 JSON merge patch, watches, images, probes (readiness is a timer), any enforcement of a
-NetworkPolicy, or the Chaos Mesh controller. Tests against it prove what the driver sends,
+NetworkPolicy, or the Chaos Mesh controller; probes are not run here (readiness is a timer
+unless a caller sets it). Tests against it prove what the driver sends,
 how it reads the answers, and how it copes with the API's rules for eviction and deletion,
 not what a real cluster's controllers and network do with them.
 """
@@ -142,6 +148,19 @@ def _is_ready(pod: dict[str, Any]) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
+def _container_status(container: dict[str, Any], ready: bool, restarts: int) -> dict[str, Any]:
+    """A `ContainerStatus` as the kubelet reports it (the fields the client requires)."""
+    return {
+        "name": container["name"],
+        "image": container.get("image", ""),
+        "imageID": "",
+        "ready": ready,
+        "started": ready,
+        "restartCount": restarts,
+        "state": {"running": {}} if ready else {"waiting": {"reason": "ContainerCreating"}},
+    }
+
+
 def _absolute(value: int | str, total: int) -> int:
     if isinstance(value, str) and value.endswith("%"):
         return -(-total * int(value[:-1]) // 100)
@@ -249,6 +268,9 @@ class FakeKubeAPI:
     # `ready_seconds_by_app`, e.g. MLflow's slower cold start; `ready_seconds` otherwise)
     ready_seconds: float = 0.0
     ready_seconds_by_app: dict[str, float] = field(default_factory=dict)
+    # a container restarted in place is Ready again this long after the restart (None: the
+    # app's cold start, as above)
+    restart_seconds: float | None = None
     # Deployments/StatefulSets whose pods a controller keeps (those from `from_overlay`)
     controlled: set[tuple[str, str, str]] = field(default_factory=set)  # (kind, ns, name)
     # RBAC: bearer token -> rules; tokens not listed are refused when `rbac` is on
@@ -258,6 +280,7 @@ class FakeKubeAPI:
     _failures: list[_Failure] = field(default_factory=list)
     _gone_at: dict[tuple[str, str], float] = field(default_factory=dict)
     _ready_at: dict[tuple[str, str], float] = field(default_factory=dict)
+    _probe_gated: set[tuple[str, str]] = field(default_factory=set)  # restarted, probe decides
     _uid: int = 0
     lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -320,22 +343,67 @@ class FakeKubeAPI:
         }
         if node:
             pod["spec"]["nodeName"] = node
+        pod["status"]["containerStatuses"] = [
+            _container_status(c, ready=False, restarts=0) for c in pod["spec"]["containers"]
+        ]
         self.pods[(namespace, name)] = pod
         self.set_ready(namespace, name, ready)
         return pod
 
     def set_ready(self, namespace: str, name: str, ready: bool) -> None:
-        """Set a pod's Ready condition (what its readiness probe would say)."""
+        """Set a pod's Ready condition and its containers' `ready` (what its readiness probe
+        would say); restart counts are kept."""
         with self.lock:
             pod = self.pods[(namespace, name)]
             running = bool(pod["spec"].get("nodeName"))
+            is_ready = ready and running
+            previous = {
+                c["name"]: c.get("restartCount", 0)
+                for c in pod.get("status", {}).get("containerStatuses") or []
+            }
             pod["status"] = {
                 "phase": "Running" if running else "Pending",
-                "conditions": [
-                    {"type": "Ready", "status": "True" if ready and running else "False"}
+                "conditions": [{"type": "Ready", "status": "True" if is_ready else "False"}],
+                "containerStatuses": [
+                    _container_status(c, is_ready, previous.get(c["name"], 0))
+                    for c in pod["spec"]["containers"]
                 ],
             }
             self._ready_at.pop((namespace, name), None)
+            self._probe_gated.discard((namespace, name))
+
+    def restart_container(self, namespace: str, name: str, container: str | None = None) -> None:
+        """The kubelet restarting a container in place (a failed liveness probe, an OOM kill):
+        same pod, same name, `restartCount` + 1, not Ready while the container starts again
+        (`restart_seconds`, else the app's cold start). A container with a readiness probe stays
+        not Ready after that until the caller sees its probe pass (`set_ready`), as the kubelet
+        does; one without is Ready once it is up."""
+        with self.lock:
+            pod = self.pods[(namespace, name)]
+            statuses = pod["status"]["containerStatuses"]
+            target = container or statuses[0]["name"]
+            for status in statuses:
+                if status["name"] == target:
+                    status["restartCount"] += 1
+            self.set_ready(namespace, name, False)
+            app = pod["metadata"]["labels"].get("app", "")
+            delay = self.restart_seconds
+            if delay is None:
+                delay = self.ready_seconds_by_app.get(app, self.ready_seconds)
+            self._ready_at[(namespace, name)] = time.monotonic() + delay
+            if any("readinessProbe" in c for c in pod["spec"]["containers"]):
+                self._probe_gated.add((namespace, name))
+
+    def restarts(self, namespace: str, name: str) -> int:
+        """The pod's restart count (summed over its containers)."""
+        with self.lock:
+            statuses = self.pods[(namespace, name)]["status"]["containerStatuses"]
+            return sum(int(c["restartCount"]) for c in statuses)
+
+    def starting(self, namespace: str, name: str) -> bool:
+        """A pod whose (re)started container is not up yet (its Ready timer is pending)."""
+        with self.lock:
+            return (namespace, name) in self._ready_at
 
     def add_deployment(self, namespace: str, name: str, replicas: int) -> None:
         self.deployments[(namespace, name)] = {
@@ -458,7 +526,11 @@ class FakeKubeAPI:
                 del self._gone_at[key]
         for key, at in list(self._ready_at.items()):
             if at <= now and key in self.pods:
-                self.set_ready(*key, ready=True)
+                if key in self._probe_gated:  # started again; Ready when its probe passes
+                    self._probe_gated.discard(key)
+                    del self._ready_at[key]
+                else:
+                    self.set_ready(*key, ready=True)
         for kind, ns, name in sorted(self.controlled):
             owner = (self.deployments if kind == "Deployment" else self.statefulsets).get(
                 (ns, name)
@@ -626,6 +698,8 @@ class FakeKubeAPI:
             pod["metadata"]["deletionTimestamp"] = _now_iso()
             pod["metadata"]["deletionGracePeriodSeconds"] = int(self.grace_seconds)
             pod["status"]["conditions"] = [{"type": "Ready", "status": "False"}]
+            for container in pod["status"].get("containerStatuses") or []:
+                container["ready"] = False
             self._ready_at.pop((ns, name), None)
             if self.grace_seconds <= 0:
                 self.pods.pop((ns, name))

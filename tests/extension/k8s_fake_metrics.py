@@ -36,10 +36,29 @@ What it simulates, read from the fake cluster on every tick (`TICK_SECONDS`):
   verbatim, followed by two rules that send the scrape to this exporter
   (`/pods/<namespace>/<pod>/metrics`) instead of the pod IP. The alert rules are the real file.
 
+- **The kubelet's probes** (`_tick_probes`): every started recommender and MLflow container
+  is probed with its pod spec's `livenessProbe` and `readinessProbe` (path, `periodSeconds`
+  x `probe_time_scale` at a phase of its own, `failureThreshold`), against what the simulated
+  process answers on that path (`_answers`): the recommender's `/health` 200 and `/ready` 200
+  once its first refresh was attempted (helius_reco's lifespan), MLflow's `/health` 200 and
+  its registry API 200 only while it reaches PostgreSQL. `failureThreshold` liveness failures
+  in a row restart the container in place (FakeKubeAPI.restart_container: same name,
+  `restartCount` + 1, not Ready and not scraped until it is up again; a recommender restarts
+  with a fresh process: first refresh, counters from 0); readiness failures make the pod not
+  Ready (out of the Service's endpoints) until the probe passes again. The startup probe is not
+  run (the cold start timer stands for it). `probe_time_scale` (0.2) is the factor between this
+  test's timeline and a cluster's (1 s scrapes against the cluster profile's 5 s): the
+  recommender's liveness budget of 3 x 10 s is 6 s here, inside the shortened MLflow outage
+  (12 s) as the cluster profile's 60 s outage outlasts its 32 s.
+
 `Misbehaviour` makes it plausibly wrong, like the local stack's negative controls
 (chaoshelius/negative/fragile.py): a zone's recommender whose gauge never says fallback
-(`lying_pod_app`), or a share of predictions failing while a pod is in fallback
-(`fallback_errors_app`).
+(`lying_pod_app`), a share of predictions failing while a pod is in fallback
+(`fallback_errors_app`), a recommender whose `/health` (its liveness endpoint) answers 503
+while its last refresh failed (`health_needs_mlflow_app`), or MLflow pods shipped with a
+liveness probe copied from their readiness probe (profile `mlflow-liveness-is-readiness`: the
+probe is written into the fake cluster's MLflow Deployment and pods, as a user's manifest
+would carry it).
 
 Scrape interval 1 s (the local stack's; the cluster profile's is 5 s): the test shortens the
 timing keys so the whole catalogue runs in minutes, and windows of a few seconds need 1 s
@@ -108,6 +127,18 @@ class Misbehaviour:
 
     lying_zone: str | None = None  # fragile.lying_pod_app: this zone's gauge stays 0
     fallback_error_share: float = 0.0  # fragile.fallback_errors_app: 0.025 of predictions
+    health_needs_mlflow: bool = False  # fragile.health_needs_mlflow_app: /health needs MLflow
+    # profile mlflow-liveness-is-readiness: MLflow's livenessProbe (path, period_seconds,
+    # failure_threshold, timeout_seconds), written into the cluster's MLflow pods
+    mlflow_liveness: dict[str, Any] | None = None
+
+
+@dataclass
+class _Probe:
+    """The kubelet's state of one probe of one container."""
+
+    next_at: float
+    failures: int = 0
 
 
 @dataclass
@@ -190,14 +221,20 @@ class SimulatedSystem:
         sd_file: Path,
         refresh_seconds: float = 1.0,
         misbehaviour: Misbehaviour | None = None,
+        probe_time_scale: float = 0.2,
     ) -> None:
         self.cluster = cluster
         self.registry = registry
         self.sd_file = sd_file
         self.refresh_seconds = refresh_seconds
         self.misbehaviour = misbehaviour or Misbehaviour()
+        self.probe_time_scale = probe_time_scale
         self.exporter_address = ""  # host:port, set by serve()
         self._recos: dict[str, _Reco] = {}
+        self._probes: dict[tuple[str, str], _Probe] = {}  # (pod, "liveness"|"readiness")
+        self._restarting: set[str] = set()  # recommenders restarted, their process not up yet
+        if self.misbehaviour.mlflow_liveness is not None:
+            self._ship_mlflow_liveness(self.misbehaviour.mlflow_liveness)
         self._workers: dict[str, _Worker] = {}
         self._last_tick = time.monotonic()
         self._sd_written = ""
@@ -239,6 +276,85 @@ class SimulatedSystem:
             return "unavailable"  # MLflow answers 503 once its database connect times out
         return None
 
+    def _ship_mlflow_liveness(self, probe: dict[str, Any]) -> None:
+        """MLflow's manifest with this liveness probe: its Deployment's template and its pods."""
+        liveness = {
+            "httpGet": {"path": probe["path"], "port": "http"},
+            "periodSeconds": int(probe["period_seconds"]),
+            "failureThreshold": int(probe["failure_threshold"]),
+            "timeoutSeconds": int(probe.get("timeout_seconds", 1)),
+        }
+        with self.cluster.lock:
+            specs = [
+                d["spec"]["template"]["spec"]
+                for (ns, _), d in self.cluster.deployments.items()
+                if ns == NAMESPACE
+                and d["spec"]["template"]["metadata"].get("labels", {}).get("app")
+                == App.MLFLOW.value
+            ]
+            specs += [p["spec"] for p in self._pods(App.MLFLOW.value)]
+            for spec in specs:
+                spec["containers"][0]["livenessProbe"] = dict(liveness)
+
+    def _answers(self, pod: dict[str, Any], path: str) -> bool:
+        """Does the simulated process of `pod` answer 200 on `path`?"""
+        app = pod["metadata"]["labels"].get("app")
+        name = pod["metadata"]["name"]
+        if app == App.RECO.value:
+            state = self._recos.get(name)
+            if state is None:
+                return False  # not started (or restarting): nothing listens
+            if path.startswith("/health"):
+                return not (self.misbehaviour.health_needs_mlflow and state.fallback)
+            return True  # /ready: a model is loaded and the first refresh was attempted
+        if app == App.MLFLOW.value and path.startswith("/api/"):
+            databases = self._endpoints(App.POSTGRES.value)
+            return any(self._reaches(pod, db) for db in databases)
+        return True  # MLflow's /health: the process runs
+
+    def _tick_probes(self, now: float) -> None:
+        """Run the liveness and readiness probes that are due (see the module docstring)."""
+        live = [
+            p
+            for app in (App.RECO.value, App.MLFLOW.value)
+            for p in self._pods(app)
+            if self._alive(p)
+        ]
+        names = {p["metadata"]["name"] for p in live}
+        for key in [k for k in self._probes if k[0] not in names]:
+            del self._probes[key]
+        for pod in live:
+            ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+            if self.cluster.starting(ns, name):
+                for kind in ("liveness", "readiness"):
+                    self._probes.pop((name, kind), None)  # probing starts once it is up
+                continue
+            container = pod["spec"]["containers"][0]
+            for kind in ("liveness", "readiness"):
+                spec = container.get(f"{kind}Probe")
+                if not spec or "httpGet" not in spec:
+                    continue
+                period = float(spec.get("periodSeconds", 10)) * self.probe_time_scale
+                probe = self._probes.get((name, kind))
+                if probe is None:
+                    phase = (zlib.crc32(f"{name}/{kind}".encode()) % 1000) / 1000 * period
+                    probe = self._probes[(name, kind)] = _Probe(now + phase)
+                if now < probe.next_at:
+                    continue
+                probe.next_at += period
+                ok = self._answers(pod, spec["httpGet"].get("path", "/"))
+                probe.failures = 0 if ok else probe.failures + 1
+                failed = probe.failures >= int(spec.get("failureThreshold", 3))
+                if kind == "liveness" and failed:
+                    self.cluster.restart_container(ns, name)
+                    if self._recos.pop(name, None) is not None:
+                        self._restarting.add(name)
+                    self._probes.pop((name, "liveness"), None)
+                    self._probes.pop((name, "readiness"), None)
+                    break
+                if kind == "readiness" and (ok or failed) and ok != _is_ready(pod):
+                    self.cluster.set_ready(ns, name, ok)
+
     # ------------------------------------------------------------ time passes
     def tick(self) -> None:
         with self.cluster.lock:
@@ -247,6 +363,7 @@ class SimulatedSystem:
             dt, self._last_tick = now - self._last_tick, now
             with self._lock:
                 self._tick_recos(now)
+                self._tick_probes(now)
                 self._tick_load(dt)
             targets = self._targets()
         text = json.dumps(targets, indent=1, sort_keys=True)
@@ -261,6 +378,10 @@ class SimulatedSystem:
         for name in set(self._recos) - set(live):
             del self._recos[name]
         for name, pod in live.items():
+            if name in self._restarting:
+                if self.cluster.starting(NAMESPACE, name):
+                    continue  # restarted in place: its new process is not up yet
+                self._restarting.discard(name)
             state = self._recos.get(name)
             if state is None:  # a new pod: one refresh before its first answer
                 phase = (zlib.crc32(name.encode()) % 1000) / 1000 * self.refresh_seconds
