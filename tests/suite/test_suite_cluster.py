@@ -15,10 +15,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -120,9 +124,29 @@ def test_the_target_comes_from_the_option_or_the_configuration(
         suite_target(runs, SuiteOptions(target="local", chaos_args=from_file))
 
 
-@pytest.mark.integration
-@pytest.mark.slow
-def test_a_cluster_campaign_writes_run_dirs_index_and_junit(tmp_path: Path) -> None:
+@dataclass
+class FakeCluster:
+    """The fake API server, the simulated pods and a real Prometheus scraping them."""
+
+    api: Any  # k8s_fake_api.FakeKubeAPI
+    env: dict[str, str]  # for `chaoshelius suite run`: kubeconfig, allow-lists, MLflow, rate
+    prometheus_url: str
+    var_file: Path  # cluster.json's keys with the simulated cluster's short timings
+
+    def suite_argv(self, reports: Path, *args: str) -> list[str]:
+        return [
+            str(Path(sys.executable).with_name("chaoshelius")),
+            "suite", "run", "--experiments", str(EXPERIMENTS),
+            "--var-file", str(self.var_file),
+            "--var", "target=kubernetes",
+            "--var", f"prometheus_base_url={self.prometheus_url}",
+            "--reports", str(reports),
+            *args,
+        ]  # fmt: skip
+
+
+@contextmanager
+def fake_cluster(tmp_path: Path) -> Iterator[FakeCluster]:
     from k8s_fake_api import FakeKubeAPI, serve, write_kubeconfig
     from k8s_fake_metrics import SimulatedSystem, scraped
     from mlflow_stub import serve_registry
@@ -138,9 +162,6 @@ def test_a_cluster_campaign_writes_run_dirs_index_and_junit(tmp_path: Path) -> N
     cluster = FakeKubeAPI.from_overlay(grace_seconds=0.2, ready_seconds=READY_SECONDS)
     cluster.ready_seconds_by_app = dict(COLD_START_SECONDS)
     server, api_url = serve(cluster)
-    reports = tmp_path / "reports"
-    state_dir = tmp_path / "stack-state"
-    started = time.monotonic()
     try:
         with (
             serve_registry() as (registry, mlflow_url),
@@ -165,36 +186,29 @@ def test_a_cluster_campaign_writes_run_dirs_index_and_junit(tmp_path: Path) -> N
                 "CHAOSTOOLKIT_IN_POD",
             ):
                 env.pop(name, None)
-            only = [arg for name in CAMPAIGN for arg in ("--only", name)]
-            done = subprocess.run(  # noqa: S603  argv list: our own CLI
-                [
-                    str(Path(sys.executable).with_name("chaoshelius")),
-                    "suite",
-                    "run",
-                    "--experiments",
-                    str(EXPERIMENTS),
-                    *only,
-                    "--var-file",
-                    str(var_file),
-                    "--var",
-                    "target=kubernetes",
-                    "--var",
-                    f"prometheus_base_url={prometheus_url}",
-                    "--reports",
-                    str(reports),
-                    "--state-dir",
-                    str(state_dir),
-                ],  # fmt: skip
-                env=env,
-                cwd=tmp_path,
-                capture_output=True,
-                text=True,
-                timeout=400,
-                check=False,
-            )
+            yield FakeCluster(cluster, env, prometheus_url, var_file)
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_cluster_campaign_writes_run_dirs_index_and_junit(tmp_path: Path) -> None:
+    reports = tmp_path / "reports"
+    state_dir = tmp_path / "stack-state"
+    started = time.monotonic()
+    with fake_cluster(tmp_path) as cluster:
+        only = [arg for name in CAMPAIGN for arg in ("--only", name)]
+        done = subprocess.run(  # noqa: S603  argv list: our own CLI
+            cluster.suite_argv(reports, *only, "--state-dir", str(state_dir)),
+            env=cluster.env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=400,
+            check=False,
+        )
     seconds = time.monotonic() - started
     output = done.stdout + done.stderr
     print(f"\ncluster campaign of {len(CAMPAIGN)} experiments in {seconds:.0f} s\n{output}")
@@ -298,3 +312,46 @@ def test_the_cluster_steady_wait_names_what_is_not_steady(
         server.server_close()
     reason = why(_Prometheus(3))
     assert reason is not None and reason.startswith("the cluster did not answer (TargetError")
+
+
+def _cordoned(api: Any) -> list[str]:
+    with api.lock:
+        return sorted(n for n, node in api.nodes.items() if node["spec"].get("unschedulable"))
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_an_interrupted_cluster_campaign_rolls_back_and_still_reports(tmp_path: Path) -> None:
+    """Ctrl-C while az-drain holds its zone cordoned: the suite forwards it, the experiment's
+    rollback uncordons the nodes on the (fake) cluster, the run is reported interrupted, the
+    index and JUnit are written, and the suite exits 130."""
+    reports = tmp_path / "reports"
+    with fake_cluster(tmp_path) as cluster:
+        suite = subprocess.Popen(  # noqa: S603  argv list: our own CLI
+            cluster.suite_argv(reports, "--only", "az-drain"),
+            env=cluster.env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while not _cordoned(cluster.api) and suite.poll() is None:
+                assert time.monotonic() < deadline, "az-drain never cordoned a node"
+                time.sleep(0.2)
+            assert suite.poll() is None, "the suite ended before the drain"
+            suite.send_signal(signal.SIGINT)
+            out, _ = suite.communicate(timeout=150)
+        finally:
+            if suite.poll() is None:
+                suite.kill()
+                suite.wait()
+        text = out.decode(errors="replace")
+        assert suite.returncode == 130, text
+        assert _cordoned(cluster.api) == [], "the drain outlived the interrupted suite"
+    (run_dir,) = list((reports / "runs").iterdir())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["verdict"] == "interrupted", summary
+    assert (run_dir / "report.html").is_file()
+    assert (reports / "index.html").is_file() and (reports / "junit.xml").is_file()
+    assert "interrupted" in text
