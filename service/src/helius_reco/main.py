@@ -44,6 +44,9 @@ def build_refresher(
             settings.model_alias,
             client_env=settings.mlflow_client_env(),
             max_bytes=settings.max_artifact_bytes,
+            # the download ends with the attempt: an abandoned one frees its slot at once
+            download_deadline_seconds=settings.refresh_deadline_seconds,
+            read_timeout_seconds=settings.mlflow_http_timeout_seconds,
         )
     return Refresher(
         model_store or ModelStore(),

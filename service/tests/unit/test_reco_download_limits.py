@@ -188,6 +188,7 @@ def test_a_dripping_download_ends_at_the_deadline_and_frees_its_slot(
     ends it. With one refresh slot, an attempt that never ends makes every later one `busy`."""
     fake, uri = mlflow
     fake.mode = "drip"
+    fake.large_bytes = 100_000  # declared: under the cap, so only time can end it
     settings = Settings(
         mlflow_tracking_uri=uri,
         cache_dir=tmp_path / "cache",
