@@ -14,10 +14,18 @@ made it is still alive (a `chaos run` killed with SIGKILL, a laptop gone to slee
 - Chaos Mesh NetworkChaos labelled as a fault: deleted (Chaos Mesh also ends them itself at
   their `duration`; no Chaos Mesh installed is not an error).
 
-A fault without a readable `expires-at` is reverted: the harness always writes one, so it is
-damaged or foreign, and leaving a fault in place is the failure this exists to prevent.
-Each revert is one JSON line on stdout; an API error on one object is logged and the loop goes
-on. `--heartbeat FILE` is touched after each pass (the Deployment's probes check its age).
+A fault whose `expires-at` is malformed (missing, not a number, `nan`, `inf`, zero or
+negative) is reverted at once and reported (`"event": "malformed"`, one JSON line). The
+harness only writes finite, positive expiries (k8s_names.expires_at_value), so such a value is
+damage or a foreign writer; reading `nan` or `inf` as "never" would leave the fault in place
+for good, and a forgotten cordon, a Deployment at 0 or a cut path is the failure this exists to
+prevent, while reverting early costs at most the experiment that was running. A Deployment
+whose `original-replicas` is not a whole number cannot be reverted (to how many?): it is
+skipped and reported, and the pass goes on with the other objects. Each revert is one JSON line
+on stdout; an API error on one object, or on one kind of object, is logged and the pass goes
+on; only when no kind could be listed (the API is down) is the pass an error. A report about
+the same object and value is printed once per process, not every pass. `--heartbeat FILE` is
+touched after each pass (the Deployment's probes check its age).
 """
 
 from __future__ import annotations
@@ -42,6 +50,8 @@ from chaoshelius.drivers.k8s_names import (
     ANNOT_ORIGINAL,
     FAULT_LABEL,
     UNCORDON_PATCH,
+    parse_expires_at,
+    parse_replicas,
 )
 
 __all__ = ["client_for", "main", "reap"]
@@ -49,89 +59,164 @@ __all__ = ["client_for", "main", "reap"]
 Log = Callable[[dict[str, Any]], None]
 
 
-def _expired(annotations: dict[str, str] | None, now: float) -> bool:
-    try:
-        return float((annotations or {})[ANNOT_EXPIRES]) <= now
-    except (KeyError, ValueError):
-        return True
-
-
 def _print(event: dict[str, Any]) -> None:
     print(json.dumps(event, sort_keys=True), flush=True)
 
 
-def reap(api: k8s.ApiClient, namespace: str, now: float, log: Log = _print) -> list[str]:
-    """One pass: revert what expired at `now`; return what was reverted (`kind/name`)."""
-    reverted: list[str] = []
+class _Pass:
+    """One pass of the reaper: what it reverted, what it reported, what failed."""
 
-    def attempt(what: str, action: Callable[[], object]) -> None:
+    def __init__(self, now: float, log: Log, reported: set[tuple[str, str, str]]):
+        self.now = now
+        self.log = log
+        self.reported = reported
+        self.reverted: list[str] = []
+
+    def report(self, what: str, annotation: str, value: object, action: str) -> None:
+        """A malformed annotation: logged once per (object, annotation, value) per process."""
+        key = (what, annotation, repr(value))
+        if key in self.reported:
+            return
+        self.reported.add(key)
+        self.log(
+            {
+                "event": "malformed",
+                "object": what,
+                "annotation": annotation,
+                "value": value,
+                "action": action,
+            }
+        )
+
+    def expired(self, what: str, annotations: dict[str, str] | None) -> bool:
+        """Past its expiry; a malformed expiry counts as past (reported)."""
+        value = (annotations or {}).get(ANNOT_EXPIRES)
+        at = parse_expires_at(value)
+        if at is None:
+            self.report(what, ANNOT_EXPIRES, value, "reverted")
+            return True
+        return at <= self.now
+
+    def attempt(self, what: str, action: Callable[[], object]) -> None:
         try:
             action()
         except ApiException as exc:
             if exc.status == 404:  # undone meanwhile (the runner's rollback): nothing to do
                 return
-            log({"event": "error", "object": what, "status": exc.status, "reason": exc.reason})
+            self.log({"event": "error", "object": what, "status": exc.status, "reason": exc.reason})
             return
-        reverted.append(what)
-        log({"event": "reverted", "object": what, "at": round(now, 3)})
+        self.reverted.append(what)
+        self.log({"event": "reverted", "object": what, "at": round(self.now, 3)})
 
+    def each(self, kind: str, items: list[Any], handle: Callable[[Any], None]) -> None:
+        """`handle` every item; whatever one item raises is logged and the others go on."""
+        for item in items:
+            try:
+                handle(item)
+            except Exception as exc:  # noqa: BLE001  one bad object must not stop the switch
+                self.log({"event": "error", "object": kind, "error": _one_line(exc)})
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: " + " ".join(str(exc).split())
+
+
+def reap(
+    api: k8s.ApiClient,
+    namespace: str,
+    now: float,
+    log: Log = _print,
+    reported: set[tuple[str, str, str]] | None = None,
+) -> list[str]:
+    """One pass: revert what expired at `now`; return what was reverted (`kind/name`).
+
+    `reported`: the malformed annotations already reported (kept across passes by `main`).
+    Raises only when no kind of object could be listed (the API is down)."""
+    run = _Pass(now, log, set() if reported is None else reported)
     core, apps = k8s.CoreV1Api(api), k8s.AppsV1Api(api)
     net, custom = k8s.NetworkingV1Api(api), k8s.CustomObjectsApi(api)
     fault = f"{FAULT_LABEL}=true"
 
-    policies: list[Any] = net.list_namespaced_network_policy(namespace, label_selector=fault).items
-    for policy in policies:
-        if _expired(policy.metadata.annotations, now):
-            name = policy.metadata.name
-            attempt(
-                f"networkpolicy/{name}",
-                partial(net.delete_namespaced_network_policy, name, namespace),
-            )
+    def policy(item: Any) -> None:
+        name = item.metadata.name
+        what = f"networkpolicy/{name}"
+        if run.expired(what, item.metadata.annotations):
+            run.attempt(what, partial(net.delete_namespaced_network_policy, name, namespace))
 
-    deployments: list[Any] = apps.list_namespaced_deployment(namespace).items
-    for deployment in deployments:
-        annotations = deployment.metadata.annotations or {}
-        if ANNOT_ORIGINAL in annotations and _expired(annotations, now):
-            name = deployment.metadata.name
+    def deployment(item: Any) -> None:
+        annotations = item.metadata.annotations or {}
+        if ANNOT_ORIGINAL not in annotations:
+            return
+        name = item.metadata.name
+        what = f"deployment/{name}"
+        replicas = parse_replicas(annotations[ANNOT_ORIGINAL])
+        if replicas is None:  # restore to how many? left as it is, for a person to decide
+            run.report(what, ANNOT_ORIGINAL, annotations[ANNOT_ORIGINAL], "skipped")
+            return
+        if run.expired(what, annotations):
             body = {
                 "metadata": {"annotations": {ANNOT_ORIGINAL: None, ANNOT_EXPIRES: None}},
-                "spec": {"replicas": int(annotations[ANNOT_ORIGINAL])},
+                "spec": {"replicas": replicas},
             }
-            attempt(
-                f"deployment/{name}",
-                partial(apps.patch_namespaced_deployment, name, namespace, body),
-            )
+            run.attempt(what, partial(apps.patch_namespaced_deployment, name, namespace, body))
 
-    nodes: list[Any] = core.list_node().items
-    for node in nodes:
-        annotations = node.metadata.annotations or {}
-        if ANNOT_CORDONED in annotations and _expired(annotations, now):
-            name = node.metadata.name
-            attempt(f"node/{name}", partial(core.patch_node, name, UNCORDON_PATCH))
+    def node(item: Any) -> None:
+        annotations = item.metadata.annotations or {}
+        what = f"node/{item.metadata.name}"
+        if ANNOT_CORDONED in annotations and run.expired(what, annotations):
+            run.attempt(what, partial(core.patch_node, item.metadata.name, UNCORDON_PATCH))
 
-    try:
-        chaos: Any = custom.list_namespaced_custom_object(
-            "chaos-mesh.org", "v1alpha1", namespace, "networkchaos", label_selector=fault
-        )
-    except ApiException as exc:
-        if exc.status != 404:  # 404: Chaos Mesh is not installed
-            raise
-        chaos = {"items": []}
-    for item in chaos.get("items", []):
+    def network_chaos(item: Any) -> None:
         meta = item.get("metadata", {})
-        if _expired(meta.get("annotations"), now):
-            attempt(
-                f"networkchaos/{meta['name']}",
+        name = meta["name"]
+        what = f"networkchaos/{name}"
+        if run.expired(what, meta.get("annotations")):
+            run.attempt(
+                what,
                 partial(
                     custom.delete_namespaced_custom_object,
                     "chaos-mesh.org",
                     "v1alpha1",
                     namespace,
                     "networkchaos",
-                    meta["name"],
+                    name,
                 ),
             )
-    return reverted
+
+    def list_chaos() -> list[Any]:
+        try:
+            found: Any = custom.list_namespaced_custom_object(
+                "chaos-mesh.org", "v1alpha1", namespace, "networkchaos", label_selector=fault
+            )
+        except ApiException as exc:
+            if exc.status != 404:  # 404: Chaos Mesh is not installed
+                raise
+            return []
+        items: list[Any] = found.get("items", [])
+        return items
+
+    kinds: list[tuple[str, Callable[[], list[Any]], Callable[[Any], None]]] = [
+        (
+            "networkpolicies",
+            lambda: net.list_namespaced_network_policy(namespace, label_selector=fault).items,
+            policy,
+        ),
+        ("deployments", lambda: apps.list_namespaced_deployment(namespace).items, deployment),
+        ("nodes", lambda: core.list_node().items, node),
+        ("networkchaos", list_chaos, network_chaos),
+    ]
+    failures: list[Exception] = []
+    for kind, listing, handle in kinds:
+        try:
+            items = listing()
+        except (ApiException, HTTPError) as exc:
+            failures.append(exc)
+            log({"event": "error", "object": kind, "error": _one_line(exc)})
+            continue
+        run.each(kind, items, handle)
+    if len(failures) == len(kinds):
+        raise failures[0]
+    return run.reverted
 
 
 def client_for(kubeconfig_path: str | None, context: str | None) -> k8s.ApiClient:
@@ -157,11 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     api = client_for(args.kubeconfig, args.context)
     _print({"event": "start", "namespace": args.namespace, "interval": args.interval})
+    reported: set[tuple[str, str, str]] = set()
     while True:
         try:
-            reap(api, args.namespace, time.time())
-        except (ApiException, HTTPError) as exc:  # the API is down: try again next pass
-            _print({"event": "error", "object": "pass", "error": " ".join(str(exc).split())})
+            reap(api, args.namespace, time.time(), reported=reported)
+        except Exception as exc:  # noqa: BLE001  the API is down (or worse): next pass
+            _print({"event": "error", "object": "pass", "error": _one_line(exc)})
         else:
             _print({"event": "pass", "at": round(time.time(), 3)})
             if args.heartbeat is not None:

@@ -45,6 +45,7 @@ import base64
 import hashlib
 import ipaddress
 import json
+import math
 import os
 import ssl
 import time
@@ -74,6 +75,8 @@ from chaoshelius.drivers.k8s_names import (
     FAULT_LABEL,
     HARNESS_LABEL,
     UNCORDON_PATCH,
+    expires_at_value,
+    parse_replicas,
 )
 from chaoshelius.exceptions import HeliusError, NotAllowedError, TargetError
 from chaoshelius.topology import APP_LABEL, EDGE_MLFLOW_RDS, EDGE_RECO_MLFLOW, ZONE_LABEL, App
@@ -372,6 +375,29 @@ def _restarts(pod: Any) -> int:
     return sum(int(s.restart_count or 0) for s in statuses)
 
 
+def _expiry(now: float, seconds: float, what: str) -> str:
+    """The `expires-at` of a fault that lasts `seconds` from `now` (one writer for every
+    fault: k8s_names.expires_at_value), or TargetError before anything is sent."""
+    try:
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(f"{what} must be a finite number of seconds >= 0, not {seconds!r}")
+        return expires_at_value(now + seconds)
+    except (TypeError, ValueError) as exc:
+        raise TargetError(f"{_one_line(exc)}; the reaper reverts the fault at that time") from None
+
+
+def _original_replicas(deployment: str, value: str) -> int:
+    """The replicas in a Deployment's `original-replicas` annotation, or TargetError."""
+    replicas = parse_replicas(value)
+    if replicas is None:
+        raise TargetError(
+            f"the Deployment {deployment} carries a malformed {ANNOT_ORIGINAL}={value!r} (not a "
+            f"whole number); set its replicas by hand, then `kubectl annotate deployment "
+            f"{deployment} {ANNOT_ORIGINAL}- {ANNOT_EXPIRES}-`"
+        )
+    return replicas
+
+
 def _edge(edge: str) -> tuple[str, str]:
     try:
         return _EDGES[edge]
@@ -518,22 +544,17 @@ class KubernetesDriver:
     def scale(self, app: str, replicas: int, ttl_seconds: float) -> FaultRef:
         name = self._deployment(app)
         now = time.time()
+        expires = _expiry(now, ttl_seconds, "ttl_seconds")
         with self._calling(f"scale the Deployment {name} to {replicas}"):
             apps = k8s.AppsV1Api(self._api())
             current: Any = apps.read_namespaced_deployment(name, self._ns)
             annotations = current.metadata.annotations or {}
             original = annotations.get(ANNOT_ORIGINAL, str(current.spec.replicas))
+            restore_to = _original_replicas(name, original)
             apps.patch_namespaced_deployment(
                 name,
                 self._ns,
-                {
-                    "metadata": {
-                        "annotations": {
-                            ANNOT_ORIGINAL: original,
-                            ANNOT_EXPIRES: f"{now + ttl_seconds:.0f}",
-                        }
-                    }
-                },
+                {"metadata": {"annotations": {ANNOT_ORIGINAL: original, ANNOT_EXPIRES: expires}}},
             )
             scale_deployment(name, replicas, ns=self._ns, secrets=self._secrets)
         return FaultRef(
@@ -542,7 +563,7 @@ class KubernetesDriver:
             target=app,
             started_at=now,
             expires_at=now + ttl_seconds,
-            details={"replicas": replicas, "original_replicas": int(original)},
+            details={"replicas": replicas, "original_replicas": restore_to},
         )
 
     def restore_scale(self, app: str) -> list[str]:
@@ -553,7 +574,8 @@ class KubernetesDriver:
             original = (current.metadata.annotations or {}).get(ANNOT_ORIGINAL)
             if original is None:
                 return []
-            scale_deployment(name, int(original), ns=self._ns, secrets=self._secrets)
+            restored = _original_replicas(name, original)
+            scale_deployment(name, restored, ns=self._ns, secrets=self._secrets)
             apps.patch_namespaced_deployment(
                 name,
                 self._ns,
@@ -567,12 +589,13 @@ class KubernetesDriver:
     ) -> FaultRef:
         source, destination = _edge(edge)
         now = time.time()
+        expires = _expiry(now, ttl_seconds, "ttl_seconds")
         if mode == "latency":
             name = f"helius-chaos-{edge}-latency"
             body = network_chaos_for(
                 edge, self._ns, latency_ms or 500, ttl_seconds, self._rds_cidrs
             )
-            body["metadata"]["annotations"] = {ANNOT_EXPIRES: f"{now + ttl_seconds:.0f}"}
+            body["metadata"]["annotations"] = {ANNOT_EXPIRES: expires}
             with self._calling(f"create the Chaos Mesh NetworkChaos {name} (needs Chaos Mesh)"):
                 try:
                     k8s.CustomObjectsApi(self._api()).create_namespaced_custom_object(
@@ -583,7 +606,7 @@ class KubernetesDriver:
                         raise
         else:
             policy = network_policy_for(edge, self._ns, self._rds_cidrs)
-            policy["metadata"]["annotations"] = {ANNOT_EXPIRES: f"{now + ttl_seconds:.0f}"}
+            policy["metadata"]["annotations"] = {ANNOT_EXPIRES: expires}
             name = policy["metadata"]["name"]
             with self._calling(f"create the NetworkPolicy {name}"):
                 try:
@@ -635,6 +658,7 @@ class KubernetesDriver:
         returns once every evicted pod is gone, so the zone is really empty of the system.
         """
         now = time.time()
+        expires = _expiry(now, ttl_seconds, "ttl_seconds")
         deadline = time.monotonic() + ttl_seconds
         selector = f"{ZONE_LABEL}={zone}"
         with self._calling(f"cordon the nodes labelled {selector}"):
@@ -658,7 +682,7 @@ class KubernetesDriver:
                         "metadata": {
                             "annotations": {
                                 ANNOT_CORDONED: f"drain-{zone}",
-                                ANNOT_EXPIRES: f"{now + ttl_seconds:.0f}",
+                                ANNOT_EXPIRES: expires,
                             }
                         },
                         "spec": {"unschedulable": True},
@@ -812,6 +836,7 @@ class KubernetesDriver:
         Returns once the master and every worker are ready."""
         now = time.time()
         expires = now + duration_seconds
+        expires_at = _expiry(now, duration_seconds, "duration_seconds")
         settings = (
             {
                 "LOCUST_USERS": str(users),
@@ -845,7 +870,7 @@ class KubernetesDriver:
                     self._ns,
                     {
                         "metadata": {
-                            "annotations": {ANNOT_ORIGINAL: "0", ANNOT_EXPIRES: f"{expires:.0f}"}
+                            "annotations": {ANNOT_ORIGINAL: "0", ANNOT_EXPIRES: expires_at}
                         },
                         "spec": {"replicas": replicas},
                     },

@@ -20,10 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from k8s_fake_api import FakeKubeAPI, serve, write_kubeconfig
+from k8s_fake_api import FakeKubeAPI, isolate_client, serve, write_kubeconfig
 
-from chaoshelius.drivers import k8s_reaper
+from chaoshelius.config import HarnessConfig
+from chaoshelius.drivers import get_driver, k8s_reaper
+from chaoshelius.drivers.k8s_names import expires_at_value
 from chaoshelius.drivers.kubernetes import ANNOT_CORDONED, ANNOT_EXPIRES, ANNOT_ORIGINAL
+from chaoshelius.exceptions import TargetError
 
 NS = "helius"
 CONTEXT = "kind-helius"
@@ -197,3 +200,184 @@ def test_the_reaper_leaves_unexpired_and_foreign_objects_alone(
     assert {r.method for r in cluster.requests[before:]} == {"GET"}
     assert (NS, "helius-chaos-reco-mlflow") in cluster.policies
     assert cluster.nodes["helius-worker3"]["spec"]["unschedulable"] is True
+
+
+# ---------------------------------------------------------------- damaged annotations
+def _fault_policy(cluster: FakeKubeAPI, name: str, expires: str | None) -> None:
+    annotations = {} if expires is None else {ANNOT_EXPIRES: expires}
+    cluster.policies[(NS, name)] = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            "labels": {"helius.chaos/fault": "true"},
+            "annotations": annotations,
+        },
+        "spec": {"podSelector": {}},
+    }
+
+
+def _scaled(cluster: FakeKubeAPI, name: str, original: str, expires: str, replicas: int) -> None:
+    deployment = cluster.deployments[(NS, name)]
+    deployment["metadata"]["annotations"] = {ANNOT_ORIGINAL: original, ANNOT_EXPIRES: expires}
+    deployment["spec"]["replicas"] = replicas
+
+
+def _cordoned(cluster: FakeKubeAPI, node: str, expires: str) -> None:
+    cluster.nodes[node]["metadata"]["annotations"] = {
+        ANNOT_CORDONED: "drain-zone-a",
+        ANNOT_EXPIRES: expires,
+    }
+    cluster.nodes[node]["spec"]["unschedulable"] = True
+
+
+def test_a_malformed_original_replicas_is_skipped_and_the_pass_goes_on(
+    world: tuple[FakeKubeAPI, str, Path],
+) -> None:
+    """One Deployment's `original-replicas` is not a number: that one is left as it is and
+    reported in one line; every other expired fault of the pass is still reverted. (Before:
+    `int()` raised out of the pass, every pass, and the reaper crash-looped with the node
+    still cordoned and MLflow still at 0.)"""
+    cluster, _, kubeconfig = world
+    past = f"{time.time() - 60:.0f}"
+    with cluster.lock:
+        _scaled(cluster, "helius-reco", "three", past, 1)  # damaged
+        _scaled(cluster, "mlflow", "3", past, 0)
+        _fault_policy(cluster, "helius-chaos-mlflow-rds", past)
+        _cordoned(cluster, "helius-worker", past)
+    events: list[dict[str, Any]] = []
+    api = k8s_reaper.client_for(str(kubeconfig), CONTEXT)
+    reverted = k8s_reaper.reap(api, NS, time.time(), log=events.append)
+    assert sorted(reverted) == [
+        "deployment/mlflow",
+        "networkpolicy/helius-chaos-mlflow-rds",
+        "node/helius-worker",
+    ]
+    assert [e for e in events if e["event"] == "malformed"] == [
+        {
+            "event": "malformed",
+            "object": "deployment/helius-reco",
+            "annotation": ANNOT_ORIGINAL,
+            "value": "three",
+            "action": "skipped",
+        }
+    ]
+    assert not [e for e in events if e["event"] == "error"]
+    with cluster.lock:
+        reco = cluster.deployments[(NS, "helius-reco")]
+        assert reco["metadata"]["annotations"][ANNOT_ORIGINAL] == "three"  # for a person
+        assert cluster.deployments[(NS, "mlflow")]["spec"]["replicas"] == 3
+        assert not cluster.nodes["helius-worker"]["spec"].get("unschedulable")
+    # reported once per process, not every pass
+    reported: set[tuple[str, str, str]] = set()
+    again: list[dict[str, Any]] = []
+    for _ in range(3):
+        k8s_reaper.reap(api, NS, time.time(), log=again.append, reported=reported)
+    assert [e["object"] for e in again if e["event"] == "malformed"] == ["deployment/helius-reco"]
+
+
+@pytest.mark.parametrize("expires", ["nan", "inf", "-inf", "-5", "0", "soon", "", None])
+def test_a_malformed_expiry_is_reverted_at_once_and_reported(
+    world: tuple[FakeKubeAPI, str, Path], expires: str | None
+) -> None:
+    """`nan` and `inf` parse as floats, and `nan <= now` / `inf <= now` are False: before,
+    such a fault was never reverted. A malformed expiry now reads as "past", is reverted in
+    the same pass and reported; an unexpired well-formed one is left alone."""
+    cluster, _, kubeconfig = world
+    future = f"{time.time() + 600:.0f}"
+    with cluster.lock:
+        _fault_policy(cluster, "helius-chaos-reco-mlflow", expires)
+        _fault_policy(cluster, "helius-chaos-mlflow-rds", future)
+        if expires is not None:
+            _scaled(cluster, "mlflow", "3", expires, 0)
+            _cordoned(cluster, "helius-worker", expires)
+    events: list[dict[str, Any]] = []
+    api = k8s_reaper.client_for(str(kubeconfig), CONTEXT)
+    reverted = k8s_reaper.reap(api, NS, time.time(), log=events.append)
+    expected = ["networkpolicy/helius-chaos-reco-mlflow"]
+    if expires is not None:
+        expected += ["deployment/mlflow", "node/helius-worker"]
+    assert sorted(reverted) == sorted(expected)
+    malformed = sorted(e["object"] for e in events if e["event"] == "malformed")
+    assert malformed == sorted(expected)
+    assert all(e["action"] == "reverted" for e in events if e["event"] == "malformed")
+    with cluster.lock:
+        assert (NS, "helius-chaos-mlflow-rds") in cluster.policies  # not expired: kept
+
+
+def test_the_reaper_process_survives_a_bad_object_and_reverts_the_rest(
+    world: tuple[FakeKubeAPI, str, Path],
+) -> None:
+    """`python -m chaoshelius.drivers.k8s_reaper --once`, as the Deployment runs it: exit 0,
+    one JSON line per event, the good faults reverted beside the damaged one."""
+    cluster, _, kubeconfig = world
+    past = f"{time.time() - 60:.0f}"
+    with cluster.lock:
+        _scaled(cluster, "mlflow", "3 replicas", past, 0)
+        _cordoned(cluster, "helius-worker", "nan")
+    done = subprocess.run(  # noqa: S603  argv list: this interpreter
+        [
+            sys.executable,
+            "-m",
+            "chaoshelius.drivers.k8s_reaper",
+            "--once",
+            "--context",
+            CONTEXT,
+            "--kubeconfig",
+            str(kubeconfig),
+            "--namespace",
+            NS,
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=_env(kubeconfig),
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    kinds = [(e["event"], e.get("object")) for e in events]
+    assert ("malformed", "deployment/mlflow") in kinds
+    assert ("malformed", "node/helius-worker") in kinds
+    assert ("reverted", "node/helius-worker") in kinds
+    assert kinds[-1] == ("pass", None)
+    with cluster.lock:
+        assert not cluster.nodes["helius-worker"]["spec"].get("unschedulable")
+        assert cluster.deployments[(NS, "mlflow")]["spec"]["replicas"] == 0  # left for a person
+
+
+# ---------------------------------------------------------------- expiries as written
+@pytest.mark.parametrize("at", [float("nan"), float("inf"), float("-inf"), -5.0, 0.0])
+def test_an_expiry_that_would_never_come_is_never_written(at: float) -> None:
+    with pytest.raises(ValueError, match="finite, positive"):
+        expires_at_value(at)
+    assert expires_at_value(1_800_000_000.4) == "1800000000"
+
+
+@pytest.mark.parametrize("ttl", [float("nan"), float("inf"), -5.0])
+def test_the_driver_refuses_a_ttl_that_gives_no_expiry_before_any_write(
+    world: tuple[FakeKubeAPI, str, Path], monkeypatch: pytest.MonkeyPatch, ttl: float
+) -> None:
+    """Before: `f"{now + inf:.0f}"` wrote expires-at "inf" on the Deployment (never reverted)."""
+    cluster, url, kubeconfig = world
+    isolate_client(monkeypatch, kubeconfig)
+    driver = get_driver(
+        HarnessConfig.from_chaos(
+            {
+                "target": "kubernetes",
+                "kube_context": CONTEXT,
+                "kube_allowed_contexts": [CONTEXT],
+                "kube_allowed_servers": {CONTEXT: url},
+            }
+        )
+    )
+    for fault in (
+        lambda: driver.scale("mlflow", 0, ttl),
+        lambda: driver.cut_path("mlflow-rds", "blackhole", None, ttl),
+        lambda: driver.drain_zone("zone-a", ttl),
+    ):
+        with pytest.raises(TargetError, match="finite number of seconds >= 0") as caught:
+            fault()
+        assert "\n" not in str(caught.value)
+    assert [r for r in cluster.requests if r.method != "GET"] == []

@@ -457,6 +457,18 @@ def test_restore_scale_twice_changes_nothing_the_second_time(
     assert api.deployments[(NS, "helius-reco")]["spec"]["replicas"] == 3
 
 
+def test_a_malformed_original_replicas_is_a_target_error_not_a_crash(
+    api: FakeKubeAPI, driver: KubernetesDriver
+) -> None:
+    """Before: `int("three")` escaped the driver as a bare ValueError."""
+    api.deployments[(NS, "mlflow")]["metadata"]["annotations"] = {ANNOT_ORIGINAL: "three"}
+    with pytest.raises(TargetError, match="malformed helius.chaos/original-replicas='three'"):
+        driver.restore_scale("mlflow")
+    with pytest.raises(TargetError, match="malformed helius.chaos/original-replicas='three'"):
+        driver.scale("mlflow", 0, 60)
+    assert [r.method for r in api.requests] == ["GET", "GET"]
+
+
 def test_scale_needs_a_known_deployment(api: FakeKubeAPI, driver: KubernetesDriver) -> None:
     with pytest.raises(TargetError, match="kube_deployments"):
         driver.scale("grafana", 0, ttl_seconds=60)
