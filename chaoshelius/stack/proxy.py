@@ -23,6 +23,15 @@ pods of an app. It balances in one of two ways (`Balancing`):
   A pod that refuses the connection, or a kept-alive upstream connection the pod had closed, is
   retried on another pick; a pod that takes the request and closes without answering gives
   `502`; a pod that dies mid-answer resets the client connection.
+
+  What one request may cost the process (the stack's daemon, which also runs the control API,
+  the supervisor and the fault TTL reaper) is bounded: a request body is held whole (so that
+  it can be sent again to another pick) only up to `max_body_bytes` (default 2 MiB, twice the
+  service's own 1 MiB limit, so the service's 413 still answers the bodies in between); a
+  larger one gets `413` as soon as that is known (from `Content-Length` before the body is
+  read, or by counting the chunks), and the connection is closed. A request head of more than
+  `MAX_HEADERS` header lines or 64 KiB, and request trailers of more than `MAX_HEADERS` lines
+  or 64 KiB, get `431`.
 """
 
 from __future__ import annotations
@@ -37,7 +46,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 _CHUNK = 65536
-_MAX_HEAD = 65536  # request or response line plus headers
+_MAX_HEAD = 65536  # request or response line plus headers (the StreamReader's limit too)
+MAX_HEADERS = 100  # header lines in a head, trailer lines after a chunked body
+MAX_REQUEST_BODY_BYTES = 2 * 1024 * 1024  # per-request balancing holds a body whole up to this
 _PICK_ATTEMPTS = 3
 Upstream = tuple[str, int]
 
@@ -51,6 +62,15 @@ class _HttpError(Exception):
     """A malformed or truncated HTTP message: the connection is dropped."""
 
 
+class _TooLarge(_HttpError):
+    """A request over a limit: answered with `answer` (413 or 431), then the connection is
+    closed. From a pod's answer, it is a malformed message like any other."""
+
+    def __init__(self, status: bytes, detail: str) -> None:
+        super().__init__(detail)
+        self.answer = _canned(status, detail.encode())
+
+
 @dataclass(frozen=True)
 class _Head:
     raw: bytes
@@ -61,6 +81,10 @@ class _Head:
     @classmethod
     def parse(cls, raw: bytes) -> _Head:
         lines = raw[:-4].split(b"\r\n")
+        if len(lines) - 1 > MAX_HEADERS:
+            raise _TooLarge(
+                _HEAD_TOO_LARGE, f"request head has more than {MAX_HEADERS} header lines"
+            )
         headers: dict[bytes, bytes] = {}
         for line in lines[1:]:
             name, sep, value = line.partition(b":")
@@ -118,16 +142,27 @@ async def _read_head(reader: asyncio.StreamReader) -> _Head | None:
             return None
         raise _HttpError("connection closed inside a message head") from exc
     except asyncio.LimitOverrunError as exc:
-        raise _HttpError("message head too large") from exc
+        raise _TooLarge(_HEAD_TOO_LARGE, f"request head is larger than {_MAX_HEAD} bytes") from exc
+    if len(raw) > _MAX_HEAD:
+        raise _TooLarge(_HEAD_TOO_LARGE, f"request head is larger than {_MAX_HEAD} bytes")
     return _Head.parse(raw)
 
 
 async def _relay_body(
-    head: _Head, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, until_eof: bool
+    head: _Head,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    *,
+    until_eof: bool,
+    limit: int | None = None,
 ) -> None:
-    """Copy the body that follows `head` (chunked, Content-Length, or until EOF)."""
+    """Copy the body that follows `head` (chunked, Content-Length, or until EOF).
+
+    With a `limit` (a request's body): `_TooLarge` as soon as the body is known to pass it,
+    or its trailers pass `MAX_HEADERS` lines or `_MAX_HEAD` bytes."""
     try:
         if head.chunked:
+            total = 0
             while True:
                 line = await reader.readuntil(b"\r\n")
                 writer.write(line)
@@ -135,14 +170,16 @@ async def _relay_body(
                     size = int(line.split(b";")[0].strip(), 16)
                 except ValueError as exc:
                     raise _HttpError(f"bad chunk size {line[:40]!r}") from exc
+                total += len(line) + size + 2  # as held: chunk lines count too
+                if limit is not None and total > limit:
+                    raise _TooLarge(_BODY_TOO_LARGE, _body_detail(limit))
                 if size == 0:
-                    while True:  # trailers, then the empty line
-                        trailer = await reader.readuntil(b"\r\n")
-                        writer.write(trailer)
-                        if trailer == b"\r\n":
-                            return
+                    await _relay_trailers(reader, writer, bounded=limit is not None)
+                    return
                 await _copy_exactly(reader, writer, size + 2)
         elif (length := head.content_length) is not None:
+            if limit is not None and length > limit:
+                raise _TooLarge(_BODY_TOO_LARGE, _body_detail(limit))
             await _copy_exactly(reader, writer, length)
         elif until_eof:
             while data := await reader.read(_CHUNK):
@@ -152,6 +189,29 @@ async def _relay_body(
         raise _HttpError("connection closed inside a message body") from exc
     except asyncio.LimitOverrunError as exc:
         raise _HttpError("chunk line too long") from exc
+
+
+async def _relay_trailers(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, bounded: bool
+) -> None:
+    """Trailers, then the empty line that ends a chunked body."""
+    lines = size = 0
+    while True:
+        trailer = await reader.readuntil(b"\r\n")
+        writer.write(trailer)
+        if trailer == b"\r\n":
+            return
+        lines += 1
+        size += len(trailer)
+        if bounded and (lines > MAX_HEADERS or size > _MAX_HEAD):
+            raise _TooLarge(
+                _HEAD_TOO_LARGE,
+                f"request trailers pass {MAX_HEADERS} lines or {_MAX_HEAD} bytes",
+            )
+
+
+def _body_detail(limit: int) -> str:
+    return f"request body is larger than the {limit}-byte limit of the stack's proxy"
 
 
 async def _copy_exactly(
@@ -183,6 +243,8 @@ def _canned(status: bytes, detail: bytes) -> bytes:
     )
 
 
+_BODY_TOO_LARGE = b"413 Content Too Large"
+_HEAD_TOO_LARGE = b"431 Request Header Fields Too Large"
 _NO_UPSTREAM = _canned(b"503 Service Unavailable", b"no ready upstream pod")
 _BAD_GATEWAY = _canned(b"502 Bad Gateway", b"the upstream pod closed the connection")
 
@@ -233,8 +295,10 @@ class TcpProxy:
         pick: Callable[[], Upstream | None],
         host: str = "127.0.0.1",
         balancing: Balancing = Balancing.CONNECTION,
+        max_body_bytes: int = MAX_REQUEST_BODY_BYTES,
     ) -> None:
         self.name = name
+        self.max_body_bytes = max_body_bytes
         self.host = host
         self.port = port
         self.pick = pick
@@ -369,10 +433,14 @@ class TcpProxy:
                     return
                 await self._flowing.wait()
                 self.requests_total += 1
-                body = await self._read_request_body(request, client_r)
+                body = await self._read_request_body(request, client_r, self.max_body_bytes)
                 answered = await self._forward(request, body, pool, client_w)
                 if not answered or not request.keep_alive:
                     return
+        except _TooLarge as exc:  # answered, then closed: the rest of the request is not read
+            with contextlib.suppress(ConnectionError, OSError, RuntimeError):
+                client_w.write(exc.answer)
+                await client_w.drain()
         except (_HttpError, ConnectionError, OSError):
             client_w.transport.abort()
         finally:
@@ -382,11 +450,20 @@ class TcpProxy:
             client_w.close()
 
     @staticmethod
-    async def _read_request_body(request: _Head, client_r: asyncio.StreamReader) -> bytes:
+    async def _read_request_body(
+        request: _Head, client_r: asyncio.StreamReader, limit: int
+    ) -> bytes:
         """The request body as its raw bytes (requests here are small JSON bodies), so a
-        request can be sent again to another pod when the first pick fails before answering."""
+        request can be sent again to another pod when the first pick fails before answering;
+        `_TooLarge` past `limit` bytes."""
         buffer = _Buffer()
-        await _relay_body(request, client_r, buffer, until_eof=False)  # type: ignore[arg-type]
+        await _relay_body(
+            request,
+            client_r,
+            buffer,  # type: ignore[arg-type]
+            until_eof=False,
+            limit=limit,
+        )
         return buffer.data()
 
     async def _forward(
