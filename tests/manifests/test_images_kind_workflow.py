@@ -113,3 +113,22 @@ def test_the_experiment_runs_with_the_cluster_profile_through_a_pinned_context()
 def test_it_is_marked_as_not_run() -> None:
     assert "NOT RUN YET" in WORKFLOW.read_text()
     assert Path(MANIFESTS / "README.md").read_text().count("kind-e2e.yml") >= 1
+
+
+def test_the_job_waits_for_every_workload_the_overlay_starts(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """Every Deployment with replicas (the load generator's start at 0), StatefulSet and Job
+    of the render is waited for before the experiment runs."""
+    script = _script()
+    waited = set(re.findall(r"rollout status (?:\"?)(deployment|statefulset)/([\w-]+)", script))
+    waited |= {("deployment", d) for d in re.findall(r"for d in ([\w -]+); do", script)[0].split()}
+    jobs = set(re.findall(r"condition=complete job/([\w-]+)", script))
+    for obj in rendered["kind"]:
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        if kind == "Deployment" and obj["spec"].get("replicas", 1) > 0:
+            assert ("deployment", name) in waited, name
+        elif kind == "StatefulSet":
+            assert ("statefulset", name) in waited, name
+        elif kind == "Job":
+            assert name in jobs, name
