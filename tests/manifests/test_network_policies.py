@@ -193,6 +193,25 @@ def test_aws_cut_without_the_rds_cidr_also_cuts_s3(rendered: dict[str, list[Obj]
     assert allowed(during, where["mlflow"], where["kube-dns"], 53, "UDP")
 
 
+def test_aws_cut_with_every_rds_subnet_closes_each_and_keeps_s3(
+    rendered: dict[str, list[Obj]],
+) -> None:
+    """An RDS subnet group spans two zones or more (kube_rds_cidr is a list): the cut closes
+    MLflow -> RDS in each subnet, and MLflow still reaches S3 and DNS."""
+    where = endpoints(rendered["aws"])
+    rds_b = external("rds-b", "10.0.80.10")  # the subnet group's second zone
+    cut = network_policy_for(
+        EDGE_MLFLOW_RDS, NAMESPACE, [rds_cidr(rendered["aws"]), "10.0.80.0/20"]
+    )
+    before = policies_of(rendered["aws"])
+    assert allowed(before, where["mlflow"], rds_b, 5432)
+    during = [*before, cut]
+    assert not allowed(during, where["mlflow"], where["rds"], 5432)
+    assert not allowed(during, where["mlflow"], rds_b, 5432)
+    assert allowed(during, where["mlflow"], where["s3"], 443)
+    assert allowed(during, where["mlflow"], where["kube-dns"], 53, "UDP")
+
+
 # ------------------------------------------------------------------ the checks can fail
 def _policy(objects: list[Obj], name: str) -> Obj:
     return next(p for p in policies_of(objects) if p["metadata"]["name"] == name)
