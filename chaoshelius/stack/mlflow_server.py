@@ -1,6 +1,6 @@
 """A real `mlflow server` process on a PostgreSQL backend, lean and safe to kill.
 
-Facts this module is built on (DESIGN section 8): three servers migrating a fresh schema race,
+Facts this module is built on (docs/architecture.md, "MLflow on PostgreSQL"): three servers migrating a fresh schema race,
 so `upgrade_schema()` runs `mlflow db upgrade` once before any replica starts; `mlflow server`
 spawns uvicorn, so a kill is a SIGKILL of the whole process group; `/health` stays 200 with the
 database gone, so readiness makes a real registry call. `--workers 1` and no job runner keep a
