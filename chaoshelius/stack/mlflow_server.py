@@ -1,11 +1,12 @@
 """A real `mlflow server` process on a PostgreSQL backend, lean and safe to kill.
 
-Facts this module is built on (docs/architecture.md, "MLflow on PostgreSQL"): three servers migrating a fresh schema race,
-so `upgrade_schema()` runs `mlflow db upgrade` once before any replica starts; `mlflow server`
-spawns uvicorn, so a kill is a SIGKILL of the whole process group; `/health` stays 200 with the
-database gone, so readiness makes a real registry call. `--workers 1` and no job runner keep a
-replica near 370 MiB; NullPool + `connect_timeout=3` (set by the caller in the URI) make every
-request fail fast with the database cut instead of exhausting a pool.
+Facts this module is built on (docs/architecture.md, "MLflow on PostgreSQL"): three servers
+migrating a fresh schema race, so `upgrade_schema()` runs `mlflow db upgrade` once before any
+replica starts; `mlflow server` spawns uvicorn, so a kill is a SIGKILL of the whole process
+group; `/health` stays 200 with the database gone, so readiness makes a real registry call.
+`--workers 1` and no job runner keep a replica near 370 MiB; NullPool + `connect_timeout=3` (set
+by the caller in the URI) make every request fail fast with the database cut instead of
+exhausting a pool.
 """
 
 from __future__ import annotations
