@@ -45,6 +45,7 @@ from chaoshelius.drivers.kubernetes import (
 from chaoshelius.exceptions import NotAllowedError, TargetError
 from chaoshelius.pods import actions as pods
 from chaoshelius.zones import actions as zones
+from chaoshelius.zones import probes as zone_probes
 
 NS = "helius"
 ALLOWED = "kind-helius"
@@ -798,6 +799,20 @@ def test_the_drain_activity_takes_a_clusters_own_zone_names(
         "drain-eu-west-1a"
     ]
     assert not any(_unschedulable(api).values())
+
+
+def test_every_zone_has_ready_pods_counts_the_clusters_zones(
+    api: FakeKubeAPI, kubeconfig: Path
+) -> None:
+    """The zones are the nodes' labels, not zone-a|b|c: a fourth zone without a recommender
+    is reported (before: only zone-a|b|c were counted, so it passed)."""
+    api.add_node("node-eu1", "eu-west-1a")
+    configuration = harness().model_dump(mode="json")
+    with pytest.raises(ActivityFailed, match=r"helius-reco: no ready pod in \['eu-west-1a'\]"):
+        zone_probes.every_zone_has_ready_pods("helius-reco", configuration=configuration)
+    api.add_pod(NS, "helius-reco-eu", "node-eu1", {"app": "helius-reco"})
+    out = zone_probes.every_zone_has_ready_pods("helius-reco", configuration=configuration)
+    assert out["ok"] and out["threshold"]["zones"] == ["eu-west-1a", "zone-a", "zone-b", "zone-c"]
 
 
 @pytest.mark.parametrize("zone", ["", "zone a", "-zone-a", "x" * 64, "eu-west-1a/"])
