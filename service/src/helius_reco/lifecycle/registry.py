@@ -108,7 +108,7 @@ class MlflowRegistry:
                 max_bytes=self.max_bytes,
                 deadline=started + self.download_deadline_seconds,
                 read_timeout=self.read_timeout_seconds,
-                headers=_auth_headers(),
+                headers=_auth_headers(self.tracking_uri),
             )
         except RegistryError:
             raise
@@ -134,7 +134,11 @@ class MlflowRegistry:
         )
         if base.scheme not in ("http", "https") or source.scheme != _STORE_SCHEME:
             raise refused
-        if source.netloc and source.netloc.lower() != base.netloc.lower():
+        default_port = 443 if base.scheme == "https" else 80
+        if source.netloc and (
+            source.hostname != base.hostname
+            or (source.port or default_port) != (base.port or default_port)
+        ):
             raise refused
         if source.query or source.fragment:
             raise refused
@@ -142,7 +146,8 @@ class MlflowRegistry:
         if not segments or any(part in (".", "..") for part in segments):
             raise refused
         path = quote("/".join([*segments, ARTIFACT_FILE]))
-        return f"{self.tracking_uri.rstrip('/')}{_ARTIFACTS_API}{path}"
+        server = base._replace(netloc=base.netloc.rpartition("@")[2], query="", fragment="")
+        return f"{server.geturl().rstrip('/')}{_ARTIFACTS_API}{path}"  # no credentials in it
 
 
 def _download(
@@ -199,13 +204,15 @@ def _remaining(deadline: float, read_timeout: float, url: str) -> float:
     return min(read_timeout, left)
 
 
-def _auth_headers() -> dict[str, str]:
-    """MLflow's own credentials, from the environment variables its client reads."""
+def _auth_headers(tracking_uri: str) -> dict[str, str]:
+    """MLflow's own credentials: the environment variables its client reads, else the
+    tracking URI's user info."""
     token = os.environ.get("MLFLOW_TRACKING_TOKEN")
     if token:
         return {"Authorization": f"Bearer {token}"}
-    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
-    password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    base = urlsplit(tracking_uri)
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME") or base.username
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD") or base.password
     if user and password:
         basic = base64.b64encode(f"{user}:{password}".encode()).decode()
         return {"Authorization": f"Basic {basic}"}
