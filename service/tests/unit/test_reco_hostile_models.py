@@ -317,3 +317,18 @@ def test_a_normal_zip64_end_record_is_still_read(model) -> None:
             with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.asarray(array), allow_pickle=False)
     assert decode(buffer.getvalue()).n_users == model.n_users
+
+
+def test_a_zip64_end_record_with_placeholders_is_read(artifact: bytes, model) -> None:
+    """Some writers always add a zip64 end record, with 0xFFFF placeholders in the classic
+    one: the eight members behind it are counted from the zip64 record."""
+    end = artifact.rfind(b"PK\x05\x06")
+    _, _, _, on_disk, entries, size, offset, _ = struct.unpack_from("<4s4H2LH", artifact, end)
+    assert entries == 8
+    record = struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, 8, 8, size, offset)
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, end, 1)
+    classic = struct.pack(
+        "<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0
+    )
+    rewritten = artifact[:end] + record + locator + classic
+    assert decode(rewritten).fingerprint() == model.fingerprint()

@@ -169,13 +169,26 @@ def _check_end_record(data: bytes) -> None:
     if at < 0 or at + _END.size > len(data):
         return  # not a zip: zipfile says so
     _, _, _, on_disk, entries, size, _, _ = _END.unpack_from(data, at)
-    locator = at - _END64_LOCATOR.size
-    end64 = locator - _END64.size
-    if end64 >= 0 and data.startswith(b"PK\x06\x07", locator):
-        if not data.startswith(b"PK\x06\x06", end64):
-            raise ArtifactError("artifact's zip64 end record is missing or corrupt")
-        _, _, _, _, _, _, on_disk, entries, size, _ = _END64.unpack_from(data, end64)
     members = max(on_disk, entries)
+    locator = at - _END64_LOCATOR.size
+    if locator >= 0 and data.startswith(b"PK\x06\x07", locator):
+        # zipfile reads the zip64 record right before the locator; the locator also gives
+        # its offset: every candidate is judged, so no reader finds a larger one
+        _, _, offset, _ = _END64_LOCATOR.unpack_from(data, locator)
+        candidates = {locator - _END64.size, offset}
+        members, size = (
+            0 if members == 0xFFFF else members,  # placeholders for the zip64 values
+            0 if size == 0xFFFFFFFF else size,
+        )
+        found = False
+        for end64 in candidates:
+            if 0 <= end64 <= len(data) - _END64.size and data.startswith(b"PK\x06\x06", end64):
+                _, _, _, _, _, _, on_disk64, entries64, size64, _ = _END64.unpack_from(data, end64)
+                members = max(members, on_disk64, entries64)
+                size = max(size, size64)
+                found = True
+        if not found:
+            raise ArtifactError("artifact's zip64 end record is missing or corrupt")
     if members > _MAX_MEMBERS:
         raise ArtifactError(
             f"artifact's zip directory declares {members} members, expected {len(_EXPECTED_FILES)}"
