@@ -32,10 +32,15 @@ Client-side metrics on http://<metrics-host>:<metrics-port>/metrics, counted fro
     helius_client_request_latency_seconds{name}   (histogram, 1 ms .. 10 s)
     helius_client_users                           (gauge, running simulated users)
 
-With --processes N (or a master and workers) each worker counts its own requests and sends the
-counts to the master once a second (and a last time when it stops); only the master (or a
-standalone Locust) serves the exporter, so Prometheus keeps one `app="loadgen"` target whose
-values are the sums over the workers.
+Who serves the exporter, so that every request is counted exactly once:
+- standalone Locust: itself;
+- --processes N (the local target): the forked workers send their counts to the master once a
+  second (and a last time when they stop), and only the master exports, so Prometheus keeps one
+  `app="loadgen"` target whose values are the sums over the workers;
+- distributed --master / --worker (the cluster's loadgen-master and loadgen-worker pods): each
+  worker exports the requests IT made on --metrics-host:--metrics-port (the pods are scraped
+  and probed there, manifests/base/loadgen.yaml) and the master exports nothing (it is probed
+  on its worker port, 5557), so sum() over the pods counts every request once.
 
 Exit code: 1 when the failure ratio over the run exceeds --fail-ratio (default 0.01).
 Shapes: --shape steady (constant -u users, the default), --shape ramp (steps up to -u over
@@ -215,6 +220,7 @@ class ClientMetrics(Collector):
         self.buckets: dict[str, list[int]] = {}  # name -> count per bucket (not cumulative) + inf
         self.sums: dict[str, float] = {}
         self.users = lambda: 0.0
+        self.pushing = False  # a forked worker: keep each sample for the master too
         for name in (PREDICT, HEALTH):
             self.requests[(name, "success", traffic.REASON_OK)] = 0
             for reason in traffic.REASONS[1:]:
@@ -245,6 +251,8 @@ class ClientMetrics(Collector):
         )
         self._histogram(name)[bucket] += 1
         self.sums[name] += seconds
+        if not self.pushing:
+            return
         # the same sample, kept for the master (a worker's delta since its last report)
         self._pending["requests"].append([name, outcome, reason])
         latency = self._pending["latency"].setdefault(name, [0.0, {}])
@@ -318,11 +326,15 @@ def _on_init(environment: Environment, **_: Any) -> None:
     if options.shape not in ("ramp", "steps"):
         environment.shape_class = None  # steady: plain -u/-r, web UI fields usable
     runner = environment.runner
-    if isinstance(runner, WorkerRunner):
+    # --processes N: Locust forks the workers of a local master (both see options.processes);
+    # plain --master / --worker are separate processes (pods), each started on its own
+    forked = bool(getattr(options, "processes", None))
+    if isinstance(runner, WorkerRunner) and forked:
         global _worker
         _worker = runner
+        _metrics.pushing = True
         runner.greenlet.spawn(_push_to_master, runner)
-        return  # the master exports what the workers send
+        return  # the master exports what its forked workers send
     if runner is not None:
         _metrics.users = lambda: float(runner.user_count)
     if isinstance(runner, MasterRunner):
@@ -334,6 +346,8 @@ def _on_init(environment: Environment, **_: Any) -> None:
         runner.register_message(
             METRICS_MESSAGE, lambda environment, msg, **_: _metrics.merge(msg.data)
         )
+        if not forked:
+            return  # distributed: every worker exports its own requests
     if options.metrics_port:
         registry = CollectorRegistry(auto_describe=True)
         registry.register(_metrics)
