@@ -214,6 +214,35 @@ def test_probes_answer_while_a_heavy_user_is_ranked(tmp_path: Path, fake_registr
     assert health < ranking / 3, f"/health took {health:.3f} s while a ranking ran"
 
 
+def test_concurrent_heavy_rankings_are_bounded(tmp_path: Path, fake_registry) -> None:
+    """Sixteen users of 5,000 items x 1,000 neighbours each, asked at once: at most
+    `MAX_CONCURRENT_RANKINGS` rank at a time, so memory is about that many rankings' steps
+    (measured: 3.5 MiB with 2; 18.4 MiB with the bound lifted), and the others wait on the
+    loop without holding a thread of the pool."""
+    arrays = _heavy_arrays(history=5_000)
+    users = 16
+    arrays["user_ids"] = np.array([f"u{i}" for i in range(users)])
+    arrays["history_indptr"] = np.arange(users + 1, dtype=np.int64) * 5_000
+    arrays["history_indices"] = np.tile(arrays["history_indices"], users)
+    app = _app_with(tmp_path, fake_registry, _npz(arrays), max_history_neighbors=10**7)
+    components = app.state.components
+    components.refresher.load_local()
+    assert components.refresher.refresh_once().ok
+
+    async def scenario() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            calls = [client.post("/predict", json={"user_id": f"u{i}"}) for i in range(users)]
+            answers = await asyncio.gather(*calls)
+            assert all(answer.status_code == 200 for answer in answers)
+            assert len({tuple(i["item_id"] for i in a.json()["items"]) for a in answers}) == 1
+
+    with traced_peak() as peak:
+        asyncio.run(scenario())
+    print(f"{users} rankings at once: peak {peak.bytes / MiB:.1f} MiB")
+    assert peak.bytes < 6 * MiB, f"{users} concurrent rankings allocated {peak.bytes / MiB:.0f} MiB"
+
+
 # -- the zip's central directory ------------------------------------------------------------
 
 

@@ -21,10 +21,10 @@ trained model's users) is answered inline, as before: a thread hop costs more th
 
 from __future__ import annotations
 
-import threading
+import asyncio
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, FastAPI, HTTPException, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from pydantic_core import to_json
@@ -32,7 +32,6 @@ from starlette.concurrency import run_in_threadpool
 
 from helius_reco.api.deps import components_of
 from helius_reco.api.schemas import PredictRequest, PredictResponse, ValidationErrorResponse
-from helius_reco.model.recommender import Recommendation, RecoModel
 
 router = APIRouter(tags=["recommendations"])
 _MAX_REPORTED_ERRORS = 10
@@ -40,8 +39,9 @@ _MAX_LOC_CHARS = 64
 # array elements a ranking may process inline, on the event loop (~0.5 ms); the trained
 # model's rankings take under 2,000
 INLINE_RANKING_WORK = 65_536
-MAX_CONCURRENT_RANKINGS = 2  # rankings off the loop at once (their memory is bounded each)
-_RANKING_SLOTS = threading.BoundedSemaphore(MAX_CONCURRENT_RANKINGS)
+# rankings off the loop at once (their memory is bounded each); the others wait on the loop,
+# holding no thread, so the thread pool stays free for the rest (`/metrics` runs there)
+MAX_CONCURRENT_RANKINGS = 2
 
 _REQUEST_BODY_DOC = {
     "required": True,
@@ -77,7 +77,8 @@ async def predict(request: Request) -> Response:
     if model.ranking_work(body.user_id, body.k, len(body.exclude)) <= INLINE_RANKING_WORK:
         reco = model.recommend(body.user_id, body.k, body.exclude)
     else:
-        reco = await run_in_threadpool(_rank, model, body)
+        async with _ranking_slots(request.app):
+            reco = await run_in_threadpool(model.recommend, body.user_id, body.k, body.exclude)
     answer = {  # the fields of PredictResponse
         "user_id": body.user_id,
         "items": [{"item_id": item, "score": score} for item, score in reco.items],
@@ -88,9 +89,13 @@ async def predict(request: Request) -> Response:
     return Response(to_json(answer), media_type="application/json")
 
 
-def _rank(model: RecoModel, body: PredictRequest) -> Recommendation:
-    with _RANKING_SLOTS:
-        return model.recommend(body.user_id, body.k, body.exclude)
+def _ranking_slots(app: FastAPI) -> asyncio.Semaphore:
+    """The app's semaphore for rankings off the loop (made on first use, on its loop)."""
+    slots: asyncio.Semaphore | None = getattr(app.state, "ranking_slots", None)
+    if slots is None:
+        slots = asyncio.Semaphore(MAX_CONCURRENT_RANKINGS)
+        app.state.ranking_slots = slots
+    return slots
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
