@@ -10,7 +10,9 @@ Each attempt runs in its own daemon thread; the refresher waits for it at most
 `deadline_seconds`, then abandons it (its result is discarded). At most `max_hung` attempts
 may be alive at once: past that, attempts are skipped (reason `busy`) until one ends, so a
 hung MLflow neither blocks the refresher nor piles up threads. MLflow's own HTTP timeouts
-(see `Settings.mlflow_client_env`) make abandoned attempts end by themselves soon after.
+(see `Settings.mlflow_client_env`) and the artifact download's deadline (the same
+`deadline_seconds`, see `lifecycle.registry`) make abandoned attempts end by themselves soon
+after.
 """
 
 from __future__ import annotations
