@@ -35,7 +35,7 @@ Time advances lazily: each request first settles what is due.
 What it does not do: admission and validation of specs, strategic-merge semantics beyond a
 JSON merge patch, watches, images, probes (readiness is a timer), any enforcement of a
 NetworkPolicy, or the Chaos Mesh controller; probes are not run here (readiness is a timer
-unless a caller sets it). Tests against it prove what the driver sends,
+unless a caller sets it: `readiness_gated`). Tests against it prove what the driver sends,
 how it reads the answers, and how it copes with the API's rules for eviction and deletion,
 not what a real cluster's controllers and network do with them.
 """
@@ -268,6 +268,9 @@ class FakeKubeAPI:
     # `ready_seconds_by_app`, e.g. MLflow's slower cold start; `ready_seconds` otherwise)
     ready_seconds: float = 0.0
     ready_seconds_by_app: dict[str, float] = field(default_factory=dict)
+    # a new pod with a readiness probe is Ready only when the caller sees that probe pass
+    # (`set_ready`), after its cold start, as the kubelet does; False: Ready at the cold start
+    readiness_gated: bool = False
     # a container restarted in place is Ready again this long after the restart (None: the
     # app's cold start, as above)
     restart_seconds: float | None = None
@@ -617,7 +620,10 @@ class FakeKubeAPI:
                 template["metadata"].get("labels", {}).get("app", ""), self.ready_seconds
             )
             self._ready_at[(ns, pod_name)] = time.monotonic() + delay
-            if delay <= 0:
+            probed = any("readinessProbe" in c for c in template["spec"]["containers"])
+            if self.readiness_gated and probed:
+                self._probe_gated.add((ns, pod_name))  # Ready when the caller's probe passes
+            elif delay <= 0:
                 self.set_ready(ns, pod_name, True)
         return True
 

@@ -27,21 +27,23 @@ What it simulates, read from the fake cluster on every tick (`TICK_SECONDS`):
   `LOCUST_TARGET_RPS` (from the `loadgen-settings` ConfigMap the driver wrote) to the
   recommender Service: spread over the ready recommender pods, all successful, latencies in a
   fixed healthy distribution; with no ready recommender every request fails (`connection`).
-- **Scrapes**: a pod answers `/metrics` from a second before it is Ready (its server listens,
-  then the readiness probe passes) until it is deleted: a starting or deleted pod's scrape
-  fails, `up` 0, until it listens or service discovery drops the target, as on a cluster.
+- **Scrapes**: a pod answers `/metrics` from a second before its (re)started container is up
+  (its server listens, then the probes run) until it is deleted, Ready or not: a starting,
+  restarting or deleted pod's scrape fails, `up` 0, until it listens or service discovery
+  drops the target, as on a cluster; a running pod that fails its readiness probe is `up`.
   Prometheus finds the pods through file-based SD written from the fake cluster every tick,
   each target carrying the `__meta_kubernetes_*` labels kubernetes_sd would give it, and the
   scrape job uses the relabel_configs of manifests/monitoring/prometheus/prometheus.yml
   verbatim, followed by two rules that send the scrape to this exporter
   (`/pods/<namespace>/<pod>/metrics`) instead of the pod IP. The alert rules are the real file.
-
-- **The kubelet's probes** (`_tick_probes`): every started recommender and MLflow container
-  is probed with its pod spec's `livenessProbe` and `readinessProbe` (path, `periodSeconds`
+- **The kubelet's probes** (`_tick_probes`): every started container of the namespace is
+  probed with its pod spec's `livenessProbe` and `readinessProbe` (path, `periodSeconds`
   x `probe_time_scale` at a phase of its own, `failureThreshold`), against what the simulated
   process answers on that path (`_answers`): the recommender's `/health` 200 and `/ready` 200
   once its first refresh was attempted (helius_reco's lifespan), MLflow's `/health` 200 and
-  its registry API 200 only while it reaches PostgreSQL. `failureThreshold` liveness failures
+  its registry API 200 only while it reaches PostgreSQL, anything else 200 (exec and TCP
+  probes pass). A new pod is Ready once its cold start is over *and* its readiness probe
+  passed (the fake's `readiness_gated`). `failureThreshold` liveness failures
   in a row restart the container in place (FakeKubeAPI.restart_container: same name,
   `restartCount` + 1, not Ready and not scraped until it is up again; a recommender restarts
   with a fresh process: first refresh, counters from 0); readiness failures make the pod not
@@ -55,7 +57,9 @@ What it simulates, read from the fake cluster on every tick (`TICK_SECONDS`):
 (chaoshelius/negative/fragile.py): a zone's recommender whose gauge never says fallback
 (`lying_pod_app`), a share of predictions failing while a pod is in fallback
 (`fallback_errors_app`), a recommender whose `/health` (its liveness endpoint) answers 503
-while its last refresh failed (`health_needs_mlflow_app`), or MLflow pods shipped with a
+while its last refresh failed (`health_needs_mlflow_app`), a recommender whose `/ready` needs
+one successful refresh (`ready_needs_refresh`, issue 19's seeded defect), or MLflow pods
+shipped with a
 liveness probe copied from their readiness probe (profile `mlflow-liveness-is-readiness`: the
 probe is written into the fake cluster's MLflow Deployment and pods, as a user's manifest
 would carry it).
@@ -128,6 +132,9 @@ class Misbehaviour:
     lying_zone: str | None = None  # fragile.lying_pod_app: this zone's gauge stays 0
     fallback_error_share: float = 0.0  # fragile.fallback_errors_app: 0.025 of predictions
     health_needs_mlflow: bool = False  # fragile.health_needs_mlflow_app: /health needs MLflow
+    # issue 19's seeded defect: /ready answers 200 only once a registry refresh succeeded, so
+    # a recommender started during an MLflow outage never takes traffic while it lasts
+    ready_needs_refresh: bool = False
     # profile mlflow-liveness-is-readiness: MLflow's livenessProbe (path, period_seconds,
     # failure_threshold, timeout_seconds), written into the cluster's MLflow pods
     mlflow_liveness: dict[str, Any] | None = None
@@ -306,6 +313,8 @@ class SimulatedSystem:
                 return False  # not started (or restarting): nothing listens
             if path.startswith("/health"):
                 return not (self.misbehaviour.health_needs_mlflow and state.fallback)
+            if self.misbehaviour.ready_needs_refresh:
+                return state.source == "registry"  # a refresh succeeded (at least once)
             return True  # /ready: a model is loaded and the first refresh was attempted
         if app == App.MLFLOW.value and path.startswith("/api/"):
             databases = self._endpoints(App.POSTGRES.value)
@@ -316,9 +325,8 @@ class SimulatedSystem:
         """Run the liveness and readiness probes that are due (see the module docstring)."""
         live = [
             p
-            for app in (App.RECO.value, App.MLFLOW.value)
-            for p in self._pods(app)
-            if self._alive(p)
+            for (ns, _), p in sorted(self.cluster.pods.items())
+            if ns == NAMESPACE and self._alive(p)
         ]
         names = {p["metadata"]["name"] for p in live}
         for key in [k for k in self._probes if k[0] not in names]:
@@ -332,7 +340,7 @@ class SimulatedSystem:
             container = pod["spec"]["containers"][0]
             for kind in ("liveness", "readiness"):
                 spec = container.get(f"{kind}Probe")
-                if not spec or "httpGet" not in spec:
+                if not spec:
                     continue
                 period = float(spec.get("periodSeconds", 10)) * self.probe_time_scale
                 probe = self._probes.get((name, kind))
@@ -342,7 +350,8 @@ class SimulatedSystem:
                 if now < probe.next_at:
                     continue
                 probe.next_at += period
-                ok = self._answers(pod, spec["httpGet"].get("path", "/"))
+                # exec and tcpSocket probes (PostgreSQL's, MinIO's) pass: not simulated
+                ok = "httpGet" not in spec or self._answers(pod, spec["httpGet"].get("path", "/"))
                 probe.failures = 0 if ok else probe.failures + 1
                 failed = probe.failures >= int(spec.get("failureThreshold", 3))
                 if kind == "liveness" and failed:
@@ -484,15 +493,16 @@ class SimulatedSystem:
         return groups
 
     def _listening(self, pod: dict[str, Any]) -> bool:
-        """A pod's server answers from LISTEN_BEFORE_READY_SECONDS before it is Ready (its
-        readiness probe passes once it listens) until it is deleted."""
+        """A pod's server answers from LISTEN_BEFORE_READY_SECONDS before its (re)started
+        container is up until it is deleted, Ready or not (a pod that fails its readiness
+        probe still serves `/metrics`)."""
         if not self._alive(pod):
             return False
-        if _is_ready(pod):
-            return True
         key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
         ready_at = self.cluster._ready_at.get(key)
-        return ready_at is not None and time.monotonic() >= ready_at - LISTEN_BEFORE_READY_SECONDS
+        if ready_at is None:
+            return True  # up: Ready, or running and failing its readiness probe
+        return time.monotonic() >= ready_at - LISTEN_BEFORE_READY_SECONDS
 
     def metrics(self, namespace: str, name: str) -> str | None:
         """The exposition a pod's `/metrics` answers, or None when it does not answer."""
