@@ -5,9 +5,13 @@ the local stack's heavy dependencies."""
 from __future__ import annotations
 
 import re
+import tomllib
 
 import pytest
 from images import IMAGES, Image
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 HEAVY = ("mlflow", "mlflow-skinny", "pandas", "scikit-learn", "scipy", "pyarrow")
 
@@ -59,3 +63,28 @@ def test_mlflow_lock_has_what_the_server_arguments_need() -> None:
     pins = _pins(IMAGES["ghcr.io/helius/mlflow-server"])
     for needed in ("mlflow", "prometheus-flask-exporter", "psycopg2-binary", "boto3"):
         assert needed in pins, f"the MLflow image lacks {needed}"
+
+
+def _inputs(image: Image) -> list[str]:
+    """What the lock was compiled from: requirements.in beside it, else the pyproject's
+    dependencies (service/)."""
+    source = image.lock.with_suffix(".in")
+    if source.exists():
+        lines = source.read_text(encoding="utf-8").splitlines()
+        return [line.split("#")[0].strip() for line in lines if line.split("#")[0].strip()]
+    pyproject = tomllib.loads((image.lock.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    return list(pyproject["project"]["dependencies"])
+
+
+@pytest.mark.parametrize("image", IMAGES.values(), ids=lambda i: i.repository.rsplit("/", 1)[1])
+def test_lock_satisfies_what_it_was_compiled_from(image: Image) -> None:
+    """A requirement added (or a pin moved) without recompiling the lock fails here, with the
+    command to run in the lock's header."""
+    pins = {canonicalize_name(k): Version(v) for k, v in _pins(image).items()}
+    stale = []
+    for line in _inputs(image):
+        requirement = Requirement(line)
+        pinned = pins.get(canonicalize_name(requirement.name))
+        if pinned is None or not requirement.specifier.contains(pinned, prereleases=True):
+            stale.append(f"{line} (lock: {pinned})")
+    assert not stale, f"{image.lock} is stale, recompile it: {stale}"
