@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -77,8 +78,11 @@ S3_REQUIREMENTS = ["moto[server]==5.2.6"]
 
 
 def render() -> list[dict[str, Any]]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.fail("`kubectl` is not on PATH; tests/containers renders the kind overlay with it")
     done = subprocess.run(
-        ["kubectl", "kustomize", str(KIND)], capture_output=True, text=True, check=False
+        [kubectl, "kustomize", str(KIND)], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, f"kubectl kustomize {KIND} failed:\n{done.stderr}"
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
