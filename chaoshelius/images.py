@@ -16,10 +16,11 @@ not an engine.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,7 @@ __all__ = [
     "images_block",
     "kind_load_commands",
     "kustomize_commands",
+    "pushed_digest",
 ]
 
 BASE_REGISTRY = "ghcr.io/helius"  # what manifests/base names; the project's, not a user's
@@ -191,17 +193,48 @@ def kind_load_commands(
     ]
 
 
-def images_block(registry: str, tag: str | None, images: Sequence[Image] = IMAGES) -> str:
-    """The kustomization `images:` block pointing the manifests at these builds."""
+def images_block(
+    registry: str,
+    tag: str | None,
+    images: Sequence[Image] = IMAGES,
+    digests: Mapping[str, str] | None = None,
+) -> str:
+    """The kustomization `images:` block pointing the manifests at these builds: by digest
+    for each image in `digests` (key -> "sha256:..."), else by tag."""
     lines = ["images:"]
     for image in images:
         new_name, new_tag = image.ref(registry, tag).rsplit(":", 1)
-        lines += [
-            f"  - name: {image.base_ref}",
-            f"    newName: {new_name}",
-            f"    newTag: {new_tag!r}" if _needs_quotes(new_tag) else f"    newTag: {new_tag}",
-        ]
+        lines += [f"  - name: {image.base_ref}", f"    newName: {new_name}"]
+        digest = (digests or {}).get(image.key)
+        if digest:
+            lines.append(f"    digest: {digest}  # pushed as tag {new_tag}")
+        elif _needs_quotes(new_tag):
+            lines.append(f"    newTag: {new_tag!r}")
+        else:
+            lines.append(f"    newTag: {new_tag}")
     return "\n".join(lines)
+
+
+def pushed_digest(engine: str, ref: str) -> str | None:
+    """The registry digest ("sha256:...") of `ref` after a push, from the engine's RepoDigests
+    (docker and podman both record it); None when the engine does not say."""
+    repository = ref.rsplit(":", 1)[0]
+    try:
+        done = subprocess.run(  # noqa: S603  argv list: the engine's own CLI
+            [engine, "image", "inspect", "--format", "{{json .RepoDigests}}", ref],
+            capture_output=True,
+            text=True,
+            timeout=ENGINE_CHECK_SECONDS,
+            check=False,
+        )
+        found = json.loads(done.stdout or "null") if done.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return None
+    for entry in found if isinstance(found, list) else []:
+        name, _, digest = str(entry).partition("@")
+        if name == repository and digest.startswith("sha256:"):
+            return digest
+    return None
 
 
 def _needs_quotes(tag: str) -> bool:
@@ -214,10 +247,23 @@ def _needs_quotes(tag: str) -> bool:
 
 
 def kustomize_commands(
-    overlay: str, registry: str, tag: str | None, images: Sequence[Image] = IMAGES
+    overlay: str,
+    registry: str,
+    tag: str | None,
+    images: Sequence[Image] = IMAGES,
+    digests: Mapping[str, str] | None = None,
 ) -> list[str]:
     """The same as `kustomize edit set image` lines, run in the overlay's directory."""
-    sets = " ".join(f"{i.base_ref}={i.ref(registry, tag)}" for i in images)
+    found = digests or {}
+    sets = " ".join(
+        f"{i.base_ref}="
+        + (
+            f"{i.ref(registry, tag).rsplit(':', 1)[0]}@{found[i.key]}"
+            if i.key in found
+            else i.ref(registry, tag)
+        )
+        for i in images
+    )
     return [f"cd {overlay} && kustomize edit set image {sets}"]
 
 

@@ -17,6 +17,7 @@ from chaoshelius.images import (
     images_block,
     kind_load_commands,
     kustomize_commands,
+    pushed_digest,
     run_commands,
     select,
     temp_dir,
@@ -142,8 +143,16 @@ def _build(
         run_commands(commands, click.echo, root)
         done = "pushed" if push else ("loaded into kind " + str(kind_cluster) if kind else "built")
         click.echo(f"images {done}: {', '.join(refs)}")
+    digests: dict[str, str] = {}
+    if push and not print_only:
+        for image, ref in zip(images, refs, strict=True):
+            digest = pushed_digest(path, ref)
+            if digest:
+                digests[image.key] = digest
+            else:
+                click.echo(f"# {ref}: the engine reports no registry digest; pinned by tag")
     click.echo("\n# the overlay's kustomization.yaml (manifests/overlays/<kind|aws>):")
-    click.echo(images_block(target, tag, images))
+    click.echo(images_block(target, tag, images, digests))
     click.echo("# or, equivalently:")
-    for line in kustomize_commands("manifests/overlays/aws", target, tag, images):
+    for line in kustomize_commands("manifests/overlays/aws", target, tag, images, digests):
         click.echo(line)

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from chaoshelius.cli import main
@@ -68,20 +69,40 @@ def _expected_builds(engine: str, registry: str, tag: str) -> list[tuple[list[st
     ]  # fmt: skip
 
 
+DIGEST = "sha256:" + "ab" * 32
+# `docker image inspect --format {{json .RepoDigests}} REF`: a digest for every pushed image but
+# the harness (an engine that reports none), listed after another repository's
+REPO_DIGESTS = f"""
+if [ "$1" = image ] && [ "$2" = inspect ]; then
+  for last; do :; done
+  case "$last" in
+    *helius-harness*) echo '[]' ;;
+    *) echo "[\\"other.example/x@sha256:00\\", \\"${{last%:*}}@{DIGEST}\\"]" ;;
+  esac
+fi
+"""
+
+
 def test_docker_builds_the_three_images_with_their_contexts_then_pushes(
     bin_dir: Path, tmp_path: Path
 ) -> None:
     log = tmp_path / "calls"
-    _tool(bin_dir, log, "docker")
+    _tool(bin_dir, log, "docker", REPO_DIGESTS)
     code, output = _build("--registry", "reg.example/team", "--tag", "v7", "--push")
     assert code == 0, output
-    pushes = [(["docker", "push", f"reg.example/team/{i.name}:v7"], str(ROOT)) for i in IMAGES]
+    refs = [f"reg.example/team/{i.name}:v7" for i in IMAGES]
+    pushes = [(["docker", "push", ref], str(ROOT)) for ref in refs]
+    inspects = [
+        (["docker", "image", "inspect", "--format", "{{json .RepoDigests}}", ref], str(ROOT))
+        for ref in refs
+    ]
     calls = [([Path(argv[0]).name, *argv[1:]], cwd) for argv, cwd in _calls(log)]
     assert (
         calls
         == [(["docker", "info"], calls[0][1])]
         + _expected_builds("docker", "reg.example/team", "v7")
         + pushes
+        + inspects
     )
     # the contexts the Dockerfiles assume: service/ alone, the mlflow directory, the root
     assert [c[0][-1] for c in calls[1:4]] == [
@@ -89,11 +110,21 @@ def test_docker_builds_the_three_images_with_their_contexts_then_pushes(
         str(ROOT / "manifests" / "images" / "mlflow"),
         str(ROOT),
     ]
-    # what the overlay needs, ready to paste
+    # what the overlay needs, ready to paste: pushed images pinned by their registry digest
     assert "images:\n  - name: ghcr.io/helius/helius-reco-service\n" in output
-    assert "    newName: reg.example/team/mlflow-server\n    newTag: v7" in output
+    assert (
+        f"    newName: reg.example/team/mlflow-server\n    digest: {DIGEST}  # pushed as tag v7"
+        in output
+    )
+    assert "    newName: reg.example/team/helius-harness\n    newTag: v7" in output
+    assert "# reg.example/team/helius-harness:v7: the engine reports no registry digest" in output
+    assert f" ghcr.io/helius/mlflow-server=reg.example/team/mlflow-server@{DIGEST}" in output
     assert " ghcr.io/helius/helius-harness=reg.example/team/helius-harness:v7" in output
     assert "kustomize edit set image ghcr.io/helius/helius-reco-service=" in output
+    block = output[output.index("images:") : output.index("# or, equivalently")]
+    entries = {e["name"]: e for e in yaml.safe_load(block)["images"]}
+    assert entries["ghcr.io/helius/helius-reco-service"]["digest"] == DIGEST
+    assert entries["ghcr.io/helius/helius-harness"]["newTag"] == "v7"
 
 
 def test_default_tags_are_the_manifests_and_kind_loads_from_docker(
