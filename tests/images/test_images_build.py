@@ -121,7 +121,7 @@ def test_docker_builds_the_three_images_with_their_contexts_then_pushes(
     assert f" ghcr.io/helius/mlflow-server=reg.example/team/mlflow-server@{DIGEST}" in output
     assert " ghcr.io/helius/helius-harness=reg.example/team/helius-harness:v7" in output
     assert "kustomize edit set image ghcr.io/helius/helius-reco-service=" in output
-    block = output[output.index("images:") : output.index("# or, equivalently")]
+    block = output[output.index("\nimages:\n") : output.index("# or, equivalently")]
     entries = {e["name"]: e for e in yaml.safe_load(block)["images"]}
     assert entries["ghcr.io/helius/helius-reco-service"]["digest"] == DIGEST
     assert entries["ghcr.io/helius/helius-harness"]["newTag"] == "v7"
