@@ -21,7 +21,7 @@ from chaoshelius import windows
 from chaoshelius.drivers import driver_for, fleet_snapshot
 from chaoshelius.topology import ZONE_LABEL, FaultKind
 
-__all__ = ["check_zone", "drain_zone", "uncordon_zone"]
+__all__ = ["drain_zone", "uncordon_zone"]
 
 KIND_DRAIN = FaultKind.DRAIN.value
 # az-drain's zone variable before helius_zone: refused with what to write instead
@@ -30,7 +30,7 @@ OLD_ZONE_ENV = "HELIUS_DRAIN_ZONE"
 _LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
 
 
-def check_zone(zone: object) -> str:
+def _check_zone(zone: object) -> str:
     """`zone` if it can be a `topology.kubernetes.io/zone` label value, else ActivityFailed."""
     if not isinstance(zone, str) or not _LABEL_VALUE.fullmatch(zone):
         raise ActivityFailed(
@@ -52,7 +52,7 @@ def drain_zone(
     On kubernetes: cordon + evict the nodes labelled `topology.kubernetes.io/zone=<zone>`.
     Opens a `drain` window on the zone.
     """
-    check_zone(zone)
+    _check_zone(zone)
     old = os.environ.get(OLD_ZONE_ENV)
     if old and old != zone:
         raise ActivityFailed(
@@ -81,7 +81,7 @@ def uncordon_zone(
     zone: str, configuration: Configuration = None, secrets: Secrets = None
 ) -> dict[str, Any]:
     """Let `zone` run pods again (safe to run twice)."""
-    check_zone(zone)
+    _check_zone(zone)
     config, driver = driver_for(configuration)
     undone = driver.uncordon_zone(zone)
     closed = windows.close_windows(config.helius_run_dir, kind=KIND_DRAIN, target=zone)
