@@ -211,3 +211,27 @@ def test_undecodable_body_is_422(client: TestClient) -> None:
 
 def test_other_http_errors_keep_their_status(client: TestClient) -> None:
     assert client.get("/predict").status_code == 405
+
+
+def test_made_up_methods_share_one_bounded_label(client: TestClient) -> None:
+    """A permissive HTTP parser passes any token as the method: each one must not become a
+    series of its own (issue 17, item 6). Twenty made-up methods add one `other` series."""
+    registry = client.app.state.components.metrics.registry  # type: ignore[attr-defined]
+
+    def series() -> set[tuple[tuple[str, str], ...]]:
+        return {
+            tuple(sorted(s.labels.items()))
+            for metric in registry.collect()
+            if metric.name == "reco_engine_requests"
+            for s in metric.samples
+            if s.name == "reco_engine_requests_total"
+        }
+
+    before = series()
+    for i in range(20):
+        client.request(f"MADEUP{i}", "/predict")
+    added = series() - before
+    assert {dict(s)["method"] for s in added} == {"other"}, added
+    assert len(added) <= 1, added
+    assert value(client, "reco_engine_requests_total", route="/predict", method="other",
+                 status="405") == 20  # fmt: skip

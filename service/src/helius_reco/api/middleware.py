@@ -10,6 +10,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from helius_reco.metrics import Metrics
 
 UNMATCHED_ROUTE = "unmatched"  # bounded label for 404s: never the raw path
+# the method label: a known method or "other", never the raw token (a permissive HTTP parser
+# passes any token as the method, and each distinct label value is a series of its own)
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
 
 
 class RequestMetricsMiddleware:
@@ -41,11 +45,12 @@ class RequestMetricsMiddleware:
             metrics.in_flight.dec()
             route = scope.get("route")
             template = getattr(route, "path", UNMATCHED_ROUTE)
-            key = (template, scope["method"], status)
+            method = scope["method"] if scope["method"] in KNOWN_METHODS else OTHER_METHOD
+            key = (template, method, status)
             children = self._children.get(key)
             if children is None:
                 children = (
-                    metrics.requests.labels(template, scope["method"], str(status)),
+                    metrics.requests.labels(template, method, str(status)),
                     metrics.latency.labels(template),
                 )
                 self._children[key] = children
