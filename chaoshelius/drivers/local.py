@@ -9,14 +9,16 @@ what to do.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
 from chaoshelius.config import HarnessConfig
 from chaoshelius.drivers.base import FaultRef, PathMode, PodInfo, check_grace_period
-from chaoshelius.exceptions import TargetError
+from chaoshelius.exceptions import ConfigurationError, TargetError
 from chaoshelius.stack import api_models as api
 from chaoshelius.stack import auth
 from chaoshelius.topology import APP_LABEL
@@ -30,7 +32,7 @@ class LocalDriver:
     name = "local"
 
     def __init__(self, config: HarnessConfig, transport: httpx.BaseTransport | None = None):
-        self._base = config.helius_control_url.rstrip("/")
+        self._base = _loopback_control_url(config.helius_control_url)
         self._timeout = config.helius_http_timeout_seconds
         self._transport = transport
         self._stack_dir = config.helius_stack_dir
@@ -137,6 +139,26 @@ class LocalDriver:
                 f"the control API answered {method} {path} with an unexpected body: "
                 f"{response.text[:200]}"
             ) from exc
+
+
+def _loopback_control_url(url: str) -> str:
+    """The control URL, if it is http on a loopback address (127.0.0.0/8, ::1, localhost):
+    every request carries the stack's control token, which must never leave this machine.
+    Else `ConfigurationError`, raised before anything is sent."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        scheme = parts.scheme
+    except ValueError:  # not a URL, or a host name other than localhost
+        loopback, scheme = False, ""
+    if scheme != "http" or not loopback:
+        raise ConfigurationError(
+            f"helius_control_url {url!r} is not http on a loopback address; the local stack's "
+            "control API listens on this machine only: use http://127.0.0.1:<port> "
+            "(or localhost, [::1])"
+        )
+    return url.rstrip("/")
 
 
 def _body[M: BaseModel](model: type[M], **fields: Any) -> M:

@@ -4,15 +4,20 @@ the control API, which, like the real one, answers 401 without the right token."
 
 from __future__ import annotations
 
+import http.server
+import ipaddress
+import socket
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import httpx
 import pytest
 from fake_control import FakeStack
 
 from chaoshelius.config import HarnessConfig
 from chaoshelius.drivers.local import LocalDriver
-from chaoshelius.exceptions import TargetError
+from chaoshelius.exceptions import ConfigurationError, TargetError
 from chaoshelius.stack import auth
 
 
@@ -56,3 +61,95 @@ def test_a_bad_argument_is_refused_by_the_shared_model_before_any_request(
     with pytest.raises(TargetError, match="replicas"):
         _driver(configuration).scale("mlflow", replicas=-1, ttl_seconds=30)
     assert fake_stack[0].requests == []
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    seen: ClassVar[list[tuple[str, str | None]]] = []
+
+    def do_GET(self) -> None:  # noqa: N802  (http.server's spelling)
+        self.seen.append((self.path, self.headers.get("Authorization")))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"faults": []}')
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def _non_loopback_address() -> str | None:
+    """This machine's address on its default route (no packet is sent: UDP connect only)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # TEST-NET-1: routing lookup only
+        except OSError:
+            return None
+        address: str = probe.getsockname()[0]
+    return None if ipaddress.ip_address(address).is_loopback else address
+
+
+def test_the_token_goes_to_loopback_only_a_non_loopback_url_is_refused_before_sending(
+    configuration: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17 item 6: an experiment naming another host as helius_control_url must not
+    receive the control token. A real recording HTTP server listens on this machine's
+    non-loopback address; the driver refuses before connecting, so it records nothing."""
+    address = _non_loopback_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback IPv4 address to listen on")
+    monkeypatch.setenv(auth.TOKEN_ENV, "secret-control-token")
+    _Recorder.seen = []
+    server = http.server.ThreadingHTTPServer((address, 0), _Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://{address}:{server.server_address[1]}"
+        with pytest.raises(ConfigurationError, match="helius_control_url") as caught:
+            _driver(configuration, helius_control_url=url).active_faults()
+        assert "loopback" in str(caught.value) and "\n" not in str(caught.value)
+        assert _Recorder.seen == []
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com:17000",
+        "http://192.0.2.7:17000",
+        "http://127.0.0.1.example.com:17000",
+        "https://127.0.0.1:17000",
+        "http://[fd00::2]:17000",
+        "file:///etc/passwd",
+    ],
+)
+def test_every_non_loopback_or_non_http_control_url_is_refused(
+    configuration: dict[str, Any], url: str
+) -> None:
+    sent: list[httpx.Request] = []
+    transport = httpx.MockTransport(lambda request: sent.append(request) or httpx.Response(200))
+    config = HarnessConfig.from_chaos({**configuration, "helius_control_url": url})
+    with pytest.raises(ConfigurationError, match="helius_control_url"):
+        LocalDriver(config, transport=transport).active_faults()
+    assert sent == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:17000",
+        "http://127.8.9.10:1/",
+        "http://localhost:17000",
+        "http://[::1]:17000",
+    ],
+)
+def test_loopback_control_urls_are_accepted(configuration: dict[str, Any], url: str) -> None:
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json={"faults": []})
+
+    config = HarnessConfig.from_chaos({**configuration, "helius_control_url": url})
+    assert LocalDriver(config, transport=httpx.MockTransport(answer)).active_faults() == []
+    assert len(sent) == 1
