@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import nox
 
@@ -61,7 +62,7 @@ def _python_candidates() -> list[str]:
     found += ["/usr/local/bin/python3.12", "/usr/bin/python3.12"]
     if uv := shutil.which("uv"):  # `uv python find` only looks; it never downloads
         try:
-            out = subprocess.run(
+            out = subprocess.run(  # noqa: S603  argv list, no shell: uv from shutil.which
                 [uv, "python", "find", ">=3.12"],
                 capture_output=True,
                 text=True,
@@ -83,7 +84,7 @@ def _works(candidate: str) -> str | None:
         return None
     check = f"import sys; sys.exit(0 if sys.version_info[:2] >= {MIN_PYTHON!r} else 1)"
     try:
-        ok = subprocess.run([path, "-c", check], capture_output=True, timeout=20).returncode == 0
+        ok = subprocess.run([path, "-c", check], capture_output=True, timeout=20).returncode == 0  # noqa: S603  argv list, no shell: a candidate interpreter, fixed check
     except (OSError, subprocess.SubprocessError):
         return None
     return path if ok else None
@@ -210,24 +211,55 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_predict.py", *session.posargs)
 
 
+# the security session's tools, exact versions (one place; raise them here, deliberately)
+SECURITY_TOOLS = ["checkov==3.3.30", "pip-audit==2.10.1", "ruff==0.17.6"]
+# every Python tree the S rules cover (per-tree exceptions, with reasons: pyproject.toml)
+SECURITY_PYTHON = [
+    "chaoshelius", "service", "tests", "benchmarks", "loadtests", "tools", "noxfile.py",
+    "experiments/build.py", *sorted(glob.glob("manifests/*.py")),
+]  # fmt: skip
+
+
 @nox.session(python=PYTHON, default=False)
 def security(session: nox.Session) -> None:
-    """checkov over the manifests, ruff's S (bandit) rules over the code, pip-audit over deps."""
-    session.install("checkov", "pip-audit", "ruff")
-    session.run("python", "manifests/scan.py", *session.posargs)
+    """checkov over the manifests, ruff's S (bandit) rules over all Python, pip-audit over deps.
+
+    `nox -s security -- --offline` runs the parts without the network (checkov, the S rules;
+    what CI runs) and says that pip-audit was skipped. Other arguments go to manifests/scan.py.
+    """
+    offline = "--offline" in session.posargs
+    scan_args = [a for a in session.posargs if a != "--offline"]
+    tools = SECURITY_TOOLS if not offline else [t for t in SECURITY_TOOLS if "pip-audit" not in t]
+    session.install(*tools)
+    session.run("python", "manifests/scan.py", *scan_args)
     # bandit's checks as ruff's S rules; each finding is fixed or justified on its line (a noqa
-    # comment with the rule and a reason). Off for a whole tree: S101 (assert) in tests only.
-    session.run(
-        "ruff", "check", "--select", "S", "--extend-per-file-ignores", "service/tests/**:S101",
-        "chaoshelius", "service",
-    )  # fmt: skip
+    # comment with the rule and a reason), whole-tree exceptions in pyproject.toml with reasons
+    session.run("ruff", "check", "--select", "S", *SECURITY_PYTHON)
+    if offline:
+        session.log("pip-audit skipped: --offline (it needs PyPI's JSON API; run without it)")
+        return
     _audit_dependencies(session)
+
+
+def _audit_verdict() -> Any:
+    """tools/audit_verdict.py, loaded by path (the noxfile runs without the project installed)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "audit_verdict", Path(__file__).parent / "tools" / "audit_verdict.py"
+    )
+    assert spec is not None and spec.loader is not None  # noqa: S101  a file we ship
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["audit_verdict"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 def _audit_dependencies(session: nox.Session) -> None:
     """pip-audit over what `pip install -e ./service -e .[dev]` installs, in an environment of
-    its own (checkov's and pip-audit's packages are not the project's). A dependency pip-audit
-    could not look up fails the session: an audit without data is not a pass."""
+    its own (checkov's and pip-audit's packages are not the project's). Fails closed: a
+    dependency pip-audit could not look up, or whose answer carried no vulnerability data
+    (tools/audit_verdict.py), fails the session: an audit without data is not a pass."""
     tmp = Path(session.create_tmp())
     env_dir = tmp / "audited-env"
     python = env_dir / "bin" / "python"
@@ -240,36 +272,32 @@ def _audit_dependencies(session: nox.Session) -> None:
         session.run(PYTHON, "-m", "venv", str(env_dir), external=True)
         session.run(str(python), "-m", "pip", "install", "--quiet", *HARNESS, external=True)
     site_packages = glob.glob(str(env_dir / "lib" / "python3*" / "site-packages"))
-    report = tmp / "pip-audit.json"
+    report_path = tmp / "pip-audit.json"
     session.run(
         "pip-audit", "--path", *site_packages, "--skip-editable", "--progress-spinner", "off",
-        "--format", "json", "--output", str(report), "--timeout", "15",
+        "--format", "json", "--output", str(report_path), "--timeout", "15",
         success_codes=[0, 1],  # 1: vulnerabilities found, judged below
     )  # fmt: skip
-    dependencies = json.loads(report.read_text())["dependencies"]
-    ours = [d for d in dependencies if d.get("skip_reason") != "distribution marked as editable"]
-    vulnerable = [
-        f"{d['name']} {d['version']}: {v['id']} (fixed in {', '.join(v['fix_versions']) or '-'})"
-        for d in ours
-        for v in d.get("vulns", [])
-    ]
-    unaudited = [d for d in ours if "skip_reason" in d]
-    session.log(
-        f"pip-audit: {len(ours)} dependencies, {len(ours) - len(unaudited)} audited, "
-        f"{len(unaudited)} not audited, {len(vulnerable)} known vulnerabilities"
-    )
-    if vulnerable:
-        session.error("known vulnerabilities:\n  " + "\n  ".join(vulnerable))
-    if unaudited:
-        names = ", ".join(d["name"] for d in unaudited[:8])
+    audit = _audit_verdict()
+    try:
+        report = json.loads(report_path.read_text())
+        verdict = audit.judge(report, audit.probe_vulnerability_data(report))
+    except ValueError as exc:
+        session.error(f"pip-audit's report is unusable ({exc}): nothing was audited")
+    session.log(verdict.summary())
+    if verdict.vulnerable:
+        session.error("known vulnerabilities:\n  " + "\n  ".join(verdict.vulnerable))
+    if not verdict.ok:
+        unaudited = list(verdict.unaudited.items())
+        names = ", ".join(name for name, _ in unaudited[:8])
         more = f" and {len(unaudited) - 8} more" if len(unaudited) > 8 else ""
+        first = unaudited[0][1] if unaudited else "the report lists no dependency"
         session.error(
-            f"pip-audit could not look up {len(unaudited)} of {len(ours)} dependencies "
-            f"({names}{more}): {unaudited[0]['skip_reason']}. Its vulnerability service is "
-            "PyPI's per-version JSON API (/pypi/<name>/<version>/json); where that answers 404 "
-            "(a PyPI mirror or proxy) or is unreachable, nothing is audited, whatever "
-            "pip-audit prints. Run `nox -s security` where PyPI's JSON API or OSV "
-            "(`pip-audit -s osv`) is reachable."
+            f"pip-audit could not audit {len(unaudited)} dependencies ({names}{more}): {first}. "
+            "Its vulnerability service is PyPI's per-version JSON API "
+            "(/pypi/<name>/<version>/json, key `vulnerabilities`); where that answers 404 or "
+            "without the key (a PyPI mirror or proxy) or is unreachable, nothing is audited, "
+            "whatever pip-audit prints. Run `nox -s security` where PyPI's JSON API is reachable."
         )
 
 

@@ -53,7 +53,7 @@ def _recommenders(count: int) -> Iterator[list[Upstream]]:
         for i in range(count):
             port = _free_port()
             processes.append(
-                subprocess.Popen(
+                subprocess.Popen(  # noqa: S603  argv list, no shell: this interpreter
                     [
                         sys.executable,
                         "-m",

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from chaoshelius.stack.state import write_private
 
-TOKEN_ENV = "HELIUS_CONTROL_TOKEN"
-TOKEN_FILE_NAME = "control.token"
+TOKEN_ENV = "HELIUS_CONTROL_TOKEN"  # noqa: S105  the variable's name, not a token
+TOKEN_FILE_NAME = "control.token"  # noqa: S105  the file's name, not a token
 
 
 def token_file(state_dir: Path) -> Path:

@@ -314,7 +314,7 @@ class PostgresServer:
             self.data_dir.chmod(0o700)
             self.log_path.touch(exist_ok=True)
             return
-        assert self.home is not None
+        assert self.home is not None  # noqa: S101  narrows the type for mypy
         uid, gid = _ensure_pg_user()
         _collect_orphans(self.home.parent)
         for directory in (self.home.parent, self.home, self.data_dir):

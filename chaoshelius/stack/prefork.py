@@ -230,7 +230,7 @@ class ForkedProcess:
 
     async def wait(self) -> int:
         await self._done.wait()
-        assert self.returncode is not None
+        assert self.returncode is not None  # noqa: S101  narrows the type for mypy
         return self.returncode
 
 
@@ -292,7 +292,7 @@ class PreforkParent:
         return child
 
     async def _read(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
+        assert self.process is not None and self.process.stdout is not None  # noqa: S101  narrows the type for mypy
         try:
             while line := await self.process.stdout.readline():
                 try:

@@ -48,6 +48,7 @@ from typing import Any
 from images import IMAGES, Image, image_of, python_env
 
 NAMESPACE = "helius"
+ANY_ADDRESS = "0.0.0.0"  # noqa: S104  only replaced: the manifests' bind-all becomes the pod's IP
 Obj = dict[str, Any]
 
 
@@ -258,7 +259,7 @@ class Container:
             headers = {h["name"]: h["value"] for h in get.get("httpHeaders", [])}
             request = urllib.request.Request(url, headers=headers)
             try:
-                with urllib.request.urlopen(request, timeout=timeout) as answer:
+                with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310  http URL built from the pod's probe and IP
                     code = answer.status
             except urllib.error.HTTPError as exc:
                 code = exc.code
@@ -380,8 +381,8 @@ def build_container(
     env["HOSTNAME"] = pod_name
     if image.pythonpath:
         env["PYTHONPATH"] = os.pathsep.join(str(p) for p in image.pythonpath)
-    if "/tmp" in mounts:
-        env["TMPDIR"] = str(mounts["/tmp"])
+    if "/tmp" in mounts:  # noqa: S108  the container's /tmp mount point, mapped to a private dir
+        env["TMPDIR"] = str(mounts["/tmp"])  # noqa: S108  the same mount point's key
     for source in spec.get("envFrom", []):
         if "configMapRef" in source:
             env |= find(objects, "ConfigMap", source["configMapRef"]["name"]).get("data", {})
@@ -410,7 +411,7 @@ def build_container(
         argv[0],
         *(
             localize_paths(
-                network.rewrite(a.replace("0.0.0.0", ip), bare=_is_host_flag(prev)), mounts
+                network.rewrite(a.replace(ANY_ADDRESS, ip), bare=_is_host_flag(prev)), mounts
             )
             for prev, a in zip(argv, argv[1:], strict=False)
         ),

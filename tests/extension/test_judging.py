@@ -51,7 +51,7 @@ def test_chaos_toolkit_binds_experiment_arguments_to_the_public_signature() -> N
             validate_python_activity(_activity("fallback_engaged_within", **bad))
 
 
-def test_a_window_probe_is_vacuous_before_and_fails_without_a_window_after() -> None:
+def test_a_window_probe_is_vacuous_before_and_fails_without_a_window_after(tmp_path: Path) -> None:
     calls: list[Judged] = []
 
     @window_probe()
@@ -73,8 +73,8 @@ def test_a_window_probe_is_vacuous_before_and_fails_without_a_window_after() -> 
     missing = probe(kind="scale")
     assert not missing["ok"] and "no fault window (kind=scale)" in missing["description"]
     assert calls == []
-    window = windows.open_window(Path("/tmp"), "scale", "mlflow", started_at=100.0)
-    judged = probe(limit=3.0, kind="scale", configuration={"helius_run_dir": "/tmp"})
+    window = windows.open_window(tmp_path, "scale", "mlflow", started_at=100.0)
+    judged = probe(limit=3.0, kind="scale", configuration={"helius_run_dir": str(tmp_path)})
     assert judged["ok"] and judged["window"]["id"] == window.id
     assert calls[0].threshold == {"limit": 3.0} and calls[0].start == 100.0
 

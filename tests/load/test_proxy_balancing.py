@@ -281,7 +281,7 @@ def test_the_recommender_proxy_balances_per_request_by_default_and_says_so() -> 
             "ready_at": 1.0,
             "profile": {},
             "base_port": 17000,
-            "state_dir": "/tmp/x",
+            "state_dir": "/tmp/x",  # noqa: S108  a path in a request body, never opened
             "endpoints": {},
             "pods": [],
             "faults": [],

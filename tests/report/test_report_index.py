@@ -36,7 +36,7 @@ def test_junit_one_case_per_experiment_with_failing_hypothesis(
     run_copy: Callable[..., Path],
 ) -> None:
     result = build_index(_suite(run_copy))
-    root = ET.parse(result.junit_xml).getroot()
+    root = ET.parse(result.junit_xml).getroot()  # noqa: S314  JUnit XML this test's own run wrote
     cases = root.findall("./testsuite/testcase")
     assert len(cases) == 3
     assert root.get("tests") == "3" and root.get("failures") == "1" and root.get("errors") == "1"
@@ -58,7 +58,7 @@ def test_negative_control_expected_to_deviate_passes_in_junit(
     (run_dir / "meta.json").write_text(json.dumps({"expected_verdict": "deviated"}))
     build_run_report(run_dir, offline=True)
     result = build_index(run_dir.parents[1])
-    root = ET.parse(result.junit_xml).getroot()
+    root = ET.parse(result.junit_xml).getroot()  # noqa: S314  JUnit XML this test's own run wrote
     assert root.get("failures") == "0" and root.get("errors") == "0"
     (case,) = root.findall("./testsuite/testcase")
     assert case.find("failure") is None
@@ -176,7 +176,7 @@ def test_negative_controls_have_their_own_history_and_expected_probe(
     assert not by_run["plain"].as_expected
     assert by_run["neg-right"].as_expected
     assert not by_run["neg-wrong"].as_expected
-    root = ET.parse(result.junit_xml).getroot()
+    root = ET.parse(result.junit_xml).getroot()  # noqa: S314  JUnit XML this test's own run wrote
     assert root.get("failures") == "2"
     messages = [f.get("message") or "" for f in root.iter("failure")]
     assert any("expected probe 'some-other-probe'" in m for m in messages)

@@ -127,7 +127,7 @@ def test_a_selector_is_parsed_once_per_request_not_once_per_pod(
 @pytest.fixture
 def bystander() -> Iterator[subprocess.Popen[bytes]]:
     """Someone else's process, leading its own process group (as a pod or Prometheus would)."""
-    process = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    process = subprocess.Popen(["sleep", "120"], start_new_session=True)  # noqa: S607  sleep from PATH: a child to reap
     yield process
     process.kill()
     process.wait()

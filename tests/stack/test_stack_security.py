@@ -175,10 +175,10 @@ def test_a_selector_over_the_cap_is_a_400_and_answers_at_once(stack: StackHandle
     [
         ({"reco_app": "evil:app"}, 400, []),
         ({"name": "default", "reco_app": "evil:app"}, 400, ["reco_app"]),
-        ({"name": "default", "reco_env": {"PYTHONPATH": "/tmp/evil"}}, 400, ["reco_env"]),
+        ({"name": "default", "reco_env": {"PYTHONPATH": "/tmp/evil"}}, 400, ["reco_env"]),  # noqa: S108  a hostile value the API must refuse
         ({"name": "no-such-profile"}, 404, ["no-such-profile", "no-fallback"]),
         ({"name": "../../../tmp/evil"}, 400, ["name"]),
-        ({"name": "/tmp/evil"}, 400, ["name"]),
+        ({"name": "/tmp/evil"}, 400, ["name"]),  # noqa: S108  a hostile value the API must refuse
     ],
 )
 def test_a_profile_is_a_shipped_name_never_code_or_environment(
