@@ -11,7 +11,7 @@ failure, not a pass), or when a skip has no reason.
 Skips, each with its reason:
 - SKIPPED below: checks skipped for every resource (passed to checkov as --skip-check);
 - `checkov.io/skipN: CKV_K8S_xx=<reason>` annotations on the one resource a skip concerns
-  (in manifests/base and manifests/overlays; no `=` inside the reason).
+  (in manifests/base, manifests/components and manifests/overlays; no `=` inside the reason).
 """
 
 from __future__ import annotations

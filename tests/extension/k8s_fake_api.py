@@ -191,6 +191,9 @@ class Rule:
     resources: frozenset[str]  # "pods", "pods/eviction", "*"
     verbs: frozenset[str]
     namespace: str | None  # a Role's namespace; None for a ClusterRole (cluster-wide)
+    # resourceNames: when set, only requests naming one of them match (as the authorizer:
+    # a list or a create names no object, so such a rule never grants them)
+    names: frozenset[str] = frozenset()
 
 
 def rules_of(role: dict[str, Any]) -> list[Rule]:
@@ -202,6 +205,7 @@ def rules_of(role: dict[str, Any]) -> list[Rule]:
             frozenset(r.get("resources", [])),
             frozenset(r.get("verbs", [])),
             namespace,
+            frozenset(r.get("resourceNames") or []),
         )
         for r in role.get("rules") or []
     ]
@@ -226,13 +230,21 @@ def attributes(request: Request) -> tuple[str, str, str, str | None]:
     return verb, m["group"] or "", resource, m["ns"]
 
 
+def requested_name(request: Request) -> str | None:
+    """The object a request names (None for a list or a create), as RBAC's resourceNames see it."""
+    m = _API_PATH.match(request.path)
+    return m["name"] if m is not None else None
+
+
 def allowed(rules: list[Rule], request: Request) -> bool:
     verb, group, resource, namespace = attributes(request)
+    name = requested_name(request)
     return any(
         (group in r.groups or "*" in r.groups)
         and (resource in r.resources or "*" in r.resources)
         and (verb in r.verbs or "*" in r.verbs)
         and (r.namespace is None or r.namespace == namespace)
+        and (not r.names or name in r.names)
         for r in rules
     )
 

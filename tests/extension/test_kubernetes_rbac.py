@@ -5,8 +5,10 @@ The fake API server (k8s_fake_api.py; no cluster can run here) enforces RBAC fro
 ClusterRole objects that `kubectl kustomize manifests/overlays/kind` renders, for the bearer
 token of the test's kube context: each request is mapped to (verb, API group, resource,
 subresource, namespace) as the API server's authorizer does, and refused with 403 otherwise.
-What it does not model: aggregated roles, resourceNames on list/create (the API server ignores
-them there too), non-resource URLs, impersonation.
+resourceNames are honoured as the authorizer does: a rule naming objects matches only a request
+naming one of them (so never a list or a create, which name none). What it does not model:
+aggregated roles, field selectors on metadata.name, non-resource URLs, impersonation, and
+admission (the node ValidatingAdmissionPolicy: tests/manifests/test_harness_rbac.py).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import pytest
 import yaml
 from k8s_fake_api import KIND_OVERLAY, FakeKubeAPI, Rule, _render, isolate_client, serve
 from k8s_fake_api import write_kubeconfig as write
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
 
 from chaoshelius.config import HarnessConfig
 from chaoshelius.drivers import get_driver, k8s_reaper
@@ -153,3 +157,36 @@ def test_the_reaper_role_reverts_every_kind_of_fault(
         "node/helius-worker",
     ], events
     assert not [e for e in events if e["event"] == "error"]
+
+
+def _as(tmp_path: Path, context: str) -> Any:
+    """The kubernetes client of `context` in the test's kubeconfig (its bearer token)."""
+    return k8s_reaper.client_for(str(tmp_path / "kubeconfig"), context)
+
+
+def _status(call: Callable[[], object]) -> int:
+    try:
+        call()
+    except ApiException as exc:
+        return int(exc.status)
+    return 200
+
+
+@pytest.mark.parametrize(("roles", "context"), [(RUNNER_ROLES, CONTEXT), (REAPER_ROLES, "reaper")])
+def test_the_harness_cannot_rewrite_the_system(
+    world: tuple[FakeKubeAPI, str], tmp_path: Path, roles: set[str], context: str
+) -> None:
+    """resourceNames (issue 17, finding 5): the harness patches the Deployments it scales and
+    deletes its own fault objects, not grafana's pod template or the default-deny policies."""
+    cluster, _ = world
+    cluster.authorize(f"{context}-token", _roles(roles))
+    api = _as(tmp_path, context)
+    apps, net = k8s.AppsV1Api(api), k8s.NetworkingV1Api(api)
+    template = {"spec": {"template": {"spec": {"serviceAccountName": "mlflow"}}}}
+    for other in ("grafana", "prometheus"):
+        assert _status(lambda o=other: apps.patch_namespaced_deployment(o, NS, template)) == 403
+    for policy in ("default-deny-egress", "default-deny-ingress", "mlflow-ingress"):
+        assert _status(lambda p=policy: net.delete_namespaced_network_policy(p, NS)) == 403, policy
+    # what the harness does patch is still allowed
+    replicas = {"metadata": {"annotations": {"helius.chaos/expires-at": "4000000000"}}}
+    assert _status(lambda: apps.patch_namespaced_deployment("mlflow", NS, replicas)) == 200

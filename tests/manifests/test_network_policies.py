@@ -27,6 +27,7 @@ KUBE_DNS = pod("kube-dns", "kube-system", **{"k8s-app": "kube-dns"})
 EXTERNAL = {
     "client": external("client", "203.0.113.10"),  # a user / port-forward from outside
     "apiserver": external("apiserver", "172.18.0.2"),  # the kube API behind its Service
+    "apiserver-eks": external("apiserver-eks", "10.0.0.10"),  # an EKS control-plane ENI
     "rds": external("rds", "10.0.64.10"),  # inside the aws overlay's RDS subnet CIDR
     "s3": external("s3", "52.216.0.1"),
 }
@@ -43,7 +44,6 @@ COMMON_PATHS: list[Flow] = [
     ("prometheus", "apiserver", 6443, "TCP"),
     ("loadgen-worker", "helius-reco", 8080, "TCP"),
     ("loadgen-worker", "loadgen-master", 5557, "TCP"),
-    ("chaos-reaper", "apiserver", 6443, "TCP"),
     ("client", "helius-reco", 8080, "TCP"),
     ("client", "grafana", 3000, "TCP"),
     ("client", "prometheus", 9090, "TCP"),
@@ -55,12 +55,14 @@ PATHS: dict[str, list[Flow]] = {
         ("grafana", "postgres", 5432, "TCP"),
         ("mlflow", "minio", 9000, "TCP"),
         ("minio-bucket", "minio", 9000, "TCP"),
+        ("chaos-reaper", "apiserver", 6443, "TCP"),
     ],
     "aws": COMMON_PATHS
     + [
         ("mlflow", "rds", 5432, "TCP"),
         ("grafana", "rds", 5432, "TCP"),
         ("mlflow", "s3", 443, "TCP"),
+        ("chaos-reaper", "apiserver-eks", 443, "TCP"),
     ],
 }
 COMMON_CLOSED: list[Flow] = [
@@ -71,6 +73,7 @@ COMMON_CLOSED: list[Flow] = [
     ("helius-reco", "loadgen-master", 5557, "TCP"),
     ("chaos-reaper", "mlflow", 5000, "TCP"),
     ("chaos-reaper", "helius-reco", 8080, "TCP"),
+    ("chaos-reaper", "s3", 443, "TCP"),  # the API server's range only, not 0.0.0.0/0
     ("client", "mlflow", 5000, "TCP"),
     ("model-bootstrap", "helius-reco", 8080, "TCP"),
     ("grafana", "s3", 443, "TCP"),
