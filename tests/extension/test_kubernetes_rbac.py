@@ -142,6 +142,7 @@ def test_the_reaper_role_reverts_every_kind_of_fault(
         lambda d: d.cut_path("mlflow-rds", "blackhole", None, ttl_seconds=0),
         lambda d: d.cut_path("reco-mlflow", "latency", 100, ttl_seconds=0),
         lambda d: d.drain_zone("zone-a", ttl_seconds=5),
+        lambda d: d.start_load(users=1, spawn_rate=1, duration_seconds=0, workers=1),
     ]
     driver = _driver(url)
     for fault in every_fault:
@@ -151,6 +152,8 @@ def test_the_reaper_role_reverts_every_kind_of_fault(
     events: list[dict[str, Any]] = []
     reverted = k8s_reaper.reap(api, NS, now=4e9, log=events.append)
     assert sorted(reverted) == [
+        "deployment/loadgen-master",
+        "deployment/loadgen-worker",
         "deployment/mlflow",
         "networkchaos/helius-chaos-reco-mlflow-latency",
         "networkpolicy/helius-chaos-mlflow-rds",
