@@ -9,7 +9,8 @@ package's own names (issue 17, finding 5).
   never a hand list: the default-deny and the system's own policies are out of reach;
 - the harness's bindings bind only the harness's ServiceAccounts;
 - node patches: RBAC cannot restrict fields, so a ValidatingAdmissionPolicy lets the harness's
-  ServiceAccounts change only `spec.unschedulable` and `helius.chaos/*` annotations. Its CEL is
+  ServiceAccounts change only `spec.unschedulable` and `helius.chaos/*` annotations; another
+  limits their creates (which RBAC cannot limit by name) to the driver's fault objects. The CEL is
   evaluated here by cel-python (`celpy`, a CEL implementation in Python, not the API server's
   cel-go): the rendered expressions, against node objects before and after the driver's and
   the reaper's patches and hostile ones; a Python mirror of the rule checks the same cases, so
@@ -216,6 +217,57 @@ def test_node_patches_pass_a_validating_admission_policy(
                     for s in b["subjects"]
                 ]
                 assert {f"system:serviceaccount:{NAMESPACE}:{n}" for n in bound} <= accounts
+
+
+def _fault_object_policy(objects: list[Obj]) -> Obj:
+    [policy] = [
+        o
+        for o in objects
+        if o["kind"] == "ValidatingAdmissionPolicy"
+        and o["metadata"]["name"] == "helius-chaos-fault-objects"
+    ]
+    assert any(
+        o["kind"] == "ValidatingAdmissionPolicyBinding"
+        and o["spec"]["policyName"] == policy["metadata"]["name"]
+        and o["spec"]["validationActions"] == ["Deny"]
+        for o in objects
+    )
+    return policy
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_harness_creates_only_its_own_fault_objects(
+    overlay: str, rendered: dict[str, list[Obj]]
+) -> None:
+    """RBAC cannot limit a create by name; the admission policy does: exactly the names the
+    driver creates (from chaoshelius), for the same ServiceAccounts as the node policy."""
+    objects = rendered[overlay]
+    policy = _fault_object_policy(objects)
+    node_policy, _ = _node_policy(objects)
+    assert policy["spec"]["matchConditions"] == node_policy["spec"]["matchConditions"]
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    covered = {
+        (group, resource)
+        for rule in policy["spec"]["matchConstraints"]["resourceRules"]
+        if rule["operations"] == ["CREATE"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    assert covered == {("networking.k8s.io", "networkpolicies"), ("chaos-mesh.org", "networkchaos")}
+    env = celpy.Environment()
+    programs = [env.program(env.compile(v["expression"])) for v in policy["spec"]["validations"]]
+    others = {"allow-all", "default-deny-egress", "helius-chaos-x", "mlflow-ingress"}
+    for resource, names in touched().items():
+        if resource == "deployments":
+            continue
+        other_kind = next(r for r in touched() if r not in (resource, "deployments"))
+        for name in names | others | touched()[other_kind]:
+            activation = {
+                "request": celpy.json_to_cel({"resource": {"resource": resource}}),
+                "object": celpy.json_to_cel({"metadata": {"name": name}}),
+            }
+            passed = all(bool(p.evaluate(activation)) for p in programs)
+            assert passed is (name in names), (resource, name)
 
 
 NODE: Obj = {
