@@ -73,6 +73,7 @@ from chaoshelius.topology import (
 log = logging.getLogger("chaoshelius.stack")
 
 MLFLOW_DB = "mlflow"
+MLFLOW_DB_ROLE = "mlflow"  # owns only MLFLOW_DB, not a superuser: MLflow connects as it
 FALLBACK_GAUGE = "reco_engine_in_fallback_mode"
 BOOT_TIMEOUT_SECONDS = 240.0
 # the recommender's MLflow client, imported once by its prefork parent (chaoshelius.stack.prefork)
@@ -162,7 +163,7 @@ class Stack:
     # -- pod specs ---------------------------------------------------------------------------
     @property
     def backend_uri(self) -> str:
-        uri = self.postgres.uri(MLFLOW_DB, port=self.ports.mlflow_rds_path)
+        uri = self.postgres.uri(MLFLOW_DB, port=self.ports.mlflow_rds_path, user=MLFLOW_DB_ROLE)
         return uri + "?connect_timeout=3"
 
     def _mlflow_spec(self) -> PodSpec:
@@ -290,7 +291,7 @@ class Stack:
     async def _boot(self) -> None:
         deadline = time.monotonic() + BOOT_TIMEOUT_SECONDS
         await asyncio.to_thread(self.postgres.start)
-        await asyncio.to_thread(self.postgres.create_database, MLFLOW_DB)
+        await asyncio.to_thread(self.postgres.create_database, MLFLOW_DB, MLFLOW_DB_ROLE)
         self._event("postgres ready", port=self.ports.postgres)
         # No separate `mlflow db upgrade` (8 s of imports): replica 0 migrates the schema when it
         # starts and the other replicas wait until it is ready, so no two servers migrate at once.
@@ -610,7 +611,7 @@ class Stack:
             "reco_service": f"{base}:{self.ports.reco_service}",
             "mlflow_service": f"{base}:{self.ports.mlflow_service}",
             "prometheus": f"{base}:{self.ports.prometheus}",
-            "postgres": self.postgres.uri(MLFLOW_DB),
+            "postgres": self.postgres.uri(MLFLOW_DB, user=MLFLOW_DB_ROLE),
             f"path:{EDGE_MLFLOW_RDS}": f"127.0.0.1:{self.ports.mlflow_rds_path}",
             f"path:{EDGE_RECO_MLFLOW}": f"127.0.0.1:{self.ports.reco_mlflow_path}",
             "loadgen_metrics": f"{base}:{self.ports.loadgen}",

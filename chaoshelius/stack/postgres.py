@@ -109,6 +109,18 @@ class PostgresServer:
                 f"{self.requested_data_dir.parent} to recreate the database"
             ) from exc
 
+    def role_password_file(self, role: str) -> Path:
+        """The password of a login role made by `create_database(owner=role)` (0600)."""
+        return self._secrets_dir / f"password-{role}"
+
+    def _write_passfile(self) -> None:
+        """pgpass: the superuser's line and one per role made here (libpq picks by user)."""
+        lines = [f"{self.host}:*:*:{SUPERUSER}:{self.password}"]
+        for path in sorted(self._secrets_dir.glob("password-*")):
+            role = path.name.removeprefix("password-")
+            lines.append(f"{self.host}:*:*:{role}:{path.read_text(encoding='ascii').strip()}")
+        write_private(self.passfile, "\n".join(lines) + "\n")
+
     def client_env(self) -> dict[str, str]:
         """Environment that lets a libpq client (MLflow) log in: the password stays in a file."""
         return {"PGPASSFILE": str(self.passfile)}
@@ -116,7 +128,9 @@ class PostgresServer:
     def _new_password(self) -> str:
         password = secrets.token_urlsafe(24)
         write_private(self.password_file, password + "\n")
-        write_private(self.passfile, f"{self.host}:*:*:{SUPERUSER}:{password}\n")
+        for stale in self._secrets_dir.glob("password-*"):  # roles of a former cluster
+            stale.unlink()
+        self._write_passfile()
         return password
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -278,12 +292,13 @@ class PostgresServer:
         return True
 
     # -- databases ---------------------------------------------------------------------------
-    def uri(self, database: str, port: int | None = None) -> str:
-        """SQLAlchemy URI (psycopg2 driver); `port` routes through another port (a path proxy).
+    def uri(self, database: str, port: int | None = None, user: str = SUPERUSER) -> str:
+        """SQLAlchemy URI (psycopg2 driver); `port` routes through another port (a path proxy);
+        `user`: a role made by `create_database(owner=...)` (its password is in pgpass).
 
         The driver is explicit because SQLAlchemy 2.1 defaults `postgresql://` to psycopg 3.
         """
-        return f"postgresql+psycopg2://{SUPERUSER}@{self.host}:{port or self.port}/{database}"
+        return f"postgresql+psycopg2://{user}@{self.host}:{port or self.port}/{database}"
 
     def dsn(self, database: str) -> str:
         """libpq URI for psycopg2.connect (direct, not through a proxy; no password in it)."""
@@ -293,15 +308,67 @@ class PostgresServer:
         """A direct psycopg2 connection as the superuser."""
         return psycopg2.connect(self.dsn(database), password=self.password, connect_timeout=timeout)
 
-    def create_database(self, name: str) -> None:
-        """Create database `name` if it does not exist (idempotent)."""
+    def create_database(self, name: str, owner: str | None = None) -> None:
+        """Create database `name` if it does not exist (idempotent). With `owner`: a login role
+        of that name (not a superuser, no CREATEDB/CREATEROLE; scram password in
+        `role_password_file(owner)`, 0600, and in pgpass) owns the database and everything in
+        its public schema, and PUBLIC may not connect: the role can do what MLflow needs there
+        (create and migrate its tables) and nothing in the cluster beyond it. A database made
+        by an older version (owned by the superuser) is handed over to the role."""
         conn = self.connect("postgres")
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
+                if owner is not None:
+                    self._ensure_role(cur, owner)
                 cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
                 if cur.fetchone() is None:
                     cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+                if owner is not None:
+                    ident = sql.Identifier(name), sql.Identifier(owner)
+                    cur.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(*ident))
+                    cur.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(ident[0]))
+        finally:
+            conn.close()
+        if owner is not None:
+            self._hand_over_objects(name, owner)
+
+    def _ensure_role(self, cur: Any, role: str) -> None:
+        path = self.role_password_file(role)
+        if not path.exists():
+            write_private(path, secrets.token_urlsafe(24) + "\n")
+        password = path.read_text(encoding="ascii").strip()
+        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+        verb = "ALTER" if cur.fetchone() is not None else "CREATE"
+        cur.execute(
+            sql.SQL(
+                "{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS "
+                "PASSWORD %s"
+            ).format(sql.SQL(verb), sql.Identifier(role)),
+            (password,),  # hashed with scram-sha-256 (password_encryption) by the server
+        )
+        self._write_passfile()
+
+    def _hand_over_objects(self, database: str, owner: str) -> None:
+        """The public schema's tables, views and sequences to `owner` (a database that MLflow
+        migrated as the superuser before roles existed; none on a fresh one)."""
+        conn = self.connect(database)
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                for kinds, what in ((("r", "p", "v", "m"), "TABLE"), (("S",), "SEQUENCE")):
+                    cur.execute(
+                        "SELECT c.relname FROM pg_class c JOIN pg_namespace n "
+                        "ON n.oid = c.relnamespace WHERE n.nspname = 'public' "
+                        "AND c.relkind = ANY(%s) AND pg_get_userbyid(c.relowner) <> %s",
+                        (list(kinds), owner),
+                    )
+                    for (relation,) in cur.fetchall():
+                        cur.execute(
+                            sql.SQL("ALTER {} public.{} OWNER TO {}").format(
+                                sql.SQL(what), sql.Identifier(relation), sql.Identifier(owner)
+                            )
+                        )
         finally:
             conn.close()
 
