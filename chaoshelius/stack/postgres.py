@@ -30,8 +30,10 @@ import pwd
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -189,11 +191,15 @@ class PostgresServer:
         only the server user can read, removed right after)."""
         password = self._new_password()
         pwfile = (self.home or self._secrets_dir) / ".initdb-pwfile"
-        write_private(pwfile, password + "\n")
+        if self.home is not None:  # as root: in the server user's directory, never via a link
+            uid, gid = _ensure_pg_user()
+            with self._dir_fd(self.home) as home_fd:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(pwfile.name, dir_fd=home_fd)
+                _write_beneath(home_fd, pwfile.name, password + "\n", uid, gid, exclusive=True)
+        else:
+            write_private(pwfile, password + "\n")
         try:
-            if self._as_root:
-                uid, gid = _ensure_pg_user()
-                os.chown(pwfile, uid, gid)
             self._run(
                 [
                     "initdb", "-D", str(self.data_dir), "-U", SUPERUSER, "-E", "UTF8",
@@ -203,23 +209,31 @@ class PostgresServer:
             )  # fmt: skip
         finally:
             pwfile.unlink(missing_ok=True)
-        with (self.data_dir / "postgresql.conf").open("a", encoding="utf-8") as conf:
-            conf.write("\n# helius local stack\n")
-            for key, value in _SETTINGS.items():
-                conf.write(f"{key} = {value}\n")
+        settings = "\n# helius local stack\n" + "".join(
+            f"{k} = {v}\n" for k, v in _SETTINGS.items()
+        )
+        if self.home is not None:
+            uid, gid = _ensure_pg_user()
+            with self._dir_fd(self.data_dir) as data_fd:
+                _write_beneath(data_fd, "postgresql.conf", settings, uid, gid, append=True)
+        else:
+            with (self.data_dir / "postgresql.conf").open("a", encoding="utf-8") as conf:
+                conf.write(settings)
 
     def _write_hba(self) -> None:
         """Only password logins over loopback TCP (no trust line, no socket, no replication)."""
         hba = self.data_dir / "pg_hba.conf"
-        hba.write_text(
+        text = (
             "# helius local stack: scram-sha-256 over loopback only\n"
             "host all all 127.0.0.1/32 scram-sha-256\n"
-            "host all all ::1/128 scram-sha-256\n",
-            encoding="utf-8",
+            "host all all ::1/128 scram-sha-256\n"
         )
-        if self._as_root:
+        if self.home is not None:  # as root: never through a link the server user planted
             uid, gid = _ensure_pg_user()
-            os.chown(hba, uid, gid)
+            with self._dir_fd(self.data_dir) as data_fd:
+                _write_beneath(data_fd, hba.name, text, uid, gid)
+            return
+        hba.write_text(text, encoding="utf-8")
         hba.chmod(0o600)
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -384,21 +398,60 @@ class PostgresServer:
         assert self.home is not None  # noqa: S101  narrows the type for mypy
         uid, gid = _ensure_pg_user()
         _collect_orphans(self.home.parent)
+        # Root works below directories the server user owns (it could plant links there): each
+        # one is opened from the root-owned anchor a component at a time with O_NOFOLLOW, and
+        # every file is written and chowned through its descriptor (never by path).
+        self.home.parent.parent.mkdir(parents=True, exist_ok=True)
         for directory in (self.home.parent, self.home, self.data_dir):
-            directory.mkdir(exist_ok=True)
-            os.chown(directory, uid, gid)
-            directory.chmod(0o700)
-        (self.home / _OWNER_FILE).write_text(str(self.requested_data_dir), encoding="utf-8")
-        self.server_log.touch(exist_ok=True)
-        os.chown(self.server_log, uid, gid)
-        self.server_log.chmod(0o600)
-        for child in self.data_dir.rglob("*"):
-            os.chown(child, uid, gid, follow_symlinks=False)
+            with self._dir_fd(directory.parent) as parent_fd:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(directory.name, 0o700, dir_fd=parent_fd)
+            with self._dir_fd(directory) as fd:
+                os.fchown(fd, uid, gid)
+                os.fchmod(fd, 0o700)
+        with self._dir_fd(self.home) as home_fd:
+            _write_beneath(home_fd, _OWNER_FILE, str(self.requested_data_dir), 0, 0)
+            _write_beneath(home_fd, self.server_log.name, "", uid, gid, append=True)
+        with self._dir_fd(self.data_dir) as data_fd:
+            for _root, dirs, files, root_fd in os.fwalk(dir_fd=data_fd, follow_symlinks=False):
+                for name in dirs + files:
+                    os.chown(name, uid, gid, dir_fd=root_fd, follow_symlinks=False)
         if self.log_path.is_symlink() or self.log_path.exists():
             if self.log_path.resolve() == self.server_log:
                 return
             self.log_path.unlink()
         self.log_path.symlink_to(self.server_log)  # the stack's logs/ shows the server's log
+
+    def _open_dir(self, directory: Path) -> int:
+        """An fd of `directory` (below the PG home's root-owned parent), opened one component
+        at a time without following a symlink: the server user owns what is below."""
+        assert self.home is not None  # noqa: S101  only as root
+        anchor = self.home.parent.parent
+        fd = os.open(anchor, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # root's: trusted
+        try:
+            for name in directory.relative_to(anchor).parts:
+                try:
+                    inner = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except OSError as exc:
+                    raise StackError(
+                        f"{directory}: a part of it is a symlink or not a directory "
+                        f"({exc.strerror}); the PostgreSQL set-up (as root) follows no link "
+                        f"below {anchor}: delete {self.home} and start again"
+                    ) from exc
+                os.close(fd)
+                fd = inner
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    @contextlib.contextmanager
+    def _dir_fd(self, directory: Path) -> Iterator[int]:
+        fd = self._open_dir(directory)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
 
     def _run(self, argv: list[str], timeout: float, check: bool = True) -> None:
         if self._as_root:
@@ -424,6 +477,46 @@ class PostgresServer:
             )
 
 
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _write_beneath(
+    dir_fd: int,
+    name: str,
+    text: str,
+    uid: int,
+    gid: int,
+    append: bool = False,
+    exclusive: bool = False,
+) -> None:
+    """Write file `name` in the directory `dir_fd` as root, 0600, owned by uid:gid: opened with
+    O_NOFOLLOW (a planted symlink is refused, not followed) and refused when it has other hard
+    links (a planted link to a file elsewhere); owner and mode set through the descriptor."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    flags |= os.O_APPEND if append else (os.O_EXCL if exclusive else 0)  # truncated below
+    try:
+        fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+    except OSError as exc:
+        raise StackError(
+            f"{name} in the PostgreSQL home could not be opened without following a link "
+            f"({exc.strerror}): delete the PostgreSQL home (HELIUS_PG_HOME) and start again"
+        ) from exc
+    try:
+        info = os.fstat(fd)
+        if info.st_nlink != 1 or not stat.S_ISREG(info.st_mode):
+            raise StackError(
+                f"{name} in the PostgreSQL home has other hard links or is not a file: "
+                "refusing to write it; delete the PostgreSQL home (HELIUS_PG_HOME) and start again"
+            )
+        if not append:
+            os.ftruncate(fd, 0)  # only now: the checks above come before any change
+        os.fchown(fd, uid, gid)
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
 def pg_home() -> Path:
     """Where clusters live when we are root (`HELIUS_PG_HOME`, default /var/lib/helius-pg)."""
     return Path(os.environ.get(PG_HOME_ENV) or PG_HOME_DEFAULT)
@@ -434,8 +527,10 @@ def _collect_orphans(home_root: Path) -> None:
     if not home_root.is_dir():
         return
     for home in home_root.iterdir():
-        try:
-            owner = Path((home / _OWNER_FILE).read_text(encoding="utf-8").strip())
+        try:  # never through a link the server user planted (it owns `home`)
+            fd = os.open(home / _OWNER_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with os.fdopen(fd, encoding="utf-8") as owner_file:
+                owner = Path(owner_file.read(4096).strip())
         except OSError:
             continue
         if owner.parent.exists() or (home / "data" / "postmaster.pid").exists():
