@@ -39,8 +39,9 @@ Who serves the exporter, so that every request is counted exactly once:
   `app="loadgen"` target whose values are the sums over the workers;
 - distributed --master / --worker (the cluster's loadgen-master and loadgen-worker pods): each
   worker exports the requests IT made on --metrics-host:--metrics-port (the pods are scraped
-  and probed there, manifests/base/loadgen.yaml) and the master exports nothing (it is probed
-  on its worker port, 5557), so sum() over the pods counts every request once.
+  and probed there, manifests/components/chaos-harness/loadgen.yaml) and the master exports
+  nothing (it is probed on its worker port, 5557), so sum() over the pods counts every request
+  once.
 
 Exit code: 1 when the failure ratio over the run exceeds --fail-ratio (default 0.01).
 Shapes: --shape steady (constant -u users, the default), --shape ramp (steps up to -u over

@@ -5,8 +5,9 @@
 
 The kubernetes driver writes `helius.chaos/expires-at` (Unix seconds) on every fault it makes;
 this loop, running in the cluster as the Deployment `helius-chaos-reaper`
-(manifests/base/chaos-harness.yaml), undoes what has expired, whether or not the runner that
-made it is still alive (a `chaos run` killed with SIGKILL, a laptop gone to sleep):
+(manifests/components/chaos-harness/chaos-harness.yaml), undoes what has expired, whether or
+not the runner that made it is still alive (a `chaos run` killed with SIGKILL, a laptop gone
+to sleep):
 
 - NetworkPolicies labelled `helius.chaos/fault=true` in the namespace: deleted;
 - Deployments annotated `helius.chaos/original-replicas`: scaled back, annotations removed;

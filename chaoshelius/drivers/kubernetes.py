@@ -8,7 +8,8 @@ a context *name* can point anywhere), and `kube_namespace` is in `kube_allowed_n
 allowed context is then passed to every chaosk8s call as `KUBERNETES_CONTEXT`, so the check and
 the action cannot disagree. (Without a kubeconfig file chaosk8s would ignore the context and
 call `KUBERNETES_HOST` or the in-cluster API, which the allow-list never vouched for: refused.)
-The rights it needs are the Role/ClusterRole `helius-chaos-runner` in manifests/base.
+The rights it needs are the Role/ClusterRole `helius-chaos-runner` in
+manifests/components/chaos-harness (an opt-in kustomize Component).
 
 Errors: every operation converts what the client and chaosk8s raise (ApiException, chaosk8s's
 ActivityFailed, kubeconfig and connection errors) into a one-line TargetError naming the
@@ -86,7 +87,7 @@ __all__ = ["KubernetesDriver", "ca_fingerprint", "network_policy_for", "resolve_
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # what `kubectl rollout restart` sets
 EVICTION_RETRY_SECONDS = 0.5
-# the in-cluster load generator (manifests/base/loadgen.yaml)
+# the in-cluster load generator (manifests/components/chaos-harness/loadgen.yaml)
 LOADGEN_MASTER = "loadgen-master"
 LOADGEN_WORKER = "loadgen-worker"
 LOADGEN_SETTINGS = "loadgen-settings"
@@ -829,11 +830,11 @@ class KubernetesDriver:
         rate: float | None = None,
         new_connection_share: float | None = None,
     ) -> dict[str, Any]:
-        """Start the in-cluster Locust (manifests/base/loadgen.yaml): settings into the
-        ConfigMap, master to 1 and workers to `workers`, both annotated to go back to 0 at
-        `duration_seconds` (stop_load, or the reaper if the runner is gone). `rate` (requests/s
-        for the whole load) and `new_connection_share` are the locustfile's pacing and churn.
-        Returns once the master and every worker are ready."""
+        """Start the in-cluster Locust (manifests/components/chaos-harness/loadgen.yaml):
+        settings into the ConfigMap, master to 1 and workers to `workers`, both annotated to go
+        back to 0 at `duration_seconds` (stop_load, or the reaper if the runner is gone).
+        `rate` (requests/s for the whole load) and `new_connection_share` are the locustfile's
+        pacing and churn. Returns once the master and every worker are ready."""
         now = time.time()
         expires = now + duration_seconds
         expires_at = _expiry(now, duration_seconds, "duration_seconds")

@@ -242,7 +242,8 @@ def _cluster_driver(config: rt.LoadConfig) -> LoadGenerator:
     if not isinstance(driver, LoadGenerator):
         raise TargetError(
             f"target {config.target!r} has no load generator of its own; use target=local "
-            "or a driver that runs the load (kubernetes: manifests/base/loadgen.yaml)"
+            "or a driver that runs the load (kubernetes: "
+            "manifests/components/chaos-harness/loadgen.yaml)"
         )
     return driver
 
