@@ -53,13 +53,18 @@ def dependencies(report: Any) -> list[dict[str, Any]]:
     ]
 
 
+def _key(dep: dict[str, Any]) -> str:
+    """ "name version" (a skipped entry has no version in pip-audit's report: "name")."""
+    return " ".join(str(dep[k]) for k in ("name", "version") if dep.get(k) is not None) or "?"
+
+
 def judge(report: Any, has_vulnerability_data: dict[str, bool] | None = None) -> Verdict:
     """The verdict over pip-audit's JSON report. `has_vulnerability_data` maps "name version"
     to whether the vulnerability service's answer carried vulnerability data (a missing entry,
     or None for the whole map, counts as no data: fail closed)."""
     verdict = Verdict()
     for dep in dependencies(report):
-        key = f"{dep.get('name', '?')} {dep.get('version', '?')}"
+        key = _key(dep)
         vulns = dep.get("vulns")
         if "skip_reason" in dep:
             verdict.unaudited[key] = str(dep["skip_reason"])
@@ -95,7 +100,7 @@ def probe_vulnerability_data(
     asked) answers with a `vulnerabilities` key: the check pip-audit itself does not make."""
 
     def one(dep: dict[str, Any]) -> tuple[str, bool]:
-        key = f"{dep.get('name')} {dep.get('version')}"
+        key = _key(dep)
         target = url.format(
             name=urllib.parse.quote(str(dep.get("name")), safe=""),
             version=urllib.parse.quote(str(dep.get("version")), safe=""),
