@@ -37,8 +37,9 @@ EXPERIMENTS = ROOT / "experiments"
 CLUSTER_PROFILE = EXPERIMENTS / "profiles" / "cluster.json"
 sys.path.insert(0, str(ROOT / "tests" / "extension"))
 
-# two experiments whose faults differ (a pod kill, a zone drain), both short on the fake
-CAMPAIGN = ("mlflow-pod-kill", "az-drain")
+# one short experiment end to end (the index over several runs is the local suite's tests'
+# subject; the interrupted campaign below runs the zone drain): CI time is tight
+CAMPAIGN = ("mlflow-pod-kill",)
 
 
 def _invoke(*args: str) -> tuple[int, str]:
