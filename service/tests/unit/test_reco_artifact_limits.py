@@ -8,12 +8,9 @@ well as Python objects: the peak above the start of the measured block.
 from __future__ import annotations
 
 import io
-import tracemalloc
 import warnings
 import zipfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,31 +21,7 @@ from helius_reco.lifecycle.cache import ModelCache
 from helius_reco.lifecycle.store import ModelSource
 from helius_reco.main import build_refresher
 from helius_reco.model.artifact import ID_LOOKUP_BYTES, decode
-
-MiB = 1024 * 1024
-
-
-@dataclass
-class Peak:
-    bytes: int = 0
-
-
-@contextmanager
-def traced_peak() -> Iterator[Peak]:
-    """The peak of traced allocations inside the block, above what was traced at its start."""
-    was_tracing = tracemalloc.is_tracing()
-    if not was_tracing:
-        tracemalloc.start()
-    tracemalloc.reset_peak()
-    start, _ = tracemalloc.get_traced_memory()
-    peak = Peak()
-    try:
-        yield peak
-    finally:
-        _, top = tracemalloc.get_traced_memory()
-        peak.bytes = top - start
-        if not was_tracing:
-            tracemalloc.stop()
+from peak_memory import MiB, traced_peak
 
 
 def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:

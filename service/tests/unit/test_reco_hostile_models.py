@@ -18,10 +18,6 @@ import asyncio
 import io
 import struct
 import time
-import tracemalloc
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -32,31 +28,7 @@ from helius_reco.core.config import Settings
 from helius_reco.exceptions import ArtifactError
 from helius_reco.main import create_app
 from helius_reco.model.artifact import decode
-
-MiB = 1024 * 1024
-
-
-@dataclass
-class Peak:
-    bytes: int = 0
-
-
-@contextmanager
-def traced_peak() -> Iterator[Peak]:
-    """The peak of traced allocations inside the block, above what was traced at its start."""
-    was_tracing = tracemalloc.is_tracing()
-    if not was_tracing:
-        tracemalloc.start()
-    tracemalloc.reset_peak()
-    start, _ = tracemalloc.get_traced_memory()
-    peak = Peak()
-    try:
-        yield peak
-    finally:
-        _, top = tracemalloc.get_traced_memory()
-        peak.bytes = top - start
-        if not was_tracing:
-            tracemalloc.stop()
+from peak_memory import MiB, traced_peak
 
 
 def _npz(arrays: dict[str, np.ndarray]) -> bytes:

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import tracemalloc
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,33 +14,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from helius_reco.core.config import Settings
 from helius_reco.main import create_app
+from peak_memory import MiB, traced_peak
 from starlette.types import Message
 
-MiB = 1024 * 1024
 DEFAULT_LIMIT = Settings().max_request_body_bytes
-
-
-@dataclass
-class Peak:
-    bytes: int = 0
-
-
-@contextmanager
-def traced_peak() -> Iterator[Peak]:
-    """The peak of traced allocations inside the block, above what was traced at its start."""
-    was_tracing = tracemalloc.is_tracing()
-    if not was_tracing:
-        tracemalloc.start()
-    tracemalloc.reset_peak()
-    start, _ = tracemalloc.get_traced_memory()
-    peak = Peak()
-    try:
-        yield peak
-    finally:
-        _, top = tracemalloc.get_traced_memory()
-        peak.bytes = top - start
-        if not was_tracing:
-            tracemalloc.stop()
 
 
 def _app(tmp_path: Path, make_refresher, fake_registry, artifact: bytes, **settings) -> FastAPI:
