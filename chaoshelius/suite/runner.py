@@ -389,10 +389,7 @@ def run_suite(runs: Sequence[PlannedRun], options: SuiteOptions) -> SuiteResult:
                 result.summaries.append(summary)
                 echo(f"{prefix.split(' ', 1)[0]} {summary_line(summary)}")
         finally:
-            result.interrupted = interrupts.fired
-            if result.summaries:
-                index = build_index(options.reports_dir, suite_id=result.suite_id)
-                result.index_html, result.junit_xml = index.index_html, index.junit_xml
+            _close_suite(result, interrupts, options)
             _leave_stack(options, found_profile)
     result.seconds = time.monotonic() - started
     return result
@@ -492,12 +489,18 @@ def _run_on_cluster(
                 result.summaries.append(summary)
                 echo(f"{prefix.split(' ', 1)[0]} {summary_line(summary)}")
         finally:
-            result.interrupted = interrupts.fired
-            if result.summaries:
-                index = build_index(options.reports_dir, suite_id=result.suite_id)
-                result.index_html, result.junit_xml = index.index_html, index.junit_xml
+            _close_suite(result, interrupts, options)
     result.seconds = time.monotonic() - started
     return result
+
+
+def _close_suite(result: SuiteResult, interrupts: _Interrupts, options: SuiteOptions) -> None:
+    """What every suite does on its way out, interrupted or not: note the interruption and
+    write the index and JUnit over what ran."""
+    result.interrupted = interrupts.fired
+    if result.summaries:
+        index = build_index(options.reports_dir, suite_id=result.suite_id)
+        result.index_html, result.junit_xml = index.index_html, index.junit_xml
 
 
 def cluster_env(
