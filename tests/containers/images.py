@@ -139,9 +139,19 @@ def cache_root() -> Path:
 
 def python_env(image: Image) -> Path:
     """The virtualenv of `image`, built from its lock (cached by the lock's sha256)."""
-    digest = hashlib.sha256(image.lock.read_bytes()).hexdigest()[:16]
     name = image.repository.rsplit("/", 1)[-1]
-    target = cache_root() / f"{name}-{digest}"
+    install = ["--require-hashes", "--no-deps", "-r", str(image.lock)]
+    return _cached_venv(name, image.lock.read_bytes(), install)
+
+
+def standin_env(name: str, requirements: list[str]) -> Path:
+    """A virtualenv for a stand-in of an upstream image (not ours: pinned, not hash-locked)."""
+    return _cached_venv(f"standin-{name}", "\n".join(requirements).encode(), requirements)
+
+
+def _cached_venv(name: str, key: bytes, install: list[str]) -> Path:
+    """A virtualenv under the cache, `uv pip install <install>`ed once per sha256 of `key`."""
+    target = cache_root() / f"{name}-{hashlib.sha256(key).hexdigest()[:16]}"
     if (target / ".complete").exists():
         return target
     uv = shutil.which("uv")
@@ -155,34 +165,14 @@ def python_env(image: Image) -> Path:
         check=True,
         capture_output=True,
     )
+    python = str(target / "bin" / "python")
     done = subprocess.run(
-        [
-            uv, "pip", "install", "--quiet", "--python", str(target / "bin" / "python"),
-            "--require-hashes", "--no-deps", "-r", str(image.lock),
-        ],
+        [uv, "pip", "install", "--quiet", "--python", python, *install],
         check=False,
         capture_output=True,
         text=True,
-    )  # fmt: skip
+    )
     if done.returncode != 0:
-        raise RuntimeError(f"installing {image.lock} failed:\n{done.stderr[-2000:]}")
-    (target / ".complete").write_text(image.lock.name + "\n", encoding="utf-8")
-    return target
-
-
-def standin_env(name: str, requirements: list[str]) -> Path:
-    """A virtualenv for a stand-in of an upstream image (not ours: pinned, not hash-locked)."""
-    digest = hashlib.sha256("\n".join(requirements).encode()).hexdigest()[:16]
-    target = cache_root() / f"standin-{name}-{digest}"
-    if (target / ".complete").exists():
-        return target
-    uv = shutil.which("uv")
-    if uv is None:
-        raise RuntimeError("`uv` is not on PATH: `pip install uv` (CI installs it with nox)")
-    shutil.rmtree(target, ignore_errors=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(target)], check=True)
-    python = str(target / "bin" / "python")
-    subprocess.run([uv, "pip", "install", "--quiet", "--python", python, *requirements], check=True)
-    (target / ".complete").write_text("\n".join(requirements) + "\n", encoding="utf-8")
+        raise RuntimeError(f"installing {' '.join(install)} failed:\n{done.stderr[-2000:]}")
+    (target / ".complete").write_text(" ".join(install) + "\n", encoding="utf-8")
     return target
