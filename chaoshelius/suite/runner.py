@@ -47,6 +47,7 @@ from chaoshelius.stack import auth, lifecycle
 from chaoshelius.stack.client import ControlClient
 from chaoshelius.stack.config import StackConfig
 from chaoshelius.stack.errors import StackError
+from chaoshelius.stack.ports import DEFAULT_BASE_PORT
 from chaoshelius.stack.state import StackPaths
 from chaoshelius.suite.cluster import (
     PREDICTION_CHECK_SKIPPED,
@@ -123,7 +124,7 @@ class PlannedRun:
 class SuiteOptions:
     reports_dir: Path = Path("reports")
     state_dir: Path = Path(".helius") / "stack"
-    base_port: int = 17000
+    base_port: int = DEFAULT_BASE_PORT
     keep_stack: bool = False
     echo: Callable[[str], None] = print
     chaos_args: tuple[str, ...] = ()  # passed to every `chaos run` (see chaos_run_args)
