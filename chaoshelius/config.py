@@ -14,9 +14,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from chaoshelius.exceptions import ConfigurationError
+from chaoshelius.stack.ports import DEFAULT_BASE_PORT, StackPorts
 from chaoshelius.topology import NAMESPACE, App
 
-DEFAULT_BASE_PORT = 17000
+_PORTS = StackPorts(DEFAULT_BASE_PORT)
 
 
 class HarnessConfig(BaseModel):
@@ -26,16 +27,16 @@ class HarnessConfig(BaseModel):
 
     target: Literal["local", "kubernetes"] = "local"
     # local stack endpoints
-    helius_control_url: str = f"http://127.0.0.1:{DEFAULT_BASE_PORT}"
+    helius_control_url: str = f"http://127.0.0.1:{_PORTS.control}"
     # the local stack's state directory: its control token is read from <dir>/control.token
     # (HELIUS_CONTROL_TOKEN, when set, wins; see chaoshelius/stack/auth.py)
     helius_stack_dir: Path = Path(".helius") / "stack"
-    prometheus_base_url: str = f"http://127.0.0.1:{DEFAULT_BASE_PORT + 90}"
-    helius_reco_url: str = f"http://127.0.0.1:{DEFAULT_BASE_PORT + 80}"
-    helius_loadgen_metrics_port: int = DEFAULT_BASE_PORT + 89
+    prometheus_base_url: str = f"http://127.0.0.1:{_PORTS.prometheus}"
+    helius_reco_url: str = f"http://127.0.0.1:{_PORTS.reco_service}"
+    helius_loadgen_metrics_port: int = _PORTS.loadgen
     # the MLflow tracking server (the registry): probes read the champion alias from it, the
     # model actions promote through it (local: the stack's MLflow service proxy)
-    helius_mlflow_url: str = f"http://127.0.0.1:{DEFAULT_BASE_PORT + 50}"
+    helius_mlflow_url: str = f"http://127.0.0.1:{_PORTS.mlflow_service}"
     # where a run keeps what it measured (fault windows, Locust CSVs, the report)
     helius_run_dir: Path = Path("reports/runs/latest")
     # HTTP timeout for every call the harness makes (control API, Prometheus)
