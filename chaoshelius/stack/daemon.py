@@ -54,7 +54,6 @@ from chaoshelius.stack.procs import (
 from chaoshelius.stack.proxy import (
     Balancing,
     ProxyFault,
-    ProxyMode,
     RoundRobin,
     TcpProxy,
     Upstream,
@@ -68,6 +67,7 @@ from chaoshelius.topology import (
     MODEL_NAME,
     ZONES,
     App,
+    PathMode,
 )
 
 log = logging.getLogger("chaoshelius.stack")
@@ -531,13 +531,13 @@ class Stack:
 
     def cut(self, edge: str, mode: str, latency_ms: int, ttl: float) -> api.Fault:
         proxy = self._edge(edge)
-        if mode == ProxyMode.LATENCY and latency_ms <= 0:
+        if mode == PathMode.LATENCY and latency_ms <= 0:
             raise InvalidRequest("mode latency needs latency_ms > 0")
         params: dict[str, Any] = {"mode": mode}
-        if mode == ProxyMode.LATENCY:
+        if mode == PathMode.LATENCY:
             params["latency_ms"] = latency_ms
         fault = self._add_fault(FaultKind.PATH, edge, params, ttl)
-        proxy.set_fault(ProxyFault(ProxyMode(mode), latency_ms))
+        proxy.set_fault(ProxyFault(PathMode(mode), latency_ms))
         self._changed()
         return fault
 
@@ -632,7 +632,7 @@ class Stack:
             drained_zones=sorted(self.supervisor.drained),
             proxies={
                 name: api.ProxyStatus(
-                    mode=str(p.fault.mode),
+                    mode=p.fault.status,
                     balancing=str(p.balancing),
                     open_connections=p.open_connections,
                 )

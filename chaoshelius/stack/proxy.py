@@ -45,6 +45,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from chaoshelius.topology import PathMode
+
 _CHUNK = 65536
 _MAX_HEAD = 65536  # request or response line plus headers (the StreamReader's limit too)
 MAX_HEADERS = 100  # header lines in a head, trailer lines after a chunked body
@@ -249,17 +251,15 @@ _NO_UPSTREAM = _canned(b"503 Service Unavailable", b"no ready upstream pod")
 _BAD_GATEWAY = _canned(b"502 Bad Gateway", b"the upstream pod closed the connection")
 
 
-class ProxyMode(StrEnum):
-    NORMAL = "normal"
-    BLACKHOLE = "blackhole"
-    RESET = "reset"
-    LATENCY = "latency"
-
-
 @dataclass(frozen=True)
 class ProxyFault:
-    mode: ProxyMode = ProxyMode.NORMAL
+    mode: PathMode | None = None  # None: passing through
     latency_ms: int = 0
+
+    @property
+    def status(self) -> str:
+        """The mode as the stack's status shows it (`normal` when passing through)."""
+        return "normal" if self.mode is None else str(self.mode)
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
@@ -336,11 +336,11 @@ class TcpProxy:
         self.fault = fault
         self._fault_changed.set()
         self._fault_changed = asyncio.Event()
-        if fault.mode is ProxyMode.BLACKHOLE:
+        if fault.mode is PathMode.BLACKHOLE:
             self._flowing.clear()
         else:
             self._flowing.set()
-        if fault.mode is ProxyMode.RESET:
+        if fault.mode is PathMode.RESET:
             for client, upstream in list(self._conns):
                 _reset(client)
                 if upstream is not None:
@@ -350,7 +350,7 @@ class TcpProxy:
         self.set_fault(ProxyFault())
 
     def _resetting(self) -> bool:
-        return self.fault.mode is ProxyMode.RESET
+        return self.fault.mode is PathMode.RESET
 
     @property
     def open_connections(self) -> int:
@@ -358,7 +358,7 @@ class TcpProxy:
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.connections_total += 1
-        if self.fault.mode is ProxyMode.RESET:
+        if self.fault.mode is PathMode.RESET:
             _reset(client_w)
             return
         if self.balancing is Balancing.REQUEST:
@@ -407,7 +407,7 @@ class TcpProxy:
                     break
                 if not self._flowing.is_set():
                     await self._flowing.wait()
-                if self.fault.mode is ProxyMode.LATENCY and self.fault.latency_ms > 0:
+                if self.fault.mode is PathMode.LATENCY and self.fault.latency_ms > 0:
                     await self._delay(self.fault.latency_ms / 1000)
                 writer.write(data)
                 if writer.transport.get_write_buffer_size() > _CHUNK:  # backpressure only

@@ -28,10 +28,10 @@ from chaoshelius.stack.faults import FaultKind
 from chaoshelius.stack.ports import StackPorts
 from chaoshelius.stack.postgres import PG_HOME_ENV, PostgresServer
 from chaoshelius.stack.procs import identify, pid_alive
-from chaoshelius.stack.proxy import ProxyFault, ProxyMode, TcpProxy
+from chaoshelius.stack.proxy import ProxyFault, TcpProxy
 from chaoshelius.stack.state import StackPaths, write_state
 from chaoshelius.stack.supervisor import Supervisor
-from chaoshelius.topology import App
+from chaoshelius.topology import App, PathMode
 
 
 # -- selectors ----------------------------------------------------------------------------------
@@ -284,7 +284,7 @@ def test_a_latency_fault_does_not_outlast_its_removal_by_latency_ms() -> None:
         proxy._server = await asyncio.start_server(proxy._handle, "127.0.0.1", 0)
         proxy_port = proxy._server.sockets[0].getsockname()[1]
         reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port)
-        proxy.set_fault(ProxyFault(ProxyMode.LATENCY, latency_ms=5_000))
+        proxy.set_fault(ProxyFault(PathMode.LATENCY, latency_ms=5_000))
         writer.write(b"ping")
         await writer.drain()
         await asyncio.sleep(0.3)  # the chunk is held by the 5 s latency now
