@@ -8,12 +8,12 @@ from pathlib import Path
 import yaml
 
 from chaoshelius.exceptions import HeliusError
+from chaoshelius.stack.config import PROFILES_DIR
 
 __all__ = ["NegativeControl", "load_controls", "profile_path"]
 
 _HERE = Path(__file__).parent
 CONTROLS_FILE = _HERE / "controls.yml"
-PROFILES_DIR = _HERE / "profiles"
 
 
 @dataclass(frozen=True)

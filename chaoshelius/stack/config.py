@@ -17,9 +17,12 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from chaoshelius.negative.controls import PROFILES_DIR
 from chaoshelius.stack.errors import NotFound, StackError
 from chaoshelius.topology import MLFLOW_LIVENESS, RECO_LIVENESS, ZONES, Probe
+
+# The shipped profiles (the negative controls' fragile variants, chaoshelius/negative/profiles):
+# the stack names where they are, and the negative controls read it from here.
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "negative" / "profiles"
 
 
 class AppPlacement(BaseModel):
