@@ -35,7 +35,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,12 +43,19 @@ import time
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
+
+from bench_procs import (
+    CLEANUP_SIGNALS,
+    BenchError,
+    ProcessGroups,
+    exited,
+    free_ports,
+    interrupt_on_signals,
+)
 
 HERE = Path(__file__).resolve().parent
 LUA_SCRIPT = HERE / "predict.lua"
@@ -58,7 +64,6 @@ PORT_RANGE = range(31000, 32000)
 UVICORN_FLAGS = ["--host", "127.0.0.1", "--no-access-log", "--log-level", "warning"]
 K = 10
 UNKNOWN_USERS = 200  # ids x00000.. the model has never seen
-CLEANUP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 THROUGHPUT_TARGET_BARE = 0.7  # service / bare FastAPI
 THROUGHPUT_TARGET_MLFLOW = 3.0  # service / mlflow models serve
 
@@ -102,112 +107,6 @@ class Summary:
 
     def median(self, attribute: str) -> float:
         return float(statistics.median(getattr(r, attribute) for r in self.rounds))
-
-
-class BenchError(Exception):
-    """The benchmark could not run or its targets misbehaved; the message says why."""
-
-
-class ProcessGroups:
-    """Processes started in their own sessions; `kill_all` ends each whole group."""
-
-    def __init__(self) -> None:
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def start(
-        self, argv: Sequence[str], *, env: dict[str, str], log: Path | None, cwd: Path
-    ) -> subprocess.Popen[bytes]:
-        out = log.open("wb") if log else subprocess.PIPE
-        try:
-            process = subprocess.Popen(  # noqa: S603  argv list, no shell: the benchmark's own servers
-                list(argv),
-                env=env,
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT if log else subprocess.PIPE,
-                start_new_session=True,
-            )
-        finally:
-            if log:
-                out.close()  # type: ignore[union-attr]
-        self.processes.append(process)
-        return process
-
-    def kill(self, process: subprocess.Popen[bytes], grace: float = 5.0) -> None:
-        """SIGTERM the group, then SIGKILL what is left of it (`mlflow models serve` runs
-        uvicorn in a child of the group leader). The leader is reaped only after both signals,
-        so its pid, which names the group, cannot have been reused by someone else's process."""
-        if process.returncode is None:
-            _signal_group(process.pid, signal.SIGTERM)
-            _wait_unreaped(process.pid, grace)
-            _signal_group(process.pid, signal.SIGKILL)
-            try:
-                process.wait(grace)
-            except subprocess.TimeoutExpired:
-                print(f"warning: process {process.pid} did not exit", file=sys.stderr)
-        if process in self.processes:
-            self.processes.remove(process)
-
-    def kill_all(self) -> None:
-        for process in list(self.processes):
-            self.kill(process)
-
-
-def exited(process: subprocess.Popen[bytes]) -> bool:
-    """Whether the process ended, without reaping it (see `ProcessGroups.kill`)."""
-    return process.returncode is not None or _wait_unreaped(process.pid, 0.0)
-
-
-def _wait_unreaped(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
-                return True
-        except ChildProcessError:  # already reaped
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-@contextmanager
-def _interrupt_on_signals() -> Iterator[None]:
-    """SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt, so one `finally` cleans up. SIGINT is
-    set too because a shell starts background jobs with it ignored."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    previous = {sig: signal.signal(sig, handler) for sig in CLEANUP_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def _free_ports(start: int, count: int) -> list[int]:
-    ports: list[int] = []
-    for port in range(start, PORT_RANGE.stop):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        ports.append(port)
-        if len(ports) == count:
-            return ports
-    raise BenchError(f"fewer than {count} free ports in {start}..{PORT_RANGE.stop - 1}")
 
 
 # -- the model, for the service (cache dir) and for MLflow (pyfunc dir) ------------------------
@@ -535,7 +434,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     groups = ProcessGroups()
     with tempfile.TemporaryDirectory(prefix="helius-bench-") as tmp:
         try:
-            with _interrupt_on_signals():
+            with interrupt_on_signals():
                 return _run(args, wrk, groups, Path(tmp))
         except KeyboardInterrupt:
             print("\ninterrupted; stopping the processes started", file=sys.stderr)
@@ -556,7 +455,9 @@ def _run(args: argparse.Namespace, wrk: str, groups: ProcessGroups, work: Path) 
     loadavg_before = os.getloadavg()[0]
     print(f"preparing the {args.model} model and its MLflow pyfunc copy ...", flush=True)
     cache_dir, pyfunc_dir = prepare_model(args.model, work)
-    targets = build_targets(cache_dir, pyfunc_dir, _free_ports(args.port_base, 3), args.service_src)
+    targets = build_targets(
+        cache_dir, pyfunc_dir, free_ports(args.port_base, 3, PORT_RANGE.stop), args.service_src
+    )
     start_targets(targets, groups, work)
     print("starting " + ", ".join(f"{t.name} :{t.port}" for t in targets), flush=True)
     wait_ready(targets)
