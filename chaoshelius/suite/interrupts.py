@@ -1,0 +1,58 @@
+"""SIGTERM / SIGINT during a suite: the running `chaos` gets SIGTERM once (it plays its
+rollbacks), then up to CHAOS_STOP_GRACE_SECONDS to finish before SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+__all__ = ["CHAOS_STOP_GRACE_SECONDS", "Interrupts", "wait_for_chaos"]
+
+CHAOS_STOP_GRACE_SECONDS = 120.0  # rollbacks + after-hypothesis queries, then SIGKILL
+
+
+class Interrupts:
+    """SIGTERM/SIGINT: forward SIGTERM to the running `chaos` once, remember it happened."""
+
+    def __init__(self) -> None:
+        self.fired = False
+        self.child: subprocess.Popen[bytes] | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.fired = True
+        child = self.child
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+
+    def __enter__(self) -> Interrupts:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def wait_for_chaos(
+    process: subprocess.Popen[bytes],
+    interrupts: Interrupts,
+    tick: Callable[[], None] | None = None,
+) -> None:
+    while process.poll() is None:
+        if tick is not None:
+            tick()
+        if interrupts.fired:
+            try:
+                process.wait(CHAOS_STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            return
+        time.sleep(0.2)
