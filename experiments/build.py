@@ -5,6 +5,12 @@ keeps their shared parts (configuration keys, the before/after checks, load, rol
 controls) identical, so a fix lands in every experiment at once. tests/experiments checks that
 the committed files are exactly what this script writes.
 
+Every step is made from the harness's own activity function (`slo.client_success_ratio`, not
+a module and a name typed as strings) and its arguments are bound to the function's signature
+while the catalogue is generated (chaoshelius/catalogue.py): a misspelt function or argument
+fails here, naming it, not in the middle of a run. Apps, edges, fault kinds, path modes and
+metric names come from chaoshelius.topology, the configuration keys from HarnessConfig.
+
     python experiments/build.py           # rewrite experiments/*.json
     python experiments/build.py --check   # exit 1 if a file differs (CI)
 """
@@ -14,18 +20,49 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from chaoshelius.catalogue import (
+    CatalogueError,
+    Json,
+    action,
+    control,
+    env,
+    harness_key,
+    placeholder,
+    probe,
+)
+from chaoshelius.controls import journal, safeguards, steady_gate
+from chaoshelius.load import actions as load
+from chaoshelius.model import actions as model
+from chaoshelius.network import actions as network
+from chaoshelius.network import probes as network_probes
+from chaoshelius.pods import actions as pods
+from chaoshelius.pods import probes as pod_probes
+from chaoshelius.slo import judge_all
+from chaoshelius.slo import probes as slo
+from chaoshelius.topology import (
+    EDGE_MLFLOW_RDS,
+    EDGE_RECO_MLFLOW,
+    FALLBACK_GAUGE,
+    REFRESH_FAILURES,
+    ZONES,
+    App,
+    FaultKind,
+    PathMode,
+)
+from chaoshelius.zones import actions as zones
+
 HERE = Path(__file__).resolve().parent
-RECO, MLFLOW = "helius-reco", "mlflow"
+RECO, MLFLOW = App.RECO.value, App.MLFLOW.value
 REPLICAS = 3  # every app of the stack runs 3 replicas, one per zone
 # The zone of every zone-pinned step: a configuration key, so a cluster's own zone names work
 # (`--var helius_zone=eu-west-1a`, or HELIUS_ZONE); the local stack's and the kind overlay's
 # zone-a by default.
-ZONE_KEY, DEFAULT_ZONE = "helius_zone", "zone-a"
-ZONE = "${" + ZONE_KEY + "}"
-OK = {"type": "jsonpath", "path": "$.ok", "expect": True}
+ZONE_KEY, DEFAULT_ZONE = "helius_zone", ZONES[0]
+ZONE = placeholder(ZONE_KEY)
 
 # The load every experiment runs under (chaoshelius.load.actions.start_load). Locust's
 # run time bounds it even if nobody stops it.
@@ -115,11 +152,14 @@ PROFILES = {"cluster": CLUSTER_TIMING}
 
 def t(key: str) -> str:
     """A timing value: `${key}`, which Chaos Toolkit substitutes with its number."""
-    assert key in TIMING, key  # noqa: S101  a typo check while generating the catalogue
-    return "${" + key + "}"
+    if key not in TIMING:
+        raise CatalogueError(f"{key!r} is not a timing key (TIMING)")
+    return placeholder(key)
 
 
 WARM_UP = t("helius_warm_up_seconds")
+SETTLE = t("helius_settle_seconds")  # after a fault is undone: the recovery judged
+TTL = t("helius_fault_ttl_seconds")
 
 # Client SLOs, from the healthy service's measured noise (docs/experiments.md, "Thresholds").
 # The judged span includes the recovery, when the local stack starts processes on the same two
@@ -152,109 +192,191 @@ RESTARTS = {"max_ratio": 3.0, "noise_seconds": 1.0}
 # (97 ms vs 24 ms, 89 ms vs 19 ms: 0.80 and 0.84 of the 50 ms allowance, 2026-11-30). The
 # tail gets twice that, 150 ms; the median (x2 + 5 ms) still guards the path every request takes.
 MODEL_SWAP = {**LATENCY, "noise_seconds": 0.15}
+# A killed recommender's in-flight requests are lost, as on a cluster.
+LOST_IN_FLIGHT = {"min_ratio": 0.98, "min_worst_ratio": 0.8}
 
-Json = dict[str, Any]
-
-
-def _env(env: str, default: Any, **extra: Any) -> Json:
-    return {"type": "env", "key": env, "default": default, **extra}
-
-
-CONFIGURATION: Json = {
-    "target": _env("HELIUS_TARGET", "local"),
-    "helius_control_url": _env("HELIUS_CONTROL_URL", "http://127.0.0.1:17000"),
-    "prometheus_base_url": _env("HELIUS_PROMETHEUS_URL", "http://127.0.0.1:17090"),
-    "helius_reco_url": _env("HELIUS_RECO_URL", "http://127.0.0.1:17080"),
-    "helius_mlflow_url": _env("HELIUS_MLFLOW_URL", "http://127.0.0.1:17050"),
-    "helius_loadgen_metrics_port": _env("HELIUS_LOADGEN_METRICS_PORT", 17089, env_var_type="int"),
-    "helius_run_dir": _env("HELIUS_RUN_DIR", "reports/runs/latest"),
-    "kube_namespace": _env("HELIUS_KUBE_NAMESPACE", "helius"),
-    "kube_allowed_contexts": _env("HELIUS_KUBE_ALLOWED_CONTEXTS", ""),
+# ---------------------------------------------------------------- configuration and controls
+# the HarnessConfig keys every experiment declares, with the harness's defaults
+HARNESS_KEYS = (
+    "target",
+    "helius_control_url",
+    "prometheus_base_url",
+    "helius_reco_url",
+    "helius_mlflow_url",
+    "helius_loadgen_metrics_port",
+    "helius_run_dir",
+    "kube_namespace",
+    "kube_allowed_contexts",
     # context=server-url or context=sha256:<CA fingerprint>: the cluster a context must be
-    "kube_allowed_servers": _env("HELIUS_KUBE_ALLOWED_SERVERS", ""),
-    "kube_context": _env("HELIUS_KUBE_CONTEXT", ""),
+    "kube_allowed_servers",
+    "kube_context",
     # the RDS subnet group's CIDRs, comma-separated (one per zone it spans)
-    "kube_rds_cidr": _env("HELIUS_KUBE_RDS_CIDR", ""),
+    "kube_rds_cidr",
+)
+CONFIGURATION: Json = {
+    **{key: harness_key(key) for key in HARNESS_KEYS},
     # the zone the zone-pinned experiments hit (a kill in it, its drain): a value of the nodes'
     # topology.kubernetes.io/zone label on a cluster (eu-west-1a on EKS), zone-a|b|c locally
-    ZONE_KEY: _env("HELIUS_ZONE", DEFAULT_ZONE),
-    **{key: _env(key.upper(), value, env_var_type="int") for key, value in TIMING.items()},
+    ZONE_KEY: env(ZONE_KEY, DEFAULT_ZONE),
+    **{key: env(key, value, env_var_type="int") for key, value in TIMING.items()},
 }
+CONTROLS: list[Json] = [
+    control("judge-every-probe", judge_all),
+    # no fault into a stack that is not steady (alerts, fallback) when the fault is due
+    control("helius-steady-gate", steady_gate, timeout_seconds=60),
+    # the journal in the run dir, for `chaoshelius report build` after a plain `chaos run`
+    control("helius-journal", journal),
+    # stop conditions: abort the method (rollbacks play) when users are hurt past these
+    control(
+        "helius-safeguards",
+        safeguards,
+        min_success_ratio=0.5,
+        max_p99_seconds=5.0,
+        window_seconds=10,
+        consecutive=2,
+    ),
+]
 
 
-def _provider(module: str, func: str, **arguments: Any) -> Json:
-    return {
-        "type": "python",
-        "module": f"chaoshelius.{module}",
-        "func": func,
-        "arguments": arguments,
-    }
+# ---------------------------------------------------------------- shared checks
+def window(kind: FaultKind, target: str) -> Json:
+    """The fault window a probe judges: its kind and what it hit."""
+    return {"kind": kind.value, "target": target}
 
 
-def probe(name: str, module: str, func: str, **arguments: Any) -> Json:
-    return {
-        "type": "probe",
-        "name": name,
-        "provider": _provider(module, func, **arguments),
-        "tolerance": OK,
-    }
-
-
-def action(
-    name: str, module: str, func: str, after: float | str | None = None, **arguments: Any
-) -> Json:
-    step: Json = {"type": "action", "name": name, "provider": _provider(module, func, **arguments)}
-    if after:
-        step["pauses"] = {"after": after}
-    return step
-
-
-# ---------------------------------------------------------------- shared blocks
 def steady_now() -> list[Json]:
     """Checked before the fault (a broken start fails the run) and again after it."""
     return [
-        probe("recommender-replicas-ready", "pods.probes", "pods_ready", app=RECO, min_ready=3),
-        probe("mlflow-replicas-ready", "pods.probes", "pods_ready", app=MLFLOW, min_ready=3),
+        probe("recommender-replicas-ready", pod_probes.pods_ready, app=RECO, min_ready=REPLICAS),
+        probe("mlflow-replicas-ready", pod_probes.pods_ready, app=MLFLOW, min_ready=REPLICAS),
         probe(
             "recommender-not-in-fallback-now",
-            "slo.probes",
-            "query_value",
-            query="max(reco_engine_in_fallback_mode)",
+            slo.query_value,
+            query=f"max({FALLBACK_GAUGE})",
             max_value=0,
         ),
     ]
 
 
-def clients(window: Json, success: Json | None = None, latency: Json | None = None) -> list[Json]:
+def clients(
+    w: Json,
+    success: Json | None = None,
+    latency: Json | None = None,
+    success_name: str = "clients-success-slo",
+) -> list[Json]:
     """What users saw over the fault and its recovery (every experiment)."""
     return [
-        probe(
-            "clients-success-slo",
-            "slo.probes",
-            "client_success_ratio",
-            **{**SUCCESS, **(success or {})},
-            **window,
-        ),
-        probe(
-            "clients-latency-slo",
-            "slo.probes",
-            "latency_p99_ratio",
-            **{**LATENCY, **(latency or {})},
-            **window,
-        ),
+        probe(success_name, slo.client_success_ratio, **{**SUCCESS, **(success or {})}, **w),
+        probe("clients-latency-slo", slo.latency_p99_ratio, **{**LATENCY, **(latency or {})}, **w),
     ]
 
 
-def start_load(after: float | str = WARM_UP, **load: Any) -> Json:
-    return action("start-load", "load.actions", "start_load", after=after, **{**LOAD, **load})
+def no_restart(app: str, w: Json, name: str = "no-recommender-restarted") -> Json:
+    return probe(name, pod_probes.pods_survived, app=app, **w)
+
+
+def replaced(name: str, app: str) -> Json:
+    return probe(name, pod_probes.pods_replaced, app=app)
+
+
+def went_down(name: str, app: str, w: Json, **zone: str) -> Json:
+    return probe(name, slo.targets_went_down, app=app, **zone, max_up=0, **w)
+
+
+def no_fallback(name: str, w: Json) -> Json:
+    return probe(
+        name, slo.fallback_never_engaged, grace_seconds=t("helius_refresh_grace_seconds"), **w
+    )
+
+
+def fallback_engaged(w: Json, **after_app_back: str) -> Json:
+    seconds = t("helius_fallback_within_seconds")
+    return probe(
+        "fallback-engaged-on-every-pod",
+        slo.fallback_engaged_within,
+        seconds=seconds,
+        **after_app_back,
+        **w,
+    )
+
+
+def fallback_cleared(w: Json, **after_app_back: str) -> Json:
+    seconds = t("helius_clear_within_seconds")
+    return probe(
+        "fallback-cleared-on-every-pod",
+        slo.fallback_cleared_within,
+        seconds=seconds,
+        **after_app_back,
+        **w,
+    )
+
+
+def alert(name: str, alertname: str, w: Json) -> Json:
+    within = t("helius_alert_within_seconds")
+    return probe(name, slo.alert_fired, alertname=alertname, within_seconds=within, **w)
+
+
+def recovered(name: str, app: str, within: str, w: Json, **per_zone: bool) -> Json:
+    return probe(name, slo.replicas_recovered_within, app=app, seconds=t(within), **per_zone, **w)
+
+
+def converged(name: str, within: str, w: Json) -> Json:
+    return probe(name, slo.models_converged_within, seconds=t(within), **w)
+
+
+# ---------------------------------------------------------------- shared steps
+def start_load(after: str = WARM_UP, **rate: Any) -> Json:
+    return action("start-load", load.start_load, after=after, **{**LOAD, **rate})
 
 
 def stop_load() -> Json:
-    return action("stop-load", "load.actions", "stop_load")
+    return action("stop-load", load.stop_load)
 
 
-def no_restart(app: str, window: Json, name: str = "no-recommender-restarted") -> Json:
-    return probe(name, "pods.probes", "pods_survived", app=app, **window)
+def kill_one(name: str, app: str) -> Json:
+    return action(name, pods.kill_pods, app=app, count=1, zone=ZONE)
+
+
+def await_ready(
+    name: str,
+    app: str,
+    timeout: str = "helius_await_timeout_seconds",
+    after: str | None = SETTLE,
+    **per_zone: bool,
+) -> Json:
+    return action(
+        name, pods.await_pods_ready, after=after, app=app, timeout_seconds=t(timeout), **per_zone
+    )
+
+
+def scale_to_zero(app: str, hold: str) -> Json:
+    return action(
+        f"scale-{app}-to-zero", pods.scale_app, after=t(hold), app=app, replicas=0, ttl_seconds=TTL
+    )
+
+
+def restore_scale(app: str) -> Json:
+    return action(f"restore-{app}", pods.restore_scale, app=app)
+
+
+def cut(name: str, edge: str, mode: PathMode, hold: str, **latency_ms: int) -> Json:
+    return action(
+        name,
+        network.cut_path,
+        after=t(hold),
+        edge=edge,
+        mode=mode.value,
+        **latency_ms,
+        ttl_seconds=TTL,
+    )
+
+
+def restore_path(edge: str, after: str | None = None) -> Json:
+    return action(f"restore-{edge}", network.restore_path, after=after, edge=edge)
+
+
+def uncordon(zone: str) -> Json:
+    return action("uncordon-zone", zones.uncordon_zone, zone=zone)
 
 
 def experiment(
@@ -266,59 +388,28 @@ def experiment(
     checks: list[Json],
     method: list[Json],
     rollbacks: list[Json],
-    configuration: Json | None = None,
+    load_args: Json | None = None,
 ) -> Json:
+    """One experiment: the shared configuration, controls and before/after checks; the load
+    started first (with `load_args`) and stopped last, in the method and the rollbacks."""
     return {
         "version": "1.0.0",
         "title": title,
         "description": description,
         "tags": ["helius", *tags],
         "contributions": contributions,
-        "configuration": {**CONFIGURATION, **(configuration or {})},
-        "controls": [
-            {
-                "name": "judge-every-probe",
-                "provider": {"type": "python", "module": "chaoshelius.slo.judge_all"},
-            },
-            # no fault into a stack that is not steady (alerts, fallback) when the fault is due
-            {
-                "name": "helius-steady-gate",
-                "provider": {
-                    "type": "python",
-                    "module": "chaoshelius.controls.steady_gate",
-                    "arguments": {"timeout_seconds": 60},
-                },
-            },
-            # the journal in the run dir, for `chaoshelius report build` after a plain `chaos run`
-            {
-                "name": "helius-journal",
-                "provider": {"type": "python", "module": "chaoshelius.controls.journal"},
-            },
-            # stop conditions: abort the method (rollbacks play) when users are hurt past these
-            {
-                "name": "helius-safeguards",
-                "provider": {
-                    "type": "python",
-                    "module": "chaoshelius.controls.safeguards",
-                    "arguments": {
-                        "min_success_ratio": 0.5,
-                        "max_p99_seconds": 5.0,
-                        "window_seconds": 10,
-                        "consecutive": 2,
-                    },
-                },
-            },
-        ],
+        "configuration": CONFIGURATION,
+        "controls": CONTROLS,
         "runtime": {"rollbacks": {"strategy": "always"}},
         "steady-state-hypothesis": {"title": hypothesis_title, "probes": steady_now() + checks},
-        "method": method,
+        "method": [start_load(**(load_args or {})), *method, stop_load()],
         "rollbacks": [*rollbacks, stop_load()],
     }
 
 
 # ---------------------------------------------------------------- the catalogue
 def mlflow_pod_kill() -> Json:
-    w = {"kind": "pod-kill", "target": MLFLOW}
+    w = window(FaultKind.POD_KILL, MLFLOW)
     return experiment(
         "Killing one MLflow pod is absorbed by HA: no fallback",
         "Kill the MLflow pod in a zone (helius_zone, default zone-a) under load. The MLflow "
@@ -330,51 +421,22 @@ def mlflow_pod_kill() -> Json:
         {"availability": "high", "reliability": "high"},
         "MLflow HA holds: one replica lost, the recommenders never fall back",
         [
-            probe("killed-mlflow-pod-was-replaced", "pods.probes", "pods_replaced", app=MLFLOW),
-            probe(
-                "no-fallback-during-the-kill",
-                "slo.probes",
-                "fallback_never_engaged",
-                grace_seconds=t("helius_refresh_grace_seconds"),
-                **w,
-            ),
+            replaced("killed-mlflow-pod-was-replaced", MLFLOW),
+            no_fallback("no-fallback-during-the-kill", w),
             *clients(w, latency=RESTARTS),
-            probe(
-                "mlflow-replicas-back",
-                "slo.probes",
-                "replicas_recovered_within",
-                app=MLFLOW,
-                seconds=t("helius_mlflow_back_within_seconds"),
-                **w,
-            ),
+            recovered("mlflow-replicas-back", MLFLOW, "helius_mlflow_back_within_seconds", w),
             no_restart(RECO, w),
         ],
         [
-            start_load(),
-            action(
-                "kill-one-mlflow-pod",
-                "pods.actions",
-                "kill_pods",
-                app=MLFLOW,
-                count=1,
-                zone=ZONE,
-            ),
-            action(
-                "await-mlflow-replacement",
-                "pods.actions",
-                "await_pods_ready",
-                after=t("helius_settle_seconds"),
-                app=MLFLOW,
-                timeout_seconds=t("helius_await_timeout_seconds"),
-            ),
-            stop_load(),
+            kill_one("kill-one-mlflow-pod", MLFLOW),
+            await_ready("await-mlflow-replacement", MLFLOW),
         ],
         [],
     )
 
 
 def mlflow_outage() -> Json:
-    w = {"kind": "scale", "target": MLFLOW}
+    w = window(FaultKind.SCALE, MLFLOW)
     return experiment(
         "Full MLflow outage, longer than the liveness budget: fallback on every pod, "
         "predictions continue, nobody restarts, fallback clears",
@@ -388,77 +450,25 @@ def mlflow_outage() -> Json:
         {"availability": "high", "reliability": "high", "observability": "high"},
         "Predictions survive a full MLflow outage and the fallback clears by itself",
         [
-            probe(
-                "mlflow-was-really-down",
-                "slo.probes",
-                "targets_went_down",
-                app=MLFLOW,
-                max_up=0,
-                **w,
-            ),
-            probe(
-                "fallback-engaged-on-every-pod",
-                "slo.probes",
-                "fallback_engaged_within",
-                seconds=t("helius_fallback_within_seconds"),
-                after_app_back=MLFLOW,
-                **w,
-            ),
-            probe("predictions-continued", "slo.probes", "client_success_ratio", **SUCCESS, **w),
-            clients(w, latency=RESTARTS)[1],
-            probe(
-                "fallback-alert-fired",
-                "slo.probes",
-                "alert_fired",
-                alertname="RecoEngineInFallback",
-                within_seconds=t("helius_alert_within_seconds"),
-                **w,
-            ),
-            probe(
-                "fallback-cleared-on-every-pod",
-                "slo.probes",
-                "fallback_cleared_within",
-                seconds=t("helius_clear_within_seconds"),
-                after_app_back=MLFLOW,
-                **w,
-            ),
-            probe(
-                "every-pod-on-the-registry-model",
-                "slo.probes",
-                "models_converged_within",
-                seconds=t("helius_mlflow_back_within_seconds"),
-                **w,
-            ),
+            went_down("mlflow-was-really-down", MLFLOW, w),
+            fallback_engaged(w, after_app_back=MLFLOW),
+            *clients(w, latency=RESTARTS, success_name="predictions-continued"),
+            alert("fallback-alert-fired", "RecoEngineInFallback", w),
+            fallback_cleared(w, after_app_back=MLFLOW),
+            converged("every-pod-on-the-registry-model", "helius_mlflow_back_within_seconds", w),
             no_restart(RECO, w),
         ],
         [
-            start_load(),
-            action(
-                "scale-mlflow-to-zero",
-                "pods.actions",
-                "scale_app",
-                after=t("helius_outage_hold_seconds"),
-                app=MLFLOW,
-                replicas=0,
-                ttl_seconds=t("helius_fault_ttl_seconds"),
-            ),
-            action("restore-mlflow", "pods.actions", "restore_scale", app=MLFLOW),
-            action(
-                "await-mlflow-back",
-                "pods.actions",
-                "await_pods_ready",
-                after=t("helius_settle_seconds"),
-                app=MLFLOW,
-                timeout_seconds=t("helius_await_timeout_seconds"),
-            ),
-            stop_load(),
+            scale_to_zero(MLFLOW, "helius_outage_hold_seconds"),
+            restore_scale(MLFLOW),
+            await_ready("await-mlflow-back", MLFLOW),
         ],
-        [action("restore-mlflow", "pods.actions", "restore_scale", app=MLFLOW)],
+        [restore_scale(MLFLOW)],
     )
 
 
 def rds_path_cut() -> Json:
-    w = {"kind": "path", "target": "mlflow-rds"}
+    w = window(FaultKind.PATH, EDGE_MLFLOW_RDS)
     return experiment(
         "MLflow -> RDS path blackholed: fallback, alert, MLflow recovers without restart",
         "Blackhole the mlflow-rds path (connections hang, like a NetworkPolicy drop; TTL 90 s) "
@@ -473,79 +483,39 @@ def rds_path_cut() -> Json:
         [
             probe(
                 "refreshes-really-failed",
-                "slo.probes",
-                "counter_grew",
-                selector='reco_engine_refresh_failures_total{reason!="disabled"}',
+                slo.counter_grew,
+                selector=REFRESH_FAILURES + '{reason!="disabled"}',
                 min_increase=1,
                 **w,
             ),
-            probe(
-                "fallback-engaged-on-every-pod",
-                "slo.probes",
-                "fallback_engaged_within",
-                seconds=t("helius_fallback_within_seconds"),
-                **w,
-            ),
-            probe("predictions-continued", "slo.probes", "client_success_ratio", **SUCCESS, **w),
-            clients(w)[1],
-            probe(
-                "mlflow-degraded-alert-fired",
-                "slo.probes",
-                "alert_fired",
-                alertname="MLflowDegraded",
-                within_seconds=t("helius_alert_within_seconds"),
-                **w,
-            ),
-            probe(
-                "fallback-alert-fired",
-                "slo.probes",
-                "alert_fired",
-                alertname="RecoEngineInFallback",
-                within_seconds=t("helius_alert_within_seconds"),
-                **w,
-            ),
-            probe(
-                "fallback-cleared-on-every-pod",
-                "slo.probes",
-                "fallback_cleared_within",
-                seconds=t("helius_clear_within_seconds"),
-                **w,
-            ),
+            fallback_engaged(w),
+            *clients(w, success_name="predictions-continued"),
+            alert("mlflow-degraded-alert-fired", "MLflowDegraded", w),
+            alert("fallback-alert-fired", "RecoEngineInFallback", w),
+            fallback_cleared(w),
             probe(
                 "mlflow-recovered-without-restart",
-                "network.probes",
-                "source_pods_unchanged",
-                edge="mlflow-rds",
+                network_probes.source_pods_unchanged,
+                edge=EDGE_MLFLOW_RDS,
             ),
             no_restart(RECO, w),
         ],
         [
-            start_load(),
-            action(
-                "blackhole-mlflow-rds",
-                "network.actions",
-                "cut_path",
-                after=t("helius_cut_hold_seconds"),
-                edge="mlflow-rds",
-                mode="blackhole",
-                ttl_seconds=t("helius_fault_ttl_seconds"),
+            cut(
+                f"blackhole-{EDGE_MLFLOW_RDS}",
+                EDGE_MLFLOW_RDS,
+                PathMode.BLACKHOLE,
+                "helius_cut_hold_seconds",
             ),
-            action(
-                "restore-mlflow-rds",
-                "network.actions",
-                "restore_path",
-                after=t("helius_settle_seconds"),
-                edge="mlflow-rds",
-            ),
-            stop_load(),
+            restore_path(EDGE_MLFLOW_RDS, after=SETTLE),
         ],
-        [action("restore-mlflow-rds", "network.actions", "restore_path", edge="mlflow-rds")],
+        [restore_path(EDGE_MLFLOW_RDS)],
     )
 
 
 def az_drain() -> Json:
     zone = ZONE
-    w = {"kind": "drain", "target": zone}
+    w = window(FaultKind.DRAIN, zone)
     return experiment(
         "Draining a zone (zone-a by default): its pods go, no outage, no fallback",
         "Drain a zone (helius_zone / HELIUS_ZONE, default zone-a; every pod in it stops and stays "
@@ -556,15 +526,7 @@ def az_drain() -> Json:
         {"availability": "high", "reliability": "high"},
         "Losing a whole zone costs capacity, not availability",
         [
-            probe(
-                "drained-zone-recommenders-were-down",
-                "slo.probes",
-                "targets_went_down",
-                app=RECO,
-                zone=zone,
-                max_up=0,
-                **w,
-            ),
+            went_down("drained-zone-recommenders-were-down", RECO, w, zone=zone),
             # half of what the stack sustains (measured now): losing a third of the
             # recommenders is a real stress. Availability must hold, the median may triple,
             # the tail may not pass 3x + 1 s: the zone's pods restarting on the same two
@@ -573,67 +535,35 @@ def az_drain() -> Json:
             # MLflow and recommender restart beside the survivors): p50 x1.2-x2.1 in 11 of 13
             # healthy runs, x3.7 (15 ms) and x7.9 (33 ms on a 4 ms baseline) in two (campaign of
             # 2026-11-30): x3 + 25 ms. A slower path on every request (+40 ms) still fails it.
-            *clients(
-                w,
-                latency={
-                    "max_ratio": 3.0,
-                    "noise_seconds": 1.0,
-                    "p50_max_ratio": 3.0,
-                    "p50_noise_seconds": 0.025,
-                },
-            ),
-            probe(
-                "no-fallback",
-                "slo.probes",
-                "fallback_never_engaged",
-                grace_seconds=t("helius_refresh_grace_seconds"),
-                **w,
-            ),
-            probe(
+            *clients(w, latency={**RESTARTS, "p50_max_ratio": 3.0, "p50_noise_seconds": 0.025}),
+            no_fallback("no-fallback", w),
+            recovered(
                 "recommenders-back-in-every-zone",
-                "slo.probes",
-                "replicas_recovered_within",
-                app=RECO,
-                seconds=t("helius_zone_back_within_seconds"),
+                RECO,
+                "helius_zone_back_within_seconds",
+                w,
                 per_zone=True,
-                **w,
             ),
         ],
         [
-            start_load(capacity_fraction=0.5),
             action(
                 "drain-zone",
-                "zones.actions",
-                "drain_zone",
+                zones.drain_zone,
                 after=t("helius_drain_hold_seconds"),
                 zone=zone,
-                ttl_seconds=t("helius_fault_ttl_seconds"),
+                ttl_seconds=TTL,
             ),
-            action("uncordon-zone", "zones.actions", "uncordon_zone", zone=zone),
-            action(
-                "await-recommenders-back",
-                "pods.actions",
-                "await_pods_ready",
-                app=RECO,
-                timeout_seconds=t("helius_await_timeout_seconds"),
-                per_zone=True,
-            ),
-            action(
-                "await-mlflow-back",
-                "pods.actions",
-                "await_pods_ready",
-                after=t("helius_settle_seconds"),
-                app=MLFLOW,
-                timeout_seconds=t("helius_await_timeout_seconds"),
-            ),
-            stop_load(),
+            uncordon(zone),
+            await_ready("await-recommenders-back", RECO, after=None, per_zone=True),
+            await_ready("await-mlflow-back", MLFLOW),
         ],
-        [action("uncordon-zone", "zones.actions", "uncordon_zone", zone=zone)],
+        [uncordon(zone)],
+        load_args={"capacity_fraction": 0.5},
     )
 
 
 def mlflow_latency() -> Json:
-    w = {"kind": "path", "target": "reco-mlflow"}
+    w = window(FaultKind.PATH, EDGE_RECO_MLFLOW)
     return experiment(
         "Slow MLflow: the recommenders' hot path latency is unaffected",
         "Add 800 ms of latency on the reco-mlflow path (TTL 90 s) for 20 s under load, then "
@@ -645,32 +575,21 @@ def mlflow_latency() -> Json:
         "A slow registry never slows predictions",
         [*clients(w), no_restart(RECO, w)],
         [
-            start_load(),
-            action(
-                "slow-reco-mlflow",
-                "network.actions",
-                "cut_path",
-                after=t("helius_latency_hold_seconds"),
-                edge="reco-mlflow",
-                mode="latency",
+            cut(
+                f"slow-{EDGE_RECO_MLFLOW}",
+                EDGE_RECO_MLFLOW,
+                PathMode.LATENCY,
+                "helius_latency_hold_seconds",
                 latency_ms=800,
-                ttl_seconds=t("helius_fault_ttl_seconds"),
             ),
-            action(
-                "restore-reco-mlflow",
-                "network.actions",
-                "restore_path",
-                after=t("helius_settle_seconds"),
-                edge="reco-mlflow",
-            ),
-            stop_load(),
+            restore_path(EDGE_RECO_MLFLOW, after=SETTLE),
         ],
-        [action("restore-reco-mlflow", "network.actions", "restore_path", edge="reco-mlflow")],
+        [restore_path(EDGE_RECO_MLFLOW)],
     )
 
 
 def reco_pod_kill() -> Json:
-    w = {"kind": "pod-kill", "target": RECO}
+    w = window(FaultKind.POD_KILL, RECO)
     return experiment(
         "Killing one recommender pod: clients barely notice",
         "Kill the recommender pod in a zone (helius_zone, default zone-a) under load. The "
@@ -682,44 +601,21 @@ def reco_pod_kill() -> Json:
         {"availability": "high"},
         "Losing one recommender replica is invisible to clients",
         [
-            probe("killed-recommender-was-replaced", "pods.probes", "pods_replaced", app=RECO),
-            *clients(w, success={"min_ratio": 0.98, "min_worst_ratio": 0.8}, latency=RESTARTS),
-            probe(
-                "recommenders-back",
-                "slo.probes",
-                "replicas_recovered_within",
-                app=RECO,
-                seconds=t("helius_reco_back_within_seconds"),
-                **w,
-            ),
+            replaced("killed-recommender-was-replaced", RECO),
+            *clients(w, success=LOST_IN_FLIGHT, latency=RESTARTS),
+            recovered("recommenders-back", RECO, "helius_reco_back_within_seconds", w),
         ],
         [
-            start_load(),
-            action(
-                "kill-one-recommender",
-                "pods.actions",
-                "kill_pods",
-                app=RECO,
-                count=1,
-                zone=ZONE,
-            ),
-            action(
-                "await-recommender-replacement",
-                "pods.actions",
-                "await_pods_ready",
-                after=t("helius_settle_seconds"),
-                app=RECO,
-                timeout_seconds=t("helius_reco_await_seconds"),
-            ),
-            stop_load(),
+            kill_one("kill-one-recommender", RECO),
+            await_ready("await-recommender-replacement", RECO, "helius_reco_await_seconds"),
         ],
         [],
     )
 
 
 def reco_cold_start_during_outage() -> Json:
-    outage = {"kind": "scale", "target": MLFLOW}
-    kill = {"kind": "pod-kill", "target": RECO}
+    outage = window(FaultKind.SCALE, MLFLOW)
+    kill = window(FaultKind.POD_KILL, RECO)
     return experiment(
         "A recommender replaced during an MLflow outage starts and serves (always starts)",
         "Scale MLflow to 0 (TTL 120 s) under load, then kill the recommender in a zone "
@@ -731,85 +627,36 @@ def reco_cold_start_during_outage() -> Json:
         {"availability": "high", "reliability": "high"},
         "The recommender always starts, even when the registry is gone",
         [
-            probe(
-                "mlflow-was-really-down",
-                "slo.probes",
-                "targets_went_down",
-                app=MLFLOW,
-                max_up=0,
-                **outage,
-            ),
-            probe(
+            went_down("mlflow-was-really-down", MLFLOW, outage),
+            recovered(
                 "replacement-serving-during-outage",
-                "slo.probes",
-                "replicas_recovered_within",
-                app=RECO,
-                seconds=t("helius_cold_start_within_seconds"),
-                **kill,
+                RECO,
+                "helius_cold_start_within_seconds",
+                kill,
             ),
-            probe("killed-recommender-was-replaced", "pods.probes", "pods_replaced", app=RECO),
-            probe(
-                "fallback-engaged-on-every-pod",
-                "slo.probes",
-                "fallback_engaged_within",
-                seconds=t("helius_fallback_within_seconds"),
-                after_app_back=MLFLOW,
-                **outage,
-            ),
-            *clients(outage, success={"min_ratio": 0.98, "min_worst_ratio": 0.8}, latency=RESTARTS),
-            probe(
-                "fallback-cleared-on-every-pod",
-                "slo.probes",
-                "fallback_cleared_within",
-                seconds=t("helius_clear_within_seconds"),
-                after_app_back=MLFLOW,
-                **outage,
-            ),
+            replaced("killed-recommender-was-replaced", RECO),
+            fallback_engaged(outage, after_app_back=MLFLOW),
+            *clients(outage, success=LOST_IN_FLIGHT, latency=RESTARTS),
+            fallback_cleared(outage, after_app_back=MLFLOW),
         ],
         [
-            start_load(),
-            action(
-                "scale-mlflow-to-zero",
-                "pods.actions",
-                "scale_app",
-                after=t("helius_outage_before_kill_seconds"),
-                app=MLFLOW,
-                replicas=0,
-                ttl_seconds=t("helius_fault_ttl_seconds"),
-            ),
-            action(
-                "kill-one-recommender",
-                "pods.actions",
-                "kill_pods",
-                app=RECO,
-                count=1,
-                zone=ZONE,
-            ),
-            action(
+            scale_to_zero(MLFLOW, "helius_outage_before_kill_seconds"),
+            kill_one("kill-one-recommender", RECO),
+            await_ready(
                 "await-recommender-replacement",
-                "pods.actions",
-                "await_pods_ready",
+                RECO,
+                "helius_cold_start_await_seconds",
                 after=t("helius_replacement_hold_seconds"),
-                app=RECO,
-                timeout_seconds=t("helius_cold_start_await_seconds"),
             ),
-            action("restore-mlflow", "pods.actions", "restore_scale", app=MLFLOW),
-            action(
-                "await-mlflow-back",
-                "pods.actions",
-                "await_pods_ready",
-                after=t("helius_settle_seconds"),
-                app=MLFLOW,
-                timeout_seconds=t("helius_await_timeout_seconds"),
-            ),
-            stop_load(),
+            restore_scale(MLFLOW),
+            await_ready("await-mlflow-back", MLFLOW),
         ],
-        [action("restore-mlflow", "pods.actions", "restore_scale", app=MLFLOW)],
+        [restore_scale(MLFLOW)],
     )
 
 
 def model_promoted_during_partition() -> Json:
-    w = {"kind": "path", "target": "reco-mlflow"}
+    w = window(FaultKind.PATH, EDGE_RECO_MLFLOW)
     return experiment(
         "A model promoted while the recommenders cannot reach MLflow reaches every pod after",
         "Blackhole the reco-mlflow path (TTL 90 s) under load; while it is cut, promote a new "
@@ -820,60 +667,30 @@ def model_promoted_during_partition() -> Json:
         {"reliability": "high", "observability": "medium"},
         "A promotion during a partition converges on every pod",
         [
-            probe(
-                "fallback-engaged-on-every-pod",
-                "slo.probes",
-                "fallback_engaged_within",
-                seconds=t("helius_fallback_within_seconds"),
-                **w,
-            ),
+            fallback_engaged(w),
             *clients(w, latency=MODEL_SWAP),
-            probe(
-                "fallback-cleared-on-every-pod",
-                "slo.probes",
-                "fallback_cleared_within",
-                seconds=t("helius_clear_within_seconds"),
-                **w,
-            ),
-            probe(
-                "every-pod-on-the-promoted-model",
-                "slo.probes",
-                "models_converged_within",
-                seconds=t("helius_clear_within_seconds"),
-                **w,
-            ),
+            fallback_cleared(w),
+            converged("every-pod-on-the-promoted-model", "helius_clear_within_seconds", w),
         ],
         [
-            start_load(),
-            action(
-                "cut-reco-mlflow",
-                "network.actions",
-                "cut_path",
-                after=t("helius_partition_before_promotion_seconds"),
-                edge="reco-mlflow",
-                mode="blackhole",
-                ttl_seconds=t("helius_fault_ttl_seconds"),
+            cut(
+                f"cut-{EDGE_RECO_MLFLOW}",
+                EDGE_RECO_MLFLOW,
+                PathMode.BLACKHOLE,
+                "helius_partition_before_promotion_seconds",
             ),
             action(
                 "promote-new-model-version",
-                "model.actions",
-                "promote_model",
+                model.promote_model,
                 after=t("helius_partition_hold_seconds"),
             ),
-            action(
-                "restore-reco-mlflow",
-                "network.actions",
-                "restore_path",
-                after=t("helius_settle_seconds"),
-                edge="reco-mlflow",
-            ),
-            stop_load(),
+            restore_path(EDGE_RECO_MLFLOW, after=SETTLE),
         ],
-        [action("restore-reco-mlflow", "network.actions", "restore_path", edge="reco-mlflow")],
+        [restore_path(EDGE_RECO_MLFLOW)],
     )
 
 
-CATALOGUE = {
+CATALOGUE: dict[str, Callable[[], Json]] = {
     "mlflow-pod-kill": mlflow_pod_kill,
     "mlflow-outage": mlflow_outage,
     "rds-path-cut": rds_path_cut,
@@ -886,7 +703,19 @@ CATALOGUE = {
 
 
 def render(name: str) -> str:
-    return json.dumps(CATALOGUE[name](), indent=2) + "\n"
+    """One experiment's file; a step that would fail when run fails here, named."""
+    try:
+        return json.dumps(CATALOGUE[name](), indent=2) + "\n"
+    except (CatalogueError, AttributeError) as exc:  # a misspelt argument, or function
+        raise CatalogueError(f"{name}: {exc}") from exc
+
+
+def files() -> Iterator[tuple[str, str]]:
+    """Every generated file (its path below experiments/) and its text."""
+    for name in CATALOGUE:
+        yield f"{name}.json", render(name)
+    for profile, timing in PROFILES.items():
+        yield f"profiles/{profile}.json", json.dumps({"configuration": timing}, indent=2) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -895,23 +724,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=HERE)
     args = parser.parse_args(argv)
     stale = []
-    for name in CATALOGUE:
-        path = args.dir / f"{name}.json"
-        text = render(name)
+    try:
+        written = dict(files())
+    except CatalogueError as exc:
+        print(f"experiments/build.py: {exc}", file=sys.stderr)
+        return 1
+    for name, text in written.items():
+        path = args.dir / name
         if path.is_file() and path.read_text(encoding="utf-8") == text:
             continue
         if args.check:
-            stale.append(path.name)
-        else:
-            path.write_text(text, encoding="utf-8")
-            print(f"wrote {path}")
-    for profile, timing in PROFILES.items():
-        path = args.dir / "profiles" / f"{profile}.json"
-        text = json.dumps({"configuration": timing}, indent=2) + "\n"
-        if path.is_file() and path.read_text(encoding="utf-8") == text:
-            continue
-        if args.check:
-            stale.append(f"profiles/{path.name}")
+            stale.append(name)
         else:
             path.parent.mkdir(exist_ok=True)
             path.write_text(text, encoding="utf-8")
