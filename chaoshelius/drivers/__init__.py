@@ -6,7 +6,6 @@ from typing import Any
 
 from chaoshelius.config import HarnessConfig
 from chaoshelius.drivers.base import (
-    PATH_MODES,
     Driver,
     FaultRef,
     LoadGenerator,
@@ -16,7 +15,6 @@ from chaoshelius.drivers.base import (
 from chaoshelius.topology import App
 
 __all__ = [
-    "PATH_MODES",
     "Driver",
     "FaultRef",
     "LoadGenerator",

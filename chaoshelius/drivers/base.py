@@ -7,12 +7,19 @@ chosen by `get_driver(config)` from the configuration key `target`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from chaoshelius.exceptions import TargetError
+from chaoshelius.topology import PathMode
 
-PathMode = Literal["blackhole", "reset", "latency"]
-PATH_MODES: tuple[PathMode, ...] = ("blackhole", "reset", "latency")
+__all__ = [
+    "Driver",
+    "FaultRef",
+    "LoadGenerator",
+    "PathMode",
+    "PodInfo",
+    "check_grace_period",
+]
 
 
 @dataclass(frozen=True)
@@ -39,7 +46,7 @@ class FaultRef:
     """A fault the target holds: what undoes it and when it expires by itself."""
 
     id: str
-    kind: str
+    kind: str  # a topology.FaultKind value
     target: str
     started_at: float | None = None
     expires_at: float | None = None

@@ -8,12 +8,10 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
 from chaoshelius import windows
-from chaoshelius.drivers import PATH_MODES, driver_for, fleet_snapshot
-from chaoshelius.topology import EDGE_SOURCE, EDGES, FaultKind
+from chaoshelius.faults import inject_fault, undo_fault
+from chaoshelius.topology import EDGE_SOURCE, EDGES, FaultKind, PathMode
 
 __all__ = ["cut_path", "restore_path"]
-
-KIND_PATH = FaultKind.PATH.value
 
 
 def cut_path(
@@ -32,35 +30,28 @@ def cut_path(
     windows.mark_fault_phase()
     if edge not in EDGES:
         raise ActivityFailed(f"unknown edge {edge!r}; use one of {list(EDGES)}")
-    if mode not in PATH_MODES:
-        raise ActivityFailed(f"unknown mode {mode!r}; use one of {list(PATH_MODES)}")
-    if mode == "latency" and not latency_ms:
+    modes = [m.value for m in PathMode]
+    if mode not in modes:
+        raise ActivityFailed(f"unknown mode {mode!r}; use one of {modes}")
+    if mode == PathMode.LATENCY and not latency_ms:
         raise ActivityFailed("mode 'latency' needs latency_ms (milliseconds to add)")
-    config, driver = driver_for(configuration)
-    before = fleet_snapshot(driver)
-    source_pods = before["pods_before"].get(EDGE_SOURCE[edge], [])
-    fault = driver.cut_path(edge, mode, latency_ms, ttl_seconds)
-    window = windows.open_window(
-        config.helius_run_dir,
-        KIND_PATH,
+    return inject_fault(
+        configuration,
+        FaultKind.PATH,
         edge,
-        window_id=fault.id,
-        details={
+        lambda driver: driver.cut_path(edge, PathMode(mode), latency_ms, ttl_seconds),
+        lambda fault, before: {
             "mode": mode,
             "latency_ms": latency_ms,
             "expires_at": fault.expires_at,
-            "source_pods": source_pods,
+            "source_pods": before["pods_before"].get(EDGE_SOURCE[edge], []),
             **before,
         },
     )
-    return {"fault": fault.id, "expires_at": fault.expires_at, "window": window.as_output()}
 
 
 def restore_path(
     edge: str, configuration: Configuration = None, secrets: Secrets = None
 ) -> dict[str, Any]:
     """Remove every fault on `edge` (safe to run twice)."""
-    config, driver = driver_for(configuration)
-    undone = driver.restore_path(edge)
-    closed = windows.close_windows(config.helius_run_dir, kind=KIND_PATH, target=edge)
-    return {"undone": undone, "window": closed[0].as_close_output() if closed else None}
+    return undo_fault(configuration, FaultKind.PATH, edge, lambda driver: driver.restore_path(edge))

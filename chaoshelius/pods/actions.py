@@ -12,15 +12,13 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
 from chaoshelius import windows
-from chaoshelius.drivers import driver_for, fleet_snapshot
+from chaoshelius.drivers import driver_for
 from chaoshelius.drivers.base import check_grace_period
+from chaoshelius.faults import begin_fault, close_fault_windows, inject_fault, undo_fault
 from chaoshelius.topology import FaultKind
 from chaoshelius.windows import ready_before
 
 __all__ = ["await_pods_ready", "kill_pods", "restore_scale", "scale_app"]
-
-KIND_KILL = FaultKind.POD_KILL.value
-KIND_SCALE = FaultKind.SCALE.value
 
 
 def kill_pods(
@@ -41,10 +39,8 @@ def kill_pods(
     once replacements are ready. Returns `{"killed": [names], "window": {...}}`.
     """
     check_grace_period(grace_period_seconds)
-    windows.mark_fault_phase()
-    config, driver = driver_for(configuration)
-    before = fleet_snapshot(driver)
-    killed = driver.kill_pods(
+    start = begin_fault(configuration)
+    killed = start.driver.kill_pods(
         app, count=count, zone=zone, grace_period_seconds=grace_period_seconds
     )
     if not killed:
@@ -52,11 +48,8 @@ def kill_pods(
             f"no pod of app {app!r}{f' in {zone}' if zone else ''} was killed: none matched; "
             "check the stack is up (`chaoshelius stack status`) and the app label"
         )
-    window = windows.open_window(
-        config.helius_run_dir,
-        KIND_KILL,
-        app,
-        details={"killed": killed, "zone": zone, **before},
+    window = start.open(
+        FaultKind.POD_KILL, app, details={"killed": killed, "zone": zone, **start.before}
     )
     return {"killed": killed, "window": window.as_output()}
 
@@ -81,7 +74,7 @@ def await_pods_ready(
     run deviates (a replacement that never became Ready in time is not a warning).
     """
     config, driver = driver_for(configuration)
-    window = windows.find_window(kind=KIND_KILL, target=app)
+    window = windows.find_window(kind=FaultKind.POD_KILL.value, target=app)
     killed = set(window.details.get("killed", [])) if window else set()
     latest = max(
         (w for w in windows.windows() if app in w.details.get("ready_before", {})),
@@ -104,11 +97,10 @@ def await_pods_ready(
             if sum(1 for p in pods if p.ready and p.name not in killed and p.zone == zone) < wanted
         }
         if len(ready) >= replicas and not short:
-            closed = windows.close_windows(config.helius_run_dir, kind=KIND_KILL, target=app)
             return {
                 "ready": ready,
                 "waited_seconds": round(time.monotonic() - started, 3),
-                "window": closed[0].as_close_output() if closed else None,
+                "window": close_fault_windows(config, FaultKind.POD_KILL, app),
             }
         if time.monotonic() >= deadline:
             why = (
@@ -137,33 +129,22 @@ def scale_app(
 
     The TTL is the dead-man's switch: set it a little longer than the planned hold.
     """
-    windows.mark_fault_phase()
-    config, driver = driver_for(configuration)
-    before = fleet_snapshot(driver)
-    fault = driver.scale(app, replicas, ttl_seconds)
-    window = windows.open_window(
-        config.helius_run_dir,
-        KIND_SCALE,
+    return inject_fault(
+        configuration,
+        FaultKind.SCALE,
         app,
-        window_id=fault.id,
-        details={
+        lambda driver: driver.scale(app, replicas, ttl_seconds),
+        lambda fault, before: {
             "replicas": replicas,
             "ttl_seconds": ttl_seconds,
             "expires_at": fault.expires_at,
             **before,
         },
     )
-    return {"fault": fault.id, "expires_at": fault.expires_at, "window": window.as_output()}
 
 
 def restore_scale(
     app: str, configuration: Configuration = None, secrets: Secrets = None
 ) -> dict[str, Any]:
     """Undo every scale fault on `app` (safe to run twice: the second finds nothing to undo)."""
-    config, driver = driver_for(configuration)
-    undone = driver.restore_scale(app)
-    closed = windows.close_windows(config.helius_run_dir, kind=KIND_SCALE, target=app)
-    return {
-        "undone": undone,
-        "window": closed[0].as_close_output() if closed else None,
-    }
+    return undo_fault(configuration, FaultKind.SCALE, app, lambda d: d.restore_scale(app))

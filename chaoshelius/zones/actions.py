@@ -17,13 +17,11 @@ from typing import Any
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
-from chaoshelius import windows
-from chaoshelius.drivers import driver_for, fleet_snapshot
+from chaoshelius.faults import inject_fault, undo_fault
 from chaoshelius.topology import ZONE_LABEL, FaultKind
 
 __all__ = ["drain_zone", "uncordon_zone"]
 
-KIND_DRAIN = FaultKind.DRAIN.value
 # az-drain's zone variable before helius_zone: refused with what to write instead
 OLD_ZONE_ENV = "HELIUS_DRAIN_ZONE"
 # a Kubernetes label value (k8s.io/apimachinery validation.IsValidLabelValue), not empty
@@ -60,21 +58,16 @@ def drain_zone(
             f"HELIUS_ZONE={old} instead (or --var helius_zone={old}): one key for every "
             "zone-pinned experiment"
         )
-    windows.mark_fault_phase()
-    config, driver = driver_for(configuration)
-    before = fleet_snapshot(driver)
-    fault = driver.drain_zone(zone, ttl_seconds)
     # the window starts when the drain did: the kubernetes driver returns only once the
     # evicted pods are gone, and "up just before the fault" must see them still up
-    window = windows.open_window(
-        config.helius_run_dir,
-        KIND_DRAIN,
+    return inject_fault(
+        configuration,
+        FaultKind.DRAIN,
         zone,
-        window_id=fault.id,
-        details={"expires_at": fault.expires_at, **before, **fault.details},
-        started_at=fault.started_at,
+        lambda driver: driver.drain_zone(zone, ttl_seconds),
+        lambda fault, before: {"expires_at": fault.expires_at, **before, **fault.details},
+        start_at_fault=True,
     )
-    return {"fault": fault.id, "expires_at": fault.expires_at, "window": window.as_output()}
 
 
 def uncordon_zone(
@@ -82,7 +75,4 @@ def uncordon_zone(
 ) -> dict[str, Any]:
     """Let `zone` run pods again (safe to run twice)."""
     _check_zone(zone)
-    config, driver = driver_for(configuration)
-    undone = driver.uncordon_zone(zone)
-    closed = windows.close_windows(config.helius_run_dir, kind=KIND_DRAIN, target=zone)
-    return {"undone": undone, "window": closed[0].as_close_output() if closed else None}
+    return undo_fault(configuration, FaultKind.DRAIN, zone, lambda d: d.uncordon_zone(zone))
