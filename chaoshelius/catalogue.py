@@ -27,6 +27,7 @@ __all__ = [
     "Json",
     "action",
     "activity_module",
+    "calls",
     "control",
     "env",
     "harness_key",
@@ -105,6 +106,16 @@ def action(
     if after:
         step["pauses"] = {"after": after}
     return step
+
+
+def calls(step: Json, func: Callable[..., Any]) -> bool:
+    """Whether a python step calls this activity function."""
+    provider = step.get("provider", {})
+    for kind in ("probe", "action"):
+        if id(func) in _exports(kind):
+            module, name = _exports(kind)[id(func)]
+            return (provider.get("module"), provider.get("func")) == (module.__name__, name)
+    return False
 
 
 def control(name: str, module: ModuleType, **arguments: Any) -> Json:

@@ -28,6 +28,7 @@ from chaoshelius.catalogue import (
     CatalogueError,
     Json,
     action,
+    calls,
     control,
     env,
     harness_key,
@@ -379,6 +380,15 @@ def uncordon(zone: str) -> Json:
     return action("uncordon-zone", zones.uncordon_zone, zone=zone)
 
 
+UNDOS = (pods.restore_scale, network.restore_path, zones.uncordon_zone)
+
+
+def undos(method: list[Json]) -> list[Json]:
+    """The method's steps that undo a fault, as rollbacks (a kill needs none: it is replaced)."""
+    steps = [step for step in method if any(calls(step, undo) for undo in UNDOS)]
+    return [{key: value for key, value in step.items() if key != "pauses"} for step in steps]
+
+
 def experiment(
     title: str,
     description: str,
@@ -387,11 +397,11 @@ def experiment(
     hypothesis_title: str,
     checks: list[Json],
     method: list[Json],
-    rollbacks: list[Json],
     load_args: Json | None = None,
 ) -> Json:
     """One experiment: the shared configuration, controls and before/after checks; the load
-    started first (with `load_args`) and stopped last, in the method and the rollbacks."""
+    started first (with `load_args`) and stopped last; the rollbacks repeat every undo of the
+    method (without its pause: safe to run twice) and stop the load."""
     return {
         "version": "1.0.0",
         "title": title,
@@ -403,7 +413,7 @@ def experiment(
         "runtime": {"rollbacks": {"strategy": "always"}},
         "steady-state-hypothesis": {"title": hypothesis_title, "probes": steady_now() + checks},
         "method": [start_load(**(load_args or {})), *method, stop_load()],
-        "rollbacks": [*rollbacks, stop_load()],
+        "rollbacks": [*undos(method), stop_load()],
     }
 
 
@@ -431,7 +441,6 @@ def mlflow_pod_kill() -> Json:
             kill_one("kill-one-mlflow-pod", MLFLOW),
             await_ready("await-mlflow-replacement", MLFLOW),
         ],
-        [],
     )
 
 
@@ -463,7 +472,6 @@ def mlflow_outage() -> Json:
             restore_scale(MLFLOW),
             await_ready("await-mlflow-back", MLFLOW),
         ],
-        [restore_scale(MLFLOW)],
     )
 
 
@@ -509,7 +517,6 @@ def rds_path_cut() -> Json:
             ),
             restore_path(EDGE_MLFLOW_RDS, after=SETTLE),
         ],
-        [restore_path(EDGE_MLFLOW_RDS)],
     )
 
 
@@ -557,7 +564,6 @@ def az_drain() -> Json:
             await_ready("await-recommenders-back", RECO, after=None, per_zone=True),
             await_ready("await-mlflow-back", MLFLOW),
         ],
-        [uncordon(zone)],
         load_args={"capacity_fraction": 0.5},
     )
 
@@ -584,7 +590,6 @@ def mlflow_latency() -> Json:
             ),
             restore_path(EDGE_RECO_MLFLOW, after=SETTLE),
         ],
-        [restore_path(EDGE_RECO_MLFLOW)],
     )
 
 
@@ -609,7 +614,6 @@ def reco_pod_kill() -> Json:
             kill_one("kill-one-recommender", RECO),
             await_ready("await-recommender-replacement", RECO, "helius_reco_await_seconds"),
         ],
-        [],
     )
 
 
@@ -651,7 +655,6 @@ def reco_cold_start_during_outage() -> Json:
             restore_scale(MLFLOW),
             await_ready("await-mlflow-back", MLFLOW),
         ],
-        [restore_scale(MLFLOW)],
     )
 
 
@@ -686,7 +689,6 @@ def model_promoted_during_partition() -> Json:
             ),
             restore_path(EDGE_RECO_MLFLOW, after=SETTLE),
         ],
-        [restore_path(EDGE_RECO_MLFLOW)],
     )
 
 
