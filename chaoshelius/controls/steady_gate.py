@@ -36,7 +36,7 @@ from chaoslib.types import Activity, Configuration, Experiment, Secrets
 
 from chaoshelius.config import HarnessConfig
 from chaoshelius.promapi import PromAPIError, PrometheusAPI
-from chaoshelius.topology import FALLBACK_GAUGE
+from chaoshelius.slo.steady import fallback_reason
 
 __all__ = [
     "MODULE",
@@ -137,9 +137,6 @@ def unsteady_reason(prom: PrometheusAPI, namespace: str) -> str | None:
         if firing:
             names = sorted({s.labels.get("alertname", "?") for s in firing})
             return f"alerts firing: {names}"
-        in_fallback = prom.instant_value(f"count({FALLBACK_GAUGE} == 1)") or 0
-        if in_fallback:
-            return f"{in_fallback:.0f} recommender(s) reporting fallback"
+        return fallback_reason(prom)
     except PromAPIError as exc:
         return f"Prometheus did not answer ({exc})"
-    return None

@@ -14,30 +14,14 @@ from typing import Any
 import httpx
 from chaoslib.types import Configuration, Secrets
 
+from chaoshelius import registry
 from chaoshelius.config import HarnessConfig
 from chaoshelius.exceptions import TargetError
 from chaoshelius.topology import MODEL_ALIAS, MODEL_NAME
 
 __all__ = ["promote_model"]
 
-_API = "/api/2.0/mlflow"
 _READY_TIMEOUT_SECONDS = 30.0
-
-
-def _call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-    try:
-        response = client.request(method, f"{_API}{path}", **kwargs)
-    except httpx.HTTPError as exc:
-        raise TargetError(
-            f"MLflow at {client.base_url} did not answer {method} {path} ({exc}); "
-            "check helius_mlflow_url and that MLflow is up"
-        ) from exc
-    if response.status_code != 200:
-        raise TargetError(
-            f"MLflow refused {method} {path}: HTTP {response.status_code} {response.text[:200]}"
-        )
-    body: dict[str, Any] = response.json()
-    return body
 
 
 def promote_model(
@@ -55,13 +39,8 @@ def promote_model(
     config = HarnessConfig.from_chaos(configuration)
     base = config.helius_mlflow_url.rstrip("/")
     with httpx.Client(base_url=base, timeout=config.helius_http_timeout_seconds) as client:
-        current = _call(
-            client,
-            "GET",
-            "/registered-models/alias",
-            params={"name": model_name, "alias": alias},
-        )["model_version"]
-        created = _call(
+        current = registry.champion(client, model_name, alias)
+        created = registry.call(
             client,
             "POST",
             "/model-versions/create",
@@ -81,16 +60,16 @@ def promote_model(
                     f"{_READY_TIMEOUT_SECONDS:.0f} s"
                 )
             time.sleep(0.5)
-            created = _call(
+            created = registry.call(
                 client,
                 "GET",
                 "/model-versions/get",
                 params={"name": model_name, "version": version},
             )["model_version"]
-        _call(
+        registry.call(
             client,
             "POST",
-            "/registered-models/alias",
+            registry.ALIAS,
             json={"name": model_name, "alias": alias, "version": version},
         )
     return {

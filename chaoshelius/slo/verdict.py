@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 __all__ = [
     "OK_TOLERANCE",
     "Judged",
+    "fmt_ms",
+    "fmt_number",
     "gated",
     "now",
     "verdict",
@@ -46,6 +48,16 @@ def now() -> float:
     """The judging clock, epoch seconds: "now" for open windows and "still ... now" checks.
     One seam, so tests can judge a recorded history as of the end of the recording."""
     return time.time()
+
+
+def fmt_number(value: float | None, digits: int = 4) -> str:
+    """A measured value in a verdict's description ("no data" for none)."""
+    return "no data" if value is None else f"{value:.{digits}g}"
+
+
+def fmt_ms(seconds: float | None) -> str:
+    """A duration in seconds, in milliseconds, in a verdict's description."""
+    return "no data" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 
 OK_TOLERANCE: dict[str, Any] = {"type": "jsonpath", "path": "$.ok", "expect": True}
@@ -145,6 +157,20 @@ class Judged:
         """The fault's end (now while it is still active), at least 1 s after its start."""
         end = self.window.ended_at if self.window.ended_at is not None else now()
         return max(end, self.window.started_at + 1.0)
+
+    def recovery_end(self, recovery_seconds: float | None) -> float:
+        """Where a judgement of the fault **and its recovery** ends: the fault's end plus
+        `recovery_seconds` (None: until the load stopped), never later than now. A fault that
+        never ended is judged until now."""
+        current = now()
+        if self.window.ended_at is None:
+            return current
+        if recovery_seconds is None:
+            stopped = windows.load_stopped_at()
+            end = stopped if stopped is not None and stopped > self.end else current
+        else:
+            end = self.end + recovery_seconds
+        return max(self.end, min(end, current))
 
     @functools.cached_property
     def prometheus(self) -> ProbePrometheus:

@@ -6,6 +6,7 @@ to fail: a check that cannot fail is a defect.
 
 from __future__ import annotations
 
+import copy
 import socket
 import threading
 import time
@@ -14,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chaoslib.activity import run_activity
 from chaoslib.exceptions import ActivityFailed
+from chaoslib.hypothesis import within_tolerance
 from fake_control import FakeStack
 from prom_fixture import (
     BAD,
@@ -31,7 +34,9 @@ from prom_fixture import (
 
 from chaoshelius import windows
 from chaoshelius.exceptions import PrometheusError
-from chaoshelius.slo import probes, verdict
+from chaoshelius.slo import fallback, probes, verdict
+from chaoshelius.slo.steady import NO_FALLBACK_NOW_PROBE, NO_FALLBACK_NOW_QUERY
+from chaoshelius.topology import FALLBACK_GAUGE
 
 pytestmark = pytest.mark.integration
 
@@ -205,7 +210,7 @@ def test_a_clear_within_two_scrapes_of_the_dependencys_return_is_that_return(
     good = _window(cfg, history, GOOD)
 
     def judged_with_back_at(offset: float) -> dict[str, Any]:
-        monkeypatch.setattr(probes, "_dependency_back_at", lambda *_: history.at(offset))
+        monkeypatch.setattr(fallback, "_dependency_back_at", lambda *_: history.at(offset))
         return probes.fallback_engaged_within(
             10, after_app_back="mlflow", window_id=good.id, configuration=cfg
         )
@@ -410,6 +415,21 @@ def test_guarded_chaosprometheus_query(cfg: dict[str, Any]) -> None:
     assert probes.query("vector(1)", configuration=cfg)["data"]["result"][0]["value"][1] == "1"
     with pytest.raises(PrometheusError, match="no data"):
         probes.query("nope_metric", configuration=cfg)
+
+
+@pytest.mark.parametrize(("offset", "steady"), [(CALM[0] + 10, True), (GOOD[0] + 10, False)])
+def test_no_fallback_now_as_chaos_toolkit_users_write_it(
+    cfg: dict[str, Any], history: PromHistory, offset: float, steady: bool
+) -> None:
+    """The block of chaoshelius.slo.steady run by chaoslib itself (run_activity, then its
+    tolerance) against the real Prometheus: its own query, asked at a moment of the history
+    when no pod was in fallback (answers "0") and one when every pod was (answers "1")."""
+    probe = copy.deepcopy(NO_FALLBACK_NOW_PROBE)
+    at = f"{FALLBACK_GAUGE} @ {history.at(offset):.3f}"
+    probe["provider"]["arguments"]["query"] = NO_FALLBACK_NOW_QUERY.replace(FALLBACK_GAUGE, at)
+    answer = run_activity(probe, cfg, None)
+    assert answer["data"]["result"][0]["value"][1] == ("0" if steady else "1")
+    assert within_tolerance(probe["tolerance"], answer, cfg, None) is steady
 
 
 @pytest.fixture
