@@ -122,6 +122,108 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: " + " ".join(str(exc).split())
 
 
+class _Sweep(_Pass):
+    """A pass over one namespace's fault objects: how each kind is listed and reverted."""
+
+    def __init__(
+        self,
+        api: k8s.ApiClient,
+        namespace: str,
+        now: float,
+        log: Log,
+        reported: set[tuple[str, str, str]],
+    ):
+        super().__init__(now, log, reported)
+        self.namespace = namespace
+        self.core, self.apps = k8s.CoreV1Api(api), k8s.AppsV1Api(api)
+        self.net, self.custom = k8s.NetworkingV1Api(api), k8s.CustomObjectsApi(api)
+        self.fault = f"{FAULT_LABEL}=true"
+
+    def kinds(self) -> list[tuple[str, Callable[[], list[Any]], Callable[[Any], None]]]:
+        """(kind, list its objects, handle one object), in the order a pass sweeps them."""
+        ns = self.namespace
+        return [
+            (
+                "networkpolicies",
+                lambda: (
+                    self.net.list_namespaced_network_policy(ns, label_selector=self.fault).items
+                ),
+                self.policy,
+            ),
+            (
+                "deployments",
+                lambda: self.apps.list_namespaced_deployment(ns).items,
+                self.deployment,
+            ),
+            ("nodes", lambda: self.core.list_node().items, self.node),
+            ("networkchaos", self.list_chaos, self.network_chaos),
+        ]
+
+    def policy(self, item: Any) -> None:
+        name = item.metadata.name
+        what = f"networkpolicy/{name}"
+        if self.expired(what, item.metadata.annotations):
+            delete = self.net.delete_namespaced_network_policy
+            self.attempt(what, partial(delete, name, self.namespace))
+
+    def deployment(self, item: Any) -> None:
+        annotations = item.metadata.annotations or {}
+        if ANNOT_ORIGINAL not in annotations:
+            return
+        name = item.metadata.name
+        what = f"deployment/{name}"
+        replicas = parse_replicas(annotations[ANNOT_ORIGINAL])
+        if replicas is None:  # restore to how many? left as it is, for a person to decide
+            self.report(what, ANNOT_ORIGINAL, annotations[ANNOT_ORIGINAL], "skipped")
+            return
+        if self.expired(what, annotations):
+            body = {
+                "metadata": {"annotations": {ANNOT_ORIGINAL: None, ANNOT_EXPIRES: None}},
+                "spec": {"replicas": replicas},
+            }
+            patch = self.apps.patch_namespaced_deployment
+            self.attempt(what, partial(patch, name, self.namespace, body))
+
+    def node(self, item: Any) -> None:
+        annotations = item.metadata.annotations or {}
+        what = f"node/{item.metadata.name}"
+        if ANNOT_CORDONED in annotations and self.expired(what, annotations):
+            self.attempt(what, partial(self.core.patch_node, item.metadata.name, UNCORDON_PATCH))
+
+    def network_chaos(self, item: Any) -> None:
+        meta = item.get("metadata", {})
+        name = meta["name"]
+        what = f"networkchaos/{name}"
+        if self.expired(what, meta.get("annotations")):
+            self.attempt(
+                what,
+                partial(
+                    self.custom.delete_namespaced_custom_object,
+                    "chaos-mesh.org",
+                    "v1alpha1",
+                    self.namespace,
+                    "networkchaos",
+                    name,
+                ),
+            )
+
+    def list_chaos(self) -> list[Any]:
+        try:
+            found: Any = self.custom.list_namespaced_custom_object(
+                "chaos-mesh.org",
+                "v1alpha1",
+                self.namespace,
+                "networkchaos",
+                label_selector=self.fault,
+            )
+        except ApiException as exc:
+            if exc.status != 404:  # 404: Chaos Mesh is not installed
+                raise
+            return []
+        items: list[Any] = found.get("items", [])
+        return items
+
+
 def reap(
     api: k8s.ApiClient,
     namespace: str,
@@ -133,79 +235,8 @@ def reap(
 
     `reported`: the malformed annotations already reported (kept across passes by `main`).
     Raises only when no kind of object could be listed (the API is down)."""
-    run = _Pass(now, log, set() if reported is None else reported)
-    core, apps = k8s.CoreV1Api(api), k8s.AppsV1Api(api)
-    net, custom = k8s.NetworkingV1Api(api), k8s.CustomObjectsApi(api)
-    fault = f"{FAULT_LABEL}=true"
-
-    def policy(item: Any) -> None:
-        name = item.metadata.name
-        what = f"networkpolicy/{name}"
-        if run.expired(what, item.metadata.annotations):
-            run.attempt(what, partial(net.delete_namespaced_network_policy, name, namespace))
-
-    def deployment(item: Any) -> None:
-        annotations = item.metadata.annotations or {}
-        if ANNOT_ORIGINAL not in annotations:
-            return
-        name = item.metadata.name
-        what = f"deployment/{name}"
-        replicas = parse_replicas(annotations[ANNOT_ORIGINAL])
-        if replicas is None:  # restore to how many? left as it is, for a person to decide
-            run.report(what, ANNOT_ORIGINAL, annotations[ANNOT_ORIGINAL], "skipped")
-            return
-        if run.expired(what, annotations):
-            body = {
-                "metadata": {"annotations": {ANNOT_ORIGINAL: None, ANNOT_EXPIRES: None}},
-                "spec": {"replicas": replicas},
-            }
-            run.attempt(what, partial(apps.patch_namespaced_deployment, name, namespace, body))
-
-    def node(item: Any) -> None:
-        annotations = item.metadata.annotations or {}
-        what = f"node/{item.metadata.name}"
-        if ANNOT_CORDONED in annotations and run.expired(what, annotations):
-            run.attempt(what, partial(core.patch_node, item.metadata.name, UNCORDON_PATCH))
-
-    def network_chaos(item: Any) -> None:
-        meta = item.get("metadata", {})
-        name = meta["name"]
-        what = f"networkchaos/{name}"
-        if run.expired(what, meta.get("annotations")):
-            run.attempt(
-                what,
-                partial(
-                    custom.delete_namespaced_custom_object,
-                    "chaos-mesh.org",
-                    "v1alpha1",
-                    namespace,
-                    "networkchaos",
-                    name,
-                ),
-            )
-
-    def list_chaos() -> list[Any]:
-        try:
-            found: Any = custom.list_namespaced_custom_object(
-                "chaos-mesh.org", "v1alpha1", namespace, "networkchaos", label_selector=fault
-            )
-        except ApiException as exc:
-            if exc.status != 404:  # 404: Chaos Mesh is not installed
-                raise
-            return []
-        items: list[Any] = found.get("items", [])
-        return items
-
-    kinds: list[tuple[str, Callable[[], list[Any]], Callable[[Any], None]]] = [
-        (
-            "networkpolicies",
-            lambda: net.list_namespaced_network_policy(namespace, label_selector=fault).items,
-            policy,
-        ),
-        ("deployments", lambda: apps.list_namespaced_deployment(namespace).items, deployment),
-        ("nodes", lambda: core.list_node().items, node),
-        ("networkchaos", list_chaos, network_chaos),
-    ]
+    run = _Sweep(api, namespace, now, log, set() if reported is None else reported)
+    kinds = run.kinds()
     failures: list[Exception] = []
     for kind, listing, handle in kinds:
         try:
