@@ -37,6 +37,7 @@ pods of an app. It balances in one of two ways (`Balancing`):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import socket
@@ -44,6 +45,8 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+
+import httptools
 
 from chaoshelius.topology import PathMode
 
@@ -73,164 +76,238 @@ class _TooLarge(_HttpError):
         self.answer = _canned(status, detail.encode())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Head:
+    """A request head as the proxy sends it on (rebuilt from what httptools parsed)."""
+
     raw: bytes
-    first_line: bytes
-    headers: dict[bytes, bytes]  # lower-cased names; repeated headers joined with b","
-    http10: bool
+    method: bytes
+    keep_alive: bool
 
-    @classmethod
-    def parse(cls, raw: bytes) -> _Head:
-        lines = raw[:-4].split(b"\r\n")
-        if len(lines) - 1 > MAX_HEADERS:
-            raise _TooLarge(
-                _HEAD_TOO_LARGE, f"request head has more than {MAX_HEADERS} header lines"
-            )
-        headers: dict[bytes, bytes] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep:
-                raise _HttpError(f"bad header line {line[:80]!r}")
-            key = name.strip().lower()
-            value = value.strip()
-            headers[key] = headers[key] + b"," + value if key in headers else value
-        first = lines[0]
-        return cls(raw, first, headers, http10=b"HTTP/1.0" in first)
 
-    def closing(self) -> bytes:
-        """The head with `Connection: close` (the proxy closes the client connection after it)."""
-        lines = [
-            line
-            for line in self.raw[:-4].split(b"\r\n")
-            if not line.lower().startswith(b"connection:")
-        ]
-        return b"\r\n".join([*lines, b"connection: close"]) + b"\r\n\r\n"
+def _is_chunked(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(
+        name.lower() == b"transfer-encoding" and b"chunked" in value.lower()
+        for name, value in headers
+    )
 
-    def tokens(self, name: bytes) -> set[bytes]:
-        return {t.strip().lower() for t in self.headers.get(name, b"").split(b",") if t.strip()}
 
-    @property
-    def chunked(self) -> bool:
-        return b"chunked" in self.tokens(b"transfer-encoding")
+def _lines(headers: list[tuple[bytes, bytes]]) -> bytes:
+    return b"".join(name + b": " + value + b"\r\n" for name, value in headers)
 
-    @property
-    def content_length(self) -> int | None:
-        value = self.headers.get(b"content-length")
-        if value is None:
-            return None
+
+class _Requests:
+    """The requests of one client connection, parsed by httptools (the parser uvicorn uses),
+    queued as parts: a `_Head`, body bytes (chunked again when the request came chunked), and
+    None at the end of each message. The queue holds at most what one read brought."""
+
+    def __init__(self, limit: int) -> None:
+        self._parser = httptools.HttpRequestParser(self)
+        self._limit = limit
+        self._parts: collections.deque[_Head | bytes | None] = collections.deque()
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._trailers: list[tuple[bytes, bytes]] = []
+        self._in_head = self._chunked = False
+        self._idle = True  # between two messages
+        self._unparsed = 0  # bytes fed inside a head, or since the last body byte
+        self._body = 0
+
+    async def _read(self, reader: asyncio.StreamReader) -> bool:
+        """Feed one read to the parser; False on a clean end of stream between messages."""
+        data = await reader.read(_CHUNK)
+        if not data:
+            if self._idle:
+                return False
+            raise _HttpError("connection closed inside a request")
+        body = self._body
         try:
-            length = int(value.split(b",")[0])
-        except ValueError as exc:
-            raise _HttpError(f"bad Content-Length {value!r}") from exc
-        if length < 0:
-            raise _HttpError(f"bad Content-Length {value!r}")
-        return length
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, _TooLarge):
+                raise exc.__context__ from None
+            raise _HttpError(str(exc)) from exc
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            raise _HttpError(f"bad or unsupported request: {exc!r}") from exc
+        if self._idle or self._body != body:
+            self._unparsed = 0
+        else:
+            self._unparsed += len(data)
+        if self._unparsed > _MAX_HEAD:  # a head, chunk line or trailer without an end
+            where = "request head is" if self._in_head else "request trailers are"
+            raise _TooLarge(_HEAD_TOO_LARGE, f"{where} larger than {_MAX_HEAD} bytes")
+        return True
 
-    @property
-    def keep_alive(self) -> bool:
-        connection = self.tokens(b"connection")
-        if self.http10:
-            return b"keep-alive" in connection
-        return b"close" not in connection
+    async def head(self, reader: asyncio.StreamReader) -> _Head | None:
+        """The next request's head, or None when the client closes between requests."""
+        while not self._parts:
+            if not await self._read(reader):
+                return None
+        head = self._parts.popleft()
+        assert isinstance(head, _Head)
+        return head
 
+    async def body(self, reader: asyncio.StreamReader) -> tuple[bytes, bool]:
+        """The body bytes queued now (reading once if none are), and whether the request
+        ended with them."""
+        while not self._parts:
+            await self._read(reader)
+        data: list[bytes] = []
+        while self._parts:
+            part = self._parts.popleft()
+            if part is None:
+                return b"".join(data), True
+            assert isinstance(part, bytes)
+            data.append(part)
+        return b"".join(data), False
 
-async def _read_head(reader: asyncio.StreamReader) -> _Head | None:
-    """The next message head, or None on a clean end of stream before its first byte."""
-    try:
-        raw = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as exc:
-        if not exc.partial:
-            return None
-        raise _HttpError("connection closed inside a message head") from exc
-    except asyncio.LimitOverrunError as exc:
-        raise _TooLarge(_HEAD_TOO_LARGE, f"request head is larger than {_MAX_HEAD} bytes") from exc
-    if len(raw) > _MAX_HEAD:
-        raise _TooLarge(_HEAD_TOO_LARGE, f"request head is larger than {_MAX_HEAD} bytes")
-    return _Head.parse(raw)
+    # httptools callbacks (a `_TooLarge` raised here stops the parser; `_read` re-raises it)
+    def on_message_begin(self) -> None:
+        self._url, self._headers, self._trailers = b"", [], []
+        self._in_head, self._idle, self._body = True, False, 0
 
+    def on_url(self, url: bytes) -> None:
+        self._url += url
 
-async def _relay_body(
-    head: _Head,
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    *,
-    until_eof: bool,
-    limit: int | None = None,
-) -> None:
-    """Copy the body that follows `head` (chunked, Content-Length, or until EOF).
-
-    With a `limit` (a request's body): `_TooLarge` as soon as the body is known to pass it,
-    or its trailers pass `MAX_HEADERS` lines or `_MAX_HEAD` bytes."""
-    try:
-        if head.chunked:
-            total = 0
-            while True:
-                line = await reader.readuntil(b"\r\n")
-                writer.write(line)
-                try:
-                    size = int(line.split(b";")[0].strip(), 16)
-                except ValueError as exc:
-                    raise _HttpError(f"bad chunk size {line[:40]!r}") from exc
-                total += len(line) + size + 2  # as held: chunk lines count too
-                if limit is not None and total > limit:
-                    raise _TooLarge(_BODY_TOO_LARGE, _body_detail(limit))
-                if size == 0:
-                    await _relay_trailers(reader, writer, bounded=limit is not None)
-                    return
-                await _copy_exactly(reader, writer, size + 2)
-        elif (length := head.content_length) is not None:
-            if limit is not None and length > limit:
-                raise _TooLarge(_BODY_TOO_LARGE, _body_detail(limit))
-            await _copy_exactly(reader, writer, length)
-        elif until_eof:
-            while data := await reader.read(_CHUNK):
-                writer.write(data)
-                await writer.drain()
-    except asyncio.IncompleteReadError as exc:
-        raise _HttpError("connection closed inside a message body") from exc
-    except asyncio.LimitOverrunError as exc:
-        raise _HttpError("chunk line too long") from exc
-
-
-async def _relay_trailers(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, bounded: bool
-) -> None:
-    """Trailers, then the empty line that ends a chunked body."""
-    lines = size = 0
-    while True:
-        trailer = await reader.readuntil(b"\r\n")
-        writer.write(trailer)
-        if trailer == b"\r\n":
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._in_head:
+            self._headers.append((name, value))
+            if len(self._headers) > MAX_HEADERS:
+                raise _TooLarge(
+                    _HEAD_TOO_LARGE, f"request head has more than {MAX_HEADERS} header lines"
+                )
             return
-        lines += 1
-        size += len(trailer)
-        if bounded and (lines > MAX_HEADERS or size > _MAX_HEAD):
+        self._trailers.append((name, value))
+        if len(self._trailers) > MAX_HEADERS or len(_lines(self._trailers)) > _MAX_HEAD:
             raise _TooLarge(
                 _HEAD_TOO_LARGE,
                 f"request trailers pass {MAX_HEADERS} lines or {_MAX_HEAD} bytes",
             )
 
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        parser, headers = self._parser, _lines(self._headers)
+        if len(self._url) + len(headers) > _MAX_HEAD:
+            raise _TooLarge(_HEAD_TOO_LARGE, f"request head is larger than {_MAX_HEAD} bytes")
+        for name, value in self._headers:
+            if name.lower() == b"content-length" and int(value) > self._limit:
+                raise _TooLarge(_BODY_TOO_LARGE, _body_detail(self._limit))
+        self._chunked = _is_chunked(self._headers)
+        method = parser.get_method()
+        first = b"%s %s HTTP/%s\r\n" % (method, self._url, parser.get_http_version().encode())
+        self._parts.append(_Head(first + headers + b"\r\n", method, parser.should_keep_alive()))
+
+    def on_body(self, data: bytes) -> None:
+        self._body += len(data)
+        if self._body > self._limit:
+            raise _TooLarge(_BODY_TOO_LARGE, _body_detail(self._limit))
+        self._parts.append(b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data)
+
+    def on_message_complete(self) -> None:
+        if self._chunked:
+            self._parts.append(b"0\r\n" + _lines(self._trailers) + b"\r\n")
+        self._parts.append(None)
+        self._idle = True
+
+
+class _Response:
+    """One pod's answer, parsed by httptools as it comes, relayed the same way."""
+
+    def __init__(self, request: _Head) -> None:
+        self._parser = httptools.HttpResponseParser(self)
+        self._skip_body = request.method == b"HEAD"  # llhttp would wait for the body
+        self._reason = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._trailers: list[tuple[bytes, bytes]] = []
+        self._parts: list[bytes] = []
+        self._first = b""
+        self.seen = 0
+        self.headed = self.complete = self.keep_alive = self.chunked = self.delimited = False
+
+    def feed(self, data: bytes) -> None:
+        self.seen += len(data)
+        try:
+            self._parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            raise _HttpError(f"bad answer from the pod: {exc!r}") from exc
+
+    def head(self, close: bool) -> bytes:
+        """The head to send on: with `Connection: close` when the proxy closes after it."""
+        headers = self._headers
+        if close:
+            kept = [(n, v) for n, v in headers if n.lower() != b"connection"]
+            headers = [*kept, (b"connection", b"close")]
+        return self._first + _lines(headers) + b"\r\n"
+
+    def take(self) -> bytes:
+        """The body bytes parsed since the last call."""
+        data = b"".join(self._parts)
+        self._parts.clear()
+        return data
+
+    # httptools callbacks
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        (self._trailers if self.headed else self._headers).append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        version, code = parser.get_http_version().encode(), parser.get_status_code()
+        self._first = b"HTTP/%s %d %s\r\n" % (version, code, self._reason)
+        self.keep_alive, self.headed = parser.should_keep_alive(), True
+        self.chunked = _is_chunked(self._headers)
+        self.delimited = self.chunked or any(
+            name.lower() == b"content-length" for name, _ in self._headers
+        )
+        if self._skip_body:
+            self.complete = True
+
+    def on_body(self, data: bytes) -> None:
+        if not self.complete:
+            self._parts.append(b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data)
+
+    def on_message_complete(self) -> None:
+        if not self.complete and self.chunked:
+            self._parts.append(b"0\r\n" + _lines(self._trailers) + b"\r\n")
+        self.complete = True
+
+
+async def _read_response(request: _Head, reader: asyncio.StreamReader) -> _Response | None:
+    """A pod's answer up to the end of its head; None if the pod closed (or garbled it) first."""
+    response = _Response(request)
+    try:
+        while not response.headed:
+            data = await reader.read(_CHUNK)
+            if not data or response.seen > _MAX_HEAD:
+                return None
+            response.feed(data)
+    except (ConnectionError, OSError, _HttpError):
+        return None
+    return response
+
+
+async def _relay_response(
+    response: _Response, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, keep: bool
+) -> None:
+    """Send the head and stream the body on, as it comes."""
+    writer.write(response.head(close=not keep) + response.take())
+    while not response.complete:
+        data = await reader.read(_CHUNK)
+        if not data:
+            if response.delimited:
+                raise _HttpError("connection closed inside a message body")
+            break  # delimited by the pod's close
+        response.feed(data)
+        writer.write(response.take())
+        if writer.transport.get_write_buffer_size() > _CHUNK:
+            await writer.drain()
+    await writer.drain()
+
 
 def _body_detail(limit: int) -> str:
     return f"request body is larger than the {limit}-byte limit of the stack's proxy"
-
-
-async def _copy_exactly(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, length: int
-) -> None:
-    while length > 0:
-        data = await reader.readexactly(min(length, _CHUNK))
-        length -= len(data)
-        writer.write(data)
-        if writer.transport.get_write_buffer_size() > _CHUNK:
-            await writer.drain()
-
-
-def _response_has_body(request: _Head, response: _Head) -> bool:
-    status = response.first_line.split(b" ", 2)[1:2]
-    code = int(status[0]) if status and status[0].isdigit() else 0
-    return not (request.first_line.startswith(b"HEAD ") or code in (204, 304) or code < 200)
 
 
 def _canned(status: bytes, detail: bytes) -> bytes:
@@ -425,17 +502,13 @@ class TcpProxy:
         entry: tuple[asyncio.StreamWriter, asyncio.StreamWriter | None] = (client_w, None)
         self._conns.add(entry)
         _nodelay(client_w)
-        pool: dict[Upstream, tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
+        requests = _Requests(self.max_body_bytes)
+        pool: _Pool = {}
         try:
-            while True:
-                request = await _read_head(client_r)
-                if request is None:
-                    return
+            while (request := await requests.head(client_r)) is not None:
                 await self._flowing.wait()
                 self.requests_total += 1
-                body = await self._read_request_body(request, client_r, self.max_body_bytes)
-                answered = await self._forward(request, body, pool, client_w)
-                if not answered or not request.keep_alive:
+                if not await self._exchange(request, requests, client_r, pool, client_w):
                     return
         except _TooLarge as exc:  # answered, then closed: the rest of the request is not read
             with contextlib.suppress(ConnectionError, OSError, RuntimeError):
@@ -449,89 +522,99 @@ class TcpProxy:
                 up_w.transport.abort()
             client_w.close()
 
-    @staticmethod
-    async def _read_request_body(
-        request: _Head, client_r: asyncio.StreamReader, limit: int
-    ) -> bytes:
-        """The request body as its raw bytes (requests here are small JSON bodies), so a
-        request can be sent again to another pod when the first pick fails before answering;
-        `_TooLarge` past `limit` bytes."""
-        buffer = _Buffer()
-        await _relay_body(
-            request,
-            client_r,
-            buffer,  # type: ignore[arg-type]
-            until_eof=False,
-            limit=limit,
-        )
-        return buffer.data()
-
-    async def _forward(
+    async def _exchange(
         self,
         request: _Head,
-        body: bytes,
-        pool: dict[Upstream, tuple[asyncio.StreamReader, asyncio.StreamWriter]],
+        requests: _Requests,
+        client_r: asyncio.StreamReader,
+        pool: _Pool,
         client_w: asyncio.StreamWriter,
     ) -> bool:
-        """Send one request to a picked pod and relay its answer; False when the client
-        connection must be closed (no pod, or a response delimited by the pod's close)."""
+        """Send one request to a picked pod, its body streamed as it comes, and relay the
+        answer; False when the client connection must be closed (no pod, or a response
+        delimited by the pod's close). While the request is small (one read), it is kept,
+        so that it can be sent again when a kept-alive connection the pod closed fails it."""
+        data, done = await requests.body(client_r)
+        held: bytes | None = request.raw + data
+        streamed = False
         for _ in range(_PICK_ATTEMPTS):
-            upstream = self.pick()
-            if upstream is None:
+            picked = await self._connect(pool)
+            if picked is None:
                 break
-            reused = upstream in pool
-            if not reused:
-                try:
-                    pool[upstream] = await asyncio.open_connection(*upstream)
-                except OSError:
-                    continue  # refused: nothing was sent, pick again
-                _nodelay(pool[upstream][1])
+            upstream, reused = picked
             up_r, up_w = pool[upstream]
-            try:
-                up_w.write(request.raw + body)
-                response = await _read_head(up_r)
-            except (ConnectionError, OSError, _HttpError):
-                response = None
+            if streamed:
+                up_w.write(held or b"")
+            else:
+                held = await self._stream(requests, client_r, up_w, held or b"", done)
+                streamed = True
+            response = await _read_response(request, up_r)
             if response is None:
                 pool.pop(upstream)[1].transport.abort()
-                if reused:
+                if reused and held is not None:
                     continue  # a kept-alive connection the pod had closed: try again
                 client_w.write(_BAD_GATEWAY)  # the pod took the request and died
                 await client_w.drain()
                 return False
-            has_body = _response_has_body(request, response)
-            delimited = response.chunked or response.content_length is not None
-            keep = response.keep_alive and request.keep_alive and (delimited or not has_body)
-            client_w.write(response.raw if keep else response.closing())
-            if has_body:
-                await _relay_body(response, up_r, client_w, until_eof=not delimited)
-            await client_w.drain()
-            if not response.keep_alive or not keep:
+            keep = response.keep_alive and request.keep_alive
+            await _relay_response(response, up_r, client_w, keep)
+            if not keep:
                 pool.pop(upstream)[1].close()
             return keep
         client_w.write(_NO_UPSTREAM)
         await client_w.drain()
         return False
 
-
-class _Buffer:
-    """Collects what _relay_body writes (the StreamWriter methods it uses)."""
-
-    def __init__(self) -> None:
-        self._parts: list[bytes] = []
-        self.transport = self
-
-    def write(self, data: bytes) -> None:
-        self._parts.append(data)
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    async def drain(self) -> None:
+    async def _connect(self, pool: _Pool) -> tuple[Upstream, bool] | None:
+        """A picked pod with an open connection in `pool` (and whether it was kept alive);
+        None when there is no ready pod, or none took the connection."""
+        for _ in range(_PICK_ATTEMPTS):
+            upstream = self.pick()
+            if upstream is None:
+                return None
+            kept = pool.get(upstream)
+            if kept is not None and not kept[0].at_eof():
+                return upstream, True
+            if kept is not None:  # the pod closed it while it was idle
+                pool.pop(upstream)[1].transport.abort()
+            try:
+                pool[upstream] = await asyncio.open_connection(*upstream)
+            except OSError:
+                continue  # refused: nothing was sent, pick again
+            _nodelay(pool[upstream][1])
+            return upstream, False
         return None
 
-    def data(self) -> bytes:
-        return b"".join(self._parts)
+    @staticmethod
+    async def _stream(
+        requests: _Requests,
+        client_r: asyncio.StreamReader,
+        up_w: asyncio.StreamWriter,
+        first: bytes,
+        done: bool,
+    ) -> bytes | None:
+        """Send `first`, then the rest of the request body as the client sends it; return
+        the whole request if it fitted in one read (None otherwise). A pod that goes away
+        meanwhile is noticed when its answer is read; the body is still read to its end."""
+        sending = True
+        held: bytes | None = first
+        with contextlib.suppress(ConnectionError, OSError, RuntimeError):
+            up_w.write(first)
+        while not done:
+            data, done = await requests.body(client_r)
+            held = None
+            if not sending:
+                continue
+            try:
+                up_w.write(data)
+                if up_w.transport.get_write_buffer_size() > _CHUNK:
+                    await up_w.drain()
+            except (ConnectionError, OSError, RuntimeError):  # uvloop: RuntimeError once closed
+                sending = False
+        return held
+
+
+_Pool = dict[Upstream, tuple[asyncio.StreamReader, asyncio.StreamWriter]]
 
 
 def _nodelay(writer: asyncio.StreamWriter) -> None:
