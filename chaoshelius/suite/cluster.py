@@ -21,7 +21,8 @@ from typing import Any
 from chaoshelius.config import HarnessConfig
 from chaoshelius.exceptions import HeliusError
 from chaoshelius.promapi import PromAPIError, PrometheusAPI
-from chaoshelius.topology import FALLBACK_GAUGE, App
+from chaoshelius.slo.steady import fallback_reason
+from chaoshelius.topology import App
 
 __all__ = [
     "PREDICTION_CHECK_SKIPPED",
@@ -139,9 +140,9 @@ def cluster_unsteady_reason(
         if faults:
             return f"faults still active: {sorted(f.id for f in faults)}"
         reco = len(pods[App.RECO.value])
-        confirmed = prom.instant_value(f"count({FALLBACK_GAUGE} == 0)") or 0
-        if confirmed < reco:
-            return f"{confirmed:.0f} of {reco} recommenders seen out of fallback by Prometheus"
+        out_of_fallback = fallback_reason(prom, reco)
+        if out_of_fallback:
+            return out_of_fallback
         if alerts:
             return steady_gate.unsteady_reason(prom, namespace)
     except (HeliusError, PromAPIError) as exc:

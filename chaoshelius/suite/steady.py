@@ -12,11 +12,12 @@ import httpx
 
 from chaoshelius.controls import steady_gate
 from chaoshelius.promapi import PromAPIError, PrometheusAPI
+from chaoshelius.slo.steady import fallback_reason
 from chaoshelius.stack import api_models as api
 from chaoshelius.stack.client import ControlClient
 from chaoshelius.stack.errors import StackError
 from chaoshelius.suite.interrupts import Interrupts
-from chaoshelius.topology import FALLBACK_GAUGE, NAMESPACE, App
+from chaoshelius.topology import NAMESPACE, App
 
 __all__ = [
     "STEADY_NOTE_SECONDS",
@@ -99,9 +100,9 @@ def unsteady_reason(
         if status.faults:
             return f"faults still active: {[f.id for f in status.faults]}"
         reco = sum(1 for p in status.pods if p.app == App.RECO.value)
-        confirmed = prom.instant_value(f"count({FALLBACK_GAUGE} == 0)") or 0
-        if confirmed < reco:
-            return f"{confirmed:.0f} of {reco} recommenders seen out of fallback by Prometheus"
+        out_of_fallback = fallback_reason(prom, reco)
+        if out_of_fallback:
+            return out_of_fallback
         firing = steady_gate.unsteady_reason(prom, NAMESPACE) if alerts else None
         if firing:
             return firing
