@@ -16,6 +16,7 @@ from typing import Any, Final
 from chaoshelius.promapi import PromAPIError, PromAPIRejected, PrometheusAPI
 from chaoshelius.report.exceptions import PrometheusUnavailable, QueryFailed
 from chaoshelius.report.model import Point, Series, SeriesSet
+from chaoshelius.topology import FALLBACK_GAUGE
 
 DEFAULT_PROMETHEUS_URL: Final = "http://127.0.0.1:17090"
 DEFAULT_TIMEOUT_S: Final = 10.0
@@ -72,7 +73,7 @@ QUERIES: Final[tuple[ChartQuery, ...]] = (
         "server_latency_p99",
         f"histogram_quantile(0.99, sum by (le) (rate({_SERVER_BUCKET}[{{rate}}])))",
     ),
-    ChartQuery("fallback", "max by (pod) (reco_engine_in_fallback_mode)", ("pod",)),
+    ChartQuery("fallback", f"max by (pod) ({FALLBACK_GAUGE})", ("pod",)),
     ChartQuery("mlflow_up", 'max by (pod) (up{app="mlflow"})', ("pod",)),
     ChartQuery("mlflow_ready", 'max by (pod) (helius_stack_pod_ready{app="mlflow"})', ("pod",)),
     ChartQuery("alerts", 'max by (alertname) (ALERTS{alertstate="firing"})', ("alertname",)),
