@@ -30,6 +30,8 @@ from helius_reco.lifecycle.refresher import RefreshOutcome
 from helius_reco.lifecycle.registry import ModelRef, ModelRegistry
 from helius_reco.main import create_app
 
+from chaoshelius import registry
+
 __all__ = [
     "alias_cached_app",
     "fallback_clears_early_app",
@@ -82,8 +84,6 @@ def hot_path_mlflow_app() -> FastAPI:
     fallback (the "just call MLflow" design)."""
     app = create_app()
     settings = _components(app).settings
-    alias_url = f"{settings.mlflow_tracking_uri}/api/2.0/mlflow/registered-models/alias"
-    params = {"name": settings.model_name, "alias": settings.model_alias}
     client = httpx.AsyncClient(timeout=HOT_PATH_TIMEOUT_SECONDS)
 
     @app.middleware("http")
@@ -91,7 +91,9 @@ def hot_path_mlflow_app() -> FastAPI:
         if request.url.path != "/predict":
             return await call_next(request)
         try:
-            answer = await client.get(alias_url, params=params)
+            answer = await registry.ask_alias(
+                client, settings.mlflow_tracking_uri, settings.model_name, settings.model_alias
+            )
         except httpx.HTTPError as exc:
             return JSONResponse({"detail": f"model registry unreachable: {exc!r}"}, 502)
         if answer.status_code != 200:
