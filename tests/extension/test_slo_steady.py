@@ -77,6 +77,12 @@ def test_chaoslibs_within_tolerance_on_prometheus_answers(
     assert within_tolerance(tolerance, answer) is steady
 
 
+def test_a_number_in_expect_never_matches_prometheus_strings() -> None:
+    """Why the tolerance expects "0": Prometheus answers values as strings."""
+    as_number = {**NO_FALLBACK_NOW_TOLERANCE, "expect": 0}
+    assert within_tolerance(as_number, _answer("0")) is False
+
+
 class _Prom:
     """A PrometheusAPI stand-in answering the two fallback counts."""
 
