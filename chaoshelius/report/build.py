@@ -19,11 +19,13 @@ from typing import Any
 from chaoshelius.report import kpis as kpi_mod
 from chaoshelius.report import score as score_mod
 from chaoshelius.report.exceptions import PrometheusUnavailable, RunDirectoryError
-from chaoshelius.report.journal import read_journal, windows_from_file
+from chaoshelius.report.journal import JournalView, read_journal, windows_from_file
 from chaoshelius.report.locust import history_series, read_locust
 from chaoshelius.report.model import (
     FaultWindow,
+    Kpis,
     Link,
+    LocustStats,
     RunMeta,
     RunReport,
     RunSummary,
@@ -103,14 +105,7 @@ def load_run(
     view = read_journal(journal if isinstance(journal, Mapping) else {})
     warnings.extend(view.warnings)
     meta = _read_meta(path, warnings)
-
-    windows: tuple[FaultWindow, ...] = view.windows
-    windows_doc, windows_problem = _load_json(path / WINDOWS_FILE)
-    if windows_doc is not None:
-        windows = windows_from_file(windows_doc)
-    elif windows_problem and (path / WINDOWS_FILE).exists():
-        warnings.append(windows_problem)
-
+    windows = _declared_windows(path, view.windows, warnings)
     run_start, run_end = _run_range(view.started_at, view.ended_at, view.timeline, windows)
 
     # series: fetch, or reuse series.json
@@ -118,8 +113,52 @@ def load_run(
         path, prometheus_url, run_start, run_end, offline=offline, timeout_s=timeout_s
     )
     sets = series_sets(series_doc) if series_doc else {}
-
     locust = read_locust(path)
+    series = _with_locust_history(sets, locust, warnings)
+    if not windows:
+        windows = _windows_from_fault_series(series.get("fault_active", ()))
+
+    kpis = kpi_mod.compute_kpis(series, windows, run_start, run_end)
+    verdict, reason = _verdict(path, view, bool(journal), journal_problem, warnings)
+    experiment = journal.get("experiment") if isinstance(journal, Mapping) else None
+    summary = _summary(path, view, meta, (verdict, reason), kpis, experiment, prometheus_error)
+    links = tuple(Link(label, name) for name, label in _LINKED_FILES if (path / name).is_file())
+    fetched = series_doc.get("fetched_at") if series_doc else None
+    return RunReport(
+        summary=summary,
+        experiment_description=view.description,
+        hypothesis_title=view.hypothesis_title,
+        hypothesis=view.hypothesis,
+        timeline=view.timeline,
+        windows=windows,
+        charts=tuple(sets.values()),
+        locust=locust,
+        links=links,
+        warnings=tuple(warnings),
+        prometheus_url=(series_doc.get("prometheus_url") if series_doc else prometheus_url),
+        series_fetched_at=float(fetched) if isinstance(fetched, int | float) else None,
+        range_start=run_start,
+        range_end=run_end,
+    )
+
+
+def _declared_windows(
+    path: Path, from_journal: tuple[FaultWindow, ...], warnings: list[str]
+) -> tuple[FaultWindow, ...]:
+    """The fault windows of windows.json when it is there, else those the journal shows."""
+    windows_doc, windows_problem = _load_json(path / WINDOWS_FILE)
+    if windows_doc is not None:
+        return windows_from_file(windows_doc)
+    if windows_problem and (path / WINDOWS_FILE).exists():
+        warnings.append(windows_problem)
+    return from_journal
+
+
+def _with_locust_history(
+    sets: dict[str, SeriesSet], locust: LocustStats | None, warnings: list[str]
+) -> dict[str, tuple[Series, ...]]:
+    """The series by key; the client-side ones from Locust's stats history when Prometheus
+    gave none (added to `sets` too, so the report charts them)."""
     series: dict[str, tuple[Series, ...]] = {k: s.series for k, s in sets.items()}
     if locust is not None and not series.get("client_requests"):
         from_locust = history_series(locust)
@@ -129,13 +168,19 @@ def load_run(
                 series[key] = value
                 if not sets.get(key) or not sets[key].series:
                     sets[key] = SeriesSet(key, "locust_stats_history.csv", value)
+    return series
 
-    if not windows:
-        windows = _windows_from_fault_series(series.get("fault_active", ()))
 
-    kpis = kpi_mod.compute_kpis(series, windows, run_start, run_end)
-
-    if journal_problem and not journal:
+def _verdict(
+    path: Path,
+    view: JournalView,
+    has_journal: bool,
+    journal_problem: str | None,
+    warnings: list[str],
+) -> tuple[Verdict, str]:
+    """The journal's verdict; a run stopped by a safeguard is aborted, one the steady gate
+    refused is not judged, and a run without a usable journal is interrupted."""
+    if journal_problem and not has_journal:
         verdict, reason = Verdict.INTERRUPTED, f"No usable journal: {journal_problem}."
     else:
         verdict, reason = view.verdict, view.reason
@@ -146,10 +191,22 @@ def load_run(
             verdict, reason = Verdict.ABORTED, f"{tripped} {reason}"
         elif refused is not None:
             verdict, reason = Verdict.NOT_JUDGED, f"{refused} {reason}"
-    experiment = journal.get("experiment") if isinstance(journal, Mapping) else None
+    return verdict, reason
+
+
+def _summary(
+    path: Path,
+    view: JournalView,
+    meta: RunMeta,
+    judged: tuple[Verdict, str],
+    kpis: Kpis,
+    experiment: Any,
+    prometheus_error: str | None,
+) -> RunSummary:
+    verdict, reason = judged
     weights = score_mod.probe_weights(experiment if isinstance(experiment, Mapping) else {})
     score = score_mod.compute_score(view.hypothesis, verdict, weights)
-    summary = RunSummary(
+    return RunSummary(
         run_id=path.name,
         experiment_key=meta.experiment or slugify(view.title),
         experiment_title=view.title,
@@ -175,24 +232,6 @@ def load_run(
         prometheus_error=prometheus_error,
         resilience_score=score.value,
         score_detail=score.detail,
-    )
-    links = tuple(Link(label, name) for name, label in _LINKED_FILES if (path / name).is_file())
-    fetched = series_doc.get("fetched_at") if series_doc else None
-    return RunReport(
-        summary=summary,
-        experiment_description=view.description,
-        hypothesis_title=view.hypothesis_title,
-        hypothesis=view.hypothesis,
-        timeline=view.timeline,
-        windows=windows,
-        charts=tuple(sets.values()),
-        locust=locust,
-        links=links,
-        warnings=tuple(warnings),
-        prometheus_url=(series_doc.get("prometheus_url") if series_doc else prometheus_url),
-        series_fetched_at=float(fetched) if isinstance(fetched, int | float) else None,
-        range_start=run_start,
-        range_end=run_end,
     )
 
 
