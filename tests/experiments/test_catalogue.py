@@ -252,3 +252,80 @@ def test_the_suite_refuses_a_bad_experiment_in_one_line(
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "bad.json is not a valid experiment" in lines[0], done.stderr
     assert message in lines[0]
+
+
+def _build_module() -> Any:
+    """experiments/build.py as a module (it is a script, not a package member)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "experiments_build", ROOT / "experiments" / "build.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _misspelt_function() -> Any:
+    from chaoshelius.catalogue import probe
+    from chaoshelius.slo import probes
+
+    return probe("x", probes.client_succes_ratio)
+
+
+def _misspelt_argument() -> Any:
+    from chaoshelius.catalogue import probe
+    from chaoshelius.slo import probes
+
+    return probe("x", probes.client_success_ratio, min_ration=0.9)
+
+
+@pytest.mark.parametrize(
+    ("describe", "named"),
+    [
+        (_misspelt_function, ["broken", "client_succes_ratio"]),
+        (
+            _misspelt_argument,
+            ["broken", "chaoshelius.slo.probes.client_success_ratio", "min_ration"],
+        ),
+    ],
+    ids=["function", "argument"],
+)
+def test_a_misspelt_function_or_argument_fails_the_generation_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], describe: Any, named: list[str]
+) -> None:
+    """Not when `chaos run` gets to the step: when the catalogue is written, nothing written."""
+    build = _build_module()
+    build.CATALOGUE = {**build.CATALOGUE, "broken": describe}
+    assert build.main(["--dir", str(tmp_path)]) == 1
+    error = capsys.readouterr().err
+    assert all(name in error for name in named), error
+    assert not list(tmp_path.glob("*.json"))
+
+
+def test_a_step_is_written_with_the_public_module_that_exports_its_function() -> None:
+    """The module users write is the public activity module (its `__all__`), whatever submodule
+    defines the function; a function no activity module exports is refused, and so is an
+    action used as a probe."""
+    from chaoshelius.catalogue import CatalogueError, action, control, probe
+    from chaoshelius.controls import safeguards
+    from chaoshelius.pods import actions as pods
+    from chaoshelius.slo import probes
+
+    step = probe("p", probes.fallback_never_engaged, grace_seconds=5, kind="path", target="e")
+    assert step["provider"]["module"] == "chaoshelius.slo.probes"
+    assert step["provider"]["func"] == "fallback_never_engaged"
+    assert step["tolerance"] == {"type": "jsonpath", "path": "$.ok", "expect": True}
+    assert action("a", pods.kill_pods, after=3, app="mlflow")["pauses"] == {"after": 3}
+    with pytest.raises(CatalogueError, match="kill_pods.*not a probe"):
+        probe("p", pods.kill_pods, app="mlflow")
+
+    def helper() -> None: ...
+
+    with pytest.raises(CatalogueError, match="helper.*not a probe of the harness"):
+        probe("p", helper)
+    with pytest.raises(CatalogueError, match="required argument: 'app'"):
+        action("a", pods.kill_pods, count=1)
+    with pytest.raises(CatalogueError, match="configure_control.*max_p99"):
+        control("c", safeguards, max_p99=5.0)

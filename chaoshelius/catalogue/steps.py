@@ -75,11 +75,18 @@ def activity_module(func: Callable[..., Any], kind: Kind) -> tuple[ModuleType, s
 
 
 def _bound(func: Callable[..., Any], where: str, arguments: Mapping[str, Any]) -> None:
-    """Fail like `chaos run` would, naming the function and the argument, but now."""
+    """Fail like `chaos run` would, naming the function and the argument, but now; an argument
+    only a `**kwargs` would take (a control's) is refused too: it would be silently ignored."""
+    signature = inspect.signature(func)
+    named = {p.name for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD}
+    unknown = sorted(set(arguments) - named)
     try:
-        inspect.signature(func).bind(**arguments)
+        signature.bind(**arguments)
+        problem = f"no argument named {', '.join(map(repr, unknown))}" if unknown else ""
     except TypeError as exc:
-        raise CatalogueError(f"{where}: {exc} (arguments {sorted(arguments)})") from None
+        problem = str(exc)
+    if problem:
+        raise CatalogueError(f"{where}: {problem} (arguments {sorted(arguments)})")
 
 
 def _provider(func: Callable[..., Any], kind: Kind, arguments: Mapping[str, Any]) -> Json:
