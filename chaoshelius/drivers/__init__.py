@@ -5,14 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from chaoshelius.config import HarnessConfig
-from chaoshelius.drivers.base import (
-    Driver,
-    FaultRef,
-    LoadGenerator,
-    PathMode,
-    PodInfo,
-)
-from chaoshelius.topology import App
+from chaoshelius.drivers.base import Driver, FaultRef, LoadGenerator, PodInfo
+from chaoshelius.topology import App, PathMode
 
 __all__ = [
     "Driver",

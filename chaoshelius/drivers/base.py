@@ -12,15 +12,6 @@ from typing import Any, Protocol, runtime_checkable
 from chaoshelius.exceptions import TargetError
 from chaoshelius.topology import PathMode
 
-__all__ = [
-    "Driver",
-    "FaultRef",
-    "LoadGenerator",
-    "PathMode",
-    "PodInfo",
-    "check_grace_period",
-]
-
 
 @dataclass(frozen=True)
 class PodInfo:

@@ -54,6 +54,7 @@ from chaoshelius.drivers.k8s_names import (
     parse_expires_at,
     parse_replicas,
 )
+from chaoshelius.topology import NAMESPACE
 
 __all__ = ["client_for", "main", "reap"]
 
@@ -265,7 +266,7 @@ def client_for(kubeconfig_path: str | None, context: str | None) -> k8s.ApiClien
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chaoshelius.drivers.k8s_reaper")
-    parser.add_argument("--namespace", default=os.environ.get("HELIUS_NAMESPACE", "helius"))
+    parser.add_argument("--namespace", default=os.environ.get("HELIUS_NAMESPACE", NAMESPACE))
     parser.add_argument("--interval", type=float, default=5.0)
     parser.add_argument("--once", action="store_true", help="one pass, then exit")
     parser.add_argument("--kubeconfig", default=None)

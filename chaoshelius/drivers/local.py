@@ -17,11 +17,11 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from chaoshelius.config import HarnessConfig
-from chaoshelius.drivers.base import FaultRef, PathMode, PodInfo, check_grace_period
+from chaoshelius.drivers.base import FaultRef, PodInfo, check_grace_period
 from chaoshelius.exceptions import ConfigurationError, TargetError
 from chaoshelius.stack import api_models as api
 from chaoshelius.stack import auth
-from chaoshelius.topology import APP_LABEL
+from chaoshelius.topology import APP_LABEL, PathMode
 
 __all__ = ["LocalDriver"]
 
