@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -14,6 +14,7 @@ from chaoshelius.report.charts import (
     BLACK,
     BLUE,
     GREEN,
+    GREY,
     ORANGE,
     PURPLE,
     SKY,
@@ -33,6 +34,7 @@ from chaoshelius.report.model import (
     KPI_CLOCKS,
     KPI_LABELS,
     KPI_UNITS,
+    FaultWindow,
     ProbeResult,
     RunReport,
     RunSummary,
@@ -239,151 +241,189 @@ def _spacing(series: Series) -> float:
     return deltas[len(deltas) // 2] if deltas else 1.0
 
 
+def _status_color(label: str) -> str:
+    return {"2": GREEN, "4": ORANGE, "5": VERMILLION}.get(label[:1], BLUE)
+
+
+def _solid(label: str) -> bool:
+    return False
+
+
+def _dashed(label: str) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class _Source:
+    """One query's series in a chart: relabelled (`label` replaces, `prefix` prepends) and
+    drawn dashed when `dashed` says so of its label."""
+
+    key: str
+    label: str | None = None
+    prefix: str = ""
+    dashed: Callable[[str], bool] = _solid
+
+
+@dataclass(frozen=True)
+class _Chart:
+    """A metric chart of the run report: a line chart (`unit` set) or a state chart."""
+
+    key: str
+    title: str
+    sources: tuple[_Source, ...]
+    unit: str | None = None  # None: a state chart (one bar row per series)
+    y_min: float | None = None
+    y_max: float | None = None
+    colors: Mapping[str, str] | Callable[[str], str] | None = None  # by series label
+    on_color: str = VERMILLION
+    off_color: str = GREY
+    limits: str | None = None  # which of slo_limits() it draws
+    marks_early: bool = False  # alerts already firing at the start: "* name", noted in the title
+    quiet: str | None = None  # what it says when Prometheus answered with no series
+
+
+RUN_CHARTS: tuple[_Chart, ...] = (
+    _Chart(
+        "success_ratio",
+        "Client success ratio (SLO line: the hypothesis probe's own threshold)",
+        (_Source("client_success_ratio", "client success ratio"),),
+        unit="ratio",
+        y_min=min(0.95, RECOVERED_RATIO),
+        y_max=1.0,
+        colors={"client success ratio": BLUE},
+        limits="success_ratio",
+    ),
+    _Chart(
+        "throughput",
+        "Client throughput by outcome (requests/s; green success, vermillion dashed failure)",
+        (_Source("client_throughput", dashed=lambda label: label == "failure"),),
+        unit="req/s",
+        y_min=0.0,
+        colors=OUTCOME_COLORS,
+    ),
+    _Chart(
+        "latency",
+        "Latency p50 / p95 / p99 (client; server p99 dashed)",
+        (
+            _Source("client_latency_p50", "p50"),
+            _Source("client_latency_p95", "p95"),
+            _Source("client_latency_p99", "p99"),
+            _Source("server_latency_p99", "server p99", dashed=_dashed),
+        ),
+        unit="s",
+        y_min=0.0,
+        colors=LATENCY_COLORS,
+        limits="latency",
+    ),
+    _Chart(
+        "server_throughput",
+        "Server responses by status (requests/s; 2xx green, 4xx orange, 5xx vermillion)",
+        (_Source("server_throughput", dashed=lambda label: label.startswith("5")),),
+        unit="req/s",
+        y_min=0.0,
+        colors=_status_color,
+    ),
+    _Chart(
+        "fallback",
+        "Fallback mode per pod (orange: serving the fallback model)",
+        (_Source("fallback"),),
+        on_color=ORANGE,
+        limits="fallback",
+    ),
+    _Chart(
+        "mlflow",
+        "MLflow up / ready per pod (green: up, vermillion: down)",
+        (_Source("mlflow_up", prefix="up "), _Source("mlflow_ready", prefix="ready ")),
+        on_color=GREEN,
+        off_color=VERMILLION,
+    ),
+    _Chart(
+        "alerts",
+        "Alerts firing",
+        (_Source("alerts"),),
+        on_color=VERMILLION,
+        limits="alerts",
+        marks_early=True,
+        quiet="no alert fired",
+    ),
+    _Chart("faults", "Faults active (stack)", (_Source("fault_active"),), on_color=PURPLE),
+)
+EARLY_ALERTS_NOTE = " (* already firing when the run started: left over from before it)"
+
+
 def run_charts(report: RunReport) -> tuple[ChartView | None, tuple[ChartView, ...]]:
-    """The timeline and the metric charts of a run, on one time axis from the run's start."""
+    """The timeline and the metric charts (RUN_CHARTS) of a run, on one time axis from the
+    run's start."""
     start, end = report.range_start, report.range_end
     if start is None or end is None:
         return None, ()
     axis = TimeAxis(start, end + AXIS_END_MARGIN_S, origin=start)
     sets: Mapping[str, SeriesSet] = {s.key: s for s in report.charts}
-    windows = report.windows
     limits = slo_limits(report)
     early = set(firing_at_start(report))
-
-    def get(key: str) -> tuple[Series, ...]:
-        entry = sets.get(key)
-        return entry.series if entry else ()
-
-    def queries(*keys: str) -> tuple[str, ...]:
-        return tuple(sets[k].query for k in keys if k in sets)
-
-    def named(key: str, label: str) -> list[Series]:
-        return [replace(s, label=label) for s in get(key)]
-
-    def status_color(label: str) -> str:
-        return {"2": GREEN, "4": ORANGE, "5": VERMILLION}.get(label[:1], BLUE)
-
-    no_prom = (
-        "no data"
-        if report.summary.prometheus_error is None
-        else "no data: " + (report.summary.prometheus_error)
+    error = report.summary.prometheus_error
+    no_prom = "no data" if error is None else "no data: " + error
+    charts = tuple(
+        _draw(chart, axis, report.windows, sets, limits, early, no_prom, error is None)
+        for chart in RUN_CHARTS
     )
-    alerts = [replace(s, label=f"* {s.label}") if s.label in early else s for s in get("alerts")]
-    charts = [
-        line_chart(
-            "success_ratio",
-            "Client success ratio (SLO line: the hypothesis probe's own threshold)",
+    return timeline_chart(axis, report.timeline, report.windows), charts
+
+
+def _draw(
+    chart: _Chart,
+    axis: TimeAxis,
+    windows: Sequence[FaultWindow],
+    sets: Mapping[str, SeriesSet],
+    limits: Mapping[str, Sequence[Limit]],
+    early: set[str],
+    no_prom: str,
+    answered: bool,
+) -> ChartView:
+    """One chart of RUN_CHARTS from the run's series sets."""
+    pairs: list[tuple[Series, bool]] = []
+    for source in chart.sources:
+        entry = sets.get(source.key)
+        for s in entry.series if entry else ():
+            label = source.prefix + (s.label if source.label is None else source.label)
+            if chart.marks_early and s.label in early:
+                label = f"* {s.label}"
+            relabelled = s if label == s.label else replace(s, label=label)
+            pairs.append((relabelled, source.dashed(s.label)))
+    title = chart.title + (EARLY_ALERTS_NOTE if chart.marks_early and early else "")
+    queries = tuple(sets[c.key].query for c in chart.sources if c.key in sets)
+    empty = chart.quiet if chart.quiet is not None and answered else no_prom
+    drawn_limits = limits.get(chart.limits, ()) if chart.limits else ()
+    if chart.unit is None:
+        return state_chart(
+            chart.key,
+            title,
             axis,
-            [(s, False) for s in named("client_success_ratio", "client success ratio")],
+            [s for s, _ in pairs],
             windows,
-            unit="ratio",
-            y_min=min(0.95, RECOVERED_RATIO),
-            y_max=1.0,
-            queries=queries("client_success_ratio"),
-            empty_message=no_prom,
-            colors={"client success ratio": BLUE},
-            limits=limits.get("success_ratio", ()),
-        ),
-        line_chart(
-            "throughput",
-            "Client throughput by outcome (requests/s; green success, vermillion dashed failure)",
-            axis,
-            [(s, s.label == "failure") for s in get("client_throughput")],
-            windows,
-            unit="req/s",
-            y_min=0.0,
-            queries=queries("client_throughput"),
-            empty_message=no_prom,
-            colors=OUTCOME_COLORS,
-        ),
-        line_chart(
-            "latency",
-            "Latency p50 / p95 / p99 (client; server p99 dashed)",
-            axis,
-            [
-                *((s, False) for s in named("client_latency_p50", "p50")),
-                *((s, False) for s in named("client_latency_p95", "p95")),
-                *((s, False) for s in named("client_latency_p99", "p99")),
-                *((s, True) for s in named("server_latency_p99", "server p99")),
-            ],
-            windows,
-            unit="s",
-            y_min=0.0,
-            queries=queries(
-                "client_latency_p50",
-                "client_latency_p95",
-                "client_latency_p99",
-                "server_latency_p99",
-            ),
-            empty_message=no_prom,
-            colors=LATENCY_COLORS,
-            limits=limits.get("latency", ()),
-        ),
-        line_chart(
-            "server_throughput",
-            "Server responses by status (requests/s; 2xx green, 4xx orange, 5xx vermillion)",
-            axis,
-            [(s, s.label.startswith("5")) for s in get("server_throughput")],
-            windows,
-            unit="req/s",
-            y_min=0.0,
-            queries=queries("server_throughput"),
-            empty_message=no_prom,
-            colors={s.label: status_color(s.label) for s in get("server_throughput")},
-        ),
-        state_chart(
-            "fallback",
-            "Fallback mode per pod (orange: serving the fallback model)",
-            axis,
-            get("fallback"),
-            windows,
-            on_color=ORANGE,
-            queries=queries("fallback"),
-            empty_message=no_prom,
-            limits=limits.get("fallback", ()),
-        ),
-        state_chart(
-            "mlflow",
-            "MLflow up / ready per pod (green: up, vermillion: down)",
-            axis,
-            [
-                *(replace(s, label=f"up {s.label}") for s in get("mlflow_up")),
-                *(replace(s, label=f"ready {s.label}") for s in get("mlflow_ready")),
-            ],
-            windows,
-            on_color=GREEN,
-            off_color=VERMILLION,
-            queries=queries("mlflow_up", "mlflow_ready"),
-            empty_message=no_prom,
-        ),
-        state_chart(
-            "alerts",
-            "Alerts firing"
-            + (
-                " (* already firing when the run started: left over from before it)"
-                if early
-                else ""
-            ),
-            axis,
-            alerts,
-            windows,
-            on_color=VERMILLION,
-            queries=queries("alerts"),
-            empty_message="no alert fired" if report.summary.prometheus_error is None else no_prom,
-            limits=limits.get("alerts", ()),
-        ),
-        state_chart(
-            "faults",
-            "Faults active (stack)",
-            axis,
-            get("fault_active"),
-            windows,
-            on_color=PURPLE,
-            queries=queries("fault_active"),
-            empty_message=no_prom,
-        ),
-    ]
-    return timeline_chart(axis, report.timeline, windows), tuple(charts)
+            on_color=chart.on_color,
+            off_color=chart.off_color,
+            queries=queries,
+            empty_message=empty,
+            limits=drawn_limits,
+        )
+    colors = chart.colors
+    if callable(colors):  # by the label each series has
+        colors = {s.label: colors(s.label) for s, _ in pairs}
+    return line_chart(
+        chart.key,
+        title,
+        axis,
+        pairs,
+        windows,
+        unit=chart.unit,
+        y_min=chart.y_min,
+        y_max=chart.y_max,
+        queries=queries,
+        empty_message=empty,
+        colors=colors,
+        limits=drawn_limits,
+    )
 
 
 def render_run(report: RunReport) -> str:
