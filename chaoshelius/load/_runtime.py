@@ -6,12 +6,12 @@ importing process).
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 import signal
 import subprocess
+import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,15 +20,57 @@ from pydantic import ConfigDict, Field
 
 from chaoshelius.config import HarnessConfig
 from chaoshelius.exceptions import ConfigurationError
+from chaoshelius.load._jsonfile import read_json, write_json
+from chaoshelius.load.locust_csv import (
+    AGGREGATED,
+    CSV_FILES,
+    CSV_PREFIX,
+    FAILURES_FILE,
+    HISTORY_FILE,
+    STATS_FILE,
+    aggregated_totals,
+    failure_fields,
+    number,
+    read_rows,
+    stats_fields,
+)
+from chaoshelius.stack.procs import kill_group, spawn_group
 
-CSV_PREFIX = "locust"
+__all__ = [
+    "AGGREGATED",
+    "CSV_FILES",
+    "CSV_PREFIX",
+    "LOAD_FILE",
+    "LOG_FILE",
+    "PID_FILE",
+    "PROCESSES_ENV",
+    "RATE_ENV",
+    "LoadConfig",
+    "RunFiles",
+    "exit_code",
+    "forget_finished_children",
+    "is_locust",
+    "load_config",
+    "locust_command",
+    "locustfile",
+    "log_tail",
+    "read_json",
+    "read_pid",
+    "read_stats",
+    "run_files",
+    "signal_group",
+    "signal_process",
+    "spawn_locust",
+    "steady_rate",
+    "wait_gone",
+    "write_json",
+]
+
 PID_FILE = "locust.pid"
 LOG_FILE = "locust.log"
 LOAD_FILE = "load.json"  # what the load was asked for and what it measured (the report shows it)
 RATE_ENV = "HELIUS_LOAD_RATE"
 PROCESSES_ENV = "HELIUS_LOAD_PROCESSES"
-CSV_FILES = ("locust_stats.csv", "locust_failures.csv", "locust_stats_history.csv")
-AGGREGATED = "Aggregated"
 
 # Popen objects of the Locust processes this Python process started: lets stop_load reap its
 # own child (a zombie still answers kill(pid, 0)) and report the exit code.
@@ -77,15 +119,15 @@ class RunFiles:
 
     @property
     def history_csv(self) -> Path:
-        return self.run_dir / "locust_stats_history.csv"
+        return self.run_dir / HISTORY_FILE
 
     @property
     def stats_csv(self) -> Path:
-        return self.run_dir / "locust_stats.csv"
+        return self.run_dir / STATS_FILE
 
     @property
     def failures_csv(self) -> Path:
-        return self.run_dir / "locust_failures.csv"
+        return self.run_dir / FAILURES_FILE
 
 
 def run_files(config: HarnessConfig) -> RunFiles:
@@ -111,6 +153,35 @@ def locustfile(config: LoadConfig) -> Path:
 
 
 # --- the process ----------------------------------------------------------------------------
+
+
+def locust_command(
+    locust_file: Path, files: RunFiles, metrics_port: int, options: Sequence[str]
+) -> list[str]:
+    """Headless Locust with `options`, its CSVs in the run dir and its exporter on
+    `metrics_port`."""
+    return [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(locust_file),
+        "--headless",
+        *options,
+        "--csv",
+        str(files.csv_prefix),
+        "--csv-full-history",
+        "--only-summary",
+        "--metrics-port",
+        str(metrics_port),
+    ]
+
+
+def spawn_locust(command: Sequence[str], files: RunFiles) -> subprocess.Popen[bytes]:
+    """Start Locust as the leader of its own process group (pgid == pid: it and its
+    --processes workers are signalled together), its output to a fresh locust.log."""
+    files.log.unlink(missing_ok=True)
+    return spawn_group(command, files.log)
 
 
 def read_pid(files: RunFiles) -> int | None:
@@ -190,10 +261,7 @@ def wait_gone(pid: int, deadline_seconds: float) -> bool:
 
 def signal_group(pid: int, sig: signal.Signals) -> None:
     """Signal Locust's process group (start_load makes Locust a session leader: pgid == pid)."""
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
+    kill_group(pid, sig)
 
 
 def signal_process(pid: int, sig: signal.Signals) -> None:
@@ -214,37 +282,17 @@ def log_tail(files: RunFiles, lines: int = 15) -> str:
 # --- the CSVs -------------------------------------------------------------------------------
 
 
-def _number(value: str | None) -> float | None:
-    if value is None or value in ("", "N/A"):
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return None
-
-
 def _row_stats(row: dict[str, str]) -> dict[str, Any]:
-    requests = int(_number(row.get("Request Count")) or 0)
-    failures = int(_number(row.get("Failure Count")) or 0)
-    return {
-        "requests": requests,
-        "failures": failures,
-        "failure_ratio": failures / requests if requests else 0.0,
-        "rps": _number(row.get("Requests/s")),
-        "median_ms": _number(row.get("Median Response Time")),
-        "average_ms": _number(row.get("Average Response Time")),
-        "p95_ms": _number(row.get("95%")),
-        "p99_ms": _number(row.get("99%")),
-        "max_ms": _number(row.get("Max Response Time")),
-    }
+    stats = stats_fields(row)
+    del stats["method"], stats["name"]
+    stats["failure_ratio"] = stats["failures"] / stats["requests"] if stats["requests"] else 0.0
+    return stats
 
 
 def read_stats(files: RunFiles) -> dict[str, Any] | None:
     """Locust's CSV summary as a dict, or None when Locust has not written it (yet)."""
-    try:
-        with files.stats_csv.open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    except FileNotFoundError:
+    rows = read_rows(files.stats_csv)
+    if rows is None:
         return None
     total: dict[str, Any] | None = None
     by_name: dict[str, Any] = {}
@@ -254,25 +302,11 @@ def read_stats(files: RunFiles) -> dict[str, Any] | None:
             total = _row_stats(row)
         else:
             by_name[f"{row.get('Type', '')} {name}".strip()] = _row_stats(row)
-    failures: list[dict[str, Any]] = []
-    try:
-        with files.failures_csv.open(newline="") as handle:
-            for row in csv.DictReader(handle):
-                failures.append(
-                    {
-                        "method": row.get("Method", ""),
-                        "name": row.get("Name", ""),
-                        "error": row.get("Error", ""),
-                        "occurrences": int(_number(row.get("Occurrences")) or 0),
-                    }
-                )
-    except FileNotFoundError:
-        pass
     return {
         "run_dir": str(files.run_dir),
         "total": total or _row_stats({}),
         "by_name": by_name,
-        "failures": failures,
+        "failures": [failure_fields(row) for row in read_rows(files.failures_csv) or []],
     }
 
 
@@ -280,47 +314,25 @@ def steady_rate(history_csv: Path, users: int, skip_rows: int = 0) -> dict[str, 
     """The rate the load really had once all `users` ran: from Locust's per-second history
     (Aggregated rows), requests and failures between the first and the last row with that
     user count (after `skip_rows` of them). None when there are not two such rows."""
-    try:
-        with history_csv.open(newline="") as handle:
-            rows = [
-                row
-                for row in csv.DictReader(handle)
-                if row.get("Name") == AGGREGATED and _number(row.get("User Count")) == users
-            ]
-    except FileNotFoundError:
+    totals = [
+        found
+        for row in read_rows(history_csv) or []
+        if number(row.get("User Count")) == users and (found := aggregated_totals(row))
+    ][skip_rows:]
+    if len(totals) < 2:
         return None
-    rows = rows[skip_rows:]
-    if len(rows) < 2:
-        return None
-    first, last = rows[0], rows[-1]
-    seconds = (_number(last.get("Timestamp")) or 0) - (_number(first.get("Timestamp")) or 0)
+    (first_at, first_requests, first_failures), (last_at, last_requests, last_failures) = (
+        totals[0],
+        totals[-1],
+    )
+    seconds = last_at - first_at
     if seconds <= 0:
         return None
-    requests = (_number(last.get("Total Request Count")) or 0) - (
-        _number(first.get("Total Request Count")) or 0
-    )
-    failures = (_number(last.get("Total Failure Count")) or 0) - (
-        _number(first.get("Total Failure Count")) or 0
-    )
+    requests = last_requests - first_requests
+    failures = last_failures - first_failures
     return {
         "seconds": seconds,
         "requests": requests,
         "rps": requests / seconds,
         "failure_ratio": failures / requests if requests else 0.0,
     }
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None

@@ -17,9 +17,9 @@ Other work on the machine moves the figure: measure at run time, never hard-code
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chaoshelius.exceptions import TargetError
 from chaoshelius.load import _runtime as rt
+from chaoshelius.stack.procs import kill_group
 
 DEFAULT_STEPS = (8, 16, 32, 64)
 DEFAULT_STEP_SECONDS = 6.0
@@ -83,17 +84,55 @@ def measure_capacity(
             f"(got {steps}, {step_seconds}, {processes})."
         )
     work_dir.mkdir(parents=True, exist_ok=True)
-    metrics_port = _free_port()
     files = rt.RunFiles(work_dir)
     for name in rt.CSV_FILES:
         (work_dir / name).unlink(missing_ok=True)
-    command = [
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        str(locustfile),
-        "--headless",
+    samples, cpu_seconds = _run_steps(
+        host, files, locustfile, steps, step_seconds, processes, request_timeout_seconds
+    )
+    measured = [
+        step for users in dict.fromkeys(steps) if (step := _step(samples, users)) is not None
+    ]
+    usable = [step for step in measured if step.failure_ratio <= max_failure_ratio]
+    if not usable:
+        raise TargetError(
+            f"capacity of {host}: no step of {list(steps)} users stayed under a failure ratio "
+            f"of {max_failure_ratio} (steps: {[asdict(s) for s in measured]}); is the service "
+            f"up? See {files.log}."
+        )
+    best = max(usable, key=lambda step: step.rps)
+    last_two = measured[-2:]
+    stats = rt.read_stats(files)
+    all_requests = stats["total"]["requests"] if stats else 0
+    result = Capacity(
+        host=host,
+        processes=processes,
+        step_seconds=step_seconds,
+        steps=measured,
+        capacity_rps=round(best.rps, 1),
+        best_users=best.users,
+        saturated=len(last_two) < 2 or last_two[1].rps < 1.1 * last_two[0].rps,
+        locust_cpu_seconds=round(cpu_seconds, 2),
+        locust_cpu_ms_per_request=(
+            round(1000 * cpu_seconds / all_requests, 3) if all_requests else None
+        ),
+    )
+    rt.write_json(work_dir / CAPACITY_FILE, result.to_json())
+    return result
+
+
+def _run_steps(
+    host: str,
+    files: rt.RunFiles,
+    locustfile: Path,
+    steps: tuple[int, ...],
+    step_seconds: float,
+    processes: int,
+    request_timeout_seconds: float,
+) -> tuple[list[_Sample], float]:
+    """Run the closed-loop steps; the exporter's readings and Locust's CPU seconds."""
+    metrics_port = _free_port()  # not the experiments' port: Prometheus must not see this
+    options = [
         "--host",
         host,
         "--shape",
@@ -111,62 +150,19 @@ def measure_capacity(
         str(request_timeout_seconds),
         "--fail-ratio",
         "1",
-        "--metrics-port",
-        str(metrics_port),  # not the experiments' port: Prometheus must not see this
-        "--csv",
-        str(files.csv_prefix),
-        "--csv-full-history",
-        "--only-summary",
     ]
     if processes > 1:
-        command += ["--processes", str(processes)]
-    budget = len(steps) * step_seconds + 60.0
-    with files.log.open("wb") as log:
-        process = subprocess.Popen(  # noqa: S603  argv list, no shell: locust, our options
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        options += ["--processes", str(processes)]
+    process = rt.spawn_locust(rt.locust_command(locustfile, files, metrics_port, options), files)
     samples, status, cpu_seconds = _sample_until_exit(
-        process, f"http://127.0.0.1:{metrics_port}/metrics", budget
+        process, f"http://127.0.0.1:{metrics_port}/metrics", len(steps) * step_seconds + 60.0
     )
     if status != 0:
         raise TargetError(
             f"the capacity measurement's Locust exited with code {status}; see {files.log}. "
             f"Last lines:\n{rt.log_tail(files)}"
         )
-    measured = [
-        step for users in dict.fromkeys(steps) if (step := _step(samples, users)) is not None
-    ]
-    usable = [step for step in measured if step.failure_ratio <= max_failure_ratio]
-    if not usable:
-        raise TargetError(
-            f"capacity of {host}: no step of {list(steps)} users stayed under a failure ratio "
-            f"of {max_failure_ratio} (steps: {[asdict(s) for s in measured]}); is the service "
-            f"up? See {files.log}."
-        )
-    best = max(usable, key=lambda step: step.rps)
-    last_two = measured[-2:]
-    saturated = len(last_two) < 2 or last_two[1].rps < 1.1 * last_two[0].rps
-    stats = rt.read_stats(files)
-    all_requests = stats["total"]["requests"] if stats else 0
-    result = Capacity(
-        host=host,
-        processes=processes,
-        step_seconds=step_seconds,
-        steps=measured,
-        capacity_rps=round(best.rps, 1),
-        best_users=best.users,
-        saturated=saturated,
-        locust_cpu_seconds=round(cpu_seconds, 2),
-        locust_cpu_ms_per_request=(
-            round(1000 * cpu_seconds / all_requests, 3) if all_requests else None
-        ),
-    )
-    rt.write_json(work_dir / CAPACITY_FILE, result.to_json())
-    return result
+    return samples, cpu_seconds
 
 
 @dataclass(frozen=True)
@@ -246,7 +242,7 @@ def _wait_with_cpu(process: subprocess.Popen[bytes], deadline: float) -> tuple[i
     reaped children (the --processes workers) used. Kills its group after `deadline`."""
     pid, status, usage = os.wait4(process.pid, os.WNOHANG)
     if not pid and time.monotonic() > deadline:
-        os.killpg(process.pid, 9)
+        kill_group(process.pid, signal.SIGKILL)
         os.wait4(process.pid, 0)
         process.returncode = -9
         raise TargetError("the capacity measurement did not end in time and was killed.")

@@ -1,36 +1,37 @@
-"""Locust's CSV output (`locust --csv <run_dir>/locust`): stats, failures, history."""
+"""Locust's CSV output (`locust --csv <run_dir>/locust`): stats, failures, history, as the
+report's model (read by chaoshelius.load.locust_csv, the one reader of these files)."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
+from chaoshelius.load.locust_csv import (
+    FAILURES_FILE,
+    HISTORY_FILE,
+    STATS_FILE,
+    aggregated_totals,
+    failure_fields,
+    number,
+    read_rows,
+    stats_fields,
+)
 from chaoshelius.report.model import LocustFailure, LocustRow, LocustStats, Point, Series
 
-STATS_FILE = "locust_stats.csv"
-FAILURES_FILE = "locust_failures.csv"
-HISTORY_FILE = "locust_stats_history.csv"
+__all__ = ["FAILURES_FILE", "HISTORY_FILE", "STATS_FILE", "history_series", "read_locust"]
 
 
 def read_locust(run_dir: Path) -> LocustStats | None:
     """Read the Locust CSVs of a run; None when the run has no `locust_stats.csv`."""
-    stats_path = run_dir / STATS_FILE
-    if not stats_path.is_file():
+    stats = read_rows(run_dir / STATS_FILE)
+    if stats is None:
         return None
-    rows = tuple(_row(r) for r in _read_csv(stats_path))
-    failures_path = run_dir / FAILURES_FILE
-    failures = tuple(
-        LocustFailure(
-            method=r.get("Method", ""),
-            name=r.get("Name", ""),
-            error=r.get("Error", ""),
-            occurrences=int(_num(r.get("Occurrences")) or 0),
-        )
-        for r in (_read_csv(failures_path) if failures_path.is_file() else [])
+    return LocustStats(
+        rows=tuple(LocustRow(**stats_fields(r)) for r in stats),
+        failures=tuple(
+            LocustFailure(**failure_fields(r)) for r in read_rows(run_dir / FAILURES_FILE) or []
+        ),
+        history=tuple(read_rows(run_dir / HISTORY_FILE) or ()),
     )
-    history_path = run_dir / HISTORY_FILE
-    history = tuple(_read_csv(history_path)) if history_path.is_file() else ()
-    return LocustStats(rows=rows, failures=failures, history=history)
 
 
 def history_series(stats: LocustStats) -> dict[str, tuple[Series, ...]]:
@@ -45,20 +46,17 @@ def history_series(stats: LocustStats) -> dict[str, tuple[Series, ...]]:
     rps: list[Point] = []
     p99: list[Point] = []
     for row in stats.history:
-        if row.get("Name") != "Aggregated":
+        totals = aggregated_totals(row)
+        if totals is None:
             continue
-        t = _num(row.get("Timestamp"))
-        n = _num(row.get("Total Request Count"))
-        f = _num(row.get("Total Failure Count"))
-        if t is None or n is None or f is None:
-            continue
+        t, n, f = totals
         total.append(Point(t, n))
         failed.append(Point(t, f))
         ok.append(Point(t, n - f))
-        r = _num(row.get("Requests/s"))
+        r = number(row.get("Requests/s"))
         if r is not None:
             rps.append(Point(t, r))
-        q = _num(row.get("99%"))
+        q = number(row.get("99%"))
         if q is not None:
             p99.append(Point(t, q / 1000.0))
     if not total:
@@ -71,32 +69,3 @@ def history_series(stats: LocustStats) -> dict[str, tuple[Series, ...]]:
         "client_throughput": (Series("all (Locust)", {}, tuple(rps)),),
         "client_latency_p99": (Series("p99 (Locust)", {}, tuple(p99)),),
     }
-
-
-def _row(r: dict[str, str]) -> LocustRow:
-    return LocustRow(
-        method=r.get("Type", ""),
-        name=r.get("Name", ""),
-        requests=int(_num(r.get("Request Count")) or 0),
-        failures=int(_num(r.get("Failure Count")) or 0),
-        median_ms=_num(r.get("Median Response Time")),
-        average_ms=_num(r.get("Average Response Time")),
-        p95_ms=_num(r.get("95%")),
-        p99_ms=_num(r.get("99%")),
-        max_ms=_num(r.get("Max Response Time")),
-        rps=_num(r.get("Requests/s")),
-    )
-
-
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        return [dict(row) for row in csv.DictReader(handle)]
-
-
-def _num(text: str | None) -> float | None:
-    if text is None or text.strip() in ("", "N/A"):
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        return None
