@@ -23,8 +23,8 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -35,6 +35,13 @@ from chaoshelius.drivers import LoadGenerator, get_driver
 from chaoshelius.exceptions import ConfigurationError, TargetError
 from chaoshelius.load import _runtime as rt
 from chaoshelius.load.capacity import measure_capacity
+from chaoshelius.load.plan import (
+    DEFAULT_NEW_CONNECTION_SHARE,
+    DEFAULT_REQUEST_TIMEOUT_SECONDS,
+    LOCAL,
+    SHAPES,
+    LoadPlan,
+)
 
 __all__ = ["start_load", "stop_load"]
 
@@ -42,8 +49,18 @@ _STARTUP_TIMEOUT_SECONDS = 20.0
 DEFAULT_RATE = 250.0  # requests/s when nothing says otherwise (issue 9: >= 10x the old ~23)
 RATE_PER_USER = 2.5  # default users: one simulated client per 2.5 requests/s
 RATE_PER_PROCESS = 300.0  # default processes: one Locust process per 300 requests/s
-DEFAULT_NEW_CONNECTION_SHARE = 0.05
 _METRIC_MARKER = "helius_client_requests_total"
+# what start_load returns of the plan on a cluster (besides the driver's answer)
+_CLUSTER_SUMMARY = (
+    "target",
+    "rate",
+    "rate_source",
+    "capacity_fraction",
+    "capacity",
+    "users",
+    "spawn_rate",
+    "processes",
+)
 
 
 def start_load(
@@ -52,7 +69,7 @@ def start_load(
     duration_seconds: int = 300,
     host: str | None = None,
     shape: str = "steady",
-    request_timeout_seconds: float = 5.0,
+    request_timeout_seconds: float = DEFAULT_REQUEST_TIMEOUT_SECONDS,
     rate: float | None = None,
     capacity_fraction: float | None = None,
     processes: int | None = None,
@@ -86,52 +103,98 @@ def start_load(
     or if Locust exits early.
     """
     config = rt.load_config(configuration)
-    if (
-        (users is not None and users < 1)
-        or (spawn_rate is not None and spawn_rate <= 0)
-        or duration_seconds < 1
-        or request_timeout_seconds <= 0
-        or (rate is not None and rate <= 0)
-        or (processes is not None and processes < 1)
-        or not 0 <= new_connection_share <= 1
-    ):
-        raise TargetError(
-            "start_load needs users >= 1, spawn_rate > 0, duration_seconds >= 1, "
-            "request_timeout_seconds > 0, rate > 0, processes >= 1 and 0 <= "
-            f"new_connection_share <= 1 (got users={users}, spawn_rate={spawn_rate}, "
-            f"duration_seconds={duration_seconds}, request_timeout_seconds="
-            f"{request_timeout_seconds}, rate={rate}, processes={processes}, "
-            f"new_connection_share={new_connection_share})."
-        )
-    if capacity_fraction is not None and not 0 < capacity_fraction <= 1:
-        raise TargetError(
-            f"start_load: capacity_fraction must be in (0, 1], not {capacity_fraction}."
-        )
-    if capacity_fraction is not None and rate is not None:
-        raise TargetError("start_load: give either rate or capacity_fraction, not both.")
-    if shape not in ("steady", "ramp"):
-        raise TargetError(f"start_load: shape must be 'steady' or 'ramp', not {shape!r}.")
+    asked = LoadArguments(
+        users=users,
+        spawn_rate=spawn_rate,
+        duration_seconds=duration_seconds,
+        host=host,
+        shape=shape,
+        request_timeout_seconds=request_timeout_seconds,
+        rate=rate,
+        capacity_fraction=capacity_fraction,
+        processes=processes,
+        new_connection_share=new_connection_share,
+    )
+    asked.check()
     files = rt.run_files(config)
-    if config.target != "local":
-        return _start_in_cluster(
-            config,
-            files,
-            rate=rate,
-            capacity_fraction=capacity_fraction,
-            users=users,
-            spawn_rate=spawn_rate,
-            processes=processes,
-            duration_seconds=duration_seconds,
-            host=host,
-            shape=shape,
-            request_timeout_seconds=request_timeout_seconds,
-            new_connection_share=new_connection_share,
-        )
+    if config.target != LOCAL:
+        return _start_in_cluster(config, files, asked)
+    return _start_locally(config, files, asked)
+
+
+@dataclass(frozen=True)
+class LoadArguments:
+    """start_load's arguments, before the plan fills in what they leave open."""
+
+    users: int | None = None
+    spawn_rate: float | None = None
+    duration_seconds: int = 300
+    host: str | None = None
+    shape: str = "steady"
+    request_timeout_seconds: float = DEFAULT_REQUEST_TIMEOUT_SECONDS
+    rate: float | None = None
+    capacity_fraction: float | None = None
+    processes: int | None = None
+    new_connection_share: float = DEFAULT_NEW_CONNECTION_SHARE
+
+    def check(self) -> None:
+        """Refuse what no plan can run, with the activity's own words."""
+        users, spawn_rate, rate, processes = self.users, self.spawn_rate, self.rate, self.processes
+        if (
+            (users is not None and users < 1)
+            or (spawn_rate is not None and spawn_rate <= 0)
+            or self.duration_seconds < 1
+            or self.request_timeout_seconds <= 0
+            or (rate is not None and rate <= 0)
+            or (processes is not None and processes < 1)
+            or not 0 <= self.new_connection_share <= 1
+        ):
+            raise TargetError(
+                "start_load needs users >= 1, spawn_rate > 0, duration_seconds >= 1, "
+                "request_timeout_seconds > 0, rate > 0, processes >= 1 and 0 <= "
+                f"new_connection_share <= 1 (got users={users}, spawn_rate={spawn_rate}, "
+                f"duration_seconds={self.duration_seconds}, request_timeout_seconds="
+                f"{self.request_timeout_seconds}, rate={rate}, processes={processes}, "
+                f"new_connection_share={self.new_connection_share})."
+            )
+        fraction = self.capacity_fraction
+        if fraction is not None and not 0 < fraction <= 1:
+            raise TargetError(f"start_load: capacity_fraction must be in (0, 1], not {fraction}.")
+        if fraction is not None and rate is not None:
+            raise TargetError("start_load: give either rate or capacity_fraction, not both.")
+        if self.shape not in SHAPES:
+            raise TargetError(f"start_load: shape must be 'steady' or 'ramp', not {self.shape!r}.")
+
+
+def _start_locally(
+    config: rt.LoadConfig, files: rt.RunFiles, asked: LoadArguments
+) -> dict[str, Any]:
+    """Locust as a child process (its own process group), ready once its exporter answers."""
     rt.forget_finished_children(files)
     port = config.helius_loadgen_metrics_port
     metrics_url = f"http://127.0.0.1:{port}/metrics"
-    target = host or config.helius_reco_url
+    _refuse_a_second_load(files, port, metrics_url)
+    files.run_dir.mkdir(parents=True, exist_ok=True)
+    for name in (*rt.CSV_FILES, "locust_exceptions.csv", rt.PID_FILE, rt.LOAD_FILE):
+        (files.run_dir / name).unlink(missing_ok=True)
+    plan = plan_load(config, files, asked)
+    command = rt.locust_command(rt.locustfile(config), files, port, plan.locust_argv())
+    process = rt.spawn_locust(command, files)
+    rt._children[process.pid] = process
+    files.pid.write_text(f"{process.pid}\n")
+    plan.write(files.load_json, pid=process.pid, started_at=time.time(), command=command)
+    _wait_ready(process, files, metrics_url)
+    return {
+        "pid": process.pid,
+        "metrics_url": metrics_url,
+        "run_dir": str(files.run_dir),
+        "rate": plan.rate,
+        "users": plan.users,
+        "processes": plan.processes,
+    }
 
+
+def _refuse_a_second_load(files: rt.RunFiles, port: int, metrics_url: str) -> None:
     running = rt.read_pid(files)
     if running is not None and rt.is_locust(running):
         raise TargetError(
@@ -146,67 +209,9 @@ def start_load(
             "'helius_loadgen_metrics_port'."
         )
 
-    files.run_dir.mkdir(parents=True, exist_ok=True)
-    for name in (*rt.CSV_FILES, "locust_exceptions.csv", rt.PID_FILE, rt.LOAD_FILE):
-        (files.run_dir / name).unlink(missing_ok=True)
-    plan = _plan(config, target, files, rate, capacity_fraction, users, spawn_rate, processes)
-    command = [
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        str(rt.locustfile(config)),
-        "--headless",
-        "--users",
-        str(plan["users"]),
-        "--spawn-rate",
-        str(plan["spawn_rate"]),
-        "--run-time",
-        f"{duration_seconds}s",
-        "--host",
-        target,
-        "--csv",
-        str(files.csv_prefix),
-        "--csv-full-history",
-        "--only-summary",
-        "--metrics-port",
-        str(port),
-        "--shape",
-        shape,
-        "--request-timeout",
-        str(request_timeout_seconds),
-        "--target-rps",
-        str(plan["rate"]),
-        "--new-connection-share",
-        str(new_connection_share),
-    ]
-    if plan["processes"] > 1:
-        command += ["--processes", str(plan["processes"])]
-    with files.log.open("wb") as log:
-        process = subprocess.Popen(  # noqa: S603  argv list, no shell: locust, our options
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # own process group: stop_load signals the whole group
-        )
-    rt._children[process.pid] = process
-    files.pid.write_text(f"{process.pid}\n")
-    rt.write_json(
-        files.load_json,
-        {
-            **plan,
-            "host": target,
-            "shape": shape,
-            "duration_seconds": duration_seconds,
-            "request_timeout_seconds": request_timeout_seconds,
-            "new_connection_share": new_connection_share,
-            "pid": process.pid,
-            "started_at": time.time(),
-            "command": command,
-        },
-    )
 
+def _wait_ready(process: subprocess.Popen[bytes], files: rt.RunFiles, metrics_url: str) -> None:
+    """Wait for Locust's exporter; kill the group and fail if Locust exits or stays silent."""
     deadline = time.monotonic() + _STARTUP_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -217,14 +222,7 @@ def start_load(
                 f"Last lines:\n{rt.log_tail(files)}"
             )
         if _is_our_exporter(metrics_url):
-            return {
-                "pid": process.pid,
-                "metrics_url": metrics_url,
-                "run_dir": str(files.run_dir),
-                "rate": plan["rate"],
-                "users": plan["users"],
-                "processes": plan["processes"],
-            }
+            return
         time.sleep(0.2)
     rt.signal_group(process.pid, signal.SIGKILL)
     process.wait(5)
@@ -249,54 +247,27 @@ def _cluster_driver(config: rt.LoadConfig) -> LoadGenerator:
 
 
 def _start_in_cluster(
-    config: rt.LoadConfig,
-    files: rt.RunFiles,
-    *,
-    rate: float | None,
-    capacity_fraction: float | None,
-    users: int | None,
-    spawn_rate: float | None,
-    processes: int | None,
-    duration_seconds: int,
-    host: str | None,
-    shape: str,
-    request_timeout_seconds: float,
-    new_connection_share: float,
+    config: rt.LoadConfig, files: rt.RunFiles, asked: LoadArguments
 ) -> dict[str, Any]:
     """The load on a cluster: the in-cluster Locust (master + `processes` workers, Locust's
     distributed mode) sized like the local one, scraped there as `app=loadgen`; `host`
     defaults to the in-cluster Service the manifests' settings name."""
-    plan = {
-        "target": config.target,
-        **_plan(config, None, files, rate, capacity_fraction, users, spawn_rate, processes),
-    }
-    users, workers = int(plan["users"]), int(plan["processes"])
+    plan = plan_load(config, files, asked)
     started = _cluster_driver(config).start_load(
-        users=users,
-        spawn_rate=float(plan["spawn_rate"]),
-        duration_seconds=duration_seconds,
-        workers=workers,
-        host=host,
-        shape=shape,
-        request_timeout_seconds=request_timeout_seconds,
-        rate=float(plan["rate"]),
-        new_connection_share=new_connection_share,
+        users=plan.users,
+        spawn_rate=plan.spawn_rate,
+        duration_seconds=plan.duration_seconds,
+        workers=plan.processes,
+        host=plan.host,
+        shape=plan.shape,
+        request_timeout_seconds=plan.request_timeout_seconds,
+        rate=plan.rate,
+        new_connection_share=plan.new_connection_share,
     )
     files.run_dir.mkdir(parents=True, exist_ok=True)
-    rt.write_json(
-        files.load_json,
-        {
-            **plan,
-            "host": host,
-            "shape": shape,
-            "duration_seconds": duration_seconds,
-            "request_timeout_seconds": request_timeout_seconds,
-            "new_connection_share": new_connection_share,
-            "started_at": time.time(),
-            "expires_at": started.get("expires_at"),
-        },
-    )
-    return {**plan, **started, "run_dir": str(files.run_dir)}
+    plan.write(files.load_json, started_at=time.time(), expires_at=started.get("expires_at"))
+    summary = {key: value for key, value in plan.to_json().items() if key in _CLUSTER_SUMMARY}
+    return {**summary, **started, "run_dir": str(files.run_dir)}
 
 
 def _rate(config: rt.LoadConfig, rate: float | None) -> tuple[float, str]:
@@ -310,57 +281,61 @@ def _rate(config: rt.LoadConfig, rate: float | None) -> tuple[float, str]:
     return DEFAULT_RATE, "default"
 
 
-def _plan(
-    config: rt.LoadConfig,
-    host: str | None,
-    files: rt.RunFiles,
-    rate: float | None,
-    capacity_fraction: float | None,
-    users: int | None,
-    spawn_rate: float | None,
-    processes: int | None,
-) -> dict[str, Any]:
-    """The rate, users, spawn rate and processes the load runs with, and where each came from.
-    `host` None: the load runs in the cluster (its workers are not this machine's CPUs)."""
+def plan_load(config: rt.LoadConfig, files: rt.RunFiles, asked: LoadArguments) -> LoadPlan:
+    """The plan start_load runs: `asked`, with the rate, users, spawn rate and processes it
+    leaves open decided (capacity_fraction: measured now, locally) and where each came from."""
+    local = config.target == LOCAL
+    host = (asked.host or config.helius_reco_url) if local else asked.host
+    processes = asked.processes or config.helius_load_processes or _env_int(rt.PROCESSES_ENV)
+    rate, source, capacity = _choose_rate(config, files, asked, host if local else None, processes)
+    users = asked.users or max(1, math.ceil(rate / RATE_PER_USER))
     if processes is None:
-        processes = config.helius_load_processes or _env_int(rt.PROCESSES_ENV)
-    measured: dict[str, Any] | None = None
-    if capacity_fraction is not None and host is None:
+        local_cpus = (os.cpu_count() or 1) if local else math.inf
+        processes = max(1, int(min(local_cpus, math.ceil(rate / RATE_PER_PROCESS))))
+    return LoadPlan(
+        rate=rate,
+        rate_source=source,
+        users=users,
+        spawn_rate=asked.spawn_rate if asked.spawn_rate is not None else max(10.0, users / 2),
+        processes=processes,
+        duration_seconds=asked.duration_seconds,
+        host=host,
+        shape=asked.shape,
+        request_timeout_seconds=asked.request_timeout_seconds,
+        new_connection_share=asked.new_connection_share,
+        capacity_fraction=asked.capacity_fraction,
+        capacity=capacity,
+        target=config.target,
+    )
+
+
+def _choose_rate(
+    config: rt.LoadConfig,
+    files: rt.RunFiles,
+    asked: LoadArguments,
+    local_host: str | None,
+    processes: int | None,
+) -> tuple[float, str, dict[str, Any] | None]:
+    """The rate, where it came from and the capacity measured for it. `local_host` None: the
+    load runs in the cluster (its workers are not this machine's CPUs)."""
+    fraction = asked.capacity_fraction
+    if fraction is None:
+        return (*_rate(config, asked.rate), None)
+    if local_host is None:
         # measuring from the runner's machine says nothing of a cluster's capacity: the run's
         # configured rate (from a capacity test in the cluster) stands in for the fraction
-        chosen, source = _rate(config, rate)
+        chosen, source = _rate(config, asked.rate)
         if source == "default":
             raise TargetError(
                 "start_load: capacity_fraction measures the stack from this machine, which "
                 f"says nothing of a {config.target} target; set helius_load_rate (or "
                 f"{rt.RATE_ENV}) to the rate to run at, from a capacity test in the cluster."
             )
-        source += f" (capacity_fraction {capacity_fraction:g} is local only)"
-    elif capacity_fraction is not None and host is not None:
-        found = measure_capacity(
-            host,
-            files.run_dir / "capacity",
-            rt.locustfile(config),
-            processes=processes or 1,
-        )
-        measured = found.to_json()
-        chosen, source = round(found.capacity_rps * capacity_fraction, 1), "capacity"
-    else:
-        chosen, source = _rate(config, rate)
-    if users is None:
-        users = max(1, math.ceil(chosen / RATE_PER_USER))
-    if processes is None:
-        local_cpus = (os.cpu_count() or 1) if host is not None else math.inf
-        processes = max(1, int(min(local_cpus, math.ceil(chosen / RATE_PER_PROCESS))))
-    return {
-        "rate": chosen,
-        "rate_source": source,
-        "capacity_fraction": capacity_fraction,
-        "capacity": measured,
-        "users": users,
-        "spawn_rate": spawn_rate if spawn_rate is not None else max(10.0, users / 2),
-        "processes": processes,
-    }
+        return chosen, f"{source} (capacity_fraction {fraction:g} is local only)", None
+    found = measure_capacity(
+        local_host, files.run_dir / "capacity", rt.locustfile(config), processes=processes or 1
+    )
+    return round(found.capacity_rps * fraction, 1), "capacity", found.to_json()
 
 
 def _env_float(name: str) -> float | None:
@@ -452,11 +427,12 @@ def _is_our_exporter(url: str) -> bool:
 
 def _record_measured(files: rt.RunFiles, stats: dict[str, Any] | None) -> None:
     """Add to load.json the rate the load really had (whole run, and once all users ran)."""
-    plan = rt.read_json(files.load_json)
-    if plan is None or stats is None:
+    record = LoadPlan.read(files.load_json)
+    if record is None or stats is None:
         return
-    steady = rt.steady_rate(files.history_csv, int(plan["users"]), skip_rows=1)
-    plan["measured"] = {
+    plan, facts = record
+    steady = rt.steady_rate(files.history_csv, plan.users, skip_rows=1)
+    facts["measured"] = {
         "total_requests": stats["total"]["requests"],
         "failure_ratio": stats["total"]["failure_ratio"],
         "rps_whole_run": stats["total"]["rps"],
@@ -464,7 +440,7 @@ def _record_measured(files: rt.RunFiles, stats: dict[str, Any] | None) -> None:
         # below ~0.9 the load generator (or the machine) could not keep the asked rate: more
         # processes (HELIUS_LOAD_PROCESSES), or a lower rate
         "steady_share_of_target": (
-            round(steady["rps"] / float(plan["rate"]), 3) if steady and plan.get("rate") else None
+            round(steady["rps"] / plan.rate, 3) if steady and plan.rate else None
         ),
     }
-    rt.write_json(files.load_json, plan)
+    plan.write(files.load_json, **facts)

@@ -88,7 +88,7 @@ def test_rate_precedence_argument_configuration_environment_default(
 
     def plan(rate: float | None = None, **config: Any) -> dict[str, Any]:
         cfg = rt.load_config(config)
-        return actions._plan(cfg, "http://x", files, rate, None, None, None, None)
+        return actions.plan_load(cfg, files, actions.LoadArguments(rate=rate)).to_json()
 
     default = plan()
     assert (default["rate"], default["rate_source"]) == (250.0, "default")
