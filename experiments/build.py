@@ -24,7 +24,6 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from chaoshelius.catalogue import CatalogueError, Json, action, probe
 from chaoshelius.catalogue.blocks import (
     LOST_IN_FLIGHT,
     MLFLOW,
@@ -52,6 +51,7 @@ from chaoshelius.catalogue.blocks import (
     went_down,
     window,
 )
+from chaoshelius.catalogue.steps import CatalogueError, Json, action, probe
 from chaoshelius.catalogue.timing import PROFILES, SETTLE, TTL, t
 from chaoshelius.model import actions as model
 from chaoshelius.network import probes as network_probes

@@ -3,31 +3,3 @@
 `steps`: Chaos Toolkit steps made from the activity functions, checked as they are written;
 `timing`: the per-target durations; `blocks`: what every experiment shares.
 """
-
-from chaoshelius.catalogue.steps import (
-    OK,
-    CatalogueError,
-    Json,
-    action,
-    activity_module,
-    calls,
-    control,
-    env,
-    harness_key,
-    placeholder,
-    probe,
-)
-
-__all__ = [
-    "OK",
-    "CatalogueError",
-    "Json",
-    "action",
-    "activity_module",
-    "calls",
-    "control",
-    "env",
-    "harness_key",
-    "placeholder",
-    "probe",
-]

@@ -268,14 +268,14 @@ def _build_module() -> Any:
 
 
 def _misspelt_function() -> Any:
-    from chaoshelius.catalogue import probe
+    from chaoshelius.catalogue.steps import probe
     from chaoshelius.slo import probes
 
     return probe("x", probes.client_succes_ratio)
 
 
 def _misspelt_argument() -> Any:
-    from chaoshelius.catalogue import probe
+    from chaoshelius.catalogue.steps import probe
     from chaoshelius.slo import probes
 
     return probe("x", probes.client_success_ratio, min_ration=0.9)
@@ -308,7 +308,7 @@ def test_a_step_is_written_with_the_public_module_that_exports_its_function() ->
     """The module users write is the public activity module (its `__all__`), whatever submodule
     defines the function; a function no activity module exports is refused, and so is an
     action used as a probe."""
-    from chaoshelius.catalogue import CatalogueError, action, control, probe
+    from chaoshelius.catalogue.steps import CatalogueError, action, control, probe
     from chaoshelius.controls import safeguards
     from chaoshelius.pods import actions as pods
     from chaoshelius.slo import probes
