@@ -103,3 +103,13 @@ def parse(selector: str | Selector | None) -> Selector:
 def matches(selector: str | Selector | None, labels: Mapping[str, str]) -> bool:
     """True if `labels` satisfy every term of `selector` (parse once, then match many)."""
     return all(term.matches(labels) for term in parse(selector))
+
+
+def render(selector: Selector) -> str:
+    """A parsed selector written back, for messages and events."""
+    return ",".join(
+        f"{t.key}{'!=' if t.negate else '='}{next(iter(t.values))}"
+        if len(t.values) == 1
+        else f"{t.key} {'notin' if t.negate else 'in'} ({','.join(sorted(t.values))})"
+        for t in selector
+    )

@@ -24,7 +24,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,6 +205,48 @@ class Supervisor:
                 }
             )
         return sorted(rows, key=lambda row: (row["app"], row["slot"]))
+
+    def leader(self, app: App) -> Pod | None:
+        """The running pod of the app's slot 0, whatever its readiness (None if none)."""
+        slots = self.slots[app]
+        pod = slots[0].pod if slots else None
+        return pod if pod is not None and not pod.exited else None
+
+    # -- verbs: each changes what is desired, then wakes the reconcile loop ------------------
+    def enable(self, apps: Iterable[App], leader_first: Iterable[App] = ()) -> None:
+        """Run the apps' desired pods; `leader_first` apps start replica 0 alone first."""
+        self.leader_first.update(leader_first)
+        self.enabled.update(apps)
+        self.poke()
+
+    def disable(self, app: App) -> None:
+        """Stop every pod of `app` (and start none) until it is enabled again."""
+        self.enabled.discard(app)
+        self.poke()
+
+    def reschedule(self, app: App, placement: Callable[[int], str], replicas: int) -> None:
+        """Fresh slots for a disabled `app` with a new placement and replica count; enable it."""
+        self.slots[app] = []
+        self.placements[app] = placement
+        self.replicas[app] = replicas
+        self.enable([app])
+
+    def drain_zone(self, zone: str) -> None:
+        self.drained.add(zone)
+        self.poke()
+
+    def uncordon_zone(self, zone: str) -> None:
+        self.drained.discard(zone)
+        self.poke()
+
+    def set_scale(self, app: App, replicas: int) -> None:
+        """Override the app's replica count (a scale fault) until `clear_scale`."""
+        self.scale[app] = replicas
+        self.poke()
+
+    def clear_scale(self, app: App) -> None:
+        self.scale.pop(app, None)
+        self.poke()
 
     # -- actions ---------------------------------------------------------------------------
     def poke(self) -> None:
