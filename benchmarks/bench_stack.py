@@ -125,7 +125,7 @@ def _stack(base: int, config: StackConfig) -> Iterator[tuple[Path, dict[str, Any
         yield state_dir, result.state, result.seconds
     finally:
         state = lifecycle.running_state(StackPaths(state_dir))
-        pids = _stack_pids(state) if state else set()
+        pids = _stack_pids(state.model_dump(mode="json")) if state else set()
         lifecycle.down(state_dir)
         left = [pid for pid in pids if pid_alive(pid)]
         if left:

@@ -21,7 +21,7 @@ from chaoshelius.stack.client import ControlClient
 from chaoshelius.stack.ports import StackPorts
 from chaoshelius.stack.postgres import PostgresServer
 from chaoshelius.stack.procs import LOOPBACK, pid_alive, port_is_free
-from chaoshelius.stack.state import StackPaths
+from chaoshelius.stack.state import StackPaths, StackState
 from chaoshelius.topology import MODEL_ALIAS, MODEL_NAME, ZONES, App
 
 ALIAS_PATH = "/api/2.0/mlflow/registered-models/alias"
@@ -147,11 +147,11 @@ def outcome(call: Callable[[], httpx.Response]) -> tuple[float, str]:
 
 
 # -- processes -------------------------------------------------------------------------------
-def stack_pids(state: dict[str, Any]) -> set[int]:
+def stack_pids(state: StackState) -> set[int]:
     """Every live process of a stack: the supervisor and its descendants, PostgreSQL's tree."""
     pids: set[int] = set()
-    for root in (state["pids"].get("supervisor"), state["pids"].get("postgres")):
-        if not isinstance(root, int):
+    for root in (state.pids.supervisor, state.pids.postgres):
+        if root is None:
             continue
         try:
             process = psutil.Process(root)

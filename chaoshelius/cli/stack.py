@@ -14,7 +14,7 @@ from chaoshelius.stack import lifecycle
 from chaoshelius.stack.client import ControlClient
 from chaoshelius.stack.config import StackConfig
 from chaoshelius.stack.errors import StackError
-from chaoshelius.stack.ports import DEFAULT_BASE_PORT
+from chaoshelius.stack.ports import DEFAULT_BASE_PORT, StackPorts
 from chaoshelius.stack.state import DEFAULT_STATE_DIR, StackPaths
 
 _state_dir = click.option(
@@ -56,12 +56,12 @@ def up(
         verb = "already up"
     else:
         verb = f"ready in {result.seconds:.1f} s"
-    ports = result.state["ports"]
+    ports = StackPorts(base_port)  # a running stack on another base port was refused above
     click.echo(f"helius local stack {verb} (profile {config.name!r}, state {state_dir})")
-    click.echo(f"  service     http://127.0.0.1:{ports['reco_service']}")
-    click.echo(f"  mlflow      http://127.0.0.1:{ports['mlflow_service']}")
-    click.echo(f"  prometheus  http://127.0.0.1:{ports['prometheus']}")
-    click.echo(f"  control API http://127.0.0.1:{ports['control']}")
+    click.echo(f"  service     http://127.0.0.1:{ports.reco_service}")
+    click.echo(f"  mlflow      http://127.0.0.1:{ports.mlflow_service}")
+    click.echo(f"  prometheus  http://127.0.0.1:{ports.prometheus}")
+    click.echo(f"  control API http://127.0.0.1:{ports.control}")
 
 
 @group.command()

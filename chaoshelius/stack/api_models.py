@@ -8,11 +8,12 @@ Pydantic only (no FastAPI): clients import it without the server's dependencies.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from chaoshelius.stack.faults import MAX_TTL_SECONDS
+from chaoshelius.topology import PathMode
 
 # the whole body of any request the control API accepts; larger ones get 413
 MAX_BODY_BYTES = 64 * 1024
@@ -22,7 +23,6 @@ MAX_SELECTOR_CHARS = 1024
 PROFILE_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
 Ttl = Annotated[float, Field(gt=0, le=MAX_TTL_SECONDS)]
-PathModeName = Literal["blackhole", "reset", "latency"]
 
 
 class _Request(BaseModel):
@@ -50,7 +50,7 @@ class DrainRequest(_Request):
 
 
 class PathFaultRequest(_Request):
-    mode: PathModeName
+    mode: PathMode
     latency_ms: int = Field(default=0, ge=0, le=600_000)
     ttl_seconds: Ttl
 

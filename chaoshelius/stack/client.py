@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from chaoshelius.stack import api_models as api
 from chaoshelius.stack import auth
 from chaoshelius.stack.errors import ControlUnreachable, StackError
+from chaoshelius.stack.ports import StackPorts
 from chaoshelius.stack.state import StackPaths, read_state
 
 
@@ -29,9 +30,9 @@ class ControlClient:
         """The client of the stack whose stack.json is in `state_dir`."""
         paths = StackPaths(state_dir.resolve())
         state = read_state(paths.state_file)
-        if state is None:
+        if state is None or state.base_port is None:
             raise StackError(f"no stack running in {state_dir}")
-        url = f"http://127.0.0.1:{state['ports']['control']}"
+        url = f"http://127.0.0.1:{StackPorts(state.base_port).control}"
         return cls(url, auth.find_token(paths.root), timeout)
 
     def close(self) -> None:
@@ -79,7 +80,9 @@ class ControlClient:
         killed: list[str] = body["killed"]
         return killed
 
-    def cut(self, edge: str, mode: str, ttl_seconds: float, latency_ms: int = 0) -> dict[str, Any]:
+    def cut_path(
+        self, edge: str, mode: str, ttl_seconds: float, latency_ms: int = 0
+    ) -> dict[str, Any]:
         body = {"mode": mode, "ttl_seconds": ttl_seconds, "latency_ms": latency_ms}
         return self._fault("POST", f"/paths/{edge}/faults", body)
 
@@ -96,7 +99,7 @@ class ControlClient:
         body = {"replicas": replicas, "ttl_seconds": ttl_seconds}
         return self._fault("POST", f"/apps/{app}/scale", body)
 
-    def unscale(self, app: str) -> list[dict[str, Any]]:
+    def restore_scale(self, app: str) -> list[dict[str, Any]]:
         return self._removed("DELETE", f"/apps/{app}/scale")
 
     def faults(self) -> list[dict[str, Any]]:

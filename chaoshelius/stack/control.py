@@ -12,7 +12,8 @@ refuses, with the API's own `{"error": "..."}` body:
   a cross-origin HTML form cannot send `application/json` without a CORS preflight, which
   this API never grants.
 
-Routes only translate HTTP to calls on the running `Stack`; domain errors
+Routes only translate HTTP to calls on the running stack, through the `StackOperations`
+protocol (chaoshelius/stack/operations.py; the daemon's `Stack` satisfies it); domain errors
 (chaoshelius/stack/errors.py) become 4xx answers here, at this one boundary.
 """
 
@@ -22,9 +23,9 @@ import json
 import re
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -34,9 +35,7 @@ from chaoshelius.stack import api_models as api
 from chaoshelius.stack import selectors
 from chaoshelius.stack.config import shipped_profile
 from chaoshelius.stack.errors import InvalidRequest, NotFound, StackError
-
-if TYPE_CHECKING:
-    from chaoshelius.stack.daemon import Stack
+from chaoshelius.stack.operations import StackOperations
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -127,11 +126,19 @@ class _Guard:
         return b"".join(chunks), None
 
 
-def create_app(stack: Stack, token: str) -> FastAPI:
+def create_app(stack: StackOperations, token: str) -> FastAPI:
     app = FastAPI(
         title="Helius local stack control API", docs_url=None, redoc_url=None, openapi_url=None
     )
     app.add_middleware(_Guard, token=token)
+    _add_error_handlers(app)
+    for router in (_reading(stack), _pod_and_fault_routes(stack), _stack_routes(stack)):
+        app.include_router(router)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every refusal is `{"error": "..."}`: validation 400, domain errors 404/400/409."""
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -158,60 +165,79 @@ def create_app(stack: Stack, token: str) -> FastAPI:
     async def _refused(request: Request, exc: StackError) -> JSONResponse:
         return _error(409, str(exc))
 
-    @app.get("/status")
+
+def _reading(stack: StackOperations) -> APIRouter:
+    """GET routes: status, pods, faults, events, metrics."""
+    router = APIRouter()
+
+    @router.get("/status")
     async def status() -> api.Status:
         return stack.status()
 
-    @app.get("/pods")
+    @router.get("/pods")
     async def pods(selector: str = "") -> api.PodList:
         return api.PodList(pods=stack.list_pods(selectors.parse(selector)))
 
-    @app.post("/pods/kill")
-    async def kill(body: api.KillRequest) -> api.Killed:
-        return api.Killed(killed=stack.kill_pods(selectors.parse(body.selector), body.count))
-
-    @app.post("/apps/{app_name}/scale")
-    async def scale(app_name: str, body: api.ScaleRequest) -> api.Injected:
-        return api.Injected(fault=stack.scale(app_name, body.replicas, body.ttl_seconds))
-
-    @app.delete("/apps/{app_name}/scale")
-    async def unscale(app_name: str) -> api.Removed:
-        return api.Removed(removed=stack.unscale(app_name))
-
-    @app.post("/zones/{zone}/drain")
-    async def drain(zone: str, body: api.DrainRequest) -> api.Injected:
-        return api.Injected(fault=stack.drain(zone, body.ttl_seconds))
-
-    @app.post("/zones/{zone}/uncordon")
-    async def uncordon(zone: str, body: api.EmptyRequest) -> api.Removed:
-        return api.Removed(removed=stack.uncordon(zone))
-
-    @app.post("/paths/{edge}/faults")
-    async def cut(edge: str, body: api.PathFaultRequest) -> api.Injected:
-        fault = stack.cut(edge, body.mode, body.latency_ms, body.ttl_seconds)
-        return api.Injected(fault=fault)
-
-    @app.delete("/paths/{edge}/faults")
-    async def restore(edge: str) -> api.Removed:
-        return api.Removed(removed=stack.restore(edge))
-
-    @app.get("/faults")
+    @router.get("/faults")
     async def faults() -> api.FaultList:
         return api.FaultList(faults=stack.list_faults())
 
-    @app.delete("/faults/{fault_id}")
-    async def remove_fault(fault_id: str) -> api.Removed:
-        return api.Removed(removed=stack.remove_fault(fault_id))
-
-    @app.get("/events")
+    @router.get("/events")
     async def events() -> api.EventList:
         return api.EventList(events=stack.list_events())
 
-    @app.get("/metrics")
+    @router.get("/metrics")
     async def metrics() -> Response:
         return Response(stack.metrics(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.put("/profile")
+    return router
+
+
+def _pod_and_fault_routes(stack: StackOperations) -> APIRouter:
+    """Pod kills, and the TTL-bound faults with their undo."""
+    router = APIRouter()
+
+    @router.post("/pods/kill")
+    async def kill(body: api.KillRequest) -> api.Killed:
+        return api.Killed(killed=stack.kill_pods(selectors.parse(body.selector), body.count))
+
+    @router.post("/apps/{app_name}/scale")
+    async def scale(app_name: str, body: api.ScaleRequest) -> api.Injected:
+        return api.Injected(fault=stack.scale(app_name, body.replicas, body.ttl_seconds))
+
+    @router.delete("/apps/{app_name}/scale")
+    async def restore_scale(app_name: str) -> api.Removed:
+        return api.Removed(removed=stack.restore_scale(app_name))
+
+    @router.post("/zones/{zone}/drain")
+    async def drain(zone: str, body: api.DrainRequest) -> api.Injected:
+        return api.Injected(fault=stack.drain(zone, body.ttl_seconds))
+
+    @router.post("/zones/{zone}/uncordon")
+    async def uncordon(zone: str, body: api.EmptyRequest) -> api.Removed:
+        return api.Removed(removed=stack.uncordon(zone))
+
+    @router.post("/paths/{edge}/faults")
+    async def cut_path(edge: str, body: api.PathFaultRequest) -> api.Injected:
+        fault = stack.cut_path(edge, body.mode, body.latency_ms, body.ttl_seconds)
+        return api.Injected(fault=fault)
+
+    @router.delete("/paths/{edge}/faults")
+    async def restore(edge: str) -> api.Removed:
+        return api.Removed(removed=stack.restore(edge))
+
+    @router.delete("/faults/{fault_id}")
+    async def remove_fault(fault_id: str) -> api.Removed:
+        return api.Removed(removed=stack.remove_fault(fault_id))
+
+    return router
+
+
+def _stack_routes(stack: StackOperations) -> APIRouter:
+    """The stack itself: its profile, its shutdown."""
+    router = APIRouter()
+
+    @router.put("/profile")
     async def profile(body: api.ProfileRequest) -> api.ProfileApplied:
         """Swap to a shipped profile that differs only in the recommender (no full restart).
 
@@ -222,9 +248,9 @@ def create_app(stack: Stack, token: str) -> FastAPI:
         await stack.reconfigure(config)
         return api.ProfileApplied(name=body.name, profile=config.model_dump(mode="json"))
 
-    @app.post("/shutdown")
+    @router.post("/shutdown")
     async def shutdown(body: api.EmptyRequest) -> api.Stopping:
         stack.request_stop()
         return api.Stopping(stopping=True)
 
-    return app
+    return router

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
+from chaoshelius.topology import FaultKind
+
+__all__ = ["MAX_TTL_SECONDS", "Fault", "FaultBook", "FaultKind"]
+
 MAX_TTL_SECONDS = 3600.0
-
-
-class FaultKind(StrEnum):
-    PATH = "path"  # target: an edge (mlflow-rds, reco-mlflow); params: mode, latency_ms
-    DRAIN = "drain"  # target: a zone
-    SCALE = "scale"  # target: an app; params: replicas
+# the stack's kinds: PATH (target: an edge; params: mode, latency_ms), DRAIN (target: a zone),
+# SCALE (target: an app; params: replicas)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,13 @@ from chaoshelius.stack.procs import (
     pid_alive,
     wait_until,
 )
-from chaoshelius.stack.state import StackPaths, open_private_log, read_state, write_private
+from chaoshelius.stack.state import (
+    StackPaths,
+    StackState,
+    open_private_log,
+    read_state,
+    write_private,
+)
 
 UP_TIMEOUT_SECONDS = 300.0
 
@@ -48,29 +54,29 @@ class ProfileMismatchError(StackError):
 class UpResult:
     already_running: bool
     seconds: float
-    state: dict[str, Any]
+    state: dict[str, Any]  # stack.json as JSON (`StackState.model_dump(mode="json")`)
     profile_swapped: bool = False  # a running stack took the new profile in place
 
 
-def running_state(paths: StackPaths) -> dict[str, Any] | None:
+def running_state(paths: StackPaths) -> StackState | None:
     """stack.json if its supervisor is alive (the same process it recorded), else None."""
     state = read_state(paths.state_file)
     if state is None:
         return None
-    pid = state.get("pids", {}).get("supervisor")
-    return state if isinstance(pid, int) and _recorded_alive(state, pid) else None
+    pid = state.pids.supervisor
+    return state if pid is not None and _recorded_alive(state, pid) else None
 
 
-def _identity(state: dict[str, Any], pid: int) -> ProcessIdentity | None:
+def _identity(state: StackState, pid: int) -> ProcessIdentity | None:
     """The identity stack.json recorded for `pid` (None if it recorded none)."""
-    recorded = state.get("identities", {}).get(str(pid))
+    recorded = state.identities.get(str(pid))
     try:
         return ProcessIdentity.from_json(pid, recorded) if recorded else None
     except (KeyError, TypeError, ValueError):
         return None
 
 
-def _recorded_alive(state: dict[str, Any], pid: int) -> bool:
+def _recorded_alive(state: StackState, pid: int) -> bool:
     """True if `pid` runs and is the process stack.json recorded under it. A pid with no
     recorded identity is not trusted (a file from an older version, or not ours)."""
     identity = _identity(state, pid)
@@ -90,21 +96,25 @@ def up(
     state = running_state(paths)
     if state is not None:
         wanted = config.model_dump(mode="json")
-        if state.get("profile") != wanted or state.get("base_port") != base_port:
+        supervisor = state.pids.supervisor
+        assert supervisor is not None  # running_state checked it
+        if state.profile != wanted or state.base_port != base_port:
             if not restart:
                 raise ProfileMismatchError(
                     f"a stack is already up in {paths.root} with profile "
-                    f"{state.get('profile', {}).get('name')!r} on base port "
-                    f"{state.get('base_port')}; run `chaoshelius stack down` first or pass "
+                    f"{state.profile.get('name')!r} on base port "
+                    f"{state.base_port}; run `chaoshelius stack down` first or pass "
                     f"--restart"
                 )
-            if state.get("base_port") == base_port and _swap_profile(paths, state, config, timeout):
-                state = _wait_ready(paths, state["pids"]["supervisor"], started + timeout)
-                return UpResult(True, time.monotonic() - started, state, profile_swapped=True)
+            if state.base_port == base_port and _swap_profile(paths, state, config, timeout):
+                ready = _wait_ready(paths, supervisor, started + timeout)
+                return UpResult(
+                    True, time.monotonic() - started, _json(ready), profile_swapped=True
+                )
             down(state_dir)
         else:
-            state = _wait_ready(paths, state["pids"]["supervisor"], started + timeout)
-            return UpResult(True, time.monotonic() - started, state)
+            ready = _wait_ready(paths, supervisor, started + timeout)
+            return UpResult(True, time.monotonic() - started, _json(ready))
     else:
         _sweep(paths)  # a supervisor that died leaves pods behind: clean them first
     for port, what in StackPorts(base_port).listeners().items():
@@ -129,22 +139,26 @@ def up(
     # caller, no "subprocess is still running" ResourceWarning when `process` is collected)
     threading.Thread(target=process.wait, name=f"reap-{process.pid}", daemon=True).start()
     try:
-        state = _wait_ready(paths, process.pid, started + timeout, process)
+        ready = _wait_ready(paths, process.pid, started + timeout, process)
     except StackError:
         down(state_dir)
         raise
-    return UpResult(False, time.monotonic() - started, state)
+    return UpResult(False, time.monotonic() - started, _json(ready))
+
+
+def _json(state: StackState) -> dict[str, Any]:
+    return state.model_dump(mode="json")
 
 
 def _swap_profile(
-    paths: StackPaths, state: dict[str, Any], config: StackConfig, timeout: float
+    paths: StackPaths, state: StackState, config: StackConfig, timeout: float
 ) -> bool:
     """Ask the running stack to swap to `config` in place; False if it needs a restart.
 
     Only a shipped profile (by name) can be applied in place: the API never takes a profile's
     content. Any other profile file restarts the stack with it.
     """
-    running = StackConfig.model_validate(state.get("profile") or {})
+    running = StackConfig.model_validate(state.profile)
     name = shipped_name_of(config)
     if name is None or not running.differs_only_in_recommender(config):
         return False
@@ -162,15 +176,15 @@ def _swap_profile(
 
 def _wait_ready(
     paths: StackPaths, pid: int, deadline: float, process: subprocess.Popen[bytes] | None = None
-) -> dict[str, Any]:
+) -> StackState:
     last_error = None
     while time.monotonic() < deadline:
         state = read_state(paths.state_file)
-        if state is not None and state.get("pids", {}).get("supervisor") == pid:
-            if state.get("phase") == "ready":
+        if state is not None and state.pids.supervisor == pid:
+            if state.phase == "ready":
                 return state
-            if state.get("phase") == "failed":
-                last_error = state.get("error")
+            if state.phase == "failed":
+                last_error = state.error
         alive = process.poll() is None if process is not None else _still_ours(state, pid)
         if not alive:
             raise ProcessStartError(
@@ -181,7 +195,7 @@ def _wait_ready(
     raise ProcessStartError(f"the stack was not ready in time; see {paths.logs}")
 
 
-def _still_ours(state: dict[str, Any] | None, pid: int) -> bool:
+def _still_ours(state: StackState | None, pid: int) -> bool:
     """While waiting on a supervisor we did not start: alive and the recorded process."""
     if state is None or _identity(state, pid) is None:
         return pid_alive(pid)  # not recorded yet: the daemon is still writing its first state
@@ -202,8 +216,8 @@ def down(state_dir: Path, timeout: float = 60.0) -> bool:
     state = read_state(paths.state_file)
     if state is None:
         return _sweep(paths)
-    pid = state.get("pids", {}).get("supervisor")
-    if isinstance(pid, int) and _recorded_alive(state, pid):
+    pid = state.pids.supervisor
+    if pid is not None and _recorded_alive(state, pid):
         client = ControlClient.for_state_dir(paths.root, timeout=5)
         try:
             client.shutdown()
@@ -211,21 +225,24 @@ def down(state_dir: Path, timeout: float = 60.0) -> bool:
             kill_group(pid, signal.SIGTERM)  # the supervisor leads its own session
         finally:
             client.close()
-        if not wait_until(lambda: not _recorded_alive(state, pid), timeout, 0.1):
+        if not wait_until(functools.partial(_not_alive, state, pid), timeout, 0.1):
             kill_group(pid)
     _sweep(paths, state)
     return True
 
 
-def _sweep(paths: StackPaths, state: dict[str, Any] | None = None) -> bool:
+def _not_alive(state: StackState, pid: int) -> bool:
+    return not _recorded_alive(state, pid)
+
+
+def _sweep(paths: StackPaths, state: StackState | None = None) -> bool:
     """Kill what a dead supervisor left: pod groups, Prometheus; stop PostgreSQL."""
     state = state or read_state(paths.state_file)
     found = False
     if state is not None:
-        pids = state.get("pids", {})
-        groups = [*state.get("pod_process_groups", []), pids.get("prometheus")]
+        groups = [*state.pod_process_groups, state.pids.prometheus]
         for pgid in groups:
-            if isinstance(pgid, int) and group_is_ours(pgid, _identity(state, pgid)):
+            if pgid is not None and group_is_ours(pgid, _identity(state, pgid)):
                 found = True
                 kill_group(pgid)
                 wait_until(functools.partial(_group_gone, pgid), 5.0, 0.05)

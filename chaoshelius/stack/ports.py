@@ -53,6 +53,19 @@ class StackPorts:
             edge
         ]
 
+    def by_name(self) -> dict[str, int]:
+        """The ports as stack.json lists them (the path proxies under their edge's name)."""
+        return {
+            "control": self.control,
+            "reco_service": self.reco_service,
+            "mlflow_service": self.mlflow_service,
+            "prometheus": self.prometheus,
+            "postgres": self.postgres,
+            EDGE_MLFLOW_RDS: self.mlflow_rds_path,
+            EDGE_RECO_MLFLOW: self.reco_mlflow_path,
+            "loadgen": self.loadgen,
+        }
+
     def listeners(self) -> dict[int, str]:
         """Ports the stack binds at start, with what they are for (the loadgen's is not ours)."""
         return {

@@ -1,4 +1,8 @@
-"""The state directory's layout and `stack.json` (how the CLI finds a running stack)."""
+"""The state directory's layout and `stack.json` (how the CLI finds a running stack).
+
+`stack.json` is a `StackState`, written by the daemon (chaoshelius/stack/status.py) and read
+by the CLI, `up`/`down` and the clients only through `write_state` / `read_state` here.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 DEFAULT_STATE_DIR = Path(".helius") / "stack"
 PRIVATE_DIR_MODE = 0o700
@@ -99,14 +105,44 @@ def open_private_log(path: Path) -> BinaryIO:
     return os.fdopen(fd, "ab")
 
 
-def write_state(path: Path, data: dict[str, Any]) -> None:
+class StackPids(BaseModel):
+    """The stack's own processes (None: not started, or already gone)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    supervisor: int | None = None
+    prometheus: int | None = None
+    postgres: int | None = None
+
+
+class StackState(BaseModel):
+    """`stack.json`: the running stack's phase, ports, processes and profile."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    phase: str = "starting"
+    error: str | None = None
+    base_port: int | None = None
+    # StackPorts.by_name(): control, reco_service, mlflow_service, prometheus, postgres,
+    # loadgen and the path proxies by edge name
+    ports: dict[str, int] = Field(default_factory=dict)
+    pids: StackPids = Field(default_factory=StackPids)
+    pod_process_groups: list[int] = Field(default_factory=list)
+    proxy_balancing: dict[str, str] = Field(default_factory=dict)
+    # str(pid) -> ProcessIdentity.to_json(): `down` signals a recorded pid only if it is
+    # still that process
+    identities: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    profile: dict[str, Any] = Field(default_factory=dict)
+
+
+def write_state(path: Path, state: StackState) -> None:
     """Atomic 0600 rewrite of stack.json."""
-    write_private(path, json.dumps(data, indent=1, sort_keys=True))
+    write_private(path, json.dumps(state.model_dump(mode="json"), indent=1, sort_keys=True))
 
 
-def read_state(path: Path) -> dict[str, Any] | None:
+def read_state(path: Path) -> StackState | None:
+    """stack.json, None if there is none or it is not a stack's state."""
     try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        return StackState.model_validate_json(path.read_text())
+    except (FileNotFoundError, ValidationError):
         return None
-    return data

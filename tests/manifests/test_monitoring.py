@@ -478,7 +478,7 @@ def _exported_series() -> set[str]:
         for suffix in _SUFFIXES.get(family.type, [""])
     }
     exported |= _declared_metrics(REPO / "loadtests" / "locustfile.py")
-    exported |= _declared_metrics(REPO / "chaoshelius" / "stack" / "daemon.py")
+    exported |= _declared_metrics(REPO / "chaoshelius" / "stack" / "status.py")
     return exported
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from chaoshelius.stack import daemon
+from chaoshelius.stack import daemon, pod_specs
 from chaoshelius.stack.postgres import PostgresServer
 
 pytestmark = pytest.mark.integration
@@ -49,8 +49,8 @@ def _as(server: PostgresServer, role: str, database: str) -> psycopg2.extensions
 def test_the_stack_gives_mlflow_a_role_of_its_own() -> None:
     """The stack's wiring (its start is covered by tests/stack's session stack): MLflow's URI
     names the role, and the role is made with the database at boot."""
-    assert daemon.MLFLOW_DB_ROLE != "postgres"
-    assert "user=MLFLOW_DB_ROLE" in inspect.getsource(daemon.Stack.backend_uri.fget)  # type: ignore[attr-defined]
+    assert pod_specs.MLFLOW_DB_ROLE != "postgres"
+    assert "user=MLFLOW_DB_ROLE" in inspect.getsource(pod_specs.backend_uri)
     assert "MLFLOW_DB, MLFLOW_DB_ROLE" in inspect.getsource(daemon.Stack._boot)
 
 

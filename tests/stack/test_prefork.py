@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from chaoshelius.stack import mlflow_server
-from chaoshelius.stack.daemon import RECO_PRELOAD
+from chaoshelius.stack.pod_specs import RECO_PRELOAD
 from chaoshelius.stack.prefork import PreforkParent, interpreter_env_matches, parse_request
 from chaoshelius.stack.procs import kill_group, port_accepts
 from chaoshelius.stack.supervisor import PodSpec, Supervisor

@@ -60,7 +60,7 @@ def test_up_twice_is_harmless(stack: StackHandle) -> None:
     assert f"http://127.0.0.1:{stack.ports.control}" in out
     assert seconds < 15
     after = read_state(StackPaths(stack.state_dir).state_file)
-    assert after is not None and after["pids"] == state["pids"]
+    assert after is not None and after.pids == state.pids
     assert stack.names() == pods
 
 
@@ -75,7 +75,7 @@ def test_status_prints_the_pod_table_and_active_faults(stack: StackHandle) -> No
         assert row[1:5] == [pod["app"], pod["zone"], "ready", str(pod["restarts"])]
     assert "active faults: none" in out
 
-    fault = stack.control.cut(EDGE_RECO_MLFLOW, "latency", ttl_seconds=120, latency_ms=20)
+    fault = stack.control.cut_path(EDGE_RECO_MLFLOW, "latency", ttl_seconds=120, latency_ms=20)
     code, out, err, _ = _cli("status", "--state-dir", str(stack.state_dir))
     assert code == 0, err
     [row] = [line.split() for line in out.splitlines() if line.startswith(fault["id"] + " ")]

@@ -30,19 +30,19 @@ def test_undo_operations_are_idempotent(stack: StackHandle) -> None:
     # undo with nothing to undo: no error, nothing changes
     assert stack.control.restore(EDGE_RECO_MLFLOW) == []
     assert stack.control.uncordon("zone-b") == []
-    assert stack.control.unscale(App.RECO) == []
+    assert stack.control.restore_scale(App.RECO) == []
     assert stack.control.remove_fault("path-999999") == []
     assert _snapshot(stack) == healthy
 
     # undo twice: the first removes the fault, the second is a no-op with the same result
-    fault = stack.control.cut(EDGE_RECO_MLFLOW, "latency", ttl_seconds=60, latency_ms=50)
+    fault = stack.control.cut_path(EDGE_RECO_MLFLOW, "latency", ttl_seconds=60, latency_ms=50)
     assert _snapshot(stack)["modes"][EDGE_RECO_MLFLOW] == "latency"
     assert [f["id"] for f in stack.control.remove_fault(fault["id"])] == [fault["id"]]
     assert stack.control.remove_fault(fault["id"]) == []
     assert stack.control.restore(EDGE_RECO_MLFLOW) == []
     assert _snapshot(stack) == healthy
 
-    fault = stack.control.cut(EDGE_RECO_MLFLOW, "blackhole", ttl_seconds=60)
+    fault = stack.control.cut_path(EDGE_RECO_MLFLOW, "blackhole", ttl_seconds=60)
     assert [f["id"] for f in stack.control.restore(EDGE_RECO_MLFLOW)] == [fault["id"]]
     assert stack.control.restore(EDGE_RECO_MLFLOW) == []
     assert stack.control.remove_fault(fault["id"]) == []
@@ -50,8 +50,8 @@ def test_undo_operations_are_idempotent(stack: StackHandle) -> None:
 
 
 def test_injecting_again_replaces_the_fault_on_the_same_target(stack: StackHandle) -> None:
-    first = stack.control.cut(EDGE_RECO_MLFLOW, "latency", ttl_seconds=60, latency_ms=10)
-    second = stack.control.cut(EDGE_RECO_MLFLOW, "blackhole", ttl_seconds=30)
+    first = stack.control.cut_path(EDGE_RECO_MLFLOW, "latency", ttl_seconds=60, latency_ms=10)
+    second = stack.control.cut_path(EDGE_RECO_MLFLOW, "blackhole", ttl_seconds=30)
     faults = stack.control.faults()
     assert [f["id"] for f in faults] == [second["id"]] != [first["id"]]
     assert faults[0]["params"] == {"mode": "blackhole"}

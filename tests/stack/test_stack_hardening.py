@@ -24,14 +24,13 @@ from chaoshelius.stack import lifecycle, selectors
 from chaoshelius.stack.api_models import MAX_SELECTOR_CHARS
 from chaoshelius.stack.config import StackConfig
 from chaoshelius.stack.daemon import Stack
-from chaoshelius.stack.faults import FaultKind
 from chaoshelius.stack.ports import StackPorts
 from chaoshelius.stack.postgres import PG_HOME_ENV, PostgresServer
 from chaoshelius.stack.procs import identify, pid_alive
 from chaoshelius.stack.proxy import ProxyFault, TcpProxy
-from chaoshelius.stack.state import StackPaths, write_state
+from chaoshelius.stack.state import StackPaths, StackPids, StackState, write_state
 from chaoshelius.stack.supervisor import Supervisor
-from chaoshelius.topology import App, PathMode
+from chaoshelius.topology import App, FaultKind, PathMode
 
 
 # -- selectors ----------------------------------------------------------------------------------
@@ -137,13 +136,13 @@ def _stale_state(paths: StackPaths, pid: int, identities: dict[str, Any]) -> Non
     paths.root.mkdir(parents=True, exist_ok=True)
     write_state(
         paths.state_file,
-        {
-            "phase": "ready",
-            "ports": {"control": 1},  # nothing listens there
-            "pids": {"supervisor": pid, "prometheus": pid, "postgres": None},
-            "pod_process_groups": [pid],
-            "identities": identities,
-        },
+        StackState(
+            phase="ready",
+            base_port=1,  # its control port: nothing listens there
+            pids=StackPids(supervisor=pid, prometheus=pid, postgres=None),
+            pod_process_groups=[pid],
+            identities=identities,
+        ),
     )
 
 
@@ -225,11 +224,11 @@ def test_the_fault_reaper_survives_an_error_reverting_one_fault(
                 raise OSError(28, "No space left on device")
             reverted.append(fault.id)
 
-        monkeypatch.setattr(stack, "_revert", revert)
+        monkeypatch.setattr(stack.faults, "_revert", revert)
         now = time.time()
-        first, _ = stack.faults.add(FaultKind.DRAIN, "zone-a", {}, 0.05, now)
-        second, _ = stack.faults.add(FaultKind.DRAIN, "zone-b", {}, 0.3, now)
-        reaper = asyncio.get_running_loop().create_task(stack._reaper())
+        first, _ = stack.faults.book.add(FaultKind.DRAIN, "zone-a", {}, 0.05, now)
+        second, _ = stack.faults.book.add(FaultKind.DRAIN, "zone-b", {}, 0.3, now)
+        reaper = asyncio.get_running_loop().create_task(stack.faults.reap())
         await asyncio.sleep(0.8)
         alive = not reaper.done()
         reaper.cancel()
@@ -306,7 +305,7 @@ def test_a_latency_fault_does_not_outlast_its_removal_by_latency_ms() -> None:
 def test_state_files_are_written_for_the_owner_only(tmp_path: Path) -> None:
     paths = StackPaths(tmp_path / "state")
     paths.create()
-    write_state(paths.state_file, {"profile": {"reco_env": {"SECRET": "x"}}})
+    write_state(paths.state_file, StackState(profile={"reco_env": {"SECRET": "x"}}))
     assert stat.S_IMODE(paths.root.stat().st_mode) == 0o700
     for directory in (paths.logs, paths.run, paths.cache, paths.artifacts):
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory

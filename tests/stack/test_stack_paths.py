@@ -77,7 +77,7 @@ def test_blackhole_fails_mlflow_registry_calls_and_restore_heals_without_restart
 ) -> None:
     pod_url = stack.pods(f"app={App.MLFLOW},zone=zone-a")[0]["url"]
 
-    fault = stack.control.cut(EDGE_MLFLOW_RDS, "blackhole", ttl_seconds=120)
+    fault = stack.control.cut_path(EDGE_MLFLOW_RDS, "blackhole", ttl_seconds=120)
 
     assert fault["params"] == {"mode": "blackhole"}
     # on the wire: the connection is accepted and then hangs (no RST), until libpq gives up
@@ -113,7 +113,7 @@ def test_reset_refuses_database_connections_quickly_and_restore_heals(
 ) -> None:
     pod_url = stack.pods(f"app={App.MLFLOW},zone=zone-b")[0]["url"]
 
-    stack.control.cut(EDGE_MLFLOW_RDS, "reset", ttl_seconds=120)
+    stack.control.cut_path(EDGE_MLFLOW_RDS, "reset", ttl_seconds=120)
 
     seconds, result = _pg_connect_outcome(stack, timeout=5)
     assert result.startswith("error") and seconds < 1.0, (seconds, result)
@@ -154,7 +154,7 @@ def test_latency_adds_the_configured_delay_and_restore_removes_it(
         base_mlflow, result = outcome(lambda: stack.alias_lookup(pod_url))
         assert result == "HTTP 200"
 
-        stack.control.cut(EDGE_MLFLOW_RDS, "latency", ttl_seconds=120, latency_ms=latency_ms)
+        stack.control.cut_path(EDGE_MLFLOW_RDS, "latency", ttl_seconds=120, latency_ms=latency_ms)
 
         # one query = one chunk each way on an open connection: +2 x latency
         slow_query = statistics.median(_select_one_seconds(conn) for _ in range(3))
@@ -183,7 +183,7 @@ _INJECTOR = textwrap.dedent(
     from pathlib import Path
     from chaoshelius.stack.client import ControlClient
     client = ControlClient.for_state_dir(Path(sys.argv[1]))
-    fault = client.cut(sys.argv[2], "blackhole", ttl_seconds=float(sys.argv[3]))
+    fault = client.cut_path(sys.argv[2], "blackhole", ttl_seconds=float(sys.argv[3]))
     print(json.dumps(fault), flush=True)
     time.sleep(600)
     """

@@ -106,7 +106,7 @@ def test_scale_mlflow_to_zero_and_restore(stack: StackHandle) -> None:
     assert stack.predict().status_code == 200
     assert len(stack.pods(f"app={App.RECO}")) == len(ZONES)
 
-    removed = stack.control.unscale(App.MLFLOW)
+    removed = stack.control.restore_scale(App.MLFLOW)
 
     assert [fault_["id"] for fault_ in removed] == [fault["id"]]
     after = wait_for(
