@@ -121,6 +121,8 @@ CONTROLS: list[Json] = [
 
 
 # ---------------------------------------------------------------- shared checks
+# `w` is a fault window (kind, target) a probe judges. An optional argument is taken as a
+# keyword extra (`**per_zone`), so it is written only when given, where the files have it.
 def window(kind: FaultKind, target: str) -> Json:
     """The fault window a probe judges: its kind and what it hit."""
     return {"kind": kind.value, "target": target}
