@@ -24,7 +24,6 @@ LOADGEN_SETTINGS = "loadgen-settings"
 class LoadgenDeployments(K8sCore):
     """start_load / stop_load of the kubernetes driver (a `LoadGenerator`)."""
 
-    # ---------------------------------------------------------------- load
     def start_load(
         self,
         users: int,
@@ -46,21 +45,15 @@ class LoadgenDeployments(K8sCore):
         now = time.time()
         expires = now + duration_seconds
         expires_at = expiry(now, duration_seconds, "duration_seconds")
-        settings = (
-            {
-                "LOCUST_USERS": str(users),
-                "LOCUST_SPAWN_RATE": str(spawn_rate),
-                "LOCUST_EXPECT_WORKERS": str(workers),
-                "LOCUST_REQUEST_TIMEOUT": str(request_timeout_seconds),
-                "LOCUST_SHAPE": shape,
-            }
-            | ({"LOCUST_HOST": host} if host else {})
-            | ({"LOCUST_TARGET_RPS": f"{rate:g}"} if rate is not None else {})
-            | (
-                {"LOCUST_NEW_CONNECTION_SHARE": f"{new_connection_share:g}"}
-                if new_connection_share is not None
-                else {}
-            )
+        settings = _settings(
+            users=users,
+            spawn_rate=spawn_rate,
+            workers=workers,
+            host=host,
+            shape=shape,
+            request_timeout_seconds=request_timeout_seconds,
+            rate=rate,
+            new_connection_share=new_connection_share,
         )
         with self._calling("start the in-cluster load generator"):
             apps = k8s.AppsV1Api(self._api())
@@ -84,17 +77,21 @@ class LoadgenDeployments(K8sCore):
                         "spec": {"replicas": replicas},
                     },
                 )
-        deadline = time.monotonic() + startup_timeout_seconds
-        while (ready := sum(p.ready for p in self.list_pods(App.LOADGEN.value))) < workers + 1:
+        self._await_ready(workers + 1, startup_timeout_seconds)
+        return {"workers": workers, "expires_at": expires, "settings": settings}
+
+    def _await_ready(self, pods: int, timeout_seconds: float) -> None:
+        """Wait until `pods` load generator pods are ready; else stop it and TargetError."""
+        deadline = time.monotonic() + timeout_seconds
+        while (ready := sum(p.ready for p in self.list_pods(App.LOADGEN.value))) < pods:
             if time.monotonic() >= deadline:
                 self.stop_load()
                 raise TargetError(
-                    f"the load generator did not get ready within {startup_timeout_seconds:.0f} s "
-                    f"({ready} of {workers + 1} pods ready), so it was stopped; see "
+                    f"the load generator did not get ready within {timeout_seconds:.0f} s "
+                    f"({ready} of {pods} pods ready), so it was stopped; see "
                     f"`kubectl -n {self._ns} describe pods -l {APP_LABEL}={App.LOADGEN.value}`"
                 )
             time.sleep(1.0)
-        return {"workers": workers, "expires_at": expires, "settings": settings}
 
     def stop_load(self) -> dict[str, Any]:
         """Scale the load generator to 0 (safe to run twice); `stopped` if it was running."""
@@ -112,3 +109,33 @@ class LoadgenDeployments(K8sCore):
                     },
                 )
         return {"stopped": running}
+
+
+def _settings(
+    *,
+    users: int,
+    spawn_rate: float,
+    workers: int,
+    host: str | None,
+    shape: str,
+    request_timeout_seconds: float,
+    rate: float | None,
+    new_connection_share: float | None,
+) -> dict[str, str]:
+    """The ConfigMap `loadgen-settings`: the Locust options the master and workers read."""
+    return (
+        {
+            "LOCUST_USERS": str(users),
+            "LOCUST_SPAWN_RATE": str(spawn_rate),
+            "LOCUST_EXPECT_WORKERS": str(workers),
+            "LOCUST_REQUEST_TIMEOUT": str(request_timeout_seconds),
+            "LOCUST_SHAPE": shape,
+        }
+        | ({"LOCUST_HOST": host} if host else {})
+        | ({"LOCUST_TARGET_RPS": f"{rate:g}"} if rate is not None else {})
+        | (
+            {"LOCUST_NEW_CONNECTION_SHARE": f"{new_connection_share:g}"}
+            if new_connection_share is not None
+            else {}
+        )
+    )
