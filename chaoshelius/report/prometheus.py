@@ -16,9 +16,11 @@ from typing import Any, Final
 from chaoshelius.promapi import PromAPIError, PromAPIRejected, PrometheusAPI
 from chaoshelius.report.exceptions import PrometheusUnavailable, QueryFailed
 from chaoshelius.report.model import Point, Series, SeriesSet
+from chaoshelius.stack.ports import StackPorts
 from chaoshelius.topology import FALLBACK_GAUGE
 
-DEFAULT_PROMETHEUS_URL: Final = "http://127.0.0.1:17090"
+# the local stack's Prometheus on the default base port
+DEFAULT_PROMETHEUS_URL: Final = f"http://127.0.0.1:{StackPorts().prometheus}"
 DEFAULT_TIMEOUT_S: Final = 10.0
 MAX_POINTS: Final = 600
 
