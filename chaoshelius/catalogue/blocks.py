@@ -173,26 +173,20 @@ def no_fallback(name: str, w: Json) -> Json:
     )
 
 
+def _fallback(change: str, within: str, func: Any, w: Json, after_app_back: Json) -> Json:
+    """Every pod's fallback gauge `change`d within `${within}` (timed from the app's return)."""
+    name = f"fallback-{change}-on-every-pod"
+    return probe(name, func, seconds=t(within), **after_app_back, **w)
+
+
 def fallback_engaged(w: Json, **after_app_back: str) -> Json:
-    seconds = t("helius_fallback_within_seconds")
-    return probe(
-        "fallback-engaged-on-every-pod",
-        slo.fallback_engaged_within,
-        seconds=seconds,
-        **after_app_back,
-        **w,
-    )
+    within = "helius_fallback_within_seconds"
+    return _fallback("engaged", within, slo.fallback_engaged_within, w, after_app_back)
 
 
 def fallback_cleared(w: Json, **after_app_back: str) -> Json:
-    seconds = t("helius_clear_within_seconds")
-    return probe(
-        "fallback-cleared-on-every-pod",
-        slo.fallback_cleared_within,
-        seconds=seconds,
-        **after_app_back,
-        **w,
-    )
+    within = "helius_clear_within_seconds"
+    return _fallback("cleared", within, slo.fallback_cleared_within, w, after_app_back)
 
 
 def alert(name: str, alertname: str, w: Json) -> Json:
