@@ -10,6 +10,11 @@ Headless, as the chaos experiments start it (chaoshelius.load.actions.start_load
         --target-rps 250 --processes 2 --host http://127.0.0.1:17080 --metrics-port 17089 \\
         --csv reports/runs/latest/locust
 
+The run's settings (users, spawn rate, run time, host, shape, timeout, --target-rps,
+--new-connection-share; --expect-workers on a cluster) are a chaoshelius.load.plan.LoadPlan made by
+start_load: locally its `locust_argv()`, on a cluster its `locust_env()` in the ConfigMap
+`loadgen-settings`; the option names, shapes and defaults below come from that module.
+
 The host defaults to the local stack's recommender service proxy (HELIUS_RECO_URL, else
 http://127.0.0.1:17080). Every Helius option also reads a LOCUST_* environment variable (e.g.
 LOCUST_TARGET_RPS) and the traffic options show in the web UI.
@@ -55,8 +60,10 @@ import logging
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import gevent
@@ -69,6 +76,12 @@ from locust.stats import CSV_STATS_INTERVAL_SEC
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+
+try:  # the plan's option names and defaults (the harness image has chaoshelius on PYTHONPATH)
+    from chaoshelius.load import plan as load_plan
+except ImportError:  # a Locust outside the harness's environment, run from the checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from chaoshelius.load import plan as load_plan
 
 log = logging.getLogger("helius.load")
 
@@ -114,7 +127,7 @@ def _add_arguments(parser: Any) -> None:
     group = parser.add_argument_group("Helius load")
 
     def option(flag: str, *, web_ui: bool = True, **kwargs: Any) -> None:
-        env = "LOCUST_" + flag.lstrip("-").replace("-", "_").upper()
+        env = load_plan.locust_env_name(flag)
         kwargs["help"] = f"{kwargs['help']} [env {env}]"
         action = group.add_argument(flag, env_var=env, **kwargs)
         # what LocustArgumentParser.add_argument(include_in_web_ui=...) sets, which an
@@ -140,7 +153,7 @@ def _add_arguments(parser: Any) -> None:
     )
     option(
         "--shape",
-        choices=("steady", "ramp", "steps"),
+        choices=load_plan.LOCUST_SHAPES,
         default="steady",
         help="steady: constant -u users; ramp: step up to -u over --ramp-seconds, then hold; "
         "steps: the user counts of --steps, --step-seconds each, then stop.",
@@ -177,7 +190,7 @@ def _add_arguments(parser: Any) -> None:
     option(
         "--new-connection-share",
         type=float,
-        default=0.05,
+        default=load_plan.DEFAULT_NEW_CONNECTION_SHARE,
         help="Share of requests after which a user drops its connections, so the next request "
         "opens a new one (connection churn); 0: keep connections for ever.",
     )
@@ -190,7 +203,7 @@ def _add_arguments(parser: Any) -> None:
     option(
         "--request-timeout",
         type=float,
-        default=5.0,
+        default=load_plan.DEFAULT_REQUEST_TIMEOUT_SECONDS,
         help="Client timeout per request, seconds; a hung server shows as 'timeout' failures.",
     )
     option(
@@ -428,7 +441,11 @@ class RecoUser(HttpUser):
 
     def on_start(self) -> None:
         options = self.environment.parsed_options
-        self.timeout = float(options.request_timeout) if options is not None else 5.0
+        self.timeout = (
+            float(options.request_timeout)
+            if options is not None
+            else load_plan.DEFAULT_REQUEST_TIMEOUT_SECONDS
+        )
         self.picker = traffic.UserPicker(
             known_users=int(options.known_users) if options is not None else traffic.KNOWN_USERS,
             unknown_share=(
