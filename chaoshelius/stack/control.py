@@ -210,12 +210,12 @@ def _pod_and_fault_routes(stack: StackOperations) -> APIRouter:
         return api.Removed(removed=stack.restore_scale(app_name))
 
     @router.post("/zones/{zone}/drain")
-    async def drain(zone: str, body: api.DrainRequest) -> api.Injected:
-        return api.Injected(fault=stack.drain(zone, body.ttl_seconds))
+    async def drain_zone(zone: str, body: api.DrainRequest) -> api.Injected:
+        return api.Injected(fault=stack.drain_zone(zone, body.ttl_seconds))
 
     @router.post("/zones/{zone}/uncordon")
-    async def uncordon(zone: str, body: api.EmptyRequest) -> api.Removed:
-        return api.Removed(removed=stack.uncordon(zone))
+    async def uncordon_zone(zone: str, body: api.EmptyRequest) -> api.Removed:
+        return api.Removed(removed=stack.uncordon_zone(zone))
 
     @router.post("/paths/{edge}/faults")
     async def cut_path(edge: str, body: api.PathFaultRequest) -> api.Injected:
@@ -223,8 +223,8 @@ def _pod_and_fault_routes(stack: StackOperations) -> APIRouter:
         return api.Injected(fault=fault)
 
     @router.delete("/paths/{edge}/faults")
-    async def restore(edge: str) -> api.Removed:
-        return api.Removed(removed=stack.restore(edge))
+    async def restore_path(edge: str) -> api.Removed:
+        return api.Removed(removed=stack.restore_path(edge))
 
     @router.delete("/faults/{fault_id}")
     async def remove_fault(fault_id: str) -> api.Removed:

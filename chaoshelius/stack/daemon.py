@@ -284,14 +284,14 @@ class Stack:
     def cut_path(self, edge: str, mode: PathMode, latency_ms: int, ttl_seconds: float) -> api.Fault:
         return self.faults.cut_path(edge, mode, latency_ms, ttl_seconds)
 
-    def restore(self, edge: str) -> list[api.Fault]:
-        return self.faults.restore(edge)
+    def restore_path(self, edge: str) -> list[api.Fault]:
+        return self.faults.restore_path(edge)
 
-    def drain(self, zone: str, ttl_seconds: float) -> api.Fault:
-        return self.faults.drain(zone, ttl_seconds)
+    def drain_zone(self, zone: str, ttl_seconds: float) -> api.Fault:
+        return self.faults.drain_zone(zone, ttl_seconds)
 
-    def uncordon(self, zone: str) -> list[api.Fault]:
-        return self.faults.uncordon(zone)
+    def uncordon_zone(self, zone: str) -> list[api.Fault]:
+        return self.faults.uncordon_zone(zone)
 
     def scale(self, app_name: str, replicas: int, ttl_seconds: float) -> api.Fault:
         return self.faults.scale(app_name, replicas, ttl_seconds)

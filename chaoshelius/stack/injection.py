@@ -58,20 +58,20 @@ class FaultInjector:
         self.on_change()
         return fault
 
-    def restore(self, edge: str) -> list[api.Fault]:
+    def restore_path(self, edge: str) -> list[api.Fault]:
         proxy = self._edge(edge)
         removed = self._remove(FaultKind.PATH, edge)
         proxy.clear_fault()
         return removed
 
     # -- zones -----------------------------------------------------------------------------
-    def drain(self, zone: str, ttl_seconds: float) -> api.Fault:
+    def drain_zone(self, zone: str, ttl_seconds: float) -> api.Fault:
         self._zone(zone)
         fault = self._add(FaultKind.DRAIN, zone, {}, ttl_seconds)
         self.supervisor.drain_zone(zone)
         return fault
 
-    def uncordon(self, zone: str) -> list[api.Fault]:
+    def uncordon_zone(self, zone: str) -> list[api.Fault]:
         self._zone(zone)
         removed = self._remove(FaultKind.DRAIN, zone)
         self.supervisor.uncordon_zone(zone)
