@@ -47,12 +47,14 @@ class FaultBook:
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def add(
-        self, kind: FaultKind, target: str, params: dict[str, Any], ttl: float, now: float
+        self, kind: FaultKind, target: str, params: dict[str, Any], ttl_seconds: float, now: float
     ) -> tuple[Fault, Fault | None]:
         """Record a fault; return it and the one it replaced (if any)."""
-        if not 0 < ttl <= MAX_TTL_SECONDS:
-            raise ValueError(f"ttl_seconds must be in (0, {MAX_TTL_SECONDS:.0f}], got {ttl}")
-        fault = Fault(f"{kind}-{next(self._ids)}", kind, target, params, now, now + ttl)
+        if not 0 < ttl_seconds <= MAX_TTL_SECONDS:
+            raise ValueError(
+                f"ttl_seconds must be in (0, {MAX_TTL_SECONDS:.0f}], got {ttl_seconds}"
+            )
+        fault = Fault(f"{kind}-{next(self._ids)}", kind, target, params, now, now + ttl_seconds)
         replaced = self._faults.get((kind, target))
         self._faults[(kind, target)] = fault
         return fault, replaced
