@@ -5,16 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from chaoshelius.load.locust_csv import (
-    FAILURES_FILE,
-    HISTORY_FILE,
-    STATS_FILE,
-    aggregated_totals,
-    failure_fields,
-    number,
-    read_rows,
-    stats_fields,
-)
+from chaoshelius.load import locust_csv
+from chaoshelius.load.locust_csv import FAILURES_FILE, HISTORY_FILE, STATS_FILE
 from chaoshelius.report.model import LocustFailure, LocustRow, LocustStats, Point, Series
 
 __all__ = ["FAILURES_FILE", "HISTORY_FILE", "STATS_FILE", "history_series", "read_locust"]
@@ -22,15 +14,16 @@ __all__ = ["FAILURES_FILE", "HISTORY_FILE", "STATS_FILE", "history_series", "rea
 
 def read_locust(run_dir: Path) -> LocustStats | None:
     """Read the Locust CSVs of a run; None when the run has no `locust_stats.csv`."""
-    stats = read_rows(run_dir / STATS_FILE)
+    stats = locust_csv.read_rows(run_dir / STATS_FILE)
     if stats is None:
         return None
     return LocustStats(
-        rows=tuple(LocustRow(**stats_fields(r)) for r in stats),
+        rows=tuple(LocustRow(**locust_csv.stats_fields(r)) for r in stats),
         failures=tuple(
-            LocustFailure(**failure_fields(r)) for r in read_rows(run_dir / FAILURES_FILE) or []
+            LocustFailure(**locust_csv.failure_fields(r))
+            for r in locust_csv.read_rows(run_dir / FAILURES_FILE) or []
         ),
-        history=tuple(read_rows(run_dir / HISTORY_FILE) or ()),
+        history=tuple(locust_csv.read_rows(run_dir / HISTORY_FILE) or ()),
     )
 
 
@@ -46,17 +39,17 @@ def history_series(stats: LocustStats) -> dict[str, tuple[Series, ...]]:
     rps: list[Point] = []
     p99: list[Point] = []
     for row in stats.history:
-        totals = aggregated_totals(row)
+        totals = locust_csv.aggregated_totals(row)
         if totals is None:
             continue
         t, n, f = totals
         total.append(Point(t, n))
         failed.append(Point(t, f))
         ok.append(Point(t, n - f))
-        r = number(row.get("Requests/s"))
+        r = locust_csv.number(row.get("Requests/s"))
         if r is not None:
             rps.append(Point(t, r))
-        q = number(row.get("99%"))
+        q = locust_csv.number(row.get("99%"))
         if q is not None:
             p99.append(Point(t, q / 1000.0))
     if not total:
