@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from chaoshelius.load.locust_csv import (
     read_rows,
     stats_fields,
 )
-from chaoshelius.stack.procs import kill_group, spawn_group
+from chaoshelius.stack.procs import kill_group, pid_alive, spawn_group, wait_until
 
 __all__ = [
     "AGGREGATED",
@@ -212,14 +211,6 @@ def _reap(pid: int) -> None:
         pass
 
 
-def _proc_stat_state(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[-1].split()[0]
-
-
 def is_locust(pid: int) -> bool:
     """True when `pid` is a live process that looks like our Locust (guards against a pidfile
     whose pid was reused by an unrelated process)."""
@@ -233,8 +224,8 @@ def is_locust(pid: int) -> bool:
         return False
     except PermissionError:
         return False  # not ours
-    if _proc_stat_state(pid) in ("Z", "X"):
-        return False
+    if Path("/proc/self").exists() and not pid_alive(pid):
+        return False  # a zombie (or gone since)
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except FileNotFoundError:
@@ -250,13 +241,7 @@ def exit_code(pid: int) -> int | None:
 
 
 def wait_gone(pid: int, deadline_seconds: float) -> bool:
-    end = time.monotonic() + deadline_seconds
-    while True:
-        if not is_locust(pid):
-            return True
-        if time.monotonic() >= end:
-            return False
-        time.sleep(0.1)
+    return wait_until(lambda: not is_locust(pid), deadline_seconds, 0.1)
 
 
 def signal_group(pid: int, sig: signal.Signals) -> None:
