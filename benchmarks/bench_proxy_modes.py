@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
+import itertools
 import os
 import signal
 import socket
@@ -134,26 +136,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=30)
     args = parser.parse_args(argv)
     with _recommenders(args.backends) as upstreams, _proxies(upstreams) as ports:
-        targets = {
-            "direct": f"http://{upstreams[0][0]}:{upstreams[0][1]}/predict",
-            "per connection": f"http://127.0.0.1:{ports['connection']}/predict",
-            "per request": f"http://127.0.0.1:{ports['request']}/predict",
+        pods = itertools.cycle([f"http://{host}:{port}/predict" for host, port in upstreams])
+        targets: dict[str, Callable[[], str]] = {
+            "direct": lambda: f"http://{upstreams[0][0]}:{upstreams[0][1]}/predict",
+            "direct, each pod in turn": lambda: next(pods),
+            "per connection": lambda: f"http://127.0.0.1:{ports['connection']}/predict",
+            "per request": lambda: f"http://127.0.0.1:{ports['request']}/predict",
         }
         samples: dict[str, list[float]] = {name: [] for name in targets}
-        round_ratios: dict[str, list[float]] = {"per connection": [], "per request": []}
+        round_ratios: dict[str, list[float]] = {name: [] for name in list(targets)[1:]}
         for _ in range(args.rounds):
             with httpx.Client(timeout=10) as client:
-                calls: dict[str, Callable[[], httpx.Response]] = {
-                    name: (lambda url=url: client.post(url, json=BODY))
-                    for name, url in targets.items()
-                }
+
+                def call(url: Callable[[], str], client: httpx.Client = client) -> httpx.Response:
+                    return client.post(url(), json=BODY)
+
+                calls = {name: functools.partial(call, url) for name, url in targets.items()}
                 for _ in range(args.warmup):
                     for call in calls.values():
                         call()
                 this_round: dict[str, list[float]] = {name: [] for name in targets}
                 names = list(targets)
                 for i in range(args.requests):
-                    for name in names[i % 3 :] + names[: i % 3]:  # rotate the order
+                    for name in names[i % len(names) :] + names[: i % len(names)]:  # rotate
                         started = time.perf_counter()
                         response = calls[name]()
                         this_round[name].append(time.perf_counter() - started)
@@ -168,10 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     d50, d99 = _percentile(samples["direct"], 0.5), _percentile(samples["direct"], 0.99)
     print(f"{args.backends} recommenders, {args.rounds} x {args.requests} requests per target, "
           f"keep-alive, load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}")  # fmt: skip
-    print(f"{'target':<16} {'p50 ms':>8} {'p99 ms':>8} {'p50/direct':>11} {'p99/direct':>11}")
+    print(f"{'target':<26} {'p50 ms':>8} {'p99 ms':>8} {'p50/direct':>11} {'p99/direct':>11}")
     for name, values in samples.items():
         p50, p99 = _percentile(values, 0.5), _percentile(values, 0.99)
-        print(f"{name:<16} {p50 * 1000:8.3f} {p99 * 1000:8.3f} {p50 / d50:11.3f} {p99 / d99:11.3f}")
+        print(f"{name:<26} {p50 * 1000:8.3f} {p99 * 1000:8.3f} {p50 / d50:11.3f} {p99 / d99:11.3f}")
     for name, ratios in round_ratios.items():
         print(f"per-round p50 ratio, {name}: {', '.join(f'{r:.3f}' for r in ratios)}")
     return 0

@@ -15,317 +15,63 @@ pods of an app. It balances in one of two ways (`Balancing`):
   A keep-alive client stays on its pod even when that pod turns unready, and a replacement pod
   gets only new connections. With no ready pod a new connection is reset, the local
   equivalent of "connection refused".
-- `request` (an ingress, L7, HTTP/1.1 only): the proxy reads each request's boundaries
-  (Content-Length or chunked), picks a ready pod for every request, and relays the response
-  (Content-Length, chunked, or until the pod closes). Upstream connections are kept alive per
-  client connection and pod, so a pod picked again reuses its connection. With no ready pod
-  the client gets `503` (and the connection is closed), as from an ingress with no endpoints.
-  A pod that refuses the connection, or a kept-alive upstream connection the pod had closed, is
-  retried on another pick; a pod that takes the request and closes without answering gives
-  `502`; a pod that dies mid-answer resets the client connection.
+- `request` (an ingress, L7, HTTP/1.1 only): httptools (llhttp, the parser uvicorn uses;
+  see `proxy_http`) reads each request; the proxy picks a ready pod for every request and
+  streams the body on as it comes (Content-Length, or chunked), then streams the answer back
+  (Content-Length, chunked, or until the pod closes). A request that can go at once (a
+  kept-alive connection to the picked pod) is written on in the loop callback that read it;
+  connecting, and waiting out a `blackhole`, is left to a task. Pipelined requests are served
+  in turn. Upstream connections are kept alive per client connection and pod. With no ready
+  pod the client gets `503` (and the connection is closed), as from an ingress with no
+  endpoints. A pod that refuses the connection, or a kept-alive upstream connection the pod
+  had closed, is retried on another pick (a request is kept for that while it is under 64
+  KiB; past that, or from a pod that takes the request and closes without answering, `502`);
+  a pod that dies mid-answer resets the client connection. `reset` resets the connections.
 
   What one request may cost the process (the stack's daemon, which also runs the control API,
-  the supervisor and the fault TTL reaper) is bounded: a request body is held whole (so that
-  it can be sent again to another pick) only up to `max_body_bytes` (default 2 MiB, twice the
-  service's own 1 MiB limit, so the service's 413 still answers the bodies in between); a
-  larger one gets `413` as soon as that is known (from `Content-Length` before the body is
-  read, or by counting the chunks), and the connection is closed. A request head of more than
-  `MAX_HEADERS` header lines or 64 KiB, and request trailers of more than `MAX_HEADERS` lines
-  or 64 KiB, get `431`.
+  the supervisor and the fault TTL reaper) is bounded: reading stops while what was read
+  cannot be sent on, so the proxy holds about one read per connection and the head being
+  parsed. A request body over `max_body_bytes` (default 2 MiB, twice the service's own 1 MiB
+  limit, so the service's 413 still answers the bodies in between) gets `413` as soon as that
+  is known (from `Content-Length` before the body is read, or by counting the chunks' data),
+  and the connection is closed; heads and trailers over `proxy_http.MAX_HEADERS` lines or 64
+  KiB get `431`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
+import functools
 import itertools
 import socket
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import cast
 
-import httptools
-
+from chaoshelius.stack.proxy_http import (
+    BAD_GATEWAY,
+    NO_UPSTREAM,
+    HttpError,
+    RequestHead,
+    RequestParser,
+    ResponseParser,
+    TooLarge,
+)
 from chaoshelius.topology import PathMode
 
 _CHUNK = 65536
-_MAX_HEAD = 65536  # request or response line plus headers (the StreamReader's limit too)
-MAX_HEADERS = 100  # header lines in a head, trailer lines after a chunked body
-MAX_REQUEST_BODY_BYTES = 2 * 1024 * 1024  # per-request balancing holds a body whole up to this
+MAX_REQUEST_BODY_BYTES = 2 * 1024 * 1024  # per-request balancing answers 413 past this
 _PICK_ATTEMPTS = 3
 Upstream = tuple[str, int]
+_Conn = tuple[asyncio.BaseTransport, asyncio.BaseTransport | None]  # client side, pod side
 
 
 class Balancing(StrEnum):
     CONNECTION = "connection"
     REQUEST = "request"
-
-
-class _HttpError(Exception):
-    """A malformed or truncated HTTP message: the connection is dropped."""
-
-
-class _TooLarge(_HttpError):
-    """A request over a limit: answered with `answer` (413 or 431), then the connection is
-    closed. From a pod's answer, it is a malformed message like any other."""
-
-    def __init__(self, status: bytes, detail: str) -> None:
-        super().__init__(detail)
-        self.answer = _canned(status, detail.encode())
-
-
-@dataclass(frozen=True, slots=True)
-class _Head:
-    """A request head as the proxy sends it on (rebuilt from what httptools parsed)."""
-
-    raw: bytes
-    method: bytes
-    keep_alive: bool
-
-
-def _is_chunked(headers: list[tuple[bytes, bytes]]) -> bool:
-    return any(
-        name.lower() == b"transfer-encoding" and b"chunked" in value.lower()
-        for name, value in headers
-    )
-
-
-def _lines(headers: list[tuple[bytes, bytes]]) -> bytes:
-    return b"".join(name + b": " + value + b"\r\n" for name, value in headers)
-
-
-class _Requests:
-    """The requests of one client connection, parsed by httptools (the parser uvicorn uses),
-    queued as parts: a `_Head`, body bytes (chunked again when the request came chunked), and
-    None at the end of each message. The queue holds at most what one read brought."""
-
-    def __init__(self, limit: int) -> None:
-        self._parser = httptools.HttpRequestParser(self)
-        self._limit = limit
-        self._parts: collections.deque[_Head | bytes | None] = collections.deque()
-        self._url = b""
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._trailers: list[tuple[bytes, bytes]] = []
-        self._in_head = self._chunked = False
-        self._idle = True  # between two messages
-        self._unparsed = 0  # bytes fed inside a head, or since the last body byte
-        self._body = 0
-
-    async def _read(self, reader: asyncio.StreamReader) -> bool:
-        """Feed one read to the parser; False on a clean end of stream between messages."""
-        data = await reader.read(_CHUNK)
-        if not data:
-            if self._idle:
-                return False
-            raise _HttpError("connection closed inside a request")
-        body = self._body
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserCallbackError as exc:
-            if isinstance(exc.__context__, _TooLarge):
-                raise exc.__context__ from None
-            raise _HttpError(str(exc)) from exc
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            raise _HttpError(f"bad or unsupported request: {exc!r}") from exc
-        if self._idle or self._body != body:
-            self._unparsed = 0
-        else:
-            self._unparsed += len(data)
-        if self._unparsed > _MAX_HEAD:  # a head, chunk line or trailer without an end
-            where = "request head is" if self._in_head else "request trailers are"
-            raise _TooLarge(_HEAD_TOO_LARGE, f"{where} larger than {_MAX_HEAD} bytes")
-        return True
-
-    async def head(self, reader: asyncio.StreamReader) -> _Head | None:
-        """The next request's head, or None when the client closes between requests."""
-        while not self._parts:
-            if not await self._read(reader):
-                return None
-        head = self._parts.popleft()
-        assert isinstance(head, _Head)
-        return head
-
-    async def body(self, reader: asyncio.StreamReader) -> tuple[bytes, bool]:
-        """The body bytes queued now (reading once if none are), and whether the request
-        ended with them."""
-        while not self._parts:
-            await self._read(reader)
-        data: list[bytes] = []
-        while self._parts:
-            part = self._parts.popleft()
-            if part is None:
-                return b"".join(data), True
-            assert isinstance(part, bytes)
-            data.append(part)
-        return b"".join(data), False
-
-    # httptools callbacks (a `_TooLarge` raised here stops the parser; `_read` re-raises it)
-    def on_message_begin(self) -> None:
-        self._url, self._headers, self._trailers = b"", [], []
-        self._in_head, self._idle, self._body = True, False, 0
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self._in_head:
-            self._headers.append((name, value))
-            if len(self._headers) > MAX_HEADERS:
-                raise _TooLarge(
-                    _HEAD_TOO_LARGE, f"request head has more than {MAX_HEADERS} header lines"
-                )
-            return
-        self._trailers.append((name, value))
-        if len(self._trailers) > MAX_HEADERS or len(_lines(self._trailers)) > _MAX_HEAD:
-            raise _TooLarge(
-                _HEAD_TOO_LARGE,
-                f"request trailers pass {MAX_HEADERS} lines or {_MAX_HEAD} bytes",
-            )
-
-    def on_headers_complete(self) -> None:
-        self._in_head = False
-        parser, headers = self._parser, _lines(self._headers)
-        if len(self._url) + len(headers) > _MAX_HEAD:
-            raise _TooLarge(_HEAD_TOO_LARGE, f"request head is larger than {_MAX_HEAD} bytes")
-        for name, value in self._headers:
-            if name.lower() == b"content-length" and int(value) > self._limit:
-                raise _TooLarge(_BODY_TOO_LARGE, _body_detail(self._limit))
-        self._chunked = _is_chunked(self._headers)
-        method = parser.get_method()
-        first = b"%s %s HTTP/%s\r\n" % (method, self._url, parser.get_http_version().encode())
-        self._parts.append(_Head(first + headers + b"\r\n", method, parser.should_keep_alive()))
-
-    def on_body(self, data: bytes) -> None:
-        self._body += len(data)
-        if self._body > self._limit:
-            raise _TooLarge(_BODY_TOO_LARGE, _body_detail(self._limit))
-        self._parts.append(b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data)
-
-    def on_message_complete(self) -> None:
-        if self._chunked:
-            self._parts.append(b"0\r\n" + _lines(self._trailers) + b"\r\n")
-        self._parts.append(None)
-        self._idle = True
-
-
-class _Response:
-    """One pod's answer, parsed by httptools as it comes, relayed the same way."""
-
-    def __init__(self, request: _Head) -> None:
-        self._parser = httptools.HttpResponseParser(self)
-        self._skip_body = request.method == b"HEAD"  # llhttp would wait for the body
-        self._reason = b""
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._trailers: list[tuple[bytes, bytes]] = []
-        self._parts: list[bytes] = []
-        self._first = b""
-        self.seen = 0
-        self.headed = self.complete = self.keep_alive = self.chunked = self.delimited = False
-
-    def feed(self, data: bytes) -> None:
-        self.seen += len(data)
-        try:
-            self._parser.feed_data(data)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            raise _HttpError(f"bad answer from the pod: {exc!r}") from exc
-
-    def head(self, close: bool) -> bytes:
-        """The head to send on: with `Connection: close` when the proxy closes after it."""
-        headers = self._headers
-        if close:
-            kept = [(n, v) for n, v in headers if n.lower() != b"connection"]
-            headers = [*kept, (b"connection", b"close")]
-        return self._first + _lines(headers) + b"\r\n"
-
-    def take(self) -> bytes:
-        """The body bytes parsed since the last call."""
-        data = b"".join(self._parts)
-        self._parts.clear()
-        return data
-
-    # httptools callbacks
-    def on_status(self, reason: bytes) -> None:
-        self._reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        (self._trailers if self.headed else self._headers).append((name, value))
-
-    def on_headers_complete(self) -> None:
-        parser = self._parser
-        version, code = parser.get_http_version().encode(), parser.get_status_code()
-        self._first = b"HTTP/%s %d %s\r\n" % (version, code, self._reason)
-        self.keep_alive, self.headed = parser.should_keep_alive(), True
-        self.chunked = _is_chunked(self._headers)
-        self.delimited = self.chunked or any(
-            name.lower() == b"content-length" for name, _ in self._headers
-        )
-        if self._skip_body:
-            self.complete = True
-
-    def on_body(self, data: bytes) -> None:
-        if not self.complete:
-            self._parts.append(b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data)
-
-    def on_message_complete(self) -> None:
-        if not self.complete and self.chunked:
-            self._parts.append(b"0\r\n" + _lines(self._trailers) + b"\r\n")
-        self.complete = True
-
-
-async def _read_response(request: _Head, reader: asyncio.StreamReader) -> _Response | None:
-    """A pod's answer up to the end of its head; None if the pod closed (or garbled it) first."""
-    response = _Response(request)
-    try:
-        while not response.headed:
-            data = await reader.read(_CHUNK)
-            if not data or response.seen > _MAX_HEAD:
-                return None
-            response.feed(data)
-    except (ConnectionError, OSError, _HttpError):
-        return None
-    return response
-
-
-async def _relay_response(
-    response: _Response, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, keep: bool
-) -> None:
-    """Send the head and stream the body on, as it comes."""
-    writer.write(response.head(close=not keep) + response.take())
-    while not response.complete:
-        data = await reader.read(_CHUNK)
-        if not data:
-            if response.delimited:
-                raise _HttpError("connection closed inside a message body")
-            break  # delimited by the pod's close
-        response.feed(data)
-        writer.write(response.take())
-        if writer.transport.get_write_buffer_size() > _CHUNK:
-            await writer.drain()
-    await writer.drain()
-
-
-def _body_detail(limit: int) -> str:
-    return f"request body is larger than the {limit}-byte limit of the stack's proxy"
-
-
-def _canned(status: bytes, detail: bytes) -> bytes:
-    body = b'{"detail": "' + detail + b'"}'
-    return (
-        b"HTTP/1.1 "
-        + status
-        + b"\r\ncontent-type: application/json\r\ncontent-length: "
-        + str(len(body)).encode()
-        + b"\r\nconnection: close\r\n\r\n"
-        + body
-    )
-
-
-_BODY_TOO_LARGE = b"413 Content Too Large"
-_HEAD_TOO_LARGE = b"431 Request Header Fields Too Large"
-_NO_UPSTREAM = _canned(b"503 Service Unavailable", b"no ready upstream pod")
-_BAD_GATEWAY = _canned(b"502 Bad Gateway", b"the upstream pod closed the connection")
 
 
 @dataclass(frozen=True)
@@ -339,13 +85,20 @@ class ProxyFault:
         return "normal" if self.mode is None else str(self.mode)
 
 
-def _reset(writer: asyncio.StreamWriter) -> None:
+def _reset(transport: asyncio.BaseTransport) -> None:
     """Close with RST (SO_LINGER 0) instead of FIN."""
-    sock = writer.get_extra_info("socket")
+    sock = transport.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort()
+    transport.abort()  # type: ignore[attr-defined]
+
+
+def _nodelay(transport: asyncio.BaseTransport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class RoundRobin:
@@ -388,23 +141,28 @@ class TcpProxy:
         # the fault is lifted (restore or TTL), instead of after its full delay
         self._fault_changed = asyncio.Event()
         self._server: asyncio.Server | None = None
-        self._conns: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter | None]] = set()
+        self._conns: set[_Conn] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.connections_total = 0
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._handle, self.host, self.port, reuse_address=True, backlog=1024
-        )
+        if self.balancing is Balancing.REQUEST:
+            self._server = await asyncio.get_running_loop().create_server(
+                lambda: _Client(self), self.host, self.port, reuse_address=True, backlog=1024
+            )
+        else:
+            self._server = await asyncio.start_server(
+                self._handle, self.host, self.port, reuse_address=True, backlog=1024
+            )
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
         self._flowing.set()
         for client, upstream in list(self._conns):
-            client.transport.abort()
+            client.abort()  # type: ignore[attr-defined]
             if upstream is not None:
-                upstream.transport.abort()
+                upstream.abort()  # type: ignore[attr-defined]
         for task in list(self._tasks):
             task.cancel()
 
@@ -433,40 +191,42 @@ class TcpProxy:
     def open_connections(self) -> int:
         return len(self._conns)
 
+    def _spawn(self, work: Callable[[], Coroutine[None, None, None]]) -> None:
+        task = asyncio.ensure_future(work())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- per-connection balancing (and the path proxies) ----------------------------------------
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.connections_total += 1
         if self.fault.mode is PathMode.RESET:
-            _reset(client_w)
+            _reset(client_w.transport)
             return
-        if self.balancing is Balancing.REQUEST:
-            await self._handle_requests(client_r, client_w)
-            return
-        entry: tuple[asyncio.StreamWriter, asyncio.StreamWriter | None] = (client_w, None)
+        writers = [client_w]
+        entry: _Conn = (client_w.transport, None)
         self._conns.add(entry)
         try:
             await self._flowing.wait()  # a blackhole holds the connection here, silent
             upstream = self.pick()
             if upstream is None or self._resetting():
-                _reset(client_w)
+                _reset(client_w.transport)
                 return
             try:
                 up_r, up_w = await asyncio.open_connection(*upstream)
             except OSError:
-                _reset(client_w)
+                _reset(client_w.transport)
                 return
+            writers.append(up_w)
             self._conns.discard(entry)
-            entry = (client_w, up_w)
+            entry = (client_w.transport, up_w.transport)
             self._conns.add(entry)
-            for sock_writer in (client_w, up_w):
-                sock = sock_writer.get_extra_info("socket")
-                if sock is not None:
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for writer in writers:
+                _nodelay(writer.transport)
             await asyncio.gather(self._pump(client_r, up_w), self._pump(up_r, client_w))
         finally:
             self._conns.discard(entry)
-            for writer in entry:
-                if writer is not None:
-                    writer.close()
+            for writer in writers:
+                writer.close()
 
     async def _delay(self, seconds: float) -> None:
         """Sleep `seconds`, or less if the fault changes meanwhile (then re-check: the new
@@ -494,131 +254,274 @@ class TcpProxy:
         except (ConnectionError, OSError, RuntimeError):  # uvloop: RuntimeError once closed
             writer.transport.abort()
 
-    # -- per-request balancing ------------------------------------------------------------------
-    async def _handle_requests(
-        self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter
-    ) -> None:
-        """Serve one client connection request by request, each on a freshly picked pod."""
-        entry: tuple[asyncio.StreamWriter, asyncio.StreamWriter | None] = (client_w, None)
-        self._conns.add(entry)
-        _nodelay(client_w)
-        requests = _Requests(self.max_body_bytes)
-        pool: _Pool = {}
+
+# -- per-request balancing ----------------------------------------------------------------------
+class _Pod(asyncio.Protocol):
+    """The connection from one client connection to one pod, kept alive between requests;
+    what the pod answers goes to `client`."""
+
+    def __init__(self, client: _Client, upstream: Upstream) -> None:
+        self.client, self.upstream = client, upstream
+        self.transport = cast(asyncio.Transport, None)
+        self.response: ResponseParser | None = None  # to the request sent last
+        self.reused = self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        _nodelay(transport)
+
+    def send(self, request: RequestHead, data: bytes, reused: bool) -> None:
+        self.response, self.reused = ResponseParser(request), reused
+        self.write(data)
+
+    def write(self, data: bytes) -> None:
+        if not self.closed and not self.transport.is_closing():
+            self.transport.write(data)  # if the pod is gone, its answer (None) says so
+
+    @property
+    def usable(self) -> bool:
+        return not self.closed and not self.transport.is_closing()
+
+    def data_received(self, data: bytes) -> None:
+        self.client.answer(self, data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.client.pod_lost(self)
+
+    def pause_writing(self) -> None:
+        self.client.hold("pod", True)
+
+    def resume_writing(self) -> None:
+        self.client.hold("pod", False)
+
+
+class _Client(asyncio.Protocol):
+    """One client connection in the per-request mode: requests are parsed as they come and
+    each goes, streamed, to a pod picked for it (see the module's docstring)."""
+
+    def __init__(self, proxy: TcpProxy) -> None:
+        self.proxy = proxy
+        self.requests = RequestParser(proxy.max_body_bytes)
+        self.pool: dict[Upstream, _Pod] = {}
+        self.transport = cast(asyncio.Transport, None)
+        self.entry: _Conn | None = None
+        self.request: RequestHead | None = None  # in flight: being sent, or answered
+        self.pod: _Pod | None = None  # where it went
+        self.sending = False  # its body is still coming
+        self.held: bytes | None = None  # all of it sent so far, while under _CHUNK bytes
+        self.keep = False  # the connection stays open after the answer
+        self.retries = 0
+        self.waiting = False  # a task is connecting to a pod, or waiting out a blackhole
+        self.eof = self.closing = False
+        self._holds: set[str] = set()  # why reading is paused
+
+    # -- the client's side
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.proxy.connections_total += 1
+        if self.proxy._resetting():
+            _reset(transport)
+            return
+        self.entry = (transport, None)
+        self.proxy._conns.add(self.entry)
+        _nodelay(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
         try:
-            while (request := await requests.head(client_r)) is not None:
-                await self._flowing.wait()
-                self.requests_total += 1
-                if not await self._exchange(request, requests, client_r, pool, client_w):
-                    return
-        except _TooLarge as exc:  # answered, then closed: the rest of the request is not read
-            with contextlib.suppress(ConnectionError, OSError, RuntimeError):
-                client_w.write(exc.answer)
-                await client_w.drain()
-        except (_HttpError, ConnectionError, OSError):
-            client_w.transport.abort()
-        finally:
-            self._conns.discard(entry)
-            for _, up_w in pool.values():
-                up_w.transport.abort()
-            client_w.close()
+            self.requests.feed(data)
+        except TooLarge as exc:  # answered, then closed: the rest of the request is not read
+            self._finish(exc.answer)
+            return
+        except HttpError:
+            self._abort()
+            return
+        self._advance()
 
-    async def _exchange(
-        self,
-        request: _Head,
-        requests: _Requests,
-        client_r: asyncio.StreamReader,
-        pool: _Pool,
-        client_w: asyncio.StreamWriter,
-    ) -> bool:
-        """Send one request to a picked pod, its body streamed as it comes, and relay the
-        answer; False when the client connection must be closed (no pod, or a response
-        delimited by the pod's close). While the request is small (one read), it is kept,
-        so that it can be sent again when a kept-alive connection the pod closed fails it."""
-        data, done = await requests.body(client_r)
-        held: bytes | None = request.raw + data
-        streamed = False
-        for _ in range(_PICK_ATTEMPTS):
-            picked = await self._connect(pool)
-            if picked is None:
-                break
-            upstream, reused = picked
-            up_r, up_w = pool[upstream]
-            if streamed:
-                up_w.write(held or b"")
+    def eof_received(self) -> bool:
+        if not self.requests.idle:
+            self._abort()  # closed inside a request
+            return False
+        self.eof = True
+        return self.request is not None or self.requests.queued  # answer those first
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        if self.entry is not None:
+            self.proxy._conns.discard(self.entry)
+        for pod in list(self.pool.values()):
+            pod.transport.abort()
+
+    def pause_writing(self) -> None:
+        for pod in self.pool.values():
+            pod.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        for pod in self.pool.values():
+            if pod.usable:
+                pod.transport.resume_reading()
+
+    def hold(self, why: str, on: bool) -> None:
+        """Stop (or resume) reading from the client for `why`: reading stops while what was
+        read cannot be sent on, so that a connection costs at most about one read."""
+        before = bool(self._holds)
+        if on:
+            self._holds.add(why)
+        else:
+            self._holds.discard(why)
+        if self.closing or before == bool(self._holds):
+            return
+        if self._holds:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
+
+    def _finish(self, answer: bytes) -> None:
+        """Answer `answer` (the proxy's own), then close."""
+        if self.closing:
+            return
+        self.closing = True
+        for pod in list(self.pool.values()):
+            pod.transport.abort()
+        self.transport.write(answer)
+        self.transport.close()
+
+    def _abort(self) -> None:
+        self.closing = True
+        self.transport.abort()
+
+    # -- requests out
+    def _advance(self) -> None:
+        """Send on what the parser has queued, as far as the state allows."""
+        while not self.waiting and not self.closing:
+            if self.request is None:
+                head = self.requests.next_head()
+                if head is None:
+                    break
+                self._begin(head)
+            elif self.sending and self.requests.queued:
+                data, done = self.requests.next_body()
+                self._send(data)
+                self.sending = not done
             else:
-                held = await self._stream(requests, client_r, up_w, held or b"", done)
-                streamed = True
-            response = await _read_response(request, up_r)
-            if response is None:
-                pool.pop(upstream)[1].transport.abort()
-                if reused and held is not None:
-                    continue  # a kept-alive connection the pod had closed: try again
-                client_w.write(_BAD_GATEWAY)  # the pod took the request and died
-                await client_w.drain()
-                return False
-            keep = response.keep_alive and request.keep_alive
-            await _relay_response(response, up_r, client_w, keep)
-            if not keep:
-                pool.pop(upstream)[1].close()
-            return keep
-        client_w.write(_NO_UPSTREAM)
-        await client_w.drain()
-        return False
+                break
+        pipelined = self.request is not None and not self.sending and self.requests.queued
+        self.hold("pipelined", pipelined)  # read on once the request before is answered
 
-    async def _connect(self, pool: _Pool) -> tuple[Upstream, bool] | None:
-        """A picked pod with an open connection in `pool` (and whether it was kept alive);
-        None when there is no ready pod, or none took the connection."""
-        for _ in range(_PICK_ATTEMPTS):
-            upstream = self.pick()
+    def _begin(self, request: RequestHead) -> None:
+        self.proxy.requests_total += 1
+        self.request, self.sending, self.held, self.retries = request, True, request.raw, 0
+        upstream = self.proxy.pick() if self.proxy._flowing.is_set() else None
+        pod = self.pool.get(upstream) if upstream is not None else None
+        if pod is not None and pod.usable:
+            self.pod = pod
+            pod.send(request, request.raw, reused=True)
+            return
+        self._wait(upstream)
+
+    def _send(self, data: bytes) -> None:
+        if self.held is not None:
+            self.held = self.held + data if len(self.held) + len(data) <= _CHUNK else None
+        assert self.pod is not None
+        self.pod.write(data)
+
+    def _wait(self, upstream: Upstream | None) -> None:
+        """Connect (to `upstream`, else to a new pick) in a task, after any blackhole."""
+        self.waiting = True
+        self.hold("waiting", True)
+        self.proxy._spawn(functools.partial(self._connect, upstream))
+
+    async def _connect(self, upstream: Upstream | None) -> None:
+        await self.proxy._flowing.wait()  # a blackhole holds each new request here
+        pod = await self._open(upstream)
+        if self.closing:
+            if pod is not None:
+                pod.transport.abort()
+            return
+        self.waiting = False
+        self.hold("waiting", False)
+        if pod is None:
+            self._finish(NO_UPSTREAM)
+            return
+        assert self.request is not None and self.held is not None
+        self.pod = pod
+        pod.send(self.request, self.held, reused=False)
+        self._advance()
+
+    async def _open(self, first: Upstream | None) -> _Pod | None:
+        """A new connection to a picked pod (`first`, if given); None when there is no ready
+        pod, or none takes the connection."""
+        loop = asyncio.get_running_loop()
+        for attempt in range(_PICK_ATTEMPTS):
+            upstream = first if attempt == 0 and first is not None else self.proxy.pick()
             if upstream is None:
                 return None
-            kept = pool.get(upstream)
-            if kept is not None and not kept[0].at_eof():
-                return upstream, True
-            if kept is not None:  # the pod closed it while it was idle
-                pool.pop(upstream)[1].transport.abort()
+            if (old := self.pool.pop(upstream, None)) is not None:
+                old.transport.abort()  # the pod closed it while it was idle
             try:
-                pool[upstream] = await asyncio.open_connection(*upstream)
+                _, pod = await loop.create_connection(
+                    functools.partial(_Pod, self, upstream), *upstream
+                )
             except OSError:
                 continue  # refused: nothing was sent, pick again
-            _nodelay(pool[upstream][1])
-            return upstream, False
+            self.pool[upstream] = pod
+            return pod
         return None
 
-    @staticmethod
-    async def _stream(
-        requests: _Requests,
-        client_r: asyncio.StreamReader,
-        up_w: asyncio.StreamWriter,
-        first: bytes,
-        done: bool,
-    ) -> bytes | None:
-        """Send `first`, then the rest of the request body as the client sends it; return
-        the whole request if it fitted in one read (None otherwise). A pod that goes away
-        meanwhile is noticed when its answer is read; the body is still read to its end."""
-        sending = True
-        held: bytes | None = first
-        with contextlib.suppress(ConnectionError, OSError, RuntimeError):
-            up_w.write(first)
-        while not done:
-            data, done = await requests.body(client_r)
-            held = None
-            if not sending:
-                continue
-            try:
-                up_w.write(data)
-                if up_w.transport.get_write_buffer_size() > _CHUNK:
-                    await up_w.drain()
-            except (ConnectionError, OSError, RuntimeError):  # uvloop: RuntimeError once closed
-                sending = False
-        return held
+    # -- answers back
+    def answer(self, pod: _Pod, data: bytes) -> None:
+        """Relay what `pod` says, as it comes."""
+        response = pod.response
+        if pod is not self.pod or response is None or self.closing or self.request is None:
+            pod.transport.abort()  # a pod speaking out of turn
+            return
+        headed = response.headed
+        try:
+            response.feed(data)
+        except HttpError:
+            pod.transport.abort()  # `pod_lost` says what the client gets
+            return
+        if not response.headed:
+            return
+        out = response.take()
+        if not headed:
+            self.keep = response.keep_alive and self.request.keep_alive
+            out = response.head(close=not self.keep) + out
+        self.transport.write(out)
+        if response.complete:
+            self._answered(pod)
 
+    def _answered(self, pod: _Pod) -> None:
+        keep = self.keep and not self.sending  # answered before the request ended: close
+        self.request = self.pod = pod.response = None
+        if not keep:
+            self.pool.pop(pod.upstream, None)
+            pod.transport.close()
+            self.closing = True
+            self.transport.close()
+            return
+        self._advance()
+        if self.eof and self.request is None and not self.requests.queued:
+            self.closing = True
+            self.transport.close()
 
-_Pool = dict[Upstream, tuple[asyncio.StreamReader, asyncio.StreamWriter]]
-
-
-def _nodelay(writer: asyncio.StreamWriter) -> None:
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def pod_lost(self, pod: _Pod) -> None:
+        if self.pool.get(pod.upstream) is pod:
+            del self.pool[pod.upstream]
+        if pod is not self.pod or self.closing:
+            return
+        response = pod.response
+        if response is None or not response.headed:  # the pod took the request and closed
+            self.pod = None
+            self.retries += 1
+            if pod.reused and self.held is not None and self.retries < _PICK_ATTEMPTS:
+                self._wait(None)  # a kept-alive connection the pod had closed: again
+            else:
+                self._finish(BAD_GATEWAY)
+        elif response.delimited:
+            self._abort()  # the pod died mid-answer
+        else:  # an answer delimited by the pod's close: that was all of it
+            self.closing = True
+            self.transport.close()
