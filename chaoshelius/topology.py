@@ -82,3 +82,10 @@ class Probe(NamedTuple):
 RECO_LIVENESS: Final = Probe("/health", 10.0, 3, 2.0)
 # MLflow's liveness probe, as in manifests/base/mlflow.yaml.
 MLFLOW_LIVENESS: Final = Probe("/health", 10.0, 6, 3.0)
+
+
+class Target(StrEnum):
+    """Where the runs go (`target` in the configuration, HELIUS_TARGET, `suite run --target`)."""
+
+    LOCAL = "local"  # the local stack (chaoshelius.stack)
+    KUBERNETES = "kubernetes"  # an allow-listed cluster (chaoshelius.drivers.kubernetes)

@@ -10,6 +10,7 @@ import click
 from chaoshelius.exceptions import HeliusError
 from chaoshelius.stack.ports import DEFAULT_BASE_PORT
 from chaoshelius.stack.state import DEFAULT_STATE_DIR
+from chaoshelius.topology import Target
 
 
 @click.group(name="suite")
@@ -27,7 +28,7 @@ def group() -> None:
 )
 @click.option(
     "--target",
-    type=click.Choice(["local", "kubernetes"]),
+    type=click.Choice([t.value for t in Target]),
     default=None,
     help="Where the runs go. Default: what the runs' configuration says (--var target=..., a "
     "var file, HELIUS_TARGET), else local. On kubernetes no stack is brought up: the kube "

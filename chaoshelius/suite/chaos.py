@@ -16,6 +16,7 @@ from chaoshelius.suite.interrupts import Interrupts, wait_for_chaos
 from chaoshelius.suite.model import PlannedRun, SuiteError, SuiteOptions
 from chaoshelius.suite.progress import LogFollower, PhaseTracker, load_action_names
 from chaoshelius.suite.results import unreported
+from chaoshelius.topology import Target
 
 __all__ = [
     "DRY_MODES",
@@ -112,7 +113,7 @@ def cluster_env(
     safeguards as on the local target."""
     env = {
         **os.environ,
-        "HELIUS_TARGET": "kubernetes",
+        "HELIUS_TARGET": Target.KUBERNETES.value,
         "HELIUS_RUN_DIR": str(run_dir.resolve()),
         "HELIUS_PROMETHEUS_URL": prometheus_url,
     }
@@ -176,7 +177,7 @@ def chaos_env(
     the safeguards switched off for negative controls (or `--no-safeguards`)."""
     env = {
         **os.environ,
-        "HELIUS_TARGET": "local",
+        "HELIUS_TARGET": Target.LOCAL.value,
         "HELIUS_RUN_DIR": str(run_dir.resolve()),
         "HELIUS_CONTROL_URL": f"http://127.0.0.1:{ports['control']}",
         "HELIUS_PROMETHEUS_URL": f"http://127.0.0.1:{ports['prometheus']}",

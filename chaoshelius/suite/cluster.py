@@ -22,7 +22,7 @@ from chaoshelius.config import HarnessConfig
 from chaoshelius.exceptions import HeliusError
 from chaoshelius.promapi import PromAPIError, PrometheusAPI
 from chaoshelius.slo.steady import fallback_reason
-from chaoshelius.topology import App
+from chaoshelius.topology import App, Target
 
 __all__ = [
     "PREDICTION_CHECK_SKIPPED",
@@ -32,7 +32,7 @@ __all__ = [
     "resolve_run",
 ]
 
-TARGETS = ("local", "kubernetes")
+TARGETS = tuple(t.value for t in Target)  # ("local", "kubernetes")
 PROMETHEUS_KEY = "prometheus_base_url"
 PREDICTION_CHECK_SKIPPED = (
     "the steady wait skips the local suite's prediction check on a cluster (the Service is "
@@ -53,7 +53,7 @@ class ResolvedRun:
 
     @property
     def target(self) -> str:
-        return str(self.configuration.get("target") or "local")
+        return str(self.configuration.get("target") or Target.LOCAL.value)
 
     @property
     def prometheus_url(self) -> str | None:

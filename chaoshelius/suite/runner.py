@@ -38,7 +38,8 @@ from chaoshelius.suite.steady import (
     STEADY_TIMEOUT_SECONDS,
     declares_steady_gate,
 )
-from chaoshelius.suite.targets import ClusterTarget, LocalStack, Target
+from chaoshelius.suite.targets import ClusterTarget, LocalStack, SuiteTarget
+from chaoshelius.topology import Target
 
 __all__ = ["run_suite", "suite_target"]
 
@@ -72,7 +73,7 @@ def suite_target(runs: Sequence[PlannedRun], options: SuiteOptions) -> tuple[str
             f"--target {options.target} but the runs' configuration says target={target} "
             "(a --var or var file); make them agree"
         )
-    if target == "kubernetes":
+    if target == Target.KUBERNETES:
         if any(run.profile is not None for run in runs):
             raise SuiteError(NEGATIVE_ON_CLUSTER)
         if resolved.prometheus_url is None:
@@ -90,7 +91,7 @@ def run_suite(runs: Sequence[PlannedRun], options: SuiteOptions) -> SuiteResult:
     if not Path(chaos).exists():
         raise SuiteError("the `chaos` CLI is not installed: pip install chaostoolkit")
     target, resolved = suite_target(runs, options)
-    if target == "kubernetes":
+    if target == Target.KUBERNETES:
         return _run_all(runs, options, chaos, ClusterTarget(options, resolved))
     return _run_all(runs, options, chaos, LocalStack(options))
 
@@ -99,7 +100,7 @@ def _run_all(
     runs: Sequence[PlannedRun],
     options: SuiteOptions,
     chaos: str,
-    target: Target,
+    target: SuiteTarget,
 ) -> SuiteResult:
     """Each run in turn on `target` until the last or an interruption; then the index and
     JUnit, and the target left as found."""
@@ -136,7 +137,7 @@ def _run_when_steady(
     run_dir: Path,
     suite_id: str,
     chaos: str,
-    target: Target,
+    target: SuiteTarget,
     interrupts: Interrupts,
     options: SuiteOptions,
     prefix: str,

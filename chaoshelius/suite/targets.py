@@ -23,10 +23,12 @@ from chaoshelius.suite.interrupts import Interrupts
 from chaoshelius.suite.model import PlannedRun, SuiteError, SuiteOptions
 from chaoshelius.suite.steady import STEADY_TIMEOUT_SECONDS, await_steady, poll_steady
 
-__all__ = ["ClusterTarget", "LocalStack", "Target"]
+__all__ = ["ClusterTarget", "LocalStack", "SuiteTarget"]
 
 
-class Target(Protocol):
+class SuiteTarget(Protocol):
+    """What the suite's loop asks of where the runs go."""
+
     noun: str  # "stack" / "cluster", in the lines the suite prints
 
     def begin(self) -> None: ...
