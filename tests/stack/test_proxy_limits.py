@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from chaoshelius.stack.proxy import Balancing, RoundRobin, TcpProxy
+from chaoshelius.stack.proxy import Balancing, ProxyFault, RoundRobin, TcpProxy
+from chaoshelius.topology import PathMode
 
 MiB = 1024 * 1024
 HUGE = 256 * MiB
@@ -31,6 +32,7 @@ class _Upstream(BaseHTTPRequestHandler):
     """Reads (and discards) any body in chunks, answers how many bytes it got."""
 
     protocol_version = "HTTP/1.1"
+    received = 0
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -40,6 +42,7 @@ class _Upstream(BaseHTTPRequestHandler):
         if self.headers.get("Transfer-Encoding") == "chunked":
             while size := int(self.rfile.readline().split(b";")[0].strip(), 16):
                 got += len(self.rfile.read(size))
+                _Upstream.received = got  # what the body has brought so far
                 self.rfile.readline()
             while self.rfile.readline() not in (b"\r\n", b""):
                 pass
@@ -232,3 +235,63 @@ def test_endless_trailers_get_a_431_and_cost_no_memory(proxy: _Proxy) -> None:
     print(f"trailers: peak RSS +{grown / MiB:.1f} MiB, {answer[:12]!r}")
     assert grown < 8 * MiB, f"endless trailers raised the peak RSS by {grown / MiB:.0f} MiB"
     assert _status(answer) == 431
+
+
+def _wait_for(check: Any, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_a_chunked_body_is_streamed_to_the_pod_as_it_comes(proxy: _Proxy) -> None:
+    _Upstream.received = 0
+    sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+    sock.sendall(
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+    )
+    # the first chunk reaches the pod while the client has not finished the body
+    assert _wait_for(lambda: _Upstream.received == 5), "the proxy held the body back"
+    sock.sendall(b"6\r\n world\r\n0\r\n\r\n")
+    answer = sock.recv(65536)
+    sock.close()
+    assert _status(answer) == 200 and answer.endswith(b"\r\n\r\n11")
+
+
+def test_an_oversized_content_length_is_refused_before_the_body_is_read(proxy: _Proxy) -> None:
+    head = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (3 * MiB)
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+        sock.sendall(head + b"x" * 1000)  # the rest of the body never comes
+        answer = b""
+        while chunk := sock.recv(65536):  # the proxy answers and closes without waiting
+            answer += chunk
+    assert _status(answer) == 413 and b"request body is larger than" in answer
+
+
+def test_pipelined_requests_are_answered_in_turn(proxy: _Proxy) -> None:
+    requests = (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nConnection: close\r\n\r\nz"
+    )
+    answer = _exchange(proxy.port, requests)
+    assert answer.count(b"HTTP/1.1 200 ") == 3
+    bodies = [part.split(b"\r\n", 1)[0] for part in answer.split(b"\r\n\r\n")[1:]]
+    assert bodies[:3] == [b"3HTTP/1.1 200 OK", b"okHTTP/1.1 200 OK", b"1"]
+
+
+def test_a_blackhole_holds_new_requests_until_it_is_lifted(proxy: _Proxy) -> None:
+    def set_fault(fault: ProxyFault) -> None:
+        proxy.loop.call_soon_threadsafe(proxy.proxy.set_fault, fault)
+
+    set_fault(ProxyFault(PathMode.BLACKHOLE))
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        sock.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            sock.recv(1)  # silent: no answer, no reset
+        set_fault(ProxyFault())
+        sock.settimeout(5)
+        assert _status(sock.recv(65536)) == 200
