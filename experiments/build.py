@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from chaoshelius.catalogue.blocks import (
+    DEFAULT_ZONE,
     LOST_IN_FLIGHT,
     MLFLOW,
     MODEL_SWAP,
@@ -51,6 +52,7 @@ from chaoshelius.catalogue.blocks import (
     went_down,
     window,
 )
+from chaoshelius.catalogue.describe import seconds
 from chaoshelius.catalogue.steps import CatalogueError, Json, action, probe
 from chaoshelius.catalogue.timing import PROFILES, SETTLE, TTL, t
 from chaoshelius.model import actions as model
@@ -59,6 +61,7 @@ from chaoshelius.slo import probes as slo
 from chaoshelius.topology import (
     EDGE_MLFLOW_RDS,
     EDGE_RECO_MLFLOW,
+    RECO_LIVENESS,
     REFRESH_FAILURES,
     FaultKind,
     PathMode,
@@ -66,6 +69,20 @@ from chaoshelius.topology import (
 from chaoshelius.zones import actions as zones
 
 HERE = Path(__file__).resolve().parent
+# The numbers a description states are rendered from the values its steps use (`seconds` names
+# a timing key and its local default); the thresholds its probes apply are appended to it
+# (chaoshelius/catalogue/describe.py). Never type a number here that a step also has.
+IN_ZONE = f"in a zone (helius_zone, default {DEFAULT_ZONE})"
+LIVENESS_BUDGET = (
+    f"{RECO_LIVENESS.failure_threshold} x {RECO_LIVENESS.period_seconds:g} s + "
+    f"{RECO_LIVENESS.timeout_seconds:g} s"
+)
+SLOW_MLFLOW_MS = 800  # mlflow-latency's delay per chunk on the reco-mlflow path
+
+
+def hold(key: str) -> str:
+    """How long a fault is held, as its step's pause: '40 s (key, local default)'."""
+    return seconds(t(key))
 
 
 # ---------------------------------------------------------------- the catalogue
@@ -73,11 +90,10 @@ def mlflow_pod_kill() -> Json:
     w = window(FaultKind.POD_KILL, MLFLOW)
     return experiment(
         "Killing one MLflow pod is absorbed by HA: no fallback",
-        "Kill the MLflow pod in a zone (helius_zone, default zone-a) under load. The MLflow "
-        "service keeps two replicas, so "
-        "the recommenders keep refreshing from the registry and never enter fallback (judged "
-        "per pod); the pod is replaced under a new name. Fault window: kill -> replacement "
-        "ready.",
+        f"Kill the MLflow pod {IN_ZONE} under load. The MLflow service keeps two replicas, "
+        "so the recommenders keep refreshing from the registry and never enter fallback "
+        "(judged per pod); the pod is replaced under a new name. Fault window: kill -> "
+        "replacement ready.",
         ["mlflow", "pod-kill", "ha"],
         {"availability": "high", "reliability": "high"},
         "MLflow HA holds: one replica lost, the recommenders never fall back",
@@ -100,12 +116,12 @@ def mlflow_outage() -> Json:
     return experiment(
         "Full MLflow outage, longer than the liveness budget: fallback on every pod, "
         "predictions continue, nobody restarts, fallback clears",
-        "Scale MLflow to 0 replicas (TTL 90 s) for 40 s under load, longer than the "
-        "recommender's liveness budget (3 x 10 s), then restore. Every recommender keeps "
-        "answering from its last known good model, reports it (reco_engine_in_fallback_mode=1 "
-        "on every pod until MLflow is back, alert RecoEngineInFallback), is not restarted, and "
-        "returns to 0 and to the registry's model by itself within 20 s of MLflow being back "
-        "(MLflow's own cold start is measured, not judged).",
+        f"Scale MLflow to 0 replicas for {hold('helius_outage_hold_seconds')} under load, "
+        f"longer than the recommender's liveness budget ({LIVENESS_BUDGET}), then restore. "
+        "Every recommender keeps answering from its last known good model, reports it "
+        "(reco_engine_in_fallback_mode=1 on every pod until MLflow is back, alert "
+        "RecoEngineInFallback), is not restarted, and returns to 0 and to the registry's model "
+        "by itself once MLflow is back (MLflow's own cold start is measured, not judged).",
         ["mlflow", "outage", "fallback", "liveness"],
         {"availability": "high", "reliability": "high", "observability": "high"},
         "Predictions survive a full MLflow outage and the fallback clears by itself",
@@ -130,9 +146,10 @@ def rds_path_cut() -> Json:
     w = window(FaultKind.PATH, EDGE_MLFLOW_RDS)
     return experiment(
         "MLflow -> RDS path blackholed: fallback, alert, MLflow recovers without restart",
-        "Blackhole the mlflow-rds path (connections hang, like a NetworkPolicy drop; TTL 90 s) "
-        "for 30 s under load, then restore. MLflow stays up but cannot answer registry calls; "
-        "the recommenders' refreshes fail (proof), every one of them enters fallback, "
+        "Blackhole the mlflow-rds path (connections hang, like a NetworkPolicy drop) for "
+        f"{hold('helius_cut_hold_seconds')} under load, then restore. MLflow stays up but "
+        "cannot answer registry calls; the recommenders' refreshes fail (proof), every one of "
+        "them enters fallback, "
         "MLflowDegraded and RecoEngineInFallback fire, clients keep their answers at their "
         "usual latency, and once the path is back MLflow serves again with the same pods "
         "and nobody was restarted.",
@@ -175,11 +192,12 @@ def az_drain() -> Json:
     zone = ZONE
     w = window(FaultKind.DRAIN, zone)
     return experiment(
-        "Draining a zone (zone-a by default): its pods go, no outage, no fallback",
-        "Drain a zone (helius_zone / HELIUS_ZONE, default zone-a; every pod in it stops and stays "
-        "down; TTL 90 s) for 20 s under load, then uncordon. The recommender and MLflow "
-        "replicas of the other zones carry the load: clients see no outage and no slowdown "
-        "beyond the SLO, no recommender falls back, and the zone's pods come back.",
+        f"Draining a zone ({DEFAULT_ZONE} by default): its pods go, no outage, no fallback",
+        f"Drain a zone (helius_zone / HELIUS_ZONE, default {DEFAULT_ZONE}; every pod in it "
+        f"stops and stays down) for {hold('helius_drain_hold_seconds')} under load, then "
+        "uncordon. The recommender and MLflow replicas of the other zones carry the load: "
+        "clients see no outage and no slowdown beyond the SLO, no recommender falls back, and "
+        "the zone's pods come back.",
         ["zone", "drain", "capacity"],
         {"availability": "high", "reliability": "high"},
         "Losing a whole zone costs capacity, not availability",
@@ -223,10 +241,11 @@ def mlflow_latency() -> Json:
     w = window(FaultKind.PATH, EDGE_RECO_MLFLOW)
     return experiment(
         "Slow MLflow: the recommenders' hot path latency is unaffected",
-        "Add 800 ms of latency on the reco-mlflow path (TTL 90 s) for 20 s under load, then "
-        "restore. Requests never wait for MLflow, so the client p99 over the fault and its "
-        "recovery stays within 2x the p99 before it (+10 ms of measured noise), clients see "
-        "no errors and no recommender is restarted.",
+        f"Add {SLOW_MLFLOW_MS} ms of latency on the reco-mlflow path for "
+        f"{hold('helius_latency_hold_seconds')} under load, then restore. Requests never wait "
+        "for MLflow, so the client p99 and p50 over the fault and its recovery stay within the "
+        "latency SLO below (against the same before the fault, plus measured noise), clients "
+        "see no errors and no recommender is restarted.",
         ["mlflow", "latency", "hot-path"],
         {"performance": "high", "reliability": "medium"},
         "A slow registry never slows predictions",
@@ -237,7 +256,7 @@ def mlflow_latency() -> Json:
                 EDGE_RECO_MLFLOW,
                 PathMode.LATENCY,
                 "helius_latency_hold_seconds",
-                latency_ms=800,
+                latency_ms=SLOW_MLFLOW_MS,
             ),
             restore_path(EDGE_RECO_MLFLOW, after=SETTLE),
         ],
@@ -248,11 +267,10 @@ def reco_pod_kill() -> Json:
     w = window(FaultKind.POD_KILL, RECO)
     return experiment(
         "Killing one recommender pod: clients barely notice",
-        "Kill the recommender pod in a zone (helius_zone, default zone-a) under load. The "
-        "service proxy routes to the ready "
-        "replicas; the pod is replaced under a new name and back in service within 20 s. "
-        "The killed pod's in-flight requests are lost, as on a cluster. Fault window: kill -> "
-        "replacement ready.",
+        f"Kill the recommender pod {IN_ZONE} under load. The service proxy routes to the "
+        "ready replicas; the pod is replaced under a new name and back in service (bound "
+        "below). The killed pod's in-flight requests are lost, as on a cluster. Fault window: "
+        "kill -> replacement ready.",
         ["recommender", "pod-kill"],
         {"availability": "high"},
         "Losing one recommender replica is invisible to clients",
@@ -273,11 +291,12 @@ def reco_cold_start_during_outage() -> Json:
     kill = window(FaultKind.POD_KILL, RECO)
     return experiment(
         "A recommender replaced during an MLflow outage starts and serves (always starts)",
-        "Scale MLflow to 0 (TTL 120 s) under load, then kill the recommender in a zone "
-        "(helius_zone, default zone-a) while "
-        "MLflow is still down. Its replacement must start without the registry (from its "
-        "on-disk cache, or the shipped baseline), report fallback, and take traffic within "
-        "30 s; then MLflow comes back and every pod clears.",
+        "Scale MLflow to 0 under load, then, "
+        f"{hold('helius_outage_before_kill_seconds')} later, kill the recommender {IN_ZONE} "
+        "while MLflow is still down. Its replacement must start without the registry (from its "
+        "on-disk cache, or the shipped baseline), report fallback, and take traffic (bound "
+        "below); MLflow is restored once the replacement is Ready and has served for "
+        f"{hold('helius_replacement_hold_seconds')}, then every pod clears.",
         ["recommender", "cold-start", "mlflow", "outage"],
         {"availability": "high", "reliability": "high"},
         "The recommender always starts, even when the registry is gone",
@@ -313,10 +332,12 @@ def model_promoted_during_partition() -> Json:
     w = window(FaultKind.PATH, EDGE_RECO_MLFLOW)
     return experiment(
         "A model promoted while the recommenders cannot reach MLflow reaches every pod after",
-        "Blackhole the reco-mlflow path (TTL 90 s) under load; while it is cut, promote a new "
-        "version of the model in MLflow (reco@champion moves on); then restore the path. "
-        "Every recommender falls back during the cut, keeps serving, and converges on the "
-        "promoted version within 20 s of the path's return: no pod is left on a stale model.",
+        "Blackhole the reco-mlflow path under load; "
+        f"{hold('helius_partition_before_promotion_seconds')} into the cut, promote a new "
+        "version of the model in MLflow (reco@champion moves on); "
+        f"{hold('helius_partition_hold_seconds')} later restore the path. Every recommender "
+        "falls back during the cut, keeps serving, and converges on the promoted version after "
+        "the path's return (bound below): no pod is left on a stale model.",
         ["mlflow", "network", "model", "staleness"],
         {"reliability": "high", "observability": "medium"},
         "A promotion during a partition converges on every pod",

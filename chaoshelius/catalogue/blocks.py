@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from chaoshelius.catalogue.describe import thresholds
 from chaoshelius.catalogue.steps import (
     Json,
     action,
@@ -278,17 +279,19 @@ def experiment(
 ) -> Json:
     """One experiment: the shared configuration, controls and before/after checks; the load
     started first (with `load_args`) and stopped last; the rollbacks repeat every undo of the
-    method (without its pause: safe to run twice) and stop the load."""
+    method (without its pause: safe to run twice) and stop the load. The description ends with
+    the thresholds the steps apply, rendered from them (`describe.thresholds`)."""
+    steps = [start_load(**(load_args or {})), *method, stop_load()]
     return {
         "version": "1.0.0",
         "title": title,
-        "description": description,
+        "description": f"{description} {thresholds(checks, steps)}",
         "tags": ["helius", *tags],
         "contributions": contributions,
         "configuration": CONFIGURATION,
         "controls": CONTROLS,
         "runtime": {"rollbacks": {"strategy": "always"}},
         "steady-state-hypothesis": {"title": hypothesis_title, "probes": steady_now() + checks},
-        "method": [start_load(**(load_args or {})), *method, stop_load()],
+        "method": steps,
         "rollbacks": [*undos(method), stop_load()],
     }

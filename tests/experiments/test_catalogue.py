@@ -329,3 +329,97 @@ def test_a_step_is_written_with_the_public_module_that_exports_its_function() ->
         action("a", pods.kill_pods, count=1)
     with pytest.raises(CatalogueError, match="configure_control.*max_p99"):
         control("c", safeguards, max_p99=5.0)
+
+
+# ---------------------------------------------------------------- descriptions state the thresholds
+PLACEHOLDER = re.compile(r"^\$\{(\w+)\}$")
+SECONDS_ARGUMENTS = ("seconds", "within_seconds", "grace_seconds")
+
+
+def _applied(step: dict[str, Any], configuration: dict[str, Any]) -> dict[str, tuple[Any, str]]:
+    """A step's arguments as applied on the local stack: the function's defaults filled in, a
+    `${key}` resolved to its configuration default; each with the key it came from (or "")."""
+    import importlib
+    import inspect
+
+    provider = step["provider"]
+    func = getattr(importlib.import_module(provider["module"]), provider["func"])
+    bound = inspect.signature(func).bind_partial(**provider.get("arguments", {}))
+    bound.apply_defaults()
+    applied = {}
+    for name, value in bound.arguments.items():
+        match = PLACEHOLDER.match(value) if isinstance(value, str) else None
+        key = match.group(1) if match else ""
+        applied[name] = (configuration[key]["default"] if key else value, key)
+    return applied
+
+
+def _seconds(value: float, key: str) -> str:
+    """'20 s (helius_fallback_within_seconds': a number of seconds and the key it is the local
+    default of."""
+    return f"{value:g} s ({key}" if key else f"{value:g} s"
+
+
+def _claims(data: dict[str, Any]) -> list[str]:
+    """What the description must say, read from the experiment's own steps (not typed twice):
+    every fault's TTL and hold, a latency cut's delay, the client SLOs' floors and allowances,
+    every "within N s" bound, and the configuration key of each value that is one."""
+    configuration = data["configuration"]
+    claims: list[str] = []
+    for step in data["method"]:
+        args = _applied(step, configuration)
+        if "ttl_seconds" in args:
+            claims.append("TTL " + _seconds(*args["ttl_seconds"]))
+            hold = PLACEHOLDER.match(str(step.get("pauses", {}).get("after", "")))
+            if hold:
+                claims.append(_seconds(configuration[hold.group(1)]["default"], hold.group(1)))
+        if args.get("latency_ms", (None,))[0]:
+            claims.append(f"{args['latency_ms'][0]:g} ms")
+    for probe in data["steady-state-hypothesis"]["probes"]:
+        applied = _applied(probe, configuration)
+        args = {name: value for name, (value, _) in applied.items()}
+        func, name = probe["provider"]["func"], probe["name"]
+        if func == "latency_p99_ratio":
+            claims += [
+                f"p99 <= {args['max_ratio']:g}x the p99 before "
+                f"+ {args['noise_seconds'] * 1000:g} ms",
+                f"p50 <= {args['p50_max_ratio']:g}x the p50 before "
+                f"+ {args['p50_noise_seconds'] * 1000:g} ms",
+            ]
+        if func == "client_success_ratio":
+            claims += [
+                f"success >= {args['min_ratio'] * 100:g} %",
+                f"no {args['worst_window_seconds']:g} s",
+                f"below {args['min_worst_ratio'] * 100:g} %",
+                f"throughput >= {args['min_throughput_ratio'] * 100:g} %",
+            ]
+        for argument in SECONDS_ARGUMENTS:
+            if argument in args:
+                claims += [f"{name}: ", _seconds(*applied[argument])]
+    return claims
+
+
+def _unstated(data: dict[str, Any]) -> list[str]:
+    return [claim for claim in _claims(data) if claim not in data["description"]]
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_the_description_states_the_thresholds_the_steps_apply(path: Path) -> None:
+    """The descriptions drifted from the steps once ("TTL 90 s" where it was 120, "2x + 10 ms"
+    where the probe allowed 3x + 50 ms): every number a run applies is in its description."""
+    data = json.loads(path.read_text())
+    assert _unstated(data) == [], data["description"]
+
+
+def test_the_description_check_catches_the_drift_it_was_written_for() -> None:
+    """mlflow-latency as it was committed before the descriptions were rendered."""
+    data = json.loads((ROOT / "experiments" / "mlflow-latency.json").read_text())
+    data["description"] = (
+        "Add 800 ms of latency on the reco-mlflow path (TTL 90 s) for 20 s under load, then "
+        "restore. Requests never wait for MLflow, so the client p99 over the fault and its "
+        "recovery stays within 2x the p99 before it (+10 ms of measured noise), clients see "
+        "no errors and no recommender is restarted."
+    )
+    unstated = _unstated(data)
+    assert "TTL 120 s (helius_fault_ttl_seconds" in unstated
+    assert "p99 <= 3x the p99 before + 50 ms" in unstated

@@ -1,0 +1,155 @@
+"""The thresholds an experiment applies, in words, rendered from its own steps.
+
+An experiment's description once said "TTL 90 s" where the fault's TTL was 120 s, and "2x +
+10 ms" where its latency probe allowed 3x + 50 ms: numbers typed twice drift. Here every
+number a description states is read from the value the step is given (a timing key's local
+default from `TIMING`, named; a probe's argument, or the probe function's own default when the
+catalogue does not write it), so a changed threshold changes the description with it.
+tests/experiments/test_catalogue.py checks each description states what its steps apply.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+from collections.abc import Callable
+from typing import Any
+
+from chaoshelius.catalogue.steps import CatalogueError, Json
+from chaoshelius.catalogue.timing import TIMING
+from chaoshelius.load.actions import DEFAULT_RATE
+from chaoshelius.topology import FaultKind
+
+__all__ = ["LOCAL_DEFAULT", "applied", "seconds", "thresholds"]
+
+_PLACEHOLDER = re.compile(r"^\$\{(\w+)\}$")
+LOCAL_DEFAULT = ", local default"
+# how the thresholds sentence says where its `${key}` values come from
+_PREAMBLE = (
+    "Thresholds applied (a key in parentheses is a configuration key and the number its local "
+    "default; experiments/profiles/cluster.json sets a cluster's): "
+)
+
+
+def seconds(value: Any, note: str = LOCAL_DEFAULT) -> str:
+    """'40 s (helius_outage_hold_seconds, local default)' for a `${key}` timing value (its
+    local default, with the key named), '40 s' for a number."""
+    match = _PLACEHOLDER.match(value) if isinstance(value, str) else None
+    if match is None:
+        return f"{value:g} s"
+    key = match.group(1)
+    if key not in TIMING:
+        raise CatalogueError(f"{key!r} is not a timing key (TIMING)")
+    return f"{TIMING[key]:g} s ({key}{note})"
+
+
+def _function(step: Json) -> Callable[..., Any]:
+    provider = step["provider"]
+    func: Callable[..., Any] = getattr(
+        importlib.import_module(provider["module"]), provider["func"]
+    )
+    return func
+
+
+def applied(step: Json) -> dict[str, Any]:
+    """A step's arguments as they apply: the ones written, and the function's own defaults for
+    the others (a `${key}` stays as it is: `seconds` renders it)."""
+    bound = inspect.signature(_function(step)).bind_partial(**step["provider"]["arguments"])
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+def _pct(ratio: float) -> str:
+    return f"{ratio * 100:g} %"
+
+
+def _ms(value: float) -> str:
+    return f"{value * 1000:g} ms"
+
+
+def _success(a: Json) -> str:
+    return (
+        f"success >= {_pct(a['min_ratio'])} of requests, "
+        f"no {seconds(a['worst_window_seconds'], '')} window below {_pct(a['min_worst_ratio'])}, "
+        f"at least {a['min_requests']} requests, "
+        f"throughput >= {_pct(a['min_throughput_ratio'])} of the "
+        f"{seconds(a['baseline_seconds'], '')} before the fault"
+    )
+
+
+def _latency(a: Json) -> str:
+    return (
+        f"p99 <= {a['max_ratio']:g}x the p99 before + {_ms(a['noise_seconds'])} and "
+        f"p50 <= {a['p50_max_ratio']:g}x the p50 before + {_ms(a['p50_noise_seconds'])} "
+        f"(before: the {seconds(a['baseline_seconds'], '')} before the fault)"
+    )
+
+
+def _after(a: Json) -> str:
+    app = a.get("after_app_back")
+    return f"of {app}'s return" if app else "of the fault's end"
+
+
+def _recovered(a: Json) -> str:
+    since = "the kill" if a["kind"] == FaultKind.POD_KILL.value else "the fault's end"
+    where = " in every zone" if a["per_zone"] else ""
+    return f"{a['app']} Ready again{where} within {seconds(a['seconds'], '')} of {since}"
+
+
+def _down(a: Json) -> str:
+    most = "no" if a["max_up"] == 0 else f"at most {a['max_up']}"
+    return f"{most} {a['app']} target up{' in the zone' if a.get('zone') else ''}"
+
+
+# probe function -> what its arguments promise; probes without a threshold are left out
+_PROBES: dict[str, Callable[[Json], str]] = {
+    "client_success_ratio": _success,
+    "latency_p99_ratio": _latency,
+    "fallback_engaged_within": lambda a: (
+        f"every pod in fallback within {seconds(a['seconds'], '')} of the fault's start "
+        f"(of its own start for a new pod), held until the dependency is back"
+    ),
+    "fallback_cleared_within": lambda a: (
+        f"every pod out of fallback within {seconds(a['seconds'], '')} {_after(a)}"
+    ),
+    "fallback_never_engaged": lambda a: (
+        f"no pod in fallback from the fault's start to {seconds(a['grace_seconds'], '')} "
+        "after its end"
+    ),
+    "alert_fired": lambda a: (
+        f"{a['alertname']} firing within {seconds(a['within_seconds'], '')} of the fault's start"
+    ),
+    "replicas_recovered_within": _recovered,
+    "models_converged_within": lambda a: (
+        f"every pod on the registry's champion within {seconds(a['seconds'], '')} of the "
+        "fault's end"
+    ),
+    "targets_went_down": _down,
+    "counter_grew": lambda a: f"{a['selector']} grew by >= {a['min_increase']:g}",
+}
+
+
+def _load(a: Json) -> str:
+    fraction = a.get("capacity_fraction")
+    if fraction:
+        return f"load at {_pct(fraction)} of the capacity measured at run time"
+    return f"load at {DEFAULT_RATE:g} requests/s (helius_load_rate, its default)"
+
+
+def thresholds(checks: list[Json], method: list[Json]) -> str:
+    """One sentence: the load, every fault's TTL, and what each judging probe of `checks`
+    allows, from their arguments (`pods_ready` and the other 'now' checks are common)."""
+    parts = []
+    for step in method:
+        a = applied(step)
+        if step["provider"]["func"] == "start_load":
+            parts.append(_load(a))
+        if "ttl_seconds" in a:
+            ttl = seconds(a["ttl_seconds"], "")
+            parts.append(f"{step['name']} reverts by itself after TTL {ttl}")
+    for step in checks:
+        render = _PROBES.get(step["provider"]["func"])
+        if render is not None:
+            parts.append(f"{step['name']}: {render(applied(step))}")
+    return _PREAMBLE + "; ".join(parts) + "."
