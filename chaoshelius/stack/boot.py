@@ -16,7 +16,9 @@ from pathlib import Path
 
 import httpx
 
+from chaoshelius import registry
 from chaoshelius.promapi import PromAPIError, PrometheusAPI
+from chaoshelius.slo.steady import OUT_OF_FALLBACK_QUERY
 from chaoshelius.stack import auth, prometheus
 from chaoshelius.stack.errors import ProcessStartError, StackError
 from chaoshelius.stack.events import EventLog
@@ -24,7 +26,7 @@ from chaoshelius.stack.ports import StackPorts
 from chaoshelius.stack.procs import LOOPBACK, spawn_group, stop_group
 from chaoshelius.stack.state import StackPaths
 from chaoshelius.stack.supervisor import Pod
-from chaoshelius.topology import FALLBACK_GAUGE, MODEL_ALIAS, MODEL_NAME
+from chaoshelius.topology import MODEL_ALIAS, MODEL_NAME
 
 BOOT_TIMEOUT_SECONDS = 240.0
 
@@ -131,13 +133,10 @@ async def bootstrap_model(
 
 async def _alias_registered(mlflow_url: str, deadline: float) -> bool:
     """Ask MLflow's REST API for the alias until it answers: True (200) or False (404)."""
-    alias = f"{mlflow_url}/api/2.0/mlflow/registered-models/alias"
     async with httpx.AsyncClient(timeout=5) as client:
         while True:
             try:
-                response = await client.get(
-                    alias, params={"name": MODEL_NAME, "alias": MODEL_ALIAS}
-                )
+                response = await registry.ask_alias(client, mlflow_url)
                 if response.status_code == 200:
                     return True
                 if response.status_code == 404:
@@ -155,7 +154,7 @@ async def wait_reco_on_registry_model(
     """Wait (best effort) for the steady state experiments start from: every recommender
     confirmed on the registry model (not in fallback), and Prometheus has seen it."""
     deadline = time.monotonic() + max(30.0, 5 * refresh_interval)
-    query = f"count({FALLBACK_GAUGE} == 0)"
+    query = OUT_OF_FALLBACK_QUERY
     prom = PrometheusAPI(prometheus_url, 2.0)
     async with httpx.AsyncClient(timeout=2) as client:
         while time.monotonic() < deadline:
