@@ -92,7 +92,7 @@ def hot_path_mlflow_app() -> FastAPI:
             return await call_next(request)
         try:
             answer = await registry.ask_alias(
-                client, settings.mlflow_tracking_uri, settings.model_name, settings.model_alias
+                client, str(settings.mlflow_tracking_uri), settings.model_name, settings.model_alias
             )
         except httpx.HTTPError as exc:
             return JSONResponse({"detail": f"model registry unreachable: {exc!r}"}, 502)
