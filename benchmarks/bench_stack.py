@@ -13,10 +13,11 @@
    kernel gives it (/proc/PID/smaps_rollup).
 3. Proxy latency: POST /predict {"user_id": "u0001", "k": 10}, direct to one recommender pod
    vs through the stack's recommender service proxy (balancing per `--reco-proxy-balancing`,
-   default `request`, like an ingress) and through a TcpProxy balancing the other way over the
-   same pods (`connection`, like kube-proxy; in a process of its own, with uvloop), from the
-   same client, the three interleaved (order rotated every request), over several rounds, so
-   that both modes are measured under the same machine load in one run. Two client modes:
+   default `request`, like an ingress) and through one TcpProxy per balancing mode over the
+   same pods (`request`, and `connection` like kube-proxy; in a process of their own, with
+   uvloop, without the daemon's other work), from the same client, all interleaved (order
+   rotated every request), over several rounds, so that both modes are measured under the
+   same machine load in one run. Two client modes:
    - keep-alive (like Locust's HttpUser): one client connection each way per round; the direct
      side targets the pod the per-connection proxy pinned the client to (GET /health names
      it), while the per-request proxy spreads the requests over all the pods;
@@ -55,6 +56,7 @@ from chaoshelius.stack.client import ControlClient
 from chaoshelius.stack.config import StackConfig
 from chaoshelius.stack.ports import StackPorts
 from chaoshelius.stack.procs import LOOPBACK, descendants, pid_alive, port_is_free, rss_bytes
+from chaoshelius.stack.proxy import Balancing
 from chaoshelius.stack.state import StackPaths
 from chaoshelius.topology import App
 
@@ -225,35 +227,38 @@ def _timed(call: Callable[[], httpx.Response]) -> float:
     return elapsed
 
 
-_SIDE_PROXY = """
+_SIDE_PROXIES = """
 import asyncio, sys
 import uvloop
 from chaoshelius.stack.proxy import Balancing, RoundRobin, TcpProxy
-upstreams = [("127.0.0.1", int(port)) for port in sys.argv[2:]]
+upstreams = [("127.0.0.1", int(port)) for port in sys.argv[1:]]
 async def main():
-    proxy = TcpProxy("bench", 0, RoundRobin(lambda: upstreams), balancing=Balancing(sys.argv[1]))
-    await proxy.start()
-    print(proxy._server.sockets[0].getsockname()[1], flush=True)
+    for mode in Balancing:
+        proxy = TcpProxy(mode, 0, RoundRobin(lambda: upstreams), balancing=mode)
+        await proxy.start()
+        print(mode, proxy._server.sockets[0].getsockname()[1], flush=True)
     await asyncio.Event().wait()
 uvloop.run(main())
-"""  # noqa: E501
+"""
 
 
 @contextmanager
-def side_proxy(balancing: str, pod_urls: list[str]) -> Iterator[str]:
-    """A TcpProxy balancing per `balancing` over the recommender pods, in a process of its
-    own (uvloop, like the stack's daemon): the other mode, measured in the same run."""
+def side_proxies(pod_urls: list[str]) -> Iterator[dict[str, str]]:
+    """A TcpProxy per balancing mode over the recommender pods, in a process of their own
+    (uvloop, like the stack's daemon, without its other work): {mode: URL}."""
     ports = [url.rsplit(":", 1)[1].rstrip("/") for url in pod_urls]
     process = subprocess.Popen(  # noqa: S603  argv list, no shell: this interpreter
-        [sys.executable, "-c", _SIDE_PROXY, balancing, *ports],
-        stdout=subprocess.PIPE,
+        [sys.executable, "-c", _SIDE_PROXIES, *ports], stdout=subprocess.PIPE
     )
     try:
         assert process.stdout is not None
-        port = process.stdout.readline().strip()
-        if not port.isdigit():
-            raise RuntimeError(f"the side proxy ({balancing}) did not start")
-        yield f"http://{LOOPBACK}:{port.decode()}"
+        urls = {}
+        for _ in Balancing:
+            mode, _, port = process.stdout.readline().decode().strip().partition(" ")
+            if not port.isdigit():
+                raise RuntimeError("the side proxies did not start")
+            urls[mode] = f"http://{LOOPBACK}:{port}"
+        yield urls
     finally:
         process.kill()
         process.wait(10)
@@ -399,11 +404,10 @@ def main(argv: list[str] | None = None) -> int:
         service_url = f"http://{LOOPBACK}:{state['ports']['reco_service']}"
         memory_at_ready = measure_memory(state, control)
         pods = {pod["name"]: pod["url"] for pod in control.pods(f"app={App.RECO}")}
-        other = "connection" if args.reco_proxy_balancing == "request" else "request"
-        with side_proxy(other, list(pods.values())) as side_url:
+        with side_proxies(list(pods.values())) as side_urls:
             proxies = {
                 f"the stack's, per {args.reco_proxy_balancing}": service_url,
-                f"per {other} (own process)": side_url,
+                **{f"per {mode} (own process)": url for mode, url in side_urls.items()},
             }
             latency = [
                 lat
