@@ -94,7 +94,7 @@ def _after(a: Json) -> str:
 def _recovered(a: Json) -> str:
     since = "the kill" if a["kind"] == FaultKind.POD_KILL.value else "the fault's end"
     where = " in every zone" if a["per_zone"] else ""
-    return f"{a['app']} Ready again{where} within {seconds(a['seconds'], '')} of {since}"
+    return f"{a['app']} back and Ready{where} within {seconds(a['seconds'], '')} of {since}"
 
 
 def _down(a: Json) -> str:
