@@ -274,11 +274,16 @@ def test_alerts_the_experiments_wait_for_exist() -> None:
 
 
 def test_driver_reads_labels_from_topology() -> None:
-    """The driver names no label or namespace literally: it imports them from topology."""
-    source = Path(REPO / "chaoshelius/drivers/kubernetes.py").read_text()
-    assert "from chaoshelius.topology import" in source
-    for literal in ('"app"', '"topology.kubernetes.io/zone"', f'"{NAMESPACE}"'):
-        assert literal not in source, literal
+    """The driver (kubernetes.py and its k8s_*.py parts) names no label or namespace literally:
+    it imports them from topology."""
+    files = [REPO / "chaoshelius/drivers/kubernetes.py"]
+    files += sorted((REPO / "chaoshelius/drivers").glob("k8s_*.py"))
+    assert len(files) > 3, files
+    for path in files:
+        source = path.read_text()
+        for literal in ('"app"', '"topology.kubernetes.io/zone"', f'"{NAMESPACE}"'):
+            assert literal not in source, f"{path.name}: {literal}"
+    assert "from chaoshelius.topology import" in files[0].read_text()
 
 
 def test_kind_port_mappings_reach_the_nodeport_services(rendered: dict[str, list[Obj]]) -> None:
