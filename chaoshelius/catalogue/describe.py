@@ -16,9 +16,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from chaoshelius.catalogue.steps import CatalogueError, Json
+from chaoshelius.catalogue.steps import CatalogueError, Json, calls
 from chaoshelius.catalogue.timing import TIMING
-from chaoshelius.load.actions import DEFAULT_RATE
+from chaoshelius.load import actions as load
 from chaoshelius.topology import FaultKind
 
 __all__ = ["LOCAL_DEFAULT", "applied", "seconds", "thresholds"]
@@ -131,10 +131,11 @@ _PROBES: dict[str, Callable[[Json], str]] = {
 
 
 def _load(a: Json) -> str:
-    fraction = a.get("capacity_fraction")
-    if fraction:
-        return f"load at {_pct(fraction)} of the capacity measured at run time"
-    return f"load at {DEFAULT_RATE:g} requests/s (helius_load_rate, its default)"
+    if a.get("capacity_fraction"):
+        return f"load at {_pct(a['capacity_fraction'])} of the capacity measured at run time"
+    if a.get("rate"):
+        return f"load at {a['rate']:g} requests/s"
+    return f"load at {load.DEFAULT_RATE:g} requests/s (helius_load_rate, its default)"
 
 
 def thresholds(checks: list[Json], method: list[Json]) -> str:
@@ -143,7 +144,7 @@ def thresholds(checks: list[Json], method: list[Json]) -> str:
     parts = []
     for step in method:
         a = applied(step)
-        if step["provider"]["func"] == "start_load":
+        if calls(step, load.start_load):
             parts.append(_load(a))
         if "ttl_seconds" in a:
             ttl = seconds(a["ttl_seconds"], "")
