@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import os
 import shutil
@@ -69,6 +70,7 @@ CANDIDATE_BASES = (27000, 28000, 29000, 30000, 32000, 33000)  # 31xxx: bench_pre
 PREDICT_BODY = {"user_id": "u0001", "k": 10}
 COLD_START_TARGET_S = 45.0
 RATIO_TARGET = 1.15  # issue 18
+SPREAD = "none: direct, each pod in turn"
 
 
 @dataclass
@@ -281,20 +283,23 @@ def measure_latency(
     requests: int,
     warmup: int,
 ) -> list[Latency]:
-    """Each proxy in `proxies` (label: URL) against direct requests to one pod, interleaved
-    (the order rotated every request) so that all see the same machine load."""
-    samples: dict[str, list[float]] = {"direct": [], **{label: [] for label in proxies}}
-    round_ratios: dict[str, list[float]] = {label: [] for label in proxies}
+    """Each proxy in `proxies` (label: URL), and direct requests to each pod in turn (what
+    spreading costs without a proxy), against direct requests to one pod, interleaved (the
+    order rotated every request) so that all see the same machine load."""
+    compared = {SPREAD: "", **proxies}
+    samples: dict[str, list[float]] = {"direct": [], **{label: [] for label in compared}}
+    round_ratios: dict[str, list[float]] = {label: [] for label in compared}
+    spread = itertools.cycle(pods.values())
     for _ in range(rounds):
         limits = httpx.Limits(max_keepalive_connections=10 if keep_alive else 0)
         with httpx.Client(limits=limits, timeout=10) as client:
             pod_url = (
                 _pinned_pod(client, proxies, pods) if keep_alive else next(iter(pods.values()))
             )
-            targets = {"direct": pod_url, **proxies}
+            targets = {"direct": pod_url, **compared}
 
             def call(url: str, client: httpx.Client = client) -> httpx.Response:
-                return client.post(url + "/predict", json=PREDICT_BODY)
+                return client.post((url or next(spread)) + "/predict", json=PREDICT_BODY)
 
             for _ in range(warmup):
                 for url in targets.values():
@@ -306,12 +311,12 @@ def measure_latency(
                     this_round[label].append(_timed(functools.partial(call, targets[label])))
         for label, values in this_round.items():
             samples[label] += values
-        for label in proxies:
+        for label in compared:
             direct_median = statistics.median(this_round["direct"])
             round_ratios[label].append(statistics.median(this_round[label]) / direct_median)
     d50, d99 = _percentile(samples["direct"], 0.5), _percentile(samples["direct"], 0.99)
     result = []
-    for label in proxies:
+    for label in compared:
         p50, p99 = _percentile(samples[label], 0.5), _percentile(samples[label], 0.99)
         result.append(
             Latency(
@@ -364,7 +369,7 @@ def render(result: Result) -> str:
     for lat in result.latency:
         target = (
             f"<= {RATIO_TARGET} ({_verdict(lat.ratio_p50 <= RATIO_TARGET)})"
-            if lat.mode == "keep-alive"
+            if lat.mode == "keep-alive" and lat.proxy != SPREAD
             else "-"
         )
         lines.append(
