@@ -3,13 +3,14 @@ rollbacks), then up to CHAOS_STOP_GRACE_SECONDS to finish before SIGKILL."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
+
+from chaoshelius.stack.procs import kill_group
 
 __all__ = ["CHAOS_STOP_GRACE_SECONDS", "Interrupts", "wait_for_chaos"]
 
@@ -45,6 +46,8 @@ def wait_for_chaos(
     interrupts: Interrupts,
     tick: Callable[[], None] | None = None,
 ) -> None:
+    """Wait for `chaos` to end, calling `tick` (the progress lines) meanwhile; once interrupted,
+    give it CHAOS_STOP_GRACE_SECONDS for its rollbacks, then SIGKILL its process group."""
     while process.poll() is None:
         if tick is not None:
             tick()
@@ -52,7 +55,7 @@ def wait_for_chaos(
             try:
                 process.wait(CHAOS_STOP_GRACE_SECONDS)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+                kill_group(process.pid, signal.SIGKILL)
                 process.wait()
             return
         time.sleep(0.2)
