@@ -16,6 +16,15 @@ counts refresh failures over 30 s) clear during the next run's warm-up instead o
 front of it, so the suite no longer waits for alerts before starting a run that declares this
 gate (it still waits for every pod ready, no fault active, predictions answering).
 
+It also closes a hole in Chaos Toolkit: when a probe of the steady-state hypothesis *before*
+the method returns a value outside its tolerance, `chaos run` skips the method and exits 0
+(status "completed"): a CI job would pass a run that never injected anything. So after that
+hypothesis, if a probe that ran fine was out of its tolerance, the gate writes
+`not_steady.json` as above (naming the probes and what they returned) and interrupts the run,
+which then exits 1 and is reported **not judged**. That is what lets a plain tolerance (for
+instance chaostoolkit-prometheus's instant query with a jsonpath tolerance) stand in the
+hypothesis beside the harness's own probes, which raise before any fault instead.
+
 Declared in each experiment of the catalogue:
 
     {"name": "helius-steady-gate",
@@ -29,11 +38,12 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from chaoslib.exceptions import InterruptExecution
-from chaoslib.types import Activity, Configuration, Experiment, Secrets
+from chaoslib.types import Activity, Configuration, Experiment, Hypothesis, Secrets
 
+from chaoshelius import windows
 from chaoshelius.config import HarnessConfig
 from chaoshelius.promapi import PromAPIError, PrometheusAPI
 from chaoshelius.slo.steady import fallback_reason
@@ -41,6 +51,7 @@ from chaoshelius.slo.steady import fallback_reason
 __all__ = [
     "MODULE",
     "NOT_STEADY_FILE",
+    "after_hypothesis_control",
     "after_method_control",
     "before_activity_control",
     "before_method_control",
@@ -111,6 +122,41 @@ def before_activity_control(
             break
         time.sleep(_State.poll_seconds)
     reason = f"not steady when '{context.get('name')}' was due, after {waited:.0f} s: {why}"
+    _refuse(config, reason, waited)
+
+
+def after_hypothesis_control(
+    context: Hypothesis,
+    state: dict[str, Any] | None = None,
+    experiment: Experiment | None = None,
+    configuration: Configuration = None,
+    **kwargs: Any,
+) -> None:
+    """Before any fault: a hypothesis probe out of its tolerance interrupts the run (exit 1,
+    not judged) instead of letting `chaos run` exit 0 without running the method."""
+    if not state or state.get("steady_state_met") is not False or windows.fault_phase_started():
+        return
+    if (experiment or {}).get("dry"):
+        return
+    missed = [
+        f"'{run.get('activity', {}).get('name')}' returned {_excerpt(run.get('output'))}"
+        for run in state.get("probes", [])
+        if run.get("status") == "succeeded" and run.get("tolerance_met") is False
+    ]
+    if not missed:  # a probe raised: the run is "failed" already and exits 1 by itself
+        return
+    config = _State.config or HarnessConfig.from_chaos(configuration)
+    reason = "not steady before the method: out of tolerance " + "; ".join(missed)
+    _refuse(config, reason, 0.0)
+
+
+def _excerpt(value: Any, limit: int = 160) -> str:
+    text = json.dumps(value, default=str, separators=(",", ":"))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _refuse(config: HarnessConfig, reason: str, waited: float) -> NoReturn:
+    """Write why no fault goes in (`not_steady.json`, read by the report) and interrupt."""
     run_dir: Path = config.helius_run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / NOT_STEADY_FILE).write_text(

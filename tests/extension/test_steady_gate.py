@@ -26,6 +26,7 @@ from prom_fixture import launch_prometheus
 from chaoshelius.controls import steady_gate
 from chaoshelius.promapi import PrometheusAPI
 from chaoshelius.report import Verdict, build_run_report
+from chaoshelius.slo.steady import NO_FALLBACK_NOW_PROBE
 
 RULES = """
 groups:
@@ -213,3 +214,87 @@ def test_a_refused_fault_is_not_judged_through_the_chaos_cli(
     assert summary.verdict is Verdict.NOT_JUDGED, summary.reason
     assert "No fault was injected" in summary.reason and "GateTestDegraded" in summary.reason
     assert not summary.as_expected
+
+
+@pytest.mark.parametrize("fallback", [0, 1])
+def test_a_tolerance_missed_before_the_method_is_not_judged_and_exits_1(
+    live: tuple[Exporter, str], tmp_path: Path, fallback: int
+) -> None:
+    """chaostoolkit-prometheus's instant query with a jsonpath tolerance in the hypothesis:
+    out of tolerance before the method, plain `chaos run` would skip the method and exit 0;
+    with the gate declared it exits 1, injects nothing and the report says why."""
+    exporter, url = live
+    exporter.degraded, exporter.fallback = 0, fallback
+    _until(url, "1 recommender(s) reporting fallback" if fallback else None)
+    run_dir = tmp_path / "run"
+    experiment = _tiny_experiment(url, run_dir, tmp_path / "injected")
+    experiment["steady-state-hypothesis"] = {"title": "calm", "probes": [NO_FALLBACK_NOW_PROBE]}
+    (tmp_path / "hypothesis.json").write_text(json.dumps(experiment))
+    done = _chaos_run(tmp_path, "hypothesis.json")
+    exporter.fallback = 0
+    summary = build_run_report(run_dir, offline=True).summary
+    if not fallback:
+        assert done.returncode == 0, done.stderr
+        assert (tmp_path / "injected").exists()
+        assert summary.verdict is Verdict.PASSED, summary.reason
+        return
+    assert done.returncode == 1, "a missed tolerance before the method must fail the CLI"
+    assert not (tmp_path / "injected").exists(), "the method ran on an unsteady stack"
+    assert summary.verdict is Verdict.NOT_JUDGED, summary.reason
+    assert "no-recommender-in-fallback-now" in summary.reason, summary.reason
+    assert '"1"' in summary.reason, summary.reason  # what the probe returned
+
+
+def _tiny_experiment(url: str, run_dir: Path, marker: Path) -> dict[str, Any]:
+    (marker.parent / "tinyfault.py").write_text(
+        "import pathlib\n"
+        "def inject(path: str) -> None:\n"
+        "    pathlib.Path(path).write_text('injected')\n"
+    )
+    return {
+        "version": "1.0.0",
+        "title": "tiny",
+        "description": "one harmless action behind the gate",
+        "configuration": {"prometheus_base_url": url, "helius_run_dir": str(run_dir)},
+        "runtime": {"rollbacks": {"strategy": "always"}},
+        "controls": [
+            {
+                "name": "helius-steady-gate",
+                "provider": {
+                    "type": "python",
+                    "module": steady_gate.MODULE,
+                    "arguments": {"timeout_seconds": 2, "poll_seconds": 0.3},
+                },
+            },
+            {
+                "name": "helius-journal",
+                "provider": {"type": "python", "module": "chaoshelius.controls.journal"},
+            },
+        ],
+        "steady-state-hypothesis": {"title": "nothing", "probes": []},
+        "method": [
+            {
+                "type": "action",
+                "name": "inject",
+                "provider": {
+                    "type": "python",
+                    "module": "tinyfault",
+                    "func": "inject",
+                    "arguments": {"path": str(marker)},
+                },
+            }
+        ],
+    }
+
+
+def _chaos_run(work: Path, name: str) -> subprocess.CompletedProcess[str]:
+    bin_dir = Path(sys.executable).parent
+    return subprocess.run(
+        [str(bin_dir / "chaos"), "--log-file", str(work / "chaos.log"), "run", name],
+        cwd=work,
+        env={"PATH": str(bin_dir), "PYTHONPATH": str(work), "HOME": str(work)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
