@@ -27,7 +27,8 @@ from chaoshelius.pods import actions as pods
 from chaoshelius.pods import probes as pod_probes
 from chaoshelius.slo import judge_all
 from chaoshelius.slo import probes as slo
-from chaoshelius.topology import FALLBACK_GAUGE, ZONES, App, FaultKind, PathMode
+from chaoshelius.slo.steady import NO_FALLBACK_NOW_QUERY, NO_FALLBACK_NOW_TOLERANCE
+from chaoshelius.topology import ZONES, App, FaultKind, PathMode
 from chaoshelius.zones import actions as zones
 
 RECO, MLFLOW = App.RECO.value, App.MLFLOW.value
@@ -134,12 +135,11 @@ def steady_now() -> list[Json]:
     return [
         probe("recommender-replicas-ready", pod_probes.pods_ready, app=RECO, min_ready=REPLICAS),
         probe("mlflow-replicas-ready", pod_probes.pods_ready, app=MLFLOW, min_ready=REPLICAS),
-        probe(
-            "recommender-not-in-fallback-now",
-            slo.query_value,
-            query=f"max({FALLBACK_GAUGE})",
-            max_value=0,
-        ),
+        # a plain instant query and a threshold: chaostoolkit-prometheus's query (under our HTTP
+        # deadline) and a chaoslib tolerance, as Chaos Toolkit users write it; before the method
+        # the steady gate turns a miss into "not judged" (chaos run alone would exit 0)
+        probe("recommender-not-in-fallback-now", slo.query, query=NO_FALLBACK_NOW_QUERY)
+        | {"tolerance": NO_FALLBACK_NOW_TOLERANCE},
     ]
 
 

@@ -97,13 +97,24 @@ def test_every_fault_has_a_ttl_and_load_runs_throughout(path: Path) -> None:
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
 def test_hypothesis_judges_the_fault_window(path: Path) -> None:
-    """At least one probe reads the fault window from Prometheus, and every tolerance is
-    a jsonpath on `ok` (the probes return a verdict, never a raw value to compare)."""
-    probes = _load(path)["steady-state-hypothesis"]["probes"]
+    """At least one probe reads the fault window from Prometheus; every tolerance is a
+    jsonpath on `ok` (the harness's probes return a verdict), except a plain instant query
+    (chaostoolkit-prometheus's answer), whose jsonpath expects Prometheus's string value, and
+    only in an experiment the steady gate guards (a miss before the method is then not judged,
+    where `chaos run` alone would exit 0)."""
+    experiment = _load(path)
+    probes = experiment["steady-state-hypothesis"]["probes"]
     windowed = [p for p in probes if "kind" in p["provider"].get("arguments", {})]
     assert windowed, "no probe judges the fault window"
+    gated = any(c["name"] == "helius-steady-gate" for c in experiment["controls"])
     for probe in probes:
-        assert probe["tolerance"] == {"type": "jsonpath", "path": "$.ok", "expect": True}
+        if probe["provider"]["func"] == "query":
+            tolerance = probe["tolerance"]
+            assert tolerance["type"] == "jsonpath" and tolerance["path"].startswith("$.data.")
+            assert isinstance(tolerance["expect"], str), "Prometheus values are strings"
+            assert gated, f"{probe['name']}: a raw tolerance needs the steady gate"
+        else:
+            assert probe["tolerance"] == {"type": "jsonpath", "path": "$.ok", "expect": True}
 
 
 def _hypothesis(path: Path) -> list[dict[str, Any]]:
