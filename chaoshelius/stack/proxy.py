@@ -270,9 +270,9 @@ class _Pod(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         _nodelay(transport)
 
-    def send(self, request: RequestHead, data: bytes, reused: bool) -> None:
+    def expect(self, request: RequestHead, reused: bool) -> None:
+        """`request` goes to this pod: read its answer."""
         self.response, self.reused = ResponseParser(request), reused
-        self.write(data)
 
     def write(self, data: bytes) -> None:
         if not self.closed and not self.transport.is_closing():
@@ -315,6 +315,7 @@ class _Client(asyncio.Protocol):
         self.waiting = False  # a task is connecting to a pod, or waiting out a blackhole
         self.eof = self.closing = False
         self._holds: set[str] = set()  # why reading is paused
+        self._out: list[bytes] = []  # for the pod, written at the end of `_advance`
 
     # -- the client's side
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -407,6 +408,9 @@ class _Client(asyncio.Protocol):
                 self.sending = not done
             else:
                 break
+        if self._out and self.pod is not None:  # one write: the pod wakes up once
+            self.pod.write(b"".join(self._out))
+        self._out.clear()
         pipelined = self.request is not None and not self.sending and self.requests.queued
         self.hold("pipelined", pipelined)  # read on once the request before is answered
 
@@ -417,15 +421,15 @@ class _Client(asyncio.Protocol):
         pod = self.pool.get(upstream) if upstream is not None else None
         if pod is not None and pod.usable:
             self.pod = pod
-            pod.send(request, request.raw, reused=True)
+            pod.expect(request, reused=True)
+            self._out.append(request.raw)
             return
         self._wait(upstream)
 
     def _send(self, data: bytes) -> None:
         if self.held is not None:
             self.held = self.held + data if len(self.held) + len(data) <= _CHUNK else None
-        assert self.pod is not None
-        self.pod.write(data)
+        self._out.append(data)
 
     def _wait(self, upstream: Upstream | None) -> None:
         """Connect (to `upstream`, else to a new pick) in a task, after any blackhole."""
@@ -447,7 +451,8 @@ class _Client(asyncio.Protocol):
             return
         assert self.request is not None and self.held is not None
         self.pod = pod
-        pod.send(self.request, self.held, reused=False)
+        pod.expect(self.request, reused=False)
+        self._out.append(self.held)
         self._advance()
 
     async def _open(self, first: Upstream | None) -> _Pod | None:

@@ -250,12 +250,15 @@ def test_a_chunked_body_is_streamed_to_the_pod_as_it_comes(proxy: _Proxy) -> Non
     _Upstream.received = 0
     sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
     sock.sendall(
-        b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n"
+        b"\r\n5\r\nhello\r\n"
     )
     # the first chunk reaches the pod while the client has not finished the body
     assert _wait_for(lambda: _Upstream.received == 5), "the proxy held the body back"
     sock.sendall(b"6\r\n world\r\n0\r\n\r\n")
-    answer = sock.recv(65536)
+    answer = b""
+    while chunk := sock.recv(65536):  # "Connection: close": the answer ends with the connection
+        answer += chunk
     sock.close()
     assert _status(answer) == 200 and answer.endswith(b"\r\n\r\n11")
 
