@@ -120,11 +120,12 @@ class LoadPlan:
 
     # ---- to the load generator -------------------------------------------------------------
     def locust_options(self) -> dict[str, str]:
-        """The Locust options the plan sets, flag -> value (the host only when there is one)."""
+        """The Locust options the plan sets, flag -> value (the host only when there is one:
+        on a cluster the ConfigMap's own LOCUST_HOST, the manifests' Service, stays)."""
         return {
             flag: _text(getattr(self, name))
             for name, flag in _LOCUST_OPTIONS
-            if getattr(self, name) is not None
+            if getattr(self, name) not in (None, "")
         }
 
     def locust_argv(self) -> list[str]:
