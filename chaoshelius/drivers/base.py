@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from chaoshelius.exceptions import TargetError
+from chaoshelius.load.plan import LoadPlan
 from chaoshelius.topology import PathMode
 
 
@@ -119,20 +120,9 @@ class LoadGenerator(Protocol):
     (`isinstance(driver, LoadGenerator)`); the local target runs Locust as a child process.
     """
 
-    def start_load(
-        self,
-        users: int,
-        spawn_rate: float,
-        duration_seconds: float,
-        workers: int = 2,
-        host: str | None = None,
-        shape: str = "steady",
-        request_timeout_seconds: float = 5.0,
-        startup_timeout_seconds: float = 120.0,
-        rate: float | None = None,
-        new_connection_share: float | None = None,
-    ) -> dict[str, Any]:
-        """Start the load, bounded by `duration_seconds` even if nobody stops it."""
+    def start_load(self, plan: LoadPlan) -> dict[str, Any]:
+        """Start the load `plan` describes (its Locust options, `processes` workers), bounded
+        by its `duration_seconds` even if nobody stops it."""
         ...
 
     def stop_load(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from kubernetes import client as k8s
 from chaoshelius.drivers.k8s_core import K8sCore, expiry
 from chaoshelius.drivers.k8s_names import ANNOT_EXPIRES, ANNOT_ORIGINAL
 from chaoshelius.exceptions import TargetError
+from chaoshelius.load.plan import LoadPlan
 from chaoshelius.topology import APP_LABEL, App
 
 __all__ = ["LOADGEN_MASTER", "LOADGEN_SETTINGS", "LOADGEN_WORKER", "LoadgenDeployments"]
@@ -24,37 +25,19 @@ LOADGEN_SETTINGS = "loadgen-settings"
 class LoadgenDeployments(K8sCore):
     """start_load / stop_load of the kubernetes driver (a `LoadGenerator`)."""
 
-    def start_load(
-        self,
-        users: int,
-        spawn_rate: float,
-        duration_seconds: float,
-        workers: int = 2,
-        host: str | None = None,
-        shape: str = "steady",
-        request_timeout_seconds: float = 5.0,
-        startup_timeout_seconds: float = 120.0,
-        rate: float | None = None,
-        new_connection_share: float | None = None,
-    ) -> dict[str, Any]:
-        """Start the in-cluster Locust (manifests/components/chaos-harness/loadgen.yaml):
-        settings into the ConfigMap, master to 1 and workers to `workers`, both annotated to go
-        back to 0 at `duration_seconds` (stop_load, or the reaper if the runner is gone).
-        `rate` (requests/s for the whole load) and `new_connection_share` are the locustfile's
-        pacing and churn. Returns once the master and every worker are ready."""
+    startup_timeout_seconds = 120.0  # until the master and every worker are ready
+
+    def start_load(self, plan: LoadPlan) -> dict[str, Any]:
+        """Start the in-cluster Locust (manifests/components/chaos-harness/loadgen.yaml): the
+        plan's Locust options (`plan.locust_env()`, its rate, pacing and churn) into the
+        ConfigMap, master to 1 and workers to `plan.processes`, both annotated to go back to 0
+        at `plan.duration_seconds` (stop_load, or the reaper if the runner is gone). Returns
+        once the master and every worker are ready."""
         now = time.time()
-        expires = now + duration_seconds
-        expires_at = expiry(now, duration_seconds, "duration_seconds")
-        settings = _settings(
-            users=users,
-            spawn_rate=spawn_rate,
-            workers=workers,
-            host=host,
-            shape=shape,
-            request_timeout_seconds=request_timeout_seconds,
-            rate=rate,
-            new_connection_share=new_connection_share,
-        )
+        expires = now + plan.duration_seconds
+        expires_at = expiry(now, plan.duration_seconds, "duration_seconds")
+        settings = plan.locust_env()
+        workers = plan.processes
         with self._calling("start the in-cluster load generator"):
             apps = k8s.AppsV1Api(self._api())
             master: Any = apps.read_namespaced_deployment(LOADGEN_MASTER, self._ns)
@@ -77,7 +60,7 @@ class LoadgenDeployments(K8sCore):
                         "spec": {"replicas": replicas},
                     },
                 )
-        self._await_ready(workers + 1, startup_timeout_seconds)
+        self._await_ready(workers + 1, self.startup_timeout_seconds)
         return {"workers": workers, "expires_at": expires, "settings": settings}
 
     def _await_ready(self, pods: int, timeout_seconds: float) -> None:
@@ -109,33 +92,3 @@ class LoadgenDeployments(K8sCore):
                     },
                 )
         return {"stopped": running}
-
-
-def _settings(
-    *,
-    users: int,
-    spawn_rate: float,
-    workers: int,
-    host: str | None,
-    shape: str,
-    request_timeout_seconds: float,
-    rate: float | None,
-    new_connection_share: float | None,
-) -> dict[str, str]:
-    """The ConfigMap `loadgen-settings`: the Locust options the master and workers read."""
-    return (
-        {
-            "LOCUST_USERS": str(users),
-            "LOCUST_SPAWN_RATE": str(spawn_rate),
-            "LOCUST_EXPECT_WORKERS": str(workers),
-            "LOCUST_REQUEST_TIMEOUT": str(request_timeout_seconds),
-            "LOCUST_SHAPE": shape,
-        }
-        | ({"LOCUST_HOST": host} if host else {})
-        | ({"LOCUST_TARGET_RPS": f"{rate:g}"} if rate is not None else {})
-        | (
-            {"LOCUST_NEW_CONNECTION_SHARE": f"{new_connection_share:g}"}
-            if new_connection_share is not None
-            else {}
-        )
-    )

@@ -253,17 +253,7 @@ def _start_in_cluster(
     distributed mode) sized like the local one, scraped there as `app=loadgen`; `host`
     defaults to the in-cluster Service the manifests' settings name."""
     plan = plan_load(config, files, asked)
-    started = _cluster_driver(config).start_load(
-        users=plan.users,
-        spawn_rate=plan.spawn_rate,
-        duration_seconds=plan.duration_seconds,
-        workers=plan.processes,
-        host=plan.host,
-        shape=plan.shape,
-        request_timeout_seconds=plan.request_timeout_seconds,
-        rate=plan.rate,
-        new_connection_share=plan.new_connection_share,
-    )
+    started = _cluster_driver(config).start_load(plan)
     files.run_dir.mkdir(parents=True, exist_ok=True)
     plan.write(files.load_json, started_at=time.time(), expires_at=started.get("expires_at"))
     summary = {key: value for key, value in plan.to_json().items() if key in _CLUSTER_SUMMARY}

@@ -36,6 +36,8 @@ from chaoshelius.drivers.kubernetes import (
 )
 from chaoshelius.exceptions import TargetError
 from chaoshelius.load.actions import start_load
+from chaoshelius.load.plan import LoadPlan
+from chaoshelius.topology import Target
 from chaoshelius.zones import probes as zone_probes
 
 NS = "helius"
@@ -237,13 +239,31 @@ def test_pods_replaced_does_not_count_a_terminating_pod(
 
 
 # ---------------------------------------------------------------- the in-cluster load
+def _cluster_plan(users: int, spawn_rate: float, duration_seconds: int, processes: int) -> LoadPlan:
+    """A load plan for the cluster as start_load makes one (no host: the manifests' Service)."""
+    return LoadPlan(
+        rate=users * 2.5,
+        rate_source="argument",
+        users=users,
+        spawn_rate=spawn_rate,
+        processes=processes,
+        duration_seconds=duration_seconds,
+        host=None,
+        target=Target.KUBERNETES.value,
+    )
+
+
 def test_start_load_sizes_the_in_cluster_locust_and_stop_load_ends_it(
     cluster: FakeKubeAPI, driver: KubernetesDriver
 ) -> None:
     assert cluster.live_pods(NS, "loadgen") == []  # the manifests start it at 0
-    started = driver.start_load(users=40, spawn_rate=8, duration_seconds=300, workers=3)
+    plan = _cluster_plan(users=40, spawn_rate=8, duration_seconds=300, processes=3)
+    started = driver.start_load(plan)
     settings = cluster.configmaps[(NS, "loadgen-settings")]["data"]
+    assert started["settings"] == plan.locust_env()  # the plan, as Locust reads it
+    assert plan.locust_env().items() <= settings.items()
     assert settings["LOCUST_USERS"] == "40" and settings["LOCUST_EXPECT_WORKERS"] == "3"
+    assert settings["LOCUST_SPAWN_RATE"] == "8" and settings["LOCUST_TARGET_RPS"] == "100"
     assert settings["LOCUST_HOST"] == "http://helius-reco-service"  # the manifests' default
     roles = sorted(
         p["metadata"]["labels"]["helius.chaos/loadgen-role"]
@@ -255,7 +275,7 @@ def test_start_load_sizes_the_in_cluster_locust_and_stop_load_ends_it(
         assert annotations[ANNOT_ORIGINAL] == "0"  # what the reaper restores at expiry
         assert annotations[ANNOT_EXPIRES] == f"{started['expires_at']:.0f}"
     with pytest.raises(TargetError, match="already running"):
-        driver.start_load(users=1, spawn_rate=1, duration_seconds=10)
+        driver.start_load(_cluster_plan(users=1, spawn_rate=1, duration_seconds=10, processes=2))
 
     # the load generator is the harness's instrument: a zone drain leaves it running
     driver.drain_zone("zone-a", ttl_seconds=20)

@@ -29,11 +29,24 @@ from chaoshelius.config import HarnessConfig
 from chaoshelius.drivers import get_driver, k8s_reaper
 from chaoshelius.drivers.kubernetes import KubernetesDriver
 from chaoshelius.exceptions import TargetError
+from chaoshelius.load.plan import LoadPlan
+from chaoshelius.topology import Target
 
 NS = "helius"
 CONTEXT = "kind-helius"
 RUNNER_ROLES = {"helius-chaos-runner", "helius-chaos-runner-nodes"}
 REAPER_ROLES = {"helius-chaos-reaper", "helius-chaos-reaper-nodes"}
+# the in-cluster load generator's plan (start_load's, for one worker)
+LOAD = LoadPlan(
+    rate=10.0,
+    rate_source="argument",
+    users=5,
+    spawn_rate=5.0,
+    processes=1,
+    duration_seconds=60,
+    host=None,
+    target=Target.KUBERNETES.value,
+)
 
 
 def _roles(names: set[str]) -> list[dict[str, Any]]:
@@ -81,7 +94,7 @@ def every_operation(driver: KubernetesDriver) -> None:
     driver.restore_path("reco-mlflow")
     driver.drain_zone("zone-a", ttl_seconds=20)
     driver.uncordon_zone("zone-a")
-    driver.start_load(users=5, spawn_rate=5, duration_seconds=60, workers=1)
+    driver.start_load(LOAD)
     driver.stop_load()
 
 
@@ -142,7 +155,7 @@ def test_the_reaper_role_reverts_every_kind_of_fault(
         lambda d: d.cut_path("mlflow-rds", "blackhole", None, ttl_seconds=0),
         lambda d: d.cut_path("reco-mlflow", "latency", 100, ttl_seconds=0),
         lambda d: d.drain_zone("zone-a", ttl_seconds=5),
-        lambda d: d.start_load(users=1, spawn_rate=1, duration_seconds=0, workers=1),
+        lambda d: d.start_load(replace(LOAD, users=1, spawn_rate=1, duration_seconds=1)),
     ]
     driver = _driver(url)
     for fault in every_fault:
