@@ -35,6 +35,10 @@ class PredictResponse(BaseModel):
     known_user: bool = Field(description="False: the user is not in the model; popular items.")
     model_version: str
     model_source: Literal["registry", "cache", "baseline"]
+    model_digest: str = Field(
+        description="Short sha256 of the artifact the answering model was loaded from: the "
+        "model itself, whatever its version label says."
+    )
 
 
 class HealthResponse(BaseModel):

@@ -24,6 +24,7 @@ judged from `history_indptr` and the neighbours' header before any large array i
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import struct
@@ -35,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from helius_reco.exceptions import ArtifactError
-from helius_reco.model.recommender import FORMAT_VERSION, RecoModel
+from helius_reco.model.recommender import DIGEST_CHARS, FORMAT_VERSION, RecoModel
 
 ARTIFACT_FILE = "reco.npz"
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # the file as fetched (compressed)
@@ -114,6 +115,11 @@ def encode(model: RecoModel) -> bytes:
     return buffer.getvalue()
 
 
+def artifact_digest(data: bytes) -> str:
+    """The short sha256 of artifact bytes a served answer names its model by."""
+    return hashlib.sha256(data).hexdigest()[:DIGEST_CHARS]
+
+
 def decode(
     data: bytes,
     *,
@@ -151,7 +157,9 @@ def decode(
                 if member.name == "history_indptr":
                     neighbors = next(m for m in members if m.name == "neighbors")
                     _check_history_work(arrays[member.name], neighbors.shape, max_history_neighbors)
-        return _build(arrays)
+        model = _build(arrays)
+        object.__setattr__(model, "artifact_digest", artifact_digest(data))
+        return model
     except ArtifactError:
         raise
     except MemoryError as exc:  # a rejection like any other: the previous model keeps serving

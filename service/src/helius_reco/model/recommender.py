@@ -16,6 +16,7 @@ MAX_USERS_KEPT_RANKED = 10_000  # above: rank on every request (the table would 
 # neighbour entries summed per step of a ranking: bounds its temporaries (~1 MiB) whatever the
 # user's history, and gives other threads the interpreter between steps
 SCORING_CHUNK = 65_536
+DIGEST_CHARS = 12  # hex characters of an artifact's sha256 an answer names its model by
 _IndexArray = npt.NDArray[np.intp]
 _ScoreArray = npt.NDArray[np.float64]
 
@@ -57,6 +58,10 @@ class RecoModel:
     _weighted_prior: _ScoreArray = field(init=False, repr=False)
     _popular: tuple[_IndexArray, _ScoreArray] = field(init=False, repr=False)
     _ranked: _RankedUsers | None = field(init=False, repr=False)
+    # sha256 (first DIGEST_CHARS hex) of the artifact bytes this object was decoded from, set
+    # by `model.artifact.decode`: the identity of the model itself, whatever version label a
+    # store gives it ("" for a model built in memory, e.g. by `fit`)
+    artifact_digest: str = field(init=False, default="", compare=False)
 
     def __post_init__(self) -> None:
         items = [str(i) for i in self.item_ids]

@@ -32,8 +32,10 @@ from starlette.concurrency import run_in_threadpool
 
 from helius_reco.api.deps import components_of
 from helius_reco.api.schemas import PredictRequest, PredictResponse, ValidationErrorResponse
+from helius_reco.model.recommender import DIGEST_CHARS
 
 router = APIRouter(tags=["recommendations"])
+POD_HEADER = "X-Helius-Pod"  # the pod that answered (Settings.pod_name)
 _MAX_REPORTED_ERRORS = 10
 _MAX_LOC_CHARS = 64
 # array elements a ranking may process inline, on the event loop (~0.5 ms); the trained
@@ -60,6 +62,14 @@ _REQUEST_BODY_DOC = {
         status.HTTP_413_CONTENT_TOO_LARGE: {
             "description": "The body is larger than HELIUS_MAX_REQUEST_BODY_BYTES."
         },
+        status.HTTP_200_OK: {
+            "headers": {
+                POD_HEADER: {
+                    "description": "The pod that answered.",
+                    "schema": {"type": "string"},
+                }
+            }
+        },
         status.HTTP_503_SERVICE_UNAVAILABLE: {"description": "No model loaded yet."},
     },
     openapi_extra={"requestBody": _REQUEST_BODY_DOC},
@@ -85,8 +95,13 @@ async def predict(request: Request) -> Response:
         "known_user": reco.known_user,
         "model_version": served.version,
         "model_source": served.source.value,
+        "model_digest": model.artifact_digest or served.fingerprint[:DIGEST_CHARS],
     }
-    return Response(to_json(answer), media_type="application/json")
+    return Response(
+        to_json(answer),
+        media_type="application/json",
+        headers={POD_HEADER: components.settings.pod_name},
+    )
 
 
 def _ranking_slots(app: FastAPI) -> asyncio.Semaphore:
