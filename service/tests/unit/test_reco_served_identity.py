@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -23,7 +24,7 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def served(settings, make_refresher, fake_registry, artifact) -> Iterator[tuple[TestClient, object]]:
+def served(settings, make_refresher, fake_registry, artifact) -> Iterator[tuple[TestClient, Any]]:
     fake_registry.publish("3", artifact)
     refresher = make_refresher(interval_seconds=0.05, deadline_seconds=0.5)
     with TestClient(create_app(settings, refresher=refresher)) as client:
