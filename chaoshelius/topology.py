@@ -66,6 +66,9 @@ SERVER_REQUESTS: Final = "reco_engine_requests_total"
 SERVER_LATENCY: Final = "reco_engine_requests_latency_seconds"
 CLIENT_REQUESTS: Final = "helius_client_requests_total"
 CLIENT_LATENCY: Final = "helius_client_request_latency_seconds"
+# The prediction route: its `route` label on the server metrics and its `name` on the client's
+# (the load also calls /health, which always answers 200 and is not a prediction).
+PREDICT_ROUTE: Final = "/predict"
 
 
 class Probe(NamedTuple):

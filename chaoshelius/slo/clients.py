@@ -8,9 +8,12 @@ from chaoslib.types import Configuration, Secrets
 
 from chaoshelius.slo import queries as pq
 from chaoshelius.slo.verdict import Judged, fmt_ms, fmt_number, window_probe
-from chaoshelius.topology import CLIENT_LATENCY, CLIENT_REQUESTS
+from chaoshelius.topology import CLIENT_LATENCY, CLIENT_REQUESTS, PREDICT_ROUTE, SERVER_LATENCY
 
 __all__ = ["client_success_ratio", "latency_p99_ratio"]
+
+# the label that names the request on each latency histogram a probe may judge
+_NAME_LABEL = {CLIENT_LATENCY: "name", SERVER_LATENCY: "route"}
 
 
 @window_probe()
@@ -23,7 +26,7 @@ def client_success_ratio(
     min_throughput_ratio: float = 0.5,
     baseline_seconds: float = 15.0,
     recovery_seconds: float | None = None,
-    request_name: str | None = None,
+    request_name: str | None = PREDICT_ROUTE,
     window_id: str | None = None,
     kind: str | None = None,
     target: str | None = None,
@@ -38,6 +41,9 @@ def client_success_ratio(
     of errors is not averaged away); at least `min_requests` requests completed; and the
     completed-request rate stayed at least `min_throughput_ratio` of the rate in the
     `baseline_seconds` before the fault (hung requests complete nothing).
+
+    Only the requests named `request_name` count: predictions by default (the load also calls
+    `/health`, which always answers 200 and would dilute their errors); None counts them all.
     """
     p = judged.prometheus
     start = judged.start
@@ -126,6 +132,7 @@ def latency_p99_ratio(
     baseline_seconds: float = 10.0,
     recovery_seconds: float | None = None,
     metric: str = CLIENT_LATENCY,
+    request_name: str | None = PREDICT_ROUTE,
     window_id: str | None = None,
     kind: str | None = None,
     target: str | None = None,
@@ -140,16 +147,23 @@ def latency_p99_ratio(
     measured noise of the healthy service (docs/experiments.md, "Thresholds"), so a fast service
     cannot hide a 10x slower path behind a fixed floor; the p50 check catches a slower path on
     every request that a noisy tail would hide. No data fails.
+
+    Only the requests named `request_name` count (the `name` label of the client histogram, the
+    `route` of the server's; another `metric` is not filtered): predictions by default, not the
+    load's `/health` calls; None counts them all.
     """
     p = judged.prometheus
     start = judged.start
     end = judged.recovery_end(recovery_seconds)
-    q_during = pq.quantile_over(0.99, metric, start, end)
-    q_before = pq.quantile_over(0.99, metric, start - baseline_seconds, start)
+    label = _NAME_LABEL.get(metric)
+    named = {label: request_name} if label else {}
+    before_start = start - baseline_seconds
+    q_during = pq.quantile_over(0.99, metric, start, end, **named)
+    q_before = pq.quantile_over(0.99, metric, before_start, start, **named)
     during = p.instant_value(q_during)
     before = p.instant_value(q_before)
-    p50_during = p.instant_value(pq.quantile_over(0.5, metric, start, end))
-    p50_before = p.instant_value(pq.quantile_over(0.5, metric, start - baseline_seconds, start))
+    p50_during = p.instant_value(pq.quantile_over(0.5, metric, start, end, **named))
+    p50_before = p.instant_value(pq.quantile_over(0.5, metric, before_start, start, **named))
     extra: dict[str, Any] = {
         "p99_during_seconds": during,
         "p99_before_seconds": before,

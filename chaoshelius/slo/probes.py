@@ -15,8 +15,8 @@ the tolerance `{"type": "jsonpath", "path": "$.ok", "expect": true}`. Rules they
 
 This module is the one experiments name (`"module": "chaoshelius.slo.probes"`); the probes live
 by what they judge: `instant` (the state now), `clients` (what users saw), `fallback` (per pod),
-`recovery` (pods back and Ready), `models` (the registry's champion served), `alerts`,
-`evidence` (proof the fault bit).
+`per_pod` (the recommenders' own answers, pod by pod), `recovery` (pods back and Ready),
+`models` (the registry's champion served), `alerts`, `evidence` (proof the fault bit).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from chaoshelius.slo.fallback import (
 )
 from chaoshelius.slo.instant import query, query_value
 from chaoshelius.slo.models import models_converged_within
+from chaoshelius.slo.per_pod import pods_prediction_slo
 from chaoshelius.slo.recovery import replicas_recovered_within
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "fallback_never_engaged",
     "latency_p99_ratio",
     "models_converged_within",
+    "pods_prediction_slo",
     "query",
     "query_value",
     "replicas_recovered_within",

@@ -61,11 +61,13 @@ def success_ratio_worst(
     )
 
 
-def quantile_over(q: float, histogram: str, start: float, end: float) -> str:
-    """The `q` quantile of a histogram's observations in [start, end], all series summed."""
+def quantile_over(q: float, histogram: str, start: float, end: float, **labels: str | None) -> str:
+    """The `q` quantile of a histogram's observations in [start, end], all series (with the
+    `labels` that are set) summed."""
+    buckets = selector(f"{histogram}_bucket", **labels)
     return (
         f"histogram_quantile({q}, sum by (le) "
-        f"(increase({histogram}_bucket[{duration(end - start)}] {at(end)})))"
+        f"(increase({buckets}[{duration(end - start)}] {at(end)})))"
     )
 
 
