@@ -66,6 +66,12 @@ SERVER_REQUESTS: Final = "reco_engine_requests_total"
 SERVER_LATENCY: Final = "reco_engine_requests_latency_seconds"
 CLIENT_REQUESTS: Final = "helius_client_requests_total"
 CLIENT_LATENCY: Final = "helius_client_request_latency_seconds"
+# good /predict answers by the model and pod that served them (loadtests/locustfile.py)
+CLIENT_ANSWERS: Final = "helius_client_answers_total"
+# Unix time of a recommender's last refresh that confirmed the registry's model (0: never)
+LAST_REFRESH_GAUGE: Final = "reco_engine_last_successful_refresh_timestamp_seconds"
+# prometheus_client's process collector, on every recommender's registry (Linux: /proc)
+RESIDENT_MEMORY: Final = "process_resident_memory_bytes"
 # The prediction route: its `route` label on the server metrics and its `name` on the client's
 # (the load also calls /health, which always answers 200 and is not a prediction).
 PREDICT_ROUTE: Final = "/predict"

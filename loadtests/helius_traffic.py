@@ -9,6 +9,9 @@ model and the content checks without importing Locust (which gevent-patches the 
 - `check_prediction`: the content checks a `/predict` answer must pass.
 - `ClientFailure` + `classify`: one low-cardinality `reason` per failed request, used both as
   Locust's failure message and as the `reason` label of `helius_client_requests_total`.
+- `answer_identity` + `AnswerCounts`: which model (version, source, digest) and which pod
+  served each good `/predict` answer, counted under a cap on distinct label sets
+  (`helius_client_answers_total`).
 """
 
 from __future__ import annotations
@@ -38,6 +41,19 @@ REASONS: Final = (
     "bad_content",
     "other",
 )
+
+# The identity of the model an answer came from, as labels of helius_client_answers_total.
+ANSWER_LABELS: Final = ("model_version", "model_source", "model_digest", "pod")
+POD_HEADER: Final = "X-Helius-Pod"  # the service names the answering pod here
+# At most this many distinct label sets per exporter, the overflow counted in one "other" set.
+# A run sees 3 recommender pods (up to 6 with replacements on a cluster) x at most 4 models
+# (baseline, cache, champion, promoted): about 24 sets; 64 leaves more than 2x headroom while
+# bounding what a misbehaving service (a new digest per answer) can cost Prometheus: 64 series
+# per exporter (each distributed worker exports its own).
+MAX_ANSWER_SERIES: Final = 64
+OVERFLOW: Final = "other"
+_OVERFLOW_KEY: Final = (OVERFLOW,) * len(ANSWER_LABELS)
+_MAX_LABEL_CHARS: Final = 64
 
 
 def user_id(index: int) -> str:
@@ -149,6 +165,38 @@ def check_prediction(body: Any, exclude: Sequence[str] = ()) -> ClientFailure | 
     if version is None or version == "":
         return bad("no model_version")
     return None
+
+
+def answer_identity(body: Any, pod: str | None) -> tuple[str, str, str, str]:
+    """(model_version, model_source, model_digest, pod) of a good `/predict` answer, each cut
+    to 64 characters; "none" for what the answer does not say."""
+
+    def label(value: Any) -> str:
+        return str(value)[:_MAX_LABEL_CHARS] if value not in (None, "") else "none"
+
+    fields = body if isinstance(body, Mapping) else {}
+    return (
+        label(fields.get("model_version")),
+        label(fields.get("model_source")),
+        label(fields.get("model_digest")),
+        label(pod),
+    )
+
+
+class AnswerCounts:
+    """Answers per model identity, at most `cap` label sets (the last one is "other")."""
+
+    def __init__(self, cap: int = MAX_ANSWER_SERIES) -> None:
+        self.cap = cap
+        self.counts: dict[tuple[str, ...], int] = {}
+
+    def add(self, identity: tuple[str, ...], count: int = 1) -> tuple[str, ...]:
+        """Count `identity` (or "other" once the cap is reached); returns the key counted."""
+        key = tuple(identity)
+        if key not in self.counts and len(self.counts) >= self.cap - 1:
+            key = _OVERFLOW_KEY
+        self.counts[key] = self.counts.get(key, 0) + count
+        return key
 
 
 def check_health(body: Any) -> ClientFailure | None:

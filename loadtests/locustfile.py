@@ -36,6 +36,9 @@ Client-side metrics on http://<metrics-host>:<metrics-port>/metrics, counted fro
     helius_client_requests_total{name, outcome="success"|"failure", reason}
     helius_client_request_latency_seconds{name}   (histogram, 1 ms .. 10 s)
     helius_client_users                           (gauge, running simulated users)
+    helius_client_answers_total{model_version, model_source, model_digest, pod}
+        (good /predict answers by the model and pod that served them, at most
+        helius_traffic.MAX_ANSWER_SERIES label sets, the rest counted as "other")
 
 Who serves the exporter, so that every request is counted exactly once:
 - standalone Locust: itself;
@@ -233,6 +236,7 @@ class ClientMetrics(Collector):
         self.requests: dict[tuple[str, str, str], int] = {}
         self.buckets: dict[str, list[int]] = {}  # name -> count per bucket (not cumulative) + inf
         self.sums: dict[str, float] = {}
+        self.answers = traffic.AnswerCounts()
         self.users = lambda: 0.0
         self.pushing = False  # a forked worker: keep each sample for the master too
         for name in (PREDICT, HEALTH):
@@ -250,7 +254,7 @@ class ClientMetrics(Collector):
 
     @staticmethod
     def _empty_delta() -> dict[str, Any]:
-        return {"requests": [], "latency": {}}
+        return {"requests": [], "latency": {}, "answers": {}}
 
     def record(
         self, name: str, seconds: float, exception: BaseException | None, status: int
@@ -273,6 +277,13 @@ class ClientMetrics(Collector):
         latency[0] += seconds
         latency[1][bucket] = latency[1].get(bucket, 0) + 1
 
+    def answered(self, body: Any, pod: str | None) -> None:
+        """Count a good /predict answer by the model and pod that served it."""
+        key = self.answers.add(traffic.answer_identity(body, pod))
+        if self.pushing:
+            joined = "\t".join(key)
+            self._pending["answers"][joined] = self._pending["answers"].get(joined, 0) + 1
+
     def take_delta(self) -> dict[str, Any]:
         """What was recorded since the last call (a worker sends it to the master)."""
         delta, self._pending = self._pending, self._empty_delta()
@@ -284,7 +295,7 @@ class ClientMetrics(Collector):
             name: {"sum": total, "buckets": {str(b): n for b, n in buckets.items()}}
             for name, (total, buckets) in delta["latency"].items()
         }
-        return {"requests": counts, "latency": latency}
+        return {"requests": counts, "latency": latency, "answers": delta["answers"]}
 
     def merge(self, delta: dict[str, Any]) -> None:
         """Add a worker's delta (master)."""
@@ -297,6 +308,8 @@ class ClientMetrics(Collector):
             for bucket, count in latency["buckets"].items():
                 histogram[int(bucket)] += int(count)
             self.sums[name] += float(latency["sum"])
+        for joined, count in delta.get("answers", {}).items():
+            self.answers.add(tuple(joined.split("\t")), int(count))
 
     def collect(self) -> Iterator[Any]:
         requests = CounterMetricFamily(
@@ -322,6 +335,15 @@ class ClientMetrics(Collector):
         yield GaugeMetricFamily(
             "helius_client_users", "Simulated users currently running.", value=self.users()
         )
+        answers = CounterMetricFamily(
+            "helius_client_answers",
+            "Good /predict answers by the model (version, source, digest) and pod that served "
+            "them; at most MAX_ANSWER_SERIES label sets, the rest as 'other'.",
+            labels=list(traffic.ANSWER_LABELS),
+        )
+        for key, count in sorted(self.answers.counts.items()):
+            answers.add_metric(list(key), count)
+        yield answers
 
 
 def _le(bound: float) -> str:
@@ -502,6 +524,7 @@ class RecoUser(HttpUser):
                     response.failure(failure)
                     return []
                 response.success()
+                _metrics.answered(payload, response.headers.get(traffic.POD_HEADER))
                 return [item["item_id"] for item in payload["items"]]
         finally:
             self._after_request()
