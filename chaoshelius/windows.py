@@ -36,6 +36,7 @@ __all__ = [
     "load_stopped_at",
     "find_window",
     "mark_fault_phase",
+    "note_open_windows",
     "open_window",
     "pods_before",
     "ready_before",
@@ -180,6 +181,21 @@ def close_windows(
         if closed:
             _persist(run_dir)
     return closed
+
+
+def note_open_windows(run_dir: Path, key: str, value: dict[str, Any]) -> int:
+    """Append `value` to `details[key]` of every open window (evidence an action gathered
+    during the fault, e.g. a promotion and its artifact's digest) and persist; returns how many
+    windows got it."""
+    noted = 0
+    with _LOCK:
+        for window in _STATE.windows:
+            if window.ended_at is None:
+                window.details.setdefault(key, []).append(dict(value))
+                noted += 1
+        if noted:
+            _persist(run_dir)
+    return noted
 
 
 def find_window(

@@ -29,10 +29,17 @@ from chaoshelius.slo.fallback import (
     fallback_engaged_within,
     fallback_never_engaged,
 )
+from chaoshelius.slo.freshness import refresh_fresh_after_recovery
 from chaoshelius.slo.instant import query, query_value
+from chaoshelius.slo.memory import memory_growth_within
 from chaoshelius.slo.models import models_converged_within
 from chaoshelius.slo.per_pod import pods_prediction_slo
 from chaoshelius.slo.recovery import replicas_recovered_within
+from chaoshelius.slo.served import (
+    no_pod_downgraded,
+    promoted_model_served_within,
+    replacement_served_cache,
+)
 
 __all__ = [
     "alert_fired",
@@ -42,10 +49,15 @@ __all__ = [
     "fallback_engaged_within",
     "fallback_never_engaged",
     "latency_p99_ratio",
+    "memory_growth_within",
     "models_converged_within",
+    "no_pod_downgraded",
     "pods_prediction_slo",
+    "promoted_model_served_within",
     "query",
     "query_value",
+    "refresh_fresh_after_recovery",
+    "replacement_served_cache",
     "replicas_recovered_within",
     "targets_went_down",
 ]
