@@ -239,6 +239,15 @@ def replacement_served_cache(
     Local stack only: on a cluster the recommender's cache is an emptyDir that dies with its
     pod, so a replacement there starts from the packaged baseline (manifests/README.md, honest
     limits). Value: the replacements' answers from the last good model from cache."""
+    if judged.config.target != "local":
+        return judged.result(
+            True,
+            None,
+            f"not judged on the {judged.config.target} target: the recommender's cache is an "
+            "emptyDir there, which dies with its pod, so a replacement starts from the "
+            "packaged baseline (manifests/README.md, honest limits)",
+            vacuous=True,
+        )
     kill = judged.start
     outage = windows.find_window(kind=during_kind, target=during_target)
     until = outage.ended_at if outage is not None and outage.ended_at is not None else None
