@@ -59,6 +59,7 @@ from chaoshelius.stack.proxy_http import (
     RequestParser,
     ResponseParser,
     TooLarge,
+    closing,
 )
 from chaoshelius.topology import PathMode
 
@@ -484,16 +485,16 @@ class _Client(asyncio.Protocol):
             return
         headed = response.headed
         try:
-            response.feed(data)
+            out = response.feed(data)
         except HttpError:
             pod.transport.abort()  # `pod_lost` says what the client gets
             return
         if not response.headed:
             return
-        out = response.take()
         if not headed:
             self.keep = response.keep_alive and self.request.keep_alive
-            out = response.head(close=not self.keep) + out
+            if not self.keep:
+                out = closing(out)
         self.transport.write(out)
         if response.complete:
             self._answered(pod)

@@ -194,66 +194,51 @@ def body_detail(limit: int) -> str:
 
 
 class ResponseParser:
-    """One pod's answer to `request`, parsed as it comes and sent on the same way."""
+    """One pod's answer to `request`, parsed as it comes (for where it ends and whether the
+    connection stays open) and sent on as it came; only its head is rewritten when the proxy
+    closes the connection after it."""
 
     def __init__(self, request: RequestHead) -> None:
         self._parser = httptools.HttpResponseParser(self)
         self._skip_body = request.method == b"HEAD"  # llhttp would wait for the body
-        self._reason = b""
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._trailers: list[tuple[bytes, bytes]] = []
-        self._parts: list[bytes] = []
-        self._first = b""
+        self._head: list[bytes] = []  # what came up to the end of the head
         self.seen = 0
-        self.headed = self.complete = self.keep_alive = self.chunked = self.delimited = False
+        self.headed = self.complete = self.keep_alive = self.delimited = False
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes) -> bytes:
+        """Parse `data`; return what to send on now (nothing until the head is whole)."""
+        headed = self.headed
         self.seen += len(data)
         try:
             self._parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             raise HttpError(f"bad answer from the pod: {exc!r}") from exc
-        if not self.headed and self.seen > MAX_HEAD_BYTES:
-            raise HttpError(f"the pod's response head is larger than {MAX_HEAD_BYTES} bytes")
-
-    def head(self, close: bool) -> bytes:
-        """The head to send on: with `Connection: close` when the proxy closes after it."""
-        headers = self._headers
-        if close:
-            kept = [(n, v) for n, v in headers if n.lower() != b"connection"]
-            headers = [*kept, (b"connection", b"close")]
-        return self._first + _lines(headers) + b"\r\n"
-
-    def take(self) -> bytes:
-        """The body bytes parsed since the last call."""
-        data = b"".join(self._parts)
-        self._parts.clear()
+        if headed:
+            return data
+        self._head.append(data)
+        if not self.headed:
+            if self.seen > MAX_HEAD_BYTES:
+                raise HttpError(f"the pod's response head is larger than {MAX_HEAD_BYTES} bytes")
+            return b""
+        data, self._head = b"".join(self._head), []
         return data
 
     # httptools callbacks
-    def on_status(self, reason: bytes) -> None:
-        self._reason += reason
-
     def on_header(self, name: bytes, value: bytes) -> None:
-        (self._trailers if self.headed else self._headers).append((name, value))
+        if not self.headed and name.lower() in (b"content-length", b"transfer-encoding"):
+            self.delimited = True
 
     def on_headers_complete(self) -> None:
-        parser = self._parser
-        code = parser.get_status_code()
-        self._first = b"HTTP/%s %d %s\r\n" % (_version(parser), code, self._reason)
-        self.keep_alive, self.headed = parser.should_keep_alive(), True
-        self.chunked = _is_chunked(self._headers)
-        self.delimited = self.chunked or any(
-            name.lower() == b"content-length" for name, _ in self._headers
-        )
+        self.keep_alive, self.headed = self._parser.should_keep_alive(), True
         if self._skip_body:
             self.complete = True
 
-    def on_body(self, data: bytes) -> None:
-        if not self.complete:
-            self._parts.append(b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data)
-
     def on_message_complete(self) -> None:
-        if not self.complete and self.chunked:
-            self._parts.append(b"0\r\n" + _lines(self._trailers) + b"\r\n")
         self.complete = True
+
+
+def closing(answer: bytes) -> bytes:
+    """`answer` (a response head and what followed it) with `Connection: close`."""
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    lines = [line for line in head.split(b"\r\n") if not line.lower().startswith(b"connection:")]
+    return b"\r\n".join([*lines, b"connection: close"]) + b"\r\n\r\n" + rest
