@@ -43,7 +43,9 @@ REASONS: Final = (
 )
 
 # The identity of the model an answer came from, as labels of helius_client_answers_total.
-ANSWER_LABELS: Final = ("model_version", "model_source", "model_digest", "pod")
+# `reco_pod`, not `pod`: Prometheus's target labels (`pod` of the load generator) would
+# otherwise rename it to `exported_pod`
+ANSWER_LABELS: Final = ("model_version", "model_source", "model_digest", "reco_pod")
 POD_HEADER: Final = "X-Helius-Pod"  # the service names the answering pod here
 # At most this many distinct label sets per exporter, the overflow counted in one "other" set.
 # A run sees 3 recommender pods (up to 6 with replacements on a cluster) x at most 4 models

@@ -36,7 +36,7 @@ Client-side metrics on http://<metrics-host>:<metrics-port>/metrics, counted fro
     helius_client_requests_total{name, outcome="success"|"failure", reason}
     helius_client_request_latency_seconds{name}   (histogram, 1 ms .. 10 s)
     helius_client_users                           (gauge, running simulated users)
-    helius_client_answers_total{model_version, model_source, model_digest, pod}
+    helius_client_answers_total{model_version, model_source, model_digest, reco_pod}
         (good /predict answers by the model and pod that served them, at most
         helius_traffic.MAX_ANSWER_SERIES label sets, the rest counted as "other")
 

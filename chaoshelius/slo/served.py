@@ -3,7 +3,7 @@
 Every good `/predict` answer carries the identity of the model object that produced it
 (`model_version`, `model_source`, `model_digest`: the short sha256 of the artifact it was
 loaded from) and the pod that answered (header `X-Helius-Pod`); the load counts them in
-`helius_client_answers_total{model_version,model_source,model_digest,pod}`. These probes read
+`helius_client_answers_total{model_version,model_source,model_digest,reco_pod}`. These probes read
 that counter's raw samples, so a version label that moves while the served model does not, a
 pod that drops to the packaged baseline, or a replacement that ignores its cache is seen as the
 clients saw it, not as the service reports it about itself.
@@ -76,7 +76,7 @@ def _answers(judged: Judged, start: float, end: float) -> tuple[list[Answers], s
         labels = series.labels
         found.append(
             Answers(
-                labels.get("pod", "?"),
+                labels.get("reco_pod", "?"),
                 labels.get("model_version", "?"),
                 labels.get("model_source", "?"),
                 labels.get("model_digest", "?"),
@@ -210,7 +210,7 @@ def no_pod_downgraded(
                 f"{pod} answered {dropped:.0f} time(s) from the baseline after a good one"
             )
     if any(pod == _OVERFLOW for pod in pods):
-        problems.append(f"answers over the exporter's label cap (pod '{_OVERFLOW}'): not judged")
+        problems.append(f"answers over the exporter's label cap ('{_OVERFLOW}'): not judged")
     return judged.result(
         not problems,
         worst,

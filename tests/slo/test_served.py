@@ -30,7 +30,12 @@ def series(pod: str, version: str, source: str, digest: str, counts: dict[float,
         rate = counts.get(float(step), rate)
         total += rate
         points.append((T0 + step, total))
-    labels = {"pod": pod, "model_version": version, "model_source": source, "model_digest": digest}
+    labels = {
+        "reco_pod": pod,
+        "model_version": version,
+        "model_source": source,
+        "model_digest": digest,
+    }
     return Series(labels, points)
 
 
