@@ -50,15 +50,18 @@ def build(run_dir: Path, prometheus_url: str, offline: bool, timeout_s: float) -
 def index(reports_dir: Path, suite_id: str | None, fail_on_unexpected: bool) -> None:
     """Write REPORTS_DIR/index.html and junit.xml from every runs/*/summary.json."""
     from chaoshelius.report import RunDirectoryError, build_index
+    from chaoshelius.report.model import unexpected_counts
 
     try:
         result = build_index(reports_dir, suite_id=suite_id)
     except RunDirectoryError as exc:
         raise click.ClickException(str(exc)) from exc
     bad = [s for s in result.current if not s.as_expected]
+    unexpected = unexpected_counts(result.current)
     click.echo(
-        f"{result.index_html}: {len(result.current)} experiment(s), {len(bad)} not as expected;"
-        f" {result.junit_xml}"
+        f"{result.index_html}: {len(result.current)} experiment(s), {len(bad)} not as expected"
+        + (f" ({unexpected})" if unexpected else "")
+        + f"; {result.junit_xml}"
     )
     for problem in result.problems:
         click.echo(f"warning: {problem}", err=True)

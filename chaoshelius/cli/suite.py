@@ -137,9 +137,12 @@ def run(
     --var prometheus_base_url=http://...`) nothing is brought up and --negative is refused.
 
     Exits 1 when any run did not end as expected (an experiment deviated, or a negative control
-    did not), 130 when interrupted (the running experiment still rolls back and is reported).
+    did not; a run not judged, e.g. refused by the steady gate, or not run never is), 130 when
+    interrupted (the running experiment still rolls back and is reported; every planned run
+    that did not start is reported 'not run').
     """
     from chaoshelius.suite import SuiteOptions, chaos_run_args, plan, run_suite
+    from chaoshelius.suite.results import tally
 
     try:
         runs = plan(experiments_dir, only, negative, repeat)
@@ -175,7 +178,7 @@ def run(
         click.echo(render_coverage(rows))
     status = "interrupted" if result.interrupted else ("FAILED" if bad else "ok")
     click.echo(
-        f"helius suite {result.suite_id}: {status}: {len(result.summaries) - len(bad)}/"
-        f"{len(result.summaries)} as expected in {result.seconds:.0f} s; report {result.index_html}"
+        f"helius suite {result.suite_id}: {status}: {tally(result.summaries)} "
+        f"in {result.seconds:.0f} s; report {result.index_html}"
     )
     raise SystemExit(result.exit_code)

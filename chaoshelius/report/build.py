@@ -49,6 +49,14 @@ SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
 SAFEGUARD_FILE = "safeguard.json"  # written by chaoshelius.controls.safeguards when it trips
 NOT_STEADY_FILE = "not_steady.json"  # written by chaoshelius.controls.steady_gate when it refuses
+# any of these in a run directory: the experiment started (its load, a fault, a control)
+STARTED_FILES = (
+    WINDOWS_FILE,
+    "locust_stats.csv",
+    "locust_stats_history.csv",
+    SAFEGUARD_FILE,
+    NOT_STEADY_FILE,
+)
 MARGIN_S = 15.0  # charts start a little before the run and end a little after it
 
 _LINKED_FILES = (
@@ -179,8 +187,15 @@ def _verdict(
     warnings: list[str],
 ) -> tuple[Verdict, str]:
     """The journal's verdict; a run stopped by a safeguard is aborted, one the steady gate
-    refused is not judged, and a run without a usable journal is interrupted."""
-    if journal_problem and not has_journal:
+    refused is not judged, a run without a journal that shows no sign of having started is
+    not run, and any other run without a usable journal is interrupted."""
+    if not (path / JOURNAL_FILE).exists() and not _started(path):
+        verdict = Verdict.NOT_RUN
+        reason = (
+            "The chaos process wrote no journal and nothing shows the experiment started "
+            "(no load, no fault window): it never ran; see chaos.out and chaos.log."
+        )
+    elif journal_problem and not has_journal:
         verdict, reason = Verdict.INTERRUPTED, f"No usable journal: {journal_problem}."
     else:
         verdict, reason = view.verdict, view.reason
@@ -192,6 +207,17 @@ def _verdict(
         elif refused is not None:
             verdict, reason = Verdict.NOT_JUDGED, f"{refused} {reason}"
     return verdict, reason
+
+
+def _started(path: Path) -> bool:
+    """Whether a run directory shows the experiment started: its load, its faults, a control's
+    record, or chaos's own line as it starts the experiment."""
+    if any((path / name).is_file() for name in STARTED_FILES):
+        return True
+    try:
+        return "Running experiment" in (path / "chaos.log").read_text(errors="replace")
+    except OSError:
+        return False
 
 
 def _summary(
@@ -250,8 +276,9 @@ def build_index(reports_dir: str | Path = "reports", suite_id: str | None = None
     """Write `index.html` and `junit.xml` in `reports_dir` from every `runs/*/summary.json`.
 
     Raises RunDirectoryError (and creates nothing) when `reports_dir` holds no run summary.
-    The current suite is the runs whose `suite_id` matches (when given), else the latest run
-    of each experiment and variant (by start time). Older runs make the history and KPI trends.
+    The current suite is every run whose `suite_id` matches (when given: a `--repeat`
+    campaign's runs and those that never started included), else the latest run of each
+    experiment and variant (by start time). Older runs make the history and KPI trends.
     """
     from chaoshelius.report.junit import write_junit
     from chaoshelius.report.render import render_index
@@ -271,9 +298,9 @@ def build_index(reports_dir: str | Path = "reports", suite_id: str | None = None
     current: list[RunSummary] = []
     for key in sorted(history):
         runs = history[key]
-        if suite_id is not None:
-            runs = [r for r in runs if r.suite_id == suite_id]
-        if runs:
+        if suite_id is not None:  # every run of the suite, a campaign's repeats in their order
+            current += sorted((r for r in runs if r.suite_id == suite_id), key=_run_id)
+        elif runs:
             current.append(runs[-1])
     frozen = {k: tuple(v) for k, v in history.items()}
     index_path = root / "index.html"
@@ -306,6 +333,10 @@ def read_summaries(reports_dir: Path) -> tuple[list[RunSummary], list[str]]:
 def slugify(title: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
     return slug or "experiment"
+
+
+def _run_id(summary: RunSummary) -> str:
+    return summary.run_id
 
 
 def _sort_key(summary: RunSummary) -> tuple[float, str]:

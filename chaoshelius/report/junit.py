@@ -15,14 +15,19 @@ def junit_tree(summaries: Sequence[RunSummary], suite_name: str = "helius-chaos"
     A run whose verdict is its expected one passes (a negative control expects `deviated`).
     Otherwise a deviated / passed-but-expected-to-deviate run is a <failure>, and an
     interrupted or failed run is an <error>, an aborted one (a safeguard stopped it) a
-    <failure type="aborted">, and a run that was not judged (dry, fault never happened) is
-    <skipped> (and not as expected: the suite still exits 1, nothing was proven).
+    <failure type="aborted">, a run that was not judged (the steady gate refused, dry, the
+    fault never happened) a <failure type="not judged"> and a planned run that never started
+    an <error type="not run">, each with its reason: nothing unjudged is ever <skipped>.
+    Several runs of one experiment (a `--repeat` campaign) are told apart by their run id.
     """
     failures = errors = skipped = 0
     suite = ET.Element("testsuite", name=suite_name)
     total_time = 0.0
+    names = [_case_name(s) for s in summaries]
     for s in summaries:
-        name = s.experiment_key if s.variant is None else f"{s.experiment_key}[{s.variant}]"
+        name = _case_name(s)
+        if names.count(name) > 1:
+            name = f"{name} ({s.run_id})"
         case = ET.SubElement(
             suite,
             "testcase",
@@ -33,9 +38,16 @@ def junit_tree(summaries: Sequence[RunSummary], suite_name: str = "helius-chaos"
         total_time += s.duration_s or 0.0
         detail = f"run {s.run_id}: verdict {s.verdict}, expected {s.expected_verdict}. {s.reason}"
         if not s.as_expected:
-            if s.verdict is Verdict.NOT_JUDGED:  # a dry run, a fault that never happened
-                skipped += 1
-                element = ET.SubElement(case, "skipped", message=f"not judged: {s.reason}")
+            if s.verdict is Verdict.NOT_JUDGED:  # refused by the steady gate, dry, no fault
+                failures += 1
+                element = ET.SubElement(
+                    case, "failure", type=str(s.verdict), message=f"not judged: {s.reason}"
+                )
+            elif s.verdict is Verdict.NOT_RUN:  # planned, never started
+                errors += 1
+                element = ET.SubElement(
+                    case, "error", type=str(s.verdict), message=f"not run: {s.reason}"
+                )
             elif s.verdict is Verdict.ABORTED:  # a stop condition: users hurt beyond a limit
                 failures += 1
                 element = ET.SubElement(case, "failure", type="aborted", message=s.reason)
@@ -78,6 +90,10 @@ def junit_tree(summaries: Sequence[RunSummary], suite_name: str = "helius-chaos"
     )
     root.append(suite)
     return root
+
+
+def _case_name(s: RunSummary) -> str:
+    return s.experiment_key if s.variant is None else f"{s.experiment_key}[{s.variant}]"
 
 
 def write_junit(summaries: Sequence[RunSummary], path: Path) -> None:

@@ -6,6 +6,11 @@ numeric allowance, the share of that allowance the run used: 1.0 is at the thres
 1.0 is a deviation. Sorted with the closest call first, with the load each experiment ran at,
 it says which threshold a noisier machine would trip first and by how much.
 
+Runs that prove nothing are counted too, so a campaign cannot look better by losing runs: a
+planned run that never started (a `summary.json` and no journal: the suite was interrupted, or
+`chaos` wrote no journal) and a run that was not judged (the steady gate refused it, a dry run)
+are listed as "not run/not judged" with their reason, beside the deviated ones.
+
 Share of the allowance, per probe function:
 - latency_p99_ratio: the larger of p99 / allowed p99 and p50 / allowed p50;
 - client_success_ratio: the larger of the lost share over the allowed loss, for the whole
@@ -21,6 +26,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from chaoshelius.report.model import UNJUDGED, Verdict
 
 __all__ = ["Margin", "Margins", "allowance_used", "collect", "render"]
 
@@ -71,28 +78,36 @@ class Margin:
 class Margins:
     runs: int = 0
     deviated: list[str] = field(default_factory=list)  # run ids
+    # (run id, "not run" | "not judged", why): runs that never started or were not judged
+    unjudged: list[tuple[str, str, str]] = field(default_factory=list)
     loads: dict[str, list[float]] = field(default_factory=dict)  # experiment -> req/s per run
     rows: list[Margin] = field(default_factory=list)  # closest first
 
 
 def collect(reports_dirs: Iterable[Path]) -> Margins:
-    """Every normal run under `<dir>/runs/*/` of each reports dir."""
+    """Every normal run under `<dir>/runs/*/` of each reports dir, those that never started
+    (a summary.json without a journal) included."""
     found = Margins()
     by_key: dict[tuple[str, str], Margin] = {}
     for reports in reports_dirs:
-        for journal_path in sorted(Path(reports).glob("runs/*/journal.json")):
-            run_dir = journal_path.parent
+        for run_dir in sorted(p for p in Path(reports).glob("runs/*") if p.is_dir()):
             meta = _read(run_dir / "meta.json") or {}
-            if meta.get("variant"):
+            summary = _read(run_dir / "summary.json") or {}
+            if meta.get("variant") or summary.get("variant"):
                 continue  # a negative control: meant to fail
-            journal = _read(journal_path)
-            if journal is None:
-                continue
-            experiment = str(meta.get("experiment") or run_dir.name)
+            journal = _read(run_dir / "journal.json")
+            verdict = str(summary.get("verdict") or "")
+            if journal is None and not verdict:
+                continue  # not a run: no journal, no summary
             found.runs += 1
-            if journal.get("deviated") or journal.get("status") != "completed":
+            if verdict in UNJUDGED or journal is None:
+                kind = verdict or str(Verdict.NOT_RUN)  # no journal: it proves nothing
+                found.unjudged.append((run_dir.name, kind, str(summary.get("reason") or "")))
+            elif journal.get("deviated") or journal.get("status") != "completed":
                 found.deviated.append(run_dir.name)
-            after = (journal.get("steady_states") or {}).get("after") or {}
+            experiment = str(meta.get("experiment") or summary.get("experiment_key") or "")
+            experiment = experiment or run_dir.name
+            after = ((journal or {}).get("steady_states") or {}).get("after") or {}
             for probe in after.get("probes") or []:
                 _add(found, by_key, experiment, probe)
     found.rows = sorted(by_key.values(), key=lambda m: (-m.failed, -m.worst))  # failures first
@@ -128,8 +143,12 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 
 def render(found: Margins, limit: int = 25) -> str:
-    lines = [f"{found.runs} normal run(s), {len(found.deviated)} deviated"]
+    lines = [
+        f"{found.runs} normal run(s), {len(found.deviated)} deviated, "
+        f"{len(found.unjudged)} not run/not judged"
+    ]
     lines += [f"  deviated: {run}" for run in found.deviated]
+    lines += [f"  {kind}: {run} ({why})" for run, kind, why in found.unjudged]
     for experiment, rates in sorted(found.loads.items()):
         lines.append(
             f"load {experiment}: {len(rates)} run(s) at {min(rates):.0f}-{max(rates):.0f} req/s"

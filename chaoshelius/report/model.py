@@ -7,6 +7,7 @@ the epoch, ratios in 0..1); formatting happens only in the templates.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -23,6 +24,11 @@ class Verdict(StrEnum):
     INTERRUPTED = "interrupted"  # interrupted / aborted (SIGTERM, Ctrl-C, no journal)
     ABORTED = "aborted"  # stopped by a safeguard (stop condition): users hurt beyond a limit
     NOT_JUDGED = "not judged"  # dry run, or the fault never happened: nothing can be claimed
+    NOT_RUN = "not run"  # planned but never started (suite interrupted, chaos wrote no journal)
+
+
+# verdicts that prove nothing: never as expected, a failure (or error) in JUnit and the index
+UNJUDGED = frozenset({Verdict.NOT_JUDGED, Verdict.NOT_RUN})
 
 
 class Phase(StrEnum):
@@ -267,8 +273,9 @@ class RunSummary:
     @property
     def as_expected(self) -> bool:
         """The expected verdict, and (negative controls) the failure on every expected probe
-        (among all the probes that failed after the method)."""
-        if self.verdict != self.expected_verdict:
+        (among all the probes that failed after the method). A run not judged or not run never
+        is: it proved nothing, whatever was expected of it."""
+        if self.verdict in UNJUDGED or self.verdict != self.expected_verdict:
             return False
         expected = self.expected_failing_probes or (
             (self.expected_failing_probe,) if self.expected_failing_probe else ()
@@ -313,6 +320,23 @@ class RunSummary:
             expected_failing_probes=tuple(data.get("expected_failing_probes") or ()),
             failing_probes=tuple(data.get("failing_probes") or ()),
         )
+
+
+def unexpected_counts(summaries: Iterable[RunSummary]) -> str:
+    """The runs not as expected, counted by what happened, in the verdicts' order:
+    "1 deviated, 2 not judged, 1 not run" ("" when every run was as expected)."""
+    counts: dict[tuple[int, str], int] = {}
+    order = list(Verdict)
+    for s in summaries:
+        if s.as_expected:
+            continue
+        if s.verdict in UNJUDGED or s.verdict != s.expected_verdict:
+            kind = str(s.verdict)
+        else:  # a negative control that deviated, but not on the probe it guards
+            kind = "deviated on another probe"
+        rank = order.index(s.verdict)
+        counts[(rank, kind)] = counts.get((rank, kind), 0) + 1
+    return ", ".join(f"{n} {kind}" for (_, kind), n in sorted(counts.items()))
 
 
 @dataclass(frozen=True)

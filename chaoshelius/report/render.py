@@ -40,6 +40,7 @@ from chaoshelius.report.model import (
     RunSummary,
     Series,
     SeriesSet,
+    unexpected_counts,
 )
 from chaoshelius.report.units import describe_limits, format_quantity, format_seconds
 
@@ -516,6 +517,7 @@ def render_index(
         cell=index_cell,
         generated_at=generated_at,
         score_explained=SCORE_EXPLAINED,
+        unexpected=unexpected_counts(current),
     )
 
 

@@ -12,7 +12,7 @@ this harness's rule that **missing data is never a pass**:
   counts 0: its weight stays in the denominator;
 - weights default to 1; an experiment may set them in its `extensions` block:
   `{"name": "chaoshelius", "probe_weights": {"predictions-continued": 3}}`;
-- a run that was not judged (dry run, the fault never happened) has no score.
+- a run that was not judged (dry run, the fault never happened) or never ran has no score.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from chaoshelius.report.model import HypothesisRow, ProbeResult, Verdict
+from chaoshelius.report.model import UNJUDGED, HypothesisRow, ProbeResult, Verdict
 
 __all__ = ["EXTENSION_NAME", "Score", "compute_score", "probe_weights"]
 
@@ -51,8 +51,8 @@ def compute_score(
     rows: Sequence[HypothesisRow], verdict: Verdict, weights: Mapping[str, float]
 ) -> Score:
     """The run's score from its hypothesis rows (see the module docstring)."""
-    if verdict is Verdict.NOT_JUDGED:
-        return Score(None, "not judged: no score")
+    if verdict in UNJUDGED:  # not judged, not run
+        return Score(None, f"{verdict}: no score")
     if not rows:
         return Score(0.0, "no steady-state hypothesis: nothing held, score 0")
     total = met_weight = 0.0

@@ -1,18 +1,19 @@
 """What a suite writes and prints about its runs: one line per run, the summary of a run that
-could not be judged, and the index and JUnit at the end."""
+could not be judged, the planned runs that never started, and the index and JUnit at the end."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from chaoshelius.report import build_index
-from chaoshelius.report.model import Kpis, RunSummary, Verdict
+from chaoshelius.report.model import Kpis, RunSummary, Verdict, unexpected_counts
 from chaoshelius.report.units import format_quantity
 from chaoshelius.suite.interrupts import Interrupts
 from chaoshelius.suite.model import PlannedRun, SuiteOptions, SuiteResult
 
-__all__ = ["close_suite", "not_run", "summary_line", "unreported"]
+__all__ = ["close_suite", "not_run", "summary_line", "tally", "unreported"]
 
 
 def summary_line(s: RunSummary) -> str:
@@ -48,10 +49,37 @@ def _kpi(value: float | None, unit: str) -> str:
     return "n/a" if value is None else format_quantity(value, unit)
 
 
-def close_suite(result: SuiteResult, interrupts: Interrupts, options: SuiteOptions) -> None:
-    """What every suite does on its way out, interrupted or not: note the interruption and
-    write the index and JUnit over what ran."""
+def tally(summaries: Sequence[RunSummary]) -> str:
+    """`7/10 as expected (1 deviated, 1 not judged, 1 not run)`: every planned run counted."""
+    good = sum(s.as_expected for s in summaries)
+    unexpected = unexpected_counts(summaries)
+    return f"{good}/{len(summaries)} as expected" + (f" ({unexpected})" if unexpected else "")
+
+
+def close_suite(
+    result: SuiteResult,
+    interrupts: Interrupts,
+    options: SuiteOptions,
+    runs: Sequence[PlannedRun] = (),
+    stopped_by: BaseException | None = None,
+) -> None:
+    """What every suite does on its way out, interrupted or not: note the interruption, record
+    each planned run that never started as 'not run' (with why: the campaign counts it), and
+    write the index and JUnit over them all."""
     result.interrupted = interrupts.fired
+    missed = list(runs)[len(result.summaries) :]
+    if interrupts.fired:
+        reason = "The suite was interrupted before this run started."
+    elif stopped_by is not None:
+        stopped = f"{type(stopped_by).__name__}: {stopped_by}"
+        reason = f"The suite stopped before this run started ({stopped})."
+    else:
+        reason = "The suite ended before this run started."
+    for position, run in enumerate(missed, start=len(result.summaries) + 1):
+        run_dir = options.reports_dir / "runs" / run.run_id(result.suite_id)
+        summary = not_run(run, run_dir, result.suite_id, reason, Verdict.NOT_RUN)
+        result.summaries.append(summary)
+        options.echo(f"[{position}/{len(runs)}] {summary_line(summary)}")
     if result.summaries:
         index = build_index(options.reports_dir, suite_id=result.suite_id)
         result.index_html, result.junit_xml = index.index_html, index.junit_xml

@@ -109,6 +109,7 @@ def _run_all(
     runs_dir = options.reports_dir / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     target.begin()
+    stopped_by: BaseException | None = None
     with Interrupts() as interrupts:
         try:
             for position, run in enumerate(runs, start=1):
@@ -125,8 +126,11 @@ def _run_all(
                 )
                 result.summaries.append(summary)
                 options.echo(f"{prefix.split(' ', 1)[0]} {summary_line(summary)}")
+        except BaseException as exc:  # the runs it did not start are still recorded, with why
+            stopped_by = exc
+            raise
         finally:
-            close_suite(result, interrupts, options)
+            close_suite(result, interrupts, options, runs, stopped_by)
             target.leave()
     result.seconds = time.monotonic() - started
     return result

@@ -125,6 +125,20 @@ def test_missing_journal_still_gets_a_report(run_copy: Callable[..., Path]) -> N
     assert (run_dir / "report.html").is_file()
 
 
+def test_a_run_that_never_wrote_a_journal_nor_started_is_not_run(tmp_path: Path) -> None:
+    """chaos exited before the experiment started (nothing but meta.json and its output):
+    the run is 'not run', with the reason, not an interruption of something that ran."""
+    run_dir = tmp_path / "runs" / "s1-az-drain"
+    run_dir.mkdir(parents=True)
+    (run_dir / "meta.json").write_text('{"experiment": "az-drain", "suite_id": "s1"}')
+    (run_dir / "chaos.out").write_text("Error: no such option: --bogus\n")
+    report = build_run_report(run_dir, offline=True)
+    assert report.summary.verdict is Verdict.NOT_RUN
+    assert report.summary.reason.startswith("The chaos process wrote no journal")
+    assert "chaos.out" in report.summary.reason
+    assert not report.summary.as_expected and report.summary.resilience_score is None
+
+
 def test_bare_directory_and_broken_files(tmp_path: Path) -> None:
     run_dir = tmp_path / "empty"
     run_dir.mkdir()

@@ -180,3 +180,88 @@ def test_negative_controls_have_their_own_history_and_expected_probe(
     assert root.get("failures") == "2"
     messages = [f.get("message") or "" for f in root.iter("failure")]
     assert any("expected probe 'some-other-probe'" in m for m in messages)
+
+
+def _summary_file(reports: Path, run_id: str, verdict: str, reason: str, **extra: object) -> None:
+    """A run's summary.json as the suite writes it (no journal needed to index it)."""
+    run_dir = reports / "runs" / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = {
+        "run_id": run_id,
+        "experiment_key": run_id.split("-", 1)[1],
+        "experiment_title": run_id.split("-", 1)[1],
+        "verdict": verdict,
+        "reason": reason,
+        "status": None,
+        "deviated": False,
+        "started_at": None,
+        "ended_at": None,
+        "duration_s": None,
+        "failing_probe": None,
+        "kpis": {"notes": [reason]},
+        "suite_id": "s1",
+        **extra,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(data))
+
+
+def test_not_judged_and_not_run_are_failures_never_skips(tmp_path: Path) -> None:
+    """Nothing unjudged looks green (issue 19, item 6): a run the steady gate refused, a
+    negative control that was not judged and a run that never started are failures (or errors)
+    in JUnit with their reason, and failures in the index, counted by kind."""
+    reports = tmp_path / "reports"
+    _summary_file(reports, "s1-az-drain", "not judged", "The stack was not steady.")
+    _summary_file(
+        reports,
+        "s1-rds-path-cut",
+        "not judged",
+        "The fault action failed.",
+        variant="negative:slow-fallback",
+        expected_verdict="deviated",
+        expected_failing_probes=["clients-latency-slo"],
+    )
+    _summary_file(reports, "s1-mlflow-pod-kill", "not run", "The suite was interrupted first.")
+    result = build_index(reports, suite_id="s1")
+    assert not any(s.as_expected for s in result.current)
+
+    root = ET.parse(result.junit_xml).getroot()  # noqa: S314  JUnit XML this test's own run wrote
+    assert root.find(".//skipped") is None and root.get("skipped") == "0"
+    assert root.get("failures") == "2" and root.get("errors") == "1"
+    cases = {c.get("name"): c for c in root.iter("testcase")}
+    refused = cases["az-drain"].find("failure")
+    assert refused is not None and refused.get("type") == "not judged"
+    assert refused.get("message") == "not judged: The stack was not steady."
+    control = cases["rds-path-cut[negative:slow-fallback]"].find("failure")
+    assert control is not None and control.get("message") == "not judged: The fault action failed."
+    never = cases["mlflow-pod-kill"].find("error")
+    assert never is not None and never.get("type") == "not run"
+    assert never.get("message") == "not run: The suite was interrupted first."
+
+    html = result.index_html.read_text()
+    assert "0 / 3 as expected" in html
+    assert "2 not judged, 1 not run" in html
+    assert 'pill-not-judged">not judged</span>' in html and 'pill-not-run">not run</span>' in html
+    assert "The stack was not steady." in html and "The suite was interrupted first." in html
+    css = html.split("<style>")[1].split("</style>")[0]
+    for kind in ("not-judged", "not-run"):  # styled as a failure: the deviated pill's colours
+        rule = next(line for line in css.splitlines() if f".pill-{kind}" in line)
+        assert ".pill-deviated" in rule
+
+
+def test_a_suite_index_lists_every_run_of_a_campaign(tmp_path: Path) -> None:
+    """With --repeat, every run of the suite is a row and a JUnit case, so a repeat that
+    never ran (or deviated) is not hidden behind the last one that passed."""
+    reports = tmp_path / "reports"
+    _summary_file(reports, "s1-az-drain-r01", "passed", "held", started_at=1.0)
+    _summary_file(reports, "s1-az-drain-r02", "not run", "The suite was interrupted first.")
+    for run in ("s1-az-drain-r01", "s1-az-drain-r02"):
+        data = json.loads((reports / "runs" / run / "summary.json").read_text())
+        (reports / "runs" / run / "summary.json").write_text(
+            json.dumps({**data, "experiment_key": "az-drain", "experiment_title": "az-drain"})
+        )
+    result = build_index(reports, suite_id="s1")
+    assert [s.run_id for s in result.current] == ["s1-az-drain-r01", "s1-az-drain-r02"]
+    root = ET.parse(result.junit_xml).getroot()  # noqa: S314  JUnit XML this test's own run wrote
+    names = [c.get("name") for c in root.iter("testcase")]
+    assert len(names) == 2 and len(set(names)) == 2
+    assert root.get("tests") == "2" and root.get("errors") == "1"

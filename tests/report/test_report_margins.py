@@ -91,3 +91,43 @@ def test_margins_over_several_reports_dirs_closest_first(tmp_path: Path) -> None
 def test_margins_without_runs_is_a_one_line_error(tmp_path: Path) -> None:
     shown = CliRunner().invoke(main, ["report", "margins", str(tmp_path)])
     assert shown.exit_code != 0 and "no normal runs" in shown.output
+
+
+def test_margins_count_runs_that_never_started_or_were_not_judged(tmp_path: Path) -> None:
+    """A campaign's figures cannot look better by losing runs: a run that never started (a
+    summary.json and no journal) and one the steady gate refused are counted, with why."""
+    reports = tmp_path / "s1"
+    _run(reports, "20261130-000001-az-drain", [_latency(0.033)])
+    never = reports / "runs" / "20261130-000001-az-drain-r02"
+    never.mkdir(parents=True)
+    (never / "summary.json").write_text(
+        json.dumps({"run_id": never.name, "experiment_key": "az-drain", "verdict": "not run",
+                    "reason": "The suite was interrupted before this run started."})
+    )  # fmt: skip
+    _run(reports, "20261130-000001-rds-path-cut", [])
+    refused = reports / "runs" / "20261130-000001-rds-path-cut"
+    (refused / "journal.json").write_text(json.dumps({"status": "interrupted", "deviated": False}))
+    (refused / "summary.json").write_text(
+        json.dumps({"run_id": refused.name, "experiment_key": "rds-path-cut",
+                    "verdict": "not judged", "reason": "The stack was not steady."})
+    )  # fmt: skip
+    # a negative control that never ran is still a negative control: left out
+    control = reports / "runs" / "20261130-000001-az-drain--slow"
+    control.mkdir(parents=True)
+    (control / "summary.json").write_text(
+        json.dumps({"run_id": control.name, "experiment_key": "az-drain", "verdict": "not run",
+                    "variant": "negative:slow", "reason": "interrupted"})
+    )  # fmt: skip
+
+    found = collect([reports])
+    assert found.runs == 3 and found.deviated == []
+    assert found.unjudged == [
+        ("20261130-000001-az-drain-r02", "not run",
+         "The suite was interrupted before this run started."),
+        ("20261130-000001-rds-path-cut", "not judged", "The stack was not steady."),
+    ]  # fmt: skip
+    shown = CliRunner().invoke(main, ["report", "margins", str(reports)])
+    assert shown.exit_code == 0, shown.output
+    assert "3 normal run(s), 0 deviated, 2 not run/not judged" in shown.output
+    assert "  not run: 20261130-000001-az-drain-r02 (The suite was interrupted" in shown.output
+    assert "  not judged: 20261130-000001-rds-path-cut (The stack was not steady.)" in shown.output

@@ -283,10 +283,13 @@ def test_aborted_and_not_judged_runs(run_copy: Callable[..., Path]) -> None:
 
     junit = ET.parse(build_index(dry.parents[1]).junit_xml).getroot()  # noqa: S314  JUnit XML this test's own run wrote
     cases = {c.get("name"): c for c in junit.iter("testcase")}
-    assert cases[summary.experiment_key].find("skipped") is not None
-    failure = next(c.find("failure") for c in cases.values() if c.find("failure") is not None)
-    assert failure is not None and failure.get("type") == "aborted"
-    assert junit.get("skipped") == "1"
+    # not judged is a failure with its reason, never a (grey) skip: nothing was proven
+    not_judged = cases[summary.experiment_key].find("failure")
+    assert not_judged is not None and not_judged.get("type") == "not judged"
+    assert not_judged.get("message") == f"not judged: {summary.reason}"
+    failures = [c.find("failure") for c in cases.values() if c.find("failure") is not None]
+    assert any(f is not None and f.get("type") == "aborted" for f in failures)
+    assert junit.get("skipped") == "0" and junit.find(".//skipped") is None
 
 
 def _started(run_dir: Path) -> float:
