@@ -40,6 +40,7 @@ from chaoshelius.catalogue.blocks import (
     experiment,
     fallback_cleared,
     fallback_engaged,
+    fresh_after_recovery,
     kill_one,
     no_fallback,
     no_restart,
@@ -131,6 +132,7 @@ def mlflow_outage() -> Json:
             *clients(w, latency=RESTARTS, success_name="predictions-continued"),
             alert("fallback-alert-fired", "RecoEngineInFallback", w),
             fallback_cleared(w, after_app_back=MLFLOW),
+            fresh_after_recovery(w, after_app_back=MLFLOW),
             converged("every-pod-on-the-registry-model", "helius_mlflow_back_within_seconds", w),
             no_restart(RECO, w),
         ],
@@ -169,6 +171,7 @@ def rds_path_cut() -> Json:
             alert("mlflow-degraded-alert-fired", "MLflowDegraded", w),
             alert("fallback-alert-fired", "RecoEngineInFallback", w),
             fallback_cleared(w),
+            fresh_after_recovery(w),
             probe(
                 "mlflow-recovered-without-restart",
                 network_probes.source_pods_unchanged,
@@ -312,6 +315,7 @@ def reco_cold_start_during_outage() -> Json:
             fallback_engaged(outage, after_app_back=MLFLOW),
             *clients(outage, success=LOST_IN_FLIGHT, latency=RESTARTS),
             fallback_cleared(outage, after_app_back=MLFLOW),
+            fresh_after_recovery(outage, after_app_back=MLFLOW),
         ],
         [
             scale_to_zero(MLFLOW, "helius_outage_before_kill_seconds"),
@@ -345,6 +349,7 @@ def model_promoted_during_partition() -> Json:
             fallback_engaged(w),
             *clients(w, latency=MODEL_SWAP),
             fallback_cleared(w),
+            fresh_after_recovery(w),
             converged("every-pod-on-the-promoted-model", "helius_clear_within_seconds", w),
         ],
         [

@@ -78,6 +78,11 @@ RESTARTS = {"max_ratio": 3.0, "noise_seconds": 1.0}
 MODEL_SWAP = {**LATENCY, "noise_seconds": 0.15}
 # A killed recommender's in-flight requests are lost, as on a cluster.
 LOST_IN_FLIGHT = {"min_ratio": 0.98, "min_worst_ratio": 0.8}
+# Each recommender's resident memory from the first fault to the end of the run (its own first
+# sample for a replacement). Healthy local runs (2026-12-07) grew a pod by at most 1.0 MiB (a
+# replacement, from its first sample; 0.5 MiB in rds-path-cut): 10 MiB is 10x that, and a cache
+# that keeps ~9 KiB per answer passes it within a run (the page-tokens control).
+MEMORY = {"max_growth_mib": 10, "app": RECO}
 # Each recommender's own /predict answers, pod by pod (slo.per_pod): at most 1 % errors on any
 # pod (the clients' floor, which one bad pod of three is diluted under in the aggregate), and
 # each pod's p99 within the experiment's client latency class against the fleet's p99 before
@@ -214,6 +219,26 @@ def converged(name: str, within: str, w: Json) -> Json:
     return probe(name, slo.models_converged_within, seconds=t(within), **w)
 
 
+def fresh_after_recovery(w: Json, **after_app_back: str) -> Json:
+    """Every pod confirmed the registry's model again after the fault and kept confirming it.
+    The age bound is a new pod's refresh grace (refresh interval + deadline + scrape +
+    evaluation: 2 + 5 + 1 + 1 s locally, 10 + 5 + 5 + 5 s on a cluster), which a healthy
+    pod's age (at most one refresh interval + one attempt + one scrape) stays under."""
+    return probe(
+        "every-pod-refreshing-after-recovery",
+        slo.refresh_fresh_after_recovery,
+        max_age_seconds=t("helius_refresh_grace_seconds"),
+        min_pods=REPLICAS,
+        **after_app_back,
+        **w,
+    )
+
+
+def memory_bounded() -> Json:
+    """Every recommender's resident memory over the run (every experiment)."""
+    return probe("recommender-memory-bounded", slo.memory_growth_within, **MEMORY)
+
+
 # ---------------------------------------------------------------- shared steps
 def start_load(after: str = WARM_UP, **rate: Any) -> Json:
     return action("start-load", load.start_load, after=after, **{**LOAD, **rate})
@@ -296,13 +321,16 @@ def experiment(
     return {
         "version": "1.0.0",
         "title": title,
-        "description": f"{description} {thresholds(checks, steps)}",
+        "description": f"{description} {thresholds([*checks, memory_bounded()], steps)}",
         "tags": ["helius", *tags],
         "contributions": contributions,
         "configuration": CONFIGURATION,
         "controls": CONTROLS,
         "runtime": {"rollbacks": {"strategy": "always"}},
-        "steady-state-hypothesis": {"title": hypothesis_title, "probes": steady_now() + checks},
+        "steady-state-hypothesis": {
+            "title": hypothesis_title,
+            "probes": [*steady_now(), *checks, memory_bounded()],
+        },
         "method": steps,
         "rollbacks": [*undos(method), stop_load()],
     }

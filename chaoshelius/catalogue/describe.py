@@ -127,6 +127,15 @@ _PROBES: dict[str, Callable[[Json], str]] = {
     ),
     "targets_went_down": _down,
     "counter_grew": lambda a: f"{a['selector']} grew by >= {a['min_increase']:g}",
+    "refresh_fresh_after_recovery": lambda a: (
+        f"every pod's last successful registry refresh at most "
+        f"{seconds(a['max_age_seconds'], '')} old, from that long after "
+        f"{a['after_app_back'] + ' was back' if a.get('after_app_back') else 'the fault'} on"
+    ),
+    "memory_growth_within": lambda a: (
+        f"every {a['app']} pod's resident memory grown by at most {a['max_growth_mib']:g} MiB "
+        "from the first fault to the end"
+    ),
     "pods_prediction_slo": lambda a: (
         f"on every recommender pod with >= {a['min_requests']} {a['route']} answers, errors <= "
         f"{_pct(a['max_error_ratio'])} and p99 <= {a['max_ratio']:g}x the fleet's p99 before + "

@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import json
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -41,7 +43,9 @@ __all__ = [
     "lying_pod_app",
     "no_fallback_app",
     "one_pod_fallback_errors_app",
+    "page_tokens_app",
     "refresh_blocks_requests_app",
+    "refresh_stops_after_recovery_app",
     "slow_fallback_app",
     "slow_recovery_app",
     "slow_start_app",
@@ -55,6 +59,8 @@ FALLBACK_ERROR_EVERY = 40  # 2.5 % of predictions while in fallback
 SLOW_FALLBACK_SECONDS = 0.04  # +40 ms per prediction while in fallback
 CLEARS_AFTER_SECONDS = 6.0  # the gauge "gives up" reporting after this long
 BREAKER_OPEN_SECONDS = 120.0
+RECOVERY_COOL_DOWN_SECONDS = 600.0  # "let the registry warm up" after an outage
+PAGE_SIZE = 100  # items ranked and kept per answer for its next pages
 ALIAS_CACHE_SECONDS = 600.0
 SLOW_START_SECONDS = 60.0  # past the await (30 s) + settle (10 s) + the after-checks
 PEER_SERVING_SECONDS = 10.0  # a fresh deploy's replicas start within seconds of each other
@@ -386,3 +392,59 @@ def _serving_peers(peers: Path) -> list[str]:
         if pid != os.getpid() and age >= PEER_SERVING_SECONDS:
             found.append(marker.name)
     return found
+
+
+# ------------------------------------------------------------ staleness and memory
+def refresh_stops_after_recovery_app() -> FastAPI:
+    """A breaker "to spare a registry that just came back": after 3 failed refreshes in a row,
+    the first success backs the refresh off to 10 minutes while the registry warms up, and
+    nothing brings the interval back. The pod confirms the registry once (fallback clears, the
+    promoted model loads), then stops asking: every later promotion or outage goes unnoticed.
+    Caught by `refresh_fresh_after_recovery` (the fallback gauge and the model stay right)."""
+    app = create_app()
+    refresher = _components(app).refresher
+    failures = 0
+
+    def cool_down(outcome: RefreshOutcome) -> None:
+        nonlocal failures
+        if not outcome.ok:
+            failures += 1
+            return None
+        if failures >= 3:
+            refresher.interval_seconds = RECOVERY_COOL_DOWN_SECONDS  # the mistake: never reset
+        failures = 0
+        return None
+
+    _wrap_record(app, cool_down)
+    return app
+
+
+def page_tokens_app() -> FastAPI:
+    """Pagination "for free": every answer ranks the user's top 100 once and keeps them under
+    a page token (`X-Helius-Page-Token`) for the next pages; the tokens never expire, so every
+    prediction adds ~15 KiB that is never freed (tens of MiB per pod over a run). Caught by
+    `memory_growth_within`."""
+    app = create_app()
+    store = _components(app).store
+    pages: dict[str, list[tuple[str, float]]] = {}
+
+    @app.middleware("http")
+    async def keep_next_pages(request: Request, call_next: _Next) -> Response:
+        if request.url.path != "/predict":
+            return await call_next(request)
+        raw = await request.body()
+        response = await call_next(request)
+        served = store.current
+        if response.status_code != 200 or served is None:
+            return response
+        try:
+            body = json.loads(raw)
+            user, exclude = str(body["user_id"]), list(body.get("exclude", []))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return response
+        token = uuid.uuid4().hex
+        pages[token] = list(served.model.recommend(user, PAGE_SIZE, exclude).items)
+        response.headers["X-Helius-Page-Token"] = token
+        return response
+
+    return app
