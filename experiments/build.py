@@ -135,6 +135,7 @@ def mlflow_outage() -> Json:
             fresh_after_recovery(w, after_app_back=MLFLOW),
             converged("every-pod-on-the-registry-model", "helius_mlflow_back_within_seconds", w),
             no_restart(RECO, w),
+            probe("no-pod-downgraded-to-baseline", slo.no_pod_downgraded, **w),
         ],
         [
             scale_to_zero(MLFLOW, "helius_outage_hold_seconds"),
@@ -178,6 +179,7 @@ def rds_path_cut() -> Json:
                 edge=EDGE_MLFLOW_RDS,
             ),
             no_restart(RECO, w),
+            probe("no-pod-downgraded-to-baseline", slo.no_pod_downgraded, **w),
         ],
         [
             cut(
@@ -312,6 +314,7 @@ def reco_cold_start_during_outage() -> Json:
                 kill,
             ),
             replaced("killed-recommender-was-replaced", RECO),
+            probe("replacement-served-its-cache", slo.replacement_served_cache, app=RECO),
             fallback_engaged(outage, after_app_back=MLFLOW),
             *clients(outage, success=LOST_IN_FLIGHT, latency=RESTARTS),
             fallback_cleared(outage, after_app_back=MLFLOW),
@@ -351,6 +354,12 @@ def model_promoted_during_partition() -> Json:
             fallback_cleared(w),
             fresh_after_recovery(w),
             converged("every-pod-on-the-promoted-model", "helius_clear_within_seconds", w),
+            probe(
+                "clients-served-the-promoted-model",
+                slo.promoted_model_served_within,
+                seconds=t("helius_clear_within_seconds"),
+                **w,
+            ),
         ],
         [
             cut(

@@ -129,7 +129,8 @@ def promoted_model_served_within(
     """Clients were served the promoted model (its version AND its artifact digest) by every pod
     that answered, within `seconds` of the alias moving as the pods could see it (the
     promotion, or the fault's end when the promotion happened during the fault): after that,
-    no pod answered from any other model. The promotion is the one `promote_model` noted on
+    no pod answered from any other model, and each pod's last answers (until the load
+    stopped) came from the promoted one. The promotion is the one `promote_model` noted on
     this window; a failed or missing promotion, an unrestored fault, or an await for `app` that
     timed out, fails. Value: the slowest pod's last answer from another model, in seconds
     after that moment (0 when none)."""
@@ -147,17 +148,22 @@ def promoted_model_served_within(
     found, q = _answers(judged, moved - 1.0, end)
     pods = _by_pod(a for a in found if a.between(moved, end) > 0)
     extra: dict[str, Any] = {"to_version": wanted[0], "digest": wanted[1], "moved_at": moved}
-    if not pods or end < moved + seconds:
-        return _no_data(judged, q, f"between the alias moving and {seconds:g} s later")
+    if not pods:
+        return _no_data(judged, q, "after the alias moved")
     problems, late = [], {}
     for pod, sets in sorted(pods.items()):
         stale = [a for a in sets if (a.version, a.digest) != wanted]
         last_stale = max((a.last() or moved for a in stale), default=moved)
+        last_new = max(
+            (a.last() or 0.0 for a in sets if (a.version, a.digest) == wanted), default=0
+        )
         late[pod] = max(0.0, last_stale - moved)
-        if not any((a.version, a.digest) == wanted for a in sets):
+        other = ", ".join(f"{a.version}/{a.source}/{a.digest}" for a in stale)
+        if not last_new:
             problems.append(f"{pod} never served version {wanted[0]} digest {wanted[1]}")
+        elif last_stale > last_new:  # the load stopped before this pod was seen converged
+            problems.append(f"{pod} still answered from {other} when the load stopped")
         elif late[pod] > seconds:
-            other = ", ".join(f"{a.version}/{a.source}/{a.digest}" for a in stale)
             problems.append(f"{pod} still answered from {other} {late[pod]:.1f} s after")
     slowest = max(late.values())
     return judged.result(
