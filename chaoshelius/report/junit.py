@@ -38,34 +38,10 @@ def junit_tree(summaries: Sequence[RunSummary], suite_name: str = "helius-chaos"
         total_time += s.duration_s or 0.0
         detail = f"run {s.run_id}: verdict {s.verdict}, expected {s.expected_verdict}. {s.reason}"
         if not s.as_expected:
-            if s.verdict is Verdict.NOT_JUDGED:  # refused by the steady gate, dry, no fault
-                failures += 1
-                element = ET.SubElement(
-                    case, "failure", type=str(s.verdict), message=f"not judged: {s.reason}"
-                )
-            elif s.verdict is Verdict.NOT_RUN:  # planned, never started
-                errors += 1
-                element = ET.SubElement(
-                    case, "error", type=str(s.verdict), message=f"not run: {s.reason}"
-                )
-            elif s.verdict is Verdict.ABORTED:  # a stop condition: users hurt beyond a limit
-                failures += 1
-                element = ET.SubElement(case, "failure", type="aborted", message=s.reason)
-            elif s.verdict in (Verdict.INTERRUPTED, Verdict.FAILED):
-                errors += 1
-                element = ET.SubElement(case, "error", type=str(s.verdict), message=s.reason)
-            else:
-                failures += 1
-                if s.verdict == s.expected_verdict:  # deviated, but not where it should have
-                    message = (
-                        f"deviated on probe {s.failing_probe!r}, expected probe "
-                        f"{s.expected_failing_probe!r} to catch it: {s.reason}"
-                    )
-                elif s.verdict == Verdict.DEVIATED:
-                    message = s.reason
-                else:
-                    message = f"expected {s.expected_verdict} but the hypothesis held: {s.reason}"
-                element = ET.SubElement(case, "failure", type=str(s.verdict), message=message)
+            tag, kind, message = _outcome(s)
+            failures += tag == "failure"
+            errors += tag == "error"
+            element = ET.SubElement(case, tag, type=kind, message=message)
             element.text = detail
         out = ET.SubElement(case, "system-out")
         out.text = (
@@ -90,6 +66,28 @@ def junit_tree(summaries: Sequence[RunSummary], suite_name: str = "helius-chaos"
     )
     root.append(suite)
     return root
+
+
+def _outcome(s: RunSummary) -> tuple[str, str, str]:
+    """(element, type, message) of a run that was not as expected."""
+    if s.verdict is Verdict.NOT_JUDGED:  # refused by the steady gate, dry, no fault
+        return "failure", str(s.verdict), f"not judged: {s.reason}"
+    if s.verdict is Verdict.NOT_RUN:  # planned, never started
+        return "error", str(s.verdict), f"not run: {s.reason}"
+    if s.verdict is Verdict.ABORTED:  # a stop condition: users hurt beyond a limit
+        return "failure", "aborted", s.reason
+    if s.verdict in (Verdict.INTERRUPTED, Verdict.FAILED):
+        return "error", str(s.verdict), s.reason
+    if s.verdict == s.expected_verdict:  # deviated, but not where it should have
+        message = (
+            f"deviated on probe {s.failing_probe!r}, expected probe "
+            f"{s.expected_failing_probe!r} to catch it: {s.reason}"
+        )
+    elif s.verdict == Verdict.DEVIATED:
+        message = s.reason
+    else:
+        message = f"expected {s.expected_verdict} but the hypothesis held: {s.reason}"
+    return "failure", str(s.verdict), message
 
 
 def _case_name(s: RunSummary) -> str:
