@@ -125,6 +125,20 @@ _PROBES: dict[str, Callable[[Json], str]] = {
         f"every pod on the registry's champion within {seconds(a['seconds'], '')} of the "
         "fault's end"
     ),
+    "promoted_model_served_within": lambda a: (
+        f"every pod that answered served the promoted model (version and artifact digest, as "
+        f"the clients got it) within {seconds(a['seconds'], '')} of the alias moving (the "
+        "fault's end when the promotion was during it)"
+    ),
+    "no_pod_downgraded": lambda a: (
+        f"no pod answered from the baseline after a registry or cache model (at most "
+        f"{a['max_baseline_answers']} answers, per pod, from the clients' counter)"
+    ),
+    "replacement_served_cache": lambda a: (
+        f"the replacement answered only from its on-disk cache with the digest served before "
+        f"the kill, at least {a['min_answers']} answer(s), until {a['during_target']} was back "
+        "(local stack only: a cluster's cache is an emptyDir)"
+    ),
     "targets_went_down": _down,
     "counter_grew": lambda a: f"{a['selector']} grew by >= {a['min_increase']:g}",
     "refresh_fresh_after_recovery": lambda a: (
