@@ -34,6 +34,8 @@ from helius_reco.lifecycle.store import BASELINE_VERSION, ModelSource, ServedMod
 from helius_reco.main import create_app
 from helius_reco.model.recommender import RecoModel
 from helius_reco.model.training import load_baseline
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
 
 from chaoshelius import registry
 
@@ -168,16 +170,19 @@ def one_pod_fallback_errors_app() -> FastAPI:
     refresher = components.refresher
     counter = itertools.count(1)
 
-    @app.middleware("http")
     async def fail_some_here(request: Request, call_next: _Next) -> Response:
+        response = await call_next(request)  # routed: the pod counts it on its /predict route
         if (
             request.url.path == "/predict"
             and refresher.in_fallback
             and next(counter) % ONE_POD_ERROR_EVERY == 0
         ):
             return JSONResponse({"detail": "user unknown to this pod's cached model"}, 500)
-        return await call_next(request)
+        return response
 
+    # innermost, inside the request-metrics middleware: the pod counts these 500s as its own,
+    # as it would a failing route (`@app.middleware` would wrap them outside, unseen)
+    app.user_middleware.append(Middleware(BaseHTTPMiddleware, dispatch=fail_some_here))
     return app
 
 
