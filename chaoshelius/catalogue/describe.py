@@ -137,7 +137,7 @@ _PROBES: dict[str, Callable[[Json], str]] = {
     "replacement_served_cache": lambda a: (
         f"the replacement answered only from its on-disk cache with the digest served before "
         f"the kill, at least {a['min_answers']} answer(s), until {a['during_target']} was back "
-        "(local stack only: a cluster's cache is an emptyDir)"
+        "(on a cluster, whose cache is an emptyDir: from cache or the baseline)"
     ),
     "targets_went_down": _down,
     "counter_grew": lambda a: f"{a['selector']} grew by >= {a['min_increase']:g}",

@@ -22,7 +22,9 @@ What it simulates, read from the fake cluster on every tick (`TICK_SECONDS`):
   MLflow stub, mlflow_stub.py). A Chaos Mesh latency on reco -> MLflow slows refreshes but
   does not fail them (800 ms is well inside the refresh deadline).
 - **Each load generator worker** (`helius_client_requests_total{name,outcome,reason}`,
-  `helius_client_request_latency_seconds`, `helius_client_users`, as loadtests/locustfile.py
+  `helius_client_request_latency_seconds`, `helius_client_users`,
+  `helius_client_answers_total{model_version,model_source,model_digest,reco_pod}` (the
+  answers spread evenly over the serving recommenders), as loadtests/locustfile.py
   exports them): while the master and the worker are Ready, it sends its share of
   `LOCUST_TARGET_RPS` (from the `loadgen-settings` ConfigMap the driver wrote) to the
   recommender Service: spread over the ready recommender pods, all successful, latencies in a
@@ -99,6 +101,7 @@ from mlflow_stub import Registry
 from prom_fixture import launch_prometheus
 
 from chaoshelius.topology import (
+    CLIENT_ANSWERS,
     CLIENT_LATENCY,
     CLIENT_REQUESTS,
     FALLBACK_GAUGE,
@@ -168,6 +171,8 @@ class _Worker:
     latency: dict[float, float] = field(default_factory=lambda: dict.fromkeys(LATENCY_BOUNDS, 0.0))
     latency_sum: float = 0.0
     users: float = 0.0
+    # good answers by (model_version, model_source, model_digest, reco_pod)
+    answers: dict[tuple[str, str, str, str], float] = field(default_factory=dict)
 
 
 def _peer_admits(peer: dict[str, Any], policy_ns: str, pod_ns: str, labels: dict[str, str]) -> bool:
@@ -452,6 +457,11 @@ class SimulatedSystem:
             state.requests[("failure", "http_5xx")] += failing
             state.requests[("success", "ok")] += n - failing
             self._observe(state, n, None)
+            for reco in recos:  # the service proxy spreads the answers evenly
+                served = self._recos[reco]
+                digest = "baseline0000" if served.source == "baseline" else f"sim{served.version}"
+                key = (served.version, served.source, digest, reco)
+                state.answers[key] = state.answers.get(key, 0.0) + (n - failing) / len(recos)
 
     @staticmethod
     def _observe(state: _Worker, n: float, seconds: float | None) -> None:
@@ -545,6 +555,13 @@ class SimulatedSystem:
         lines.append(f'{CLIENT_LATENCY}_count{{name="{PREDICT}"}} {int(running)}')
         lines.append(f'{CLIENT_LATENCY}_sum{{name="{PREDICT}"}} {state.latency_sum:.6f}')
         lines += ["# TYPE helius_client_users gauge", f"helius_client_users {state.users:g}"]
+        lines.append(f"# TYPE {CLIENT_ANSWERS} counter")
+        for (version, source, digest, reco), count in sorted(state.answers.items()):
+            labels = (
+                f'model_version="{version}",model_source="{source}",model_digest="{digest}",'
+                f'reco_pod="{reco}"'
+            )
+            lines.append(f"{CLIENT_ANSWERS}{{{labels}}} {int(count)}")
         return "\n".join(lines) + "\n"
 
     # ------------------------------------------------------------ running it
