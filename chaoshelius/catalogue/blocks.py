@@ -79,9 +79,10 @@ MODEL_SWAP = {**LATENCY, "noise_seconds": 0.15}
 # A killed recommender's in-flight requests are lost, as on a cluster.
 LOST_IN_FLIGHT = {"min_ratio": 0.98, "min_worst_ratio": 0.8}
 # Each recommender's resident memory from the first fault to the end of the run (its own first
-# sample for a replacement). Healthy local runs (2026-12-07) grew a pod by at most 1.0 MiB (a
-# replacement, from its first sample; 0.5 MiB in rds-path-cut): 10 MiB is 10x that, and a cache
-# that keeps ~9 KiB per answer passes it within a run (the page-tokens control).
+# sample for a replacement). Healthy local runs (2026-12-07) grew a pod by at most 0.5 MiB in
+# rds-path-cut, 1.0 MiB in reco-pod-kill (the replacement, from its first sample) and 3.75 MiB
+# in model-promoted-during-partition (every pod loads the promoted model): 10 MiB is 2.7x the
+# largest, and a cache that keeps ~9 KiB per answer passes it within a run (page-tokens).
 MEMORY = {"max_growth_mib": 10, "app": RECO}
 # Each recommender's own /predict answers, pod by pod (slo.per_pod): at most 1 % errors on any
 # pod (the clients' floor, which one bad pod of three is diluted under in the aggregate), and
