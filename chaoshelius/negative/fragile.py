@@ -35,7 +35,7 @@ from helius_reco.main import create_app
 from helius_reco.model.recommender import RecoModel
 from helius_reco.model.training import load_baseline
 from starlette.middleware import Middleware
-from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chaoshelius import registry
 
@@ -167,23 +167,38 @@ def one_pod_fallback_errors_app() -> FastAPI:
     components = _components(app)
     if components.settings.zone != ONE_POD_ZONE:
         return app
-    refresher = components.refresher
-    counter = itertools.count(1)
-
-    async def fail_some_here(request: Request, call_next: _Next) -> Response:
-        response = await call_next(request)  # routed: the pod counts it on its /predict route
-        if (
-            request.url.path == "/predict"
-            and refresher.in_fallback
-            and next(counter) % ONE_POD_ERROR_EVERY == 0
-        ):
-            return JSONResponse({"detail": "user unknown to this pod's cached model"}, 500)
-        return response
-
-    # innermost, inside the request-metrics middleware: the pod counts these 500s as its own,
-    # as it would a failing route (`@app.middleware` would wrap them outside, unseen)
-    app.user_middleware.append(Middleware(BaseHTTPMiddleware, dispatch=fail_some_here))
+    # innermost, inside the request-metrics middleware: the pod counts these 500s on its
+    # /predict route as its own, as it would a failing route (`@app.middleware` would wrap them
+    # outside, unseen); plain ASGI, so the other answers cost nothing more
+    app.user_middleware.append(Middleware(_FailEvery, refresher=components.refresher))
     return app
+
+
+class _FailEvery:
+    """Every ONE_POD_ERROR_EVERY-th prediction while in fallback: routed and ranked, then
+    answered 500 instead."""
+
+    def __init__(self, app: ASGIApp, refresher: Any) -> None:
+        self.app = app
+        self.refresher = refresher
+        self.counter = itertools.count(1)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["path"] != "/predict"
+            or not self.refresher.in_fallback
+            or next(self.counter) % ONE_POD_ERROR_EVERY
+        ):
+            await self.app(scope, receive, send)
+            return
+
+        async def drop(message: Message) -> None:
+            return None
+
+        await self.app(scope, receive, drop)
+        answer = JSONResponse({"detail": "user unknown to this pod's cached model"}, 500)
+        await answer(scope, receive, send)
 
 
 def slow_fallback_app() -> FastAPI:
