@@ -38,6 +38,27 @@ class PodRequests:
     def error_ratio(self) -> float:
         return self.errors / self.requests if self.requests > 0 else 0.0
 
+    def problems(self, max_error_ratio: float, allowed_seconds: float) -> list[str]:
+        """Why this pod fails: too many errors, a tail past the allowance (or none measured)."""
+        found = []
+        if self.error_ratio > max_error_ratio:
+            found.append(
+                f"{self.pod} failed {self.error_ratio:.2%} of {self.requests:.0f} "
+                f"(> {max_error_ratio:.2%})"
+            )
+        if self.p99_seconds is None or self.p99_seconds > allowed_seconds:
+            found.append(f"{self.pod} p99 {fmt_ms(self.p99_seconds)} > {fmt_ms(allowed_seconds)}")
+        return found
+
+    def as_json(self, min_requests: int) -> dict[str, Any]:
+        return {
+            "requests": round(self.requests),
+            "errors": round(self.errors),
+            "error_ratio": round(self.error_ratio, 5),
+            "p99_seconds": self.p99_seconds,
+            "judged": self.requests >= min_requests,
+        }
+
 
 def grown_by_pod(series_selector: str, start: float, end: float) -> str:
     """Per pod, how much a counter grew over [start, end]: per series the last value at `end`
@@ -50,20 +71,11 @@ def grown_by_pod(series_selector: str, start: float, end: float) -> str:
     return f"sum by (pod) (({delta} >= 0) or {at_end})"
 
 
-def p99_by_pod(histogram: str, series_selector: str, start: float, end: float) -> str:
-    """Per pod, the p99 of a histogram's observations in [start, end]."""
-    inner = series_selector.removeprefix(histogram)
+def p99_by_pod(histogram: str, start: float, end: float, **labels: str | None) -> str:
+    """Per pod, the p99 of a histogram's observations (with `labels`) in [start, end]."""
+    buckets = pq.selector(f"{histogram}_bucket", **labels)
     return (
-        f"histogram_quantile(0.99, sum by (pod, le) (increase({histogram}_bucket{inner}"
-        f"[{pq.duration(end - start)}] {pq.at(end)})))"
-    )
-
-
-def p99_fleet(histogram: str, series_selector: str, start: float, end: float) -> str:
-    """The p99 of every pod's observations in [start, end] together."""
-    inner = series_selector.removeprefix(histogram)
-    return (
-        f"histogram_quantile(0.99, sum by (le) (increase({histogram}_bucket{inner}"
+        f"histogram_quantile(0.99, sum by (pod, le) (increase({buckets}"
         f"[{pq.duration(end - start)}] {pq.at(end)})))"
     )
 
@@ -79,10 +91,9 @@ def _by_pod(judged: Judged, query: str) -> dict[str, float]:
 def _pods(judged: Judged, route: str, app: str, start: float, end: float) -> list[PodRequests]:
     requests_sel = pq.selector(SERVER_REQUESTS, app=app, route=route)
     errors_sel = requests_sel[:-1] + f',status!~"{ERROR_STATUS}"}}'
-    latency_sel = pq.selector(SERVER_LATENCY, app=app, route=route)
     requests = _by_pod(judged, grown_by_pod(requests_sel, start, end))
     errors = _by_pod(judged, grown_by_pod(errors_sel, start, end))
-    p99 = _by_pod(judged, p99_by_pod(SERVER_LATENCY, latency_sel, start, end))
+    p99 = _by_pod(judged, p99_by_pod(SERVER_LATENCY, start, end, app=app, route=route))
     return [
         PodRequests(pod, total, errors.get(pod, 0.0), p99.get(pod))
         for pod, total in sorted(requests.items())
@@ -120,8 +131,9 @@ def pods_prediction_slo(
     """
     start = judged.start
     end = judged.recovery_end(recovery_seconds)
-    latency_sel = pq.selector(SERVER_LATENCY, app=app, route=route)
-    q_base = p99_fleet(SERVER_LATENCY, latency_sel, start - baseline_seconds, start)
+    q_base = pq.quantile_over(
+        0.99, SERVER_LATENCY, start - baseline_seconds, start, app=app, route=route
+    )
     base = judged.prometheus.instant_value(q_base)
     pods = _pods(judged, route, app, start, end)
     judged_pods = [p for p in pods if p.requests >= min_requests]
@@ -129,16 +141,7 @@ def pods_prediction_slo(
     extra: dict[str, Any] = {
         "p99_before_seconds": base,
         "judged_seconds": round(end - start, 3),
-        "pods": {
-            p.pod: {
-                "requests": round(p.requests),
-                "errors": round(p.errors),
-                "error_ratio": round(p.error_ratio, 5),
-                "p99_seconds": p.p99_seconds,
-                "judged": p.requests >= min_requests,
-            }
-            for p in pods
-        },
+        "pods": {p.pod: p.as_json(min_requests) for p in pods},
         "not_judged": skipped,
     }
     query = grown_by_pod(pq.selector(SERVER_REQUESTS, app=app, route=route), start, end)
@@ -153,14 +156,7 @@ def pods_prediction_slo(
             **extra,
         )
     allowed = max_ratio * base + noise_seconds
-    problems = []
-    for p in judged_pods:
-        if p.error_ratio > max_error_ratio:
-            problems.append(
-                f"{p.pod} failed {p.error_ratio:.2%} of {p.requests:.0f} (> {max_error_ratio:.2%})"
-            )
-        if p.p99_seconds is None or p.p99_seconds > allowed:
-            problems.append(f"{p.pod} p99 {fmt_ms(p.p99_seconds)} > {fmt_ms(allowed)}")
+    problems = [why for p in judged_pods for why in p.problems(max_error_ratio, allowed)]
     worst = max(judged_pods, key=lambda p: p.error_ratio)
     slowest = max((p.p99_seconds or 0.0 for p in judged_pods), default=0.0)
     return judged.result(
