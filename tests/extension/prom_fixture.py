@@ -39,6 +39,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,12 +230,15 @@ def launch_prometheus(
     raise RuntimeError(f"Prometheus did not become ready; see {workdir / 'prometheus.log'}")
 
 
-def start_prometheus(workdir: Path) -> tuple[subprocess.Popen[bytes], PromHistory]:
+def start_prometheus(
+    workdir: Path, history: Callable[[int], str] | None = None
+) -> tuple[subprocess.Popen[bytes], PromHistory]:
+    """The real Prometheus holding `history(t0)` (OpenMetrics; this module's by default)."""
     _, promtool = binaries()
     t0 = int(time.time()) - 3600
     data = workdir / "data"
     source = workdir / "history.om"
-    source.write_text(_openmetrics(t0))
+    source.write_text((history or _openmetrics)(t0))
     subprocess.run(
         [promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(data)],
         check=True,

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "extension"))
 
-from prom_fixture import STALE_AFTER, PromHistory, binaries, launch_prometheus  # noqa: E402
+from prom_fixture import PromHistory, start_prometheus  # noqa: E402
 
 SPAN = 300
 NOW = SPAN
@@ -146,23 +145,4 @@ def openmetrics(t0: int) -> str:
 
 
 def start(workdir: Path) -> tuple[subprocess.Popen[bytes], PromHistory]:
-    _, promtool = binaries()
-    t0 = int(time.time()) - 3600
-    data = workdir / "data"
-    source = workdir / "history.om"
-    source.write_text(openmetrics(t0))
-    subprocess.run(
-        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(data)],
-        check=True,
-        capture_output=True,
-    )
-    config = workdir / "prometheus.yml"
-    config.write_text("global:\n  scrape_interval: 15s\n")
-    proc, url = launch_prometheus(
-        workdir,
-        config,
-        data,
-        "--storage.tsdb.retention.time=30d",
-        f"--query.lookback-delta={STALE_AFTER}s",
-    )
-    return proc, PromHistory(url, float(t0))
+    return start_prometheus(workdir, openmetrics)
