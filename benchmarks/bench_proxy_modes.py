@@ -18,6 +18,7 @@ import asyncio
 import functools
 import itertools
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -93,6 +94,7 @@ def _recommenders(count: int) -> Iterator[list[Upstream]]:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @contextmanager
