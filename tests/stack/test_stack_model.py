@@ -1,5 +1,6 @@
-"""Promoting a model through MLflow's REST API (chaoshelius.model.actions) on the real stack:
-the alias moves to a new version, and every recommender picks it up by itself."""
+"""Promoting a model (chaoshelius.model.actions: the service's trainer with another seed) on the
+real stack: the alias moves to a new version of a different artifact, and every recommender
+picks it up by itself and answers from it (its digest)."""
 
 from __future__ import annotations
 
@@ -27,20 +28,31 @@ def _served_versions(stack: StackHandle) -> set[str]:
     return versions
 
 
+def _served_digests(stack: StackHandle) -> set[str]:
+    digests = set()
+    for pod in stack.pods("app=helius-reco"):
+        answer = httpx.post(f"{pod['url']}/predict", json={"user_id": "u0001"}, timeout=5)
+        digests.add(str(answer.json()["model_digest"]))
+    return digests
+
+
 def test_promote_model_moves_the_alias_and_every_pod_follows(
     stack: StackHandle, tmp_path: Path
 ) -> None:
     before = _alias_version(stack)
+    digests_before = _served_digests(stack)
     configuration = {"helius_mlflow_url": stack.mlflow_url, "helius_run_dir": str(tmp_path)}
     out = promote_model(configuration=configuration)
     assert out["from_version"] == before
     assert int(out["to_version"]) > int(before)
     assert _alias_version(stack) == out["to_version"]
+    assert out["digest"] not in digests_before  # a different artifact, not a new label
     wait_for(
         lambda: _served_versions(stack) == {out["to_version"]},
         60,
         "every recommender serves the promoted version",
     )
+    assert _served_digests(stack) == {out["digest"]}
 
 
 def test_promote_model_against_no_mlflow_is_a_one_line_error(tmp_path: Path) -> None:
