@@ -4,11 +4,15 @@ The one place the alias lookup is written: the SLO probes ask it (`champion_vers
 model actions read and move the alias through `call` / `champion`, the stack's bootstrap and
 the negative controls' hot-path registry ask it asynchronously (`ask_alias`). Every call has
 an HTTP timeout (the harness's `helius_http_timeout_seconds`, or the caller's own).
+
+Artifacts go through the tracking server's artifact proxy (`mlflow server --serve-artifacts`,
+`mlflow-artifacts:` URIs), as the service fetches them: `get_artifact` / `put_artifact`.
 """
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -20,15 +24,22 @@ __all__ = [
     "ALIAS",
     "API",
     "alias_params",
+    "ARTIFACTS_API",
     "alias_url",
+    "artifact_path",
     "ask_alias",
     "call",
     "champion",
     "champion_version",
+    "get_artifact",
+    "put_artifact",
 ]
 
 API = "/api/2.0/mlflow"
 ALIAS = "/registered-models/alias"  # under API: GET reads an alias, POST moves it
+ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts/"  # the artifact proxy's files
+STORE_SCHEME = "mlflow-artifacts"
+MAX_ARTIFACT_BYTES = 64 * 1024 * 1024  # the service's own limit on a fetched artifact
 
 
 def alias_url(base_url: str) -> str:
@@ -57,6 +68,54 @@ def call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> dict[st
         )
     body: dict[str, Any] = response.json()
     return body
+
+
+def artifact_path(uri: str, name: str) -> str:
+    """The proxy path (under ARTIFACTS_API) of the file `name` in the artifact directory `uri`
+    (`mlflow-artifacts:/<experiment>/<run>/artifacts/model`). Raises TargetError for any
+    other store: only the tracking server's own is reachable through its REST API."""
+    parts = urlsplit(uri)
+    segments = [part for part in parts.path.split("/") if part]
+    if parts.scheme != STORE_SCHEME or not segments or any(p in (".", "..") for p in segments):
+        raise TargetError(
+            f"artifact location {uri[:200]!r} is not in MLflow's artifact store "
+            f"({STORE_SCHEME}:, mlflow server --serve-artifacts)"
+        )
+    return quote("/".join([*segments, name]))
+
+
+def get_artifact(client: httpx.Client, uri: str, name: str) -> bytes:
+    """The bytes of the file `name` under `uri`, through the artifact proxy of `client`'s
+    MLflow (at most MAX_ARTIFACT_BYTES). Raises TargetError."""
+    path = artifact_path(uri, name)
+    try:
+        with client.stream("GET", f"{ARTIFACTS_API}{path}") as response:
+            if response.status_code != 200:
+                raise TargetError(
+                    f"MLflow refused GET artifact {path}: HTTP {response.status_code}"
+                )
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_ARTIFACT_BYTES:
+                    raise TargetError(f"artifact {path} is above {MAX_ARTIFACT_BYTES} bytes")
+    except httpx.HTTPError as exc:
+        raise TargetError(f"MLflow at {client.base_url} did not send {path} ({exc})") from exc
+    return bytes(body)
+
+
+def put_artifact(client: httpx.Client, uri: str, name: str, data: bytes) -> None:
+    """Upload `data` as the file `name` under `uri` through the artifact proxy. Raises
+    TargetError."""
+    path = artifact_path(uri, name)
+    try:
+        response = client.put(f"{ARTIFACTS_API}{path}", content=data)
+    except httpx.HTTPError as exc:
+        raise TargetError(f"MLflow at {client.base_url} did not take {path} ({exc})") from exc
+    if response.status_code != 200:
+        raise TargetError(
+            f"MLflow refused PUT artifact {path}: HTTP {response.status_code} {response.text[:200]}"
+        )
 
 
 def champion(

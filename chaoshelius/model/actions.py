@@ -2,11 +2,12 @@
 
 Used by model-promoted-during-partition: a release pipeline moves `reco@champion` while the
 recommenders cannot reach MLflow, and every pod must converge on it once they can. The new
-version is a *different* artifact (the service's trainer, `helius_reco.train`, run with another
-seed), so what the pods serve can be told apart by its digest, not only by a version label.
-The trainer talks to MLflow at `helius_mlflow_url` (local stack: its MLflow service proxy; a
-cluster: the MLflow your runner can reach) and needs `helius_reco` installed where the
-experiment runs.
+version is a *different* artifact, so what the pods serve can be told apart by its digest, not
+only by a version label: the champion's artifact with its neighbour scores scaled by a factor
+from `seed` (chaoshelius/model/derive.py: the bytes and digest change, the rankings do not).
+Everything goes through MLflow's REST API and its artifact proxy at `helius_mlflow_url` (local
+stack: its MLflow service proxy; a cluster: the MLflow your runner can reach) with httpx and
+the standard library: no MLflow client, no trainer, about a second.
 
 What the promotion gave (version and artifact digest), or why it failed, is noted on the fault
 windows open at the time (`details["promotions"]`), where the served-model probes read it: a
@@ -15,13 +16,7 @@ failed promotion fails them (the run deviates), it is never only a logged warnin
 
 from __future__ import annotations
 
-import hashlib
-import json
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -30,14 +25,16 @@ from chaoslib.types import Configuration, Secrets
 from chaoshelius import registry, windows
 from chaoshelius.config import HarnessConfig
 from chaoshelius.exceptions import TargetError
+from chaoshelius.model.derive import DIGEST_CHARS, derive, digest
 from chaoshelius.topology import MODEL_ALIAS, MODEL_NAME
 
-__all__ = ["PROMOTIONS", "promote_model"]
+__all__ = ["DIGEST_CHARS", "PROMOTIONS", "promote_model"]
 
 PROMOTIONS = "promotions"  # the windows' details key of what promote_model did
-_TRAIN_TIMEOUT_SECONDS = 120.0
 _SEED_BASE = 1000  # the promoted model's seed: _SEED_BASE + the version it replaces
-DIGEST_CHARS = 12  # as the service names an artifact (helius_reco.model.recommender)
+ARTIFACT_FILE = "reco.npz"  # the file of a version's source the service loads
+_EXPERIMENT = "0"  # MLflow's default experiment, when the champion has no run
+_FORMAT_TAG = {"key": "helius.format", "value": "npz-v1"}  # as helius_reco.train tags it
 
 
 def promote_model(
@@ -47,8 +44,9 @@ def promote_model(
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
-    """Train and register a new, different version of `model_name` (another `seed`; default:
-    1000 + the version `alias` points at now), and move `alias` to it.
+    """Register a new, different version of `model_name` (the current one's artifact with its
+    scores scaled by a factor from `seed`; default seed: 1000 + the version `alias` points at
+    now), and move `alias` to it.
 
     Returns `{"model", "alias", "from_version", "to_version", "digest", "seed",
     "promoted_at"}` (`digest`: the short sha256 of the new artifact, as the service reports it
@@ -73,47 +71,55 @@ def _promote(
     base = config.helius_mlflow_url.rstrip("/")
     with httpx.Client(base_url=base, timeout=config.helius_http_timeout_seconds) as client:
         current = registry.champion(client, model_name, alias)
-    from_version = str(current["version"])
-    if seed is None:
-        seed = _SEED_BASE + int(from_version) if from_version.isdigit() else _SEED_BASE
-    with tempfile.TemporaryDirectory(prefix="helius-promote-") as tmp:
-        artifact = Path(tmp) / "reco.npz"
-        trained = _train(base, model_name, alias, seed, artifact)
-        digest = hashlib.sha256(artifact.read_bytes()).hexdigest()[:DIGEST_CHARS]
-    version = str(trained.get("version", ""))
-    if not version or version == from_version:
-        raise TargetError(
-            f"promotion did not register a new version of {model_name} (trainer said {trained})"
-        )
+        from_version = str(current["version"])
+        if seed is None:
+            seed = _SEED_BASE + int(from_version) if from_version.isdigit() else _SEED_BASE
+        artifact = derive(registry.get_artifact(client, current["source"], ARTIFACT_FILE), seed)
+        new_digest = digest(artifact)
+        version = _register(client, model_name, current, artifact, seed)
+        if version == from_version:
+            raise TargetError(f"MLflow gave {model_name} no new version (still {version})")
+        registry.call(
+            client, "POST", registry.ALIAS, json={"name": model_name, "alias": alias,
+                                                  "version": version}
+        )  # fmt: skip
     return {
         "model": model_name,
         "alias": alias,
         "from_version": from_version,
         "to_version": version,
-        "digest": digest,
+        "digest": new_digest,
         "seed": seed,
         "promoted_at": time.time(),
     }
 
 
-def _train(base: str, model_name: str, alias: str, seed: int, artifact: Path) -> dict[str, Any]:
-    """Run the service's trainer: register the artifact it writes to `artifact`, move `alias`."""
-    argv = [
-        sys.executable, "-m", "helius_reco.train", "--tracking-uri", base,
-        "--model-name", model_name, "--alias", alias, "--seed", str(seed),
-        "--new-version", "--output", str(artifact),
-    ]  # fmt: skip
-    try:
-        done = subprocess.run(  # noqa: S603 - our own interpreter and module, no shell
-            argv, capture_output=True, text=True, timeout=_TRAIN_TIMEOUT_SECONDS, check=False
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise TargetError(f"training the promoted model took over {exc.timeout:g} s") from exc
-    if done.returncode != 0:
-        tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        raise TargetError(f"training the promoted model failed ({done.returncode}): {tail}")
-    try:
-        answer: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError) as exc:
-        raise TargetError(f"the trainer printed no result: {done.stdout[-200:]!r}") from exc
-    return answer
+def _register(
+    client: httpx.Client, model_name: str, current: dict[str, Any], artifact: bytes, seed: int
+) -> str:
+    """Log `artifact` in a new run (the champion's experiment) as `model/reco.npz`, as the
+    service's trainer does, and register it as a new version of `model_name`; its number."""
+    experiment = _EXPERIMENT
+    if current.get("run_id"):
+        run = registry.call(client, "GET", "/runs/get", params={"run_id": current["run_id"]})
+        experiment = str(run["run"]["info"]["experiment_id"])
+    started = int(time.time() * 1000)
+    info = registry.call(
+        client, "POST", "/runs/create",
+        json={"experiment_id": experiment, "run_name": f"{model_name}-promote-{seed}",
+              "start_time": started},
+    )["run"]["info"]  # fmt: skip
+    source = f"{info['artifact_uri'].rstrip('/')}/model"
+    registry.put_artifact(client, source, ARTIFACT_FILE, artifact)
+    registry.call(
+        client, "POST", "/runs/update",
+        json={"run_id": info["run_id"], "status": "FINISHED",
+              "end_time": int(time.time() * 1000)},
+    )  # fmt: skip
+    tags = [_FORMAT_TAG, {"key": "helius.promoted_from", "value": str(current["version"])},
+            {"key": "helius.seed", "value": str(seed)}]  # fmt: skip
+    created = registry.call(
+        client, "POST", "/model-versions/create",
+        json={"name": model_name, "source": source, "run_id": info["run_id"], "tags": tags},
+    )  # fmt: skip
+    return str(created["model_version"]["version"])

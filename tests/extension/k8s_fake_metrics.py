@@ -459,7 +459,11 @@ class SimulatedSystem:
             self._observe(state, n, None)
             for reco in recos:  # the service proxy spreads the answers evenly
                 served = self._recos[reco]
-                digest = "baseline0000" if served.source == "baseline" else f"sim{served.version}"
+                digest = (
+                    "baseline0000"
+                    if served.source == "baseline"
+                    else self.registry.digest(served.version)
+                )
                 key = (served.version, served.source, digest, reco)
                 state.answers[key] = state.answers.get(key, 0.0) + (n - failing) / len(recos)
 
