@@ -81,12 +81,7 @@ def client_success_ratio(
     throughput = rate / base_rate if base_rate > 0 else None
     problems = _client_problems(
         total, ratio, throughput, min_requests, min_throughput_ratio, min_ratio
-    )
-    if worst is None or worst < min_worst_ratio:
-        problems.append(
-            f"worst {worst_window_seconds:g} s success ratio {fmt_number(worst)} "
-            f"< {min_worst_ratio}"
-        )
+    ) + _worst_window_problems(worst, min_worst_ratio, worst_window_seconds)
     return judged.result(
         not problems,
         ratio,
@@ -120,6 +115,15 @@ def _client_problems(
     if ratio < min_ratio:
         problems.append(f"success ratio {ratio:.4f} < {min_ratio}")
     return problems
+
+
+def _worst_window_problems(
+    worst: float | None, min_worst_ratio: float, window_seconds: float
+) -> list[str]:
+    """Why the worst short window fails (a burst of errors is not averaged away)."""
+    if worst is not None and worst >= min_worst_ratio:
+        return []
+    return [f"worst {window_seconds:g} s success ratio {fmt_number(worst)} < {min_worst_ratio}"]
 
 
 @window_probe()
