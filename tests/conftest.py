@@ -1,4 +1,14 @@
-"""One real local stack per test session (base port 27000, state in a pytest tmp dir), shared by
+"""What every test shares.
+
+The layout mirrors the code: tests/<package>/ tests chaoshelius/<package>/ (tests/core the
+top-level modules), and tests/support/ holds the one set of helpers (waiting, free ports, small
+HTTP servers) and the stand-ins for what cannot run here (a Kubernetes API server, the stack's
+control API, an MLflow registry, a simulated cluster's metrics).
+
+Each test starts a new "run" (no fault phase, no windows), and `fake_stack` / `configuration`
+give the activities a fake control API to talk to.
+
+One real local stack per test session (base port 27000, state in a pytest tmp dir), shared by
 tests/stack (the stack itself) and tests/experiments (interrupted chaos runs).
 
 Tests share it, so each one must leave it as it found it: the `stack` fixture undoes every
@@ -10,12 +20,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from stack_helpers import StackHandle, busy_ports, stack_pids, survivors
+from support.fake_control import FakeStack, serve
+from support.stack import StackHandle, busy_ports, stack_pids, survivors
 
-from chaoshelius.stack import lifecycle
+from chaoshelius import windows
+from chaoshelius.stack import auth, lifecycle
 from chaoshelius.stack.client import ControlClient
 from chaoshelius.stack.config import StackConfig
 from chaoshelius.stack.ports import StackPorts
@@ -55,3 +69,40 @@ def stack(session_stack: StackHandle) -> Iterator[StackHandle]:
     yield session_stack
     session_stack.undo_all_faults()
     session_stack.wait_fully_ready()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_windows() -> Iterator[None]:
+    """Each test is a new 'run': no fault phase, no windows."""
+    windows.reset()
+    yield
+    windows.reset()
+
+
+@pytest.fixture
+def fake_stack() -> Iterator[tuple[FakeStack, str]]:
+    stack = FakeStack()
+    for app in ("helius-reco", "mlflow"):
+        for zone in ("zone-a", "zone-b", "zone-c"):
+            stack.add_pod(app, zone)
+    server, url = serve(stack)
+    yield stack, url
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def configuration(
+    fake_stack: tuple[FakeStack, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    """The driver finds the fake's token where it finds a real stack's: the state dir."""
+    monkeypatch.delenv(auth.TOKEN_ENV, raising=False)
+    stack_dir = tmp_path / "stack"
+    stack_dir.mkdir()
+    auth.token_file(stack_dir).write_text(fake_stack[0].token + "\n")
+    return {
+        "helius_control_url": fake_stack[1],
+        "helius_stack_dir": str(stack_dir),
+        "helius_run_dir": str(tmp_path / "run"),
+        "helius_http_timeout_seconds": 2,
+    }

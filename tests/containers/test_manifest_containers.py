@@ -37,7 +37,6 @@ import secrets
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -63,9 +62,7 @@ from kubelet import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 from rules import expected_series
-
-sys.path.insert(0, str(REPO / "tests" / "extension"))
-from k8s_fake_api import FakeKubeAPI, serve, write_kubeconfig  # noqa: E402
+from support.k8s_fake_api import FakeKubeAPI, serve, write_kubeconfig  # noqa: E402
 
 from chaoshelius.stack.postgres import PostgresServer  # noqa: E402
 

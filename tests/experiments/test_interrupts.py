@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from stack_helpers import StackHandle, wait_for
+from support.stack import StackHandle, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 from fake_reco import FakeReco
-from load_helpers import LOCUSTFILE, free_port
+from load_helpers import LOCUSTFILE
+from support.ports import free_port
 
 from chaoshelius.load.actions import stop_load
 

@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import socket
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[2]
 LOCUSTFILE = REPO / "loadtests" / "locustfile.py"
-
-
-def free_port() -> int:
-    """An ephemeral port (the kernel's range, away from the stacks' 17000-20999)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    assert not 17000 <= port < 21000
-    return port
 
 
 def scrape(url: str) -> dict[tuple[str, ...], float]:
@@ -44,13 +31,3 @@ def requests_count(samples: dict[tuple[str, ...], float], name: str, reason: str
         f"reason={reason}",
     )
     return samples.get(key, 0.0)
-
-
-def wait_for(
-    what: str, check: Callable[[], bool], timeout: float = 15.0, interval: float = 0.2
-) -> None:
-    end = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > end:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)

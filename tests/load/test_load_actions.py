@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 from fake_reco import FakeReco
-from load_helpers import LOCUSTFILE, REPO, free_port, requests_count, scrape, wait_for
+from load_helpers import LOCUSTFILE, REPO, requests_count, scrape
+from support.ports import free_port
+from support.waiting import wait_for
 
 from chaoshelius.exceptions import TargetError
 from chaoshelius.load import _runtime as rt
@@ -40,7 +42,9 @@ def test_lifecycle_against_a_healthy_service(
         start_load(host=fake_reco.url, configuration=load_config)
 
     url = started["metrics_url"]
-    wait_for("40 good /predict answers", lambda: requests_count(scrape(url), PREDICT, "ok") >= 40)
+    wait_for(
+        lambda: requests_count(scrape(url), PREDICT, "ok") >= 40, 15.0, "40 good /predict answers"
+    )
     samples = scrape(url)
     assert samples[("helius_client_users",)] == 4
     for reason in ("http_5xx", "http_4xx", "connection", "timeout", "bad_content", "other"):
@@ -86,19 +90,19 @@ def test_failures_are_counted_by_reason(fake_reco: FakeReco, load_config: dict[s
         fake_reco.mode = mode
         before = requests_count(scrape(url), PREDICT, reason)
         wait_for(
-            f"{reason} failures in mode {mode}",
             lambda: requests_count(scrape(url), PREDICT, reason) >= before + 3,
+            15.0,
+            f"{reason} failures in mode {mode}",
         )
 
-    wait_for("good answers", lambda: requests_count(scrape(url), PREDICT, "ok") >= 5)
+    wait_for(lambda: requests_count(scrape(url), PREDICT, "ok") >= 5, 15.0, "good answers")
     phase("bad_content", "bad_content")
     phase("fail", "http_5xx")
     phase("excluded", "bad_content")
     phase("slow", "timeout")
     fake_reco.stop()  # the service disappears: refused connections
     wait_for(
-        "connection failures",
-        lambda: requests_count(scrape(url), PREDICT, "connection") >= 3,
+        lambda: requests_count(scrape(url), PREDICT, "connection") >= 3, 15.0, "connection failures"
     )
     samples = scrape(url)
     assert requests_count(samples, PREDICT, "other") == 0
@@ -138,7 +142,7 @@ def test_sigkilled_parent_leaves_locust_bounded_by_run_time(
     files = rt.run_files(rt.load_config(load_config))
     pid = rt.read_pid(files)
     assert pid is not None and rt.is_locust(pid), "Locust should outlive its killed parent"
-    wait_for("Locust to end by its --run-time", lambda: not rt.is_locust(pid), timeout=20)
+    wait_for(lambda: not rt.is_locust(pid), 20, "Locust to end by its --run-time")
     assert load_stats(configuration=load_config)["total"]["requests"] > 0
     assert stop_load(configuration=load_config)["stopped"] is False
 

@@ -10,7 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 from fake_reco import FakeReco
-from load_helpers import LOCUSTFILE, free_port, scrape, wait_for
+from load_helpers import LOCUSTFILE, scrape
+from support.ports import free_port
+from support.waiting import wait_for
 
 from chaoshelius.load import _runtime as rt
 from chaoshelius.load.plan import LoadPlan, locust_env_name
@@ -105,7 +107,7 @@ def test_the_cluster_settings_drive_the_locustfile(fake_reco: FakeReco, tmp_path
         )
     try:
         url = f"http://127.0.0.1:{port}/metrics"
-        wait_for("4 users", lambda: _users(url) == 4, timeout=20)
+        wait_for(lambda: _users(url) == 4, 20, "4 users")
         assert locust.wait(30) == 0, rt.log_tail(files)
     finally:
         if locust.poll() is None:

@@ -18,7 +18,9 @@ from typing import Any
 import httpx
 import pytest
 from fake_reco import FakeReco
-from load_helpers import LOCUSTFILE, free_port, scrape, wait_for
+from load_helpers import LOCUSTFILE, scrape
+from support.ports import free_port
+from support.waiting import wait_for
 
 from chaoshelius.exceptions import ConfigurationError, TargetError
 from chaoshelius.load import _runtime as rt
@@ -70,7 +72,7 @@ def test_connections_churn_at_the_asked_share(
         host=fake_reco.url,
         configuration=load_config,
     )
-    wait_for("400 requests", lambda: sum(fake_reco.paths.values()) >= 400, timeout=30)
+    wait_for(lambda: sum(fake_reco.paths.values()) >= 400, 30, "400 requests")
     stop_load(configuration=load_config)
     requests, connections = sum(fake_reco.paths.values()), fake_reco.connections
     if share == 0:
@@ -166,7 +168,7 @@ def test_processes_web_ui_env_vars_and_default_host(fake_reco: FakeReco, tmp_pat
     )
     try:
         url = f"http://127.0.0.1:{metrics}/metrics"
-        wait_for("the master's exporter", lambda: _answers(url), timeout=30)
+        wait_for(lambda: _answers(url), 30, "the master's exporter")
         page = httpx.get(f"http://127.0.0.1:{web}/", timeout=5).text
         for shown in ("target_rps", "new_connection_share", "request_timeout"):
             assert shown in page, shown
@@ -176,7 +178,7 @@ def test_processes_web_ui_env_vars_and_default_host(fake_reco: FakeReco, tmp_pat
             stats = httpx.get(f"http://127.0.0.1:{web}/stats/requests", timeout=5).json()
             return bool(stats["state"] == "stopped")
 
-        wait_for("the run time to end", stopped, timeout=40)
+        wait_for(stopped, 40, "the run time to end")
         seen: dict[str, float] = {}
 
         def totals_agree() -> bool:
@@ -187,7 +189,7 @@ def test_processes_web_ui_env_vars_and_default_host(fake_reco: FakeReco, tmp_pat
 
         # the workers report every 1 s (ours) and 3 s (Locust's): both settle on the same total
         try:
-            wait_for("exporter == Locust's total", totals_agree, timeout=15)
+            wait_for(totals_agree, 15, "exporter == Locust's total")
         except pytest.fail.Exception:
             pytest.fail(f"the exporter and Locust disagree: {seen}")
         assert seen["exporter"] >= 150  # ~60/s for 6 s, through both workers
@@ -219,7 +221,7 @@ def test_tags_select_the_tasks(fake_reco: FakeReco, tmp_path: Path) -> None:
         tmp_path / "locust.log",
     )
     try:
-        wait_for("20 requests", lambda: sum(fake_reco.paths.values()) >= 20, timeout=30)
+        wait_for(lambda: sum(fake_reco.paths.values()) >= 20, 30, "20 requests")
     finally:
         _kill(process)
     assert fake_reco.paths["/health"] >= 20

@@ -15,7 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
-from load_helpers import free_port, requests_count, scrape, wait_for
+from load_helpers import requests_count, scrape
+from support.ports import free_port
+from support.waiting import wait_for
 
 from chaoshelius.load.actions import start_load, stop_load
 
@@ -67,7 +69,7 @@ def real_reco(tmp_path: Path) -> Iterator[RealReco]:
             return False
 
     try:
-        wait_for("the recommender to be ready", ready, timeout=30)
+        wait_for(ready, 30, "the recommender to be ready")
         yield RealReco(url, server)
     finally:
         if server.poll() is None:
@@ -82,12 +84,12 @@ def test_load_against_the_real_service(real_reco: RealReco, load_config: dict[st
     )
     url = started["metrics_url"]
     wait_for(
-        "30 good /predict and 1 good /health",
         lambda: (
             requests_count(samples := scrape(url), "/predict", "ok") >= 30
             and requests_count(samples, "/health", "ok") >= 1
         ),
-        timeout=30,
+        30,
+        "30 good /predict and 1 good /health",
     )
     samples = scrape(url)
     failures = {
@@ -108,8 +110,9 @@ def test_load_against_the_real_service(real_reco: RealReco, load_config: dict[st
     # the service dies: it can no longer report anything, the clients do
     os.killpg(real_reco.process.pid, signal.SIGKILL)
     wait_for(
-        "clients to see connection failures",
         lambda: requests_count(scrape(url), "/predict", "connection") >= 3,
+        15.0,
+        "clients to see connection failures",
     )
     stopped = stop_load(configuration=load_config)
     assert stopped["stopped"] is True

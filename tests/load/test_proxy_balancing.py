@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from load_helpers import free_port
+from support.ports import free_port
 
 from chaoshelius.stack.proxy import Balancing, RoundRobin, TcpProxy, Upstream
 

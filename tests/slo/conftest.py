@@ -6,18 +6,9 @@ from typing import Any
 
 import per_pod_history
 import pytest
-from prom_fixture import PromHistory
+from support.prom_fixture import PromHistory
 
-from chaoshelius import windows
 from chaoshelius.slo import verdict
-
-
-@pytest.fixture(autouse=True)
-def _fresh_windows() -> Iterator[None]:
-    """Each test is a new 'run': no fault phase, no windows."""
-    windows.reset()
-    yield
-    windows.reset()
 
 
 @pytest.fixture(scope="module")

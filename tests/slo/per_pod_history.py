@@ -19,12 +19,9 @@ T0, T0 an hour ago, one sample per second; a counter sample at T0 + s counts sec
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "extension"))
-
-from prom_fixture import PromHistory, start_prometheus  # noqa: E402
+from support.prom_fixture import PromHistory, start_prometheus  # noqa: E402
 
 SPAN = 300
 NOW = SPAN

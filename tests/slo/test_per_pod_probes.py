@@ -19,7 +19,7 @@ from per_pod_history import (
     SLOW,
     SLOW_POD,
 )
-from prom_fixture import PromHistory
+from support.prom_fixture import PromHistory
 
 from chaoshelius import windows
 from chaoshelius.slo import probes

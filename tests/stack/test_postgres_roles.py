@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import socket
 import stat
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from support.ports import free_port
 
 from chaoshelius.stack import daemon, pod_specs
 from chaoshelius.stack.postgres import PostgresServer
@@ -22,16 +22,9 @@ from chaoshelius.stack.postgres import PostgresServer
 pytestmark = pytest.mark.integration
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    pg = PostgresServer(tmp_path_factory.mktemp("roles") / "postgres" / "data", _free_port())
+    pg = PostgresServer(tmp_path_factory.mktemp("roles") / "postgres" / "data", free_port())
     pg.start()
     try:
         yield pg

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from stack_helpers import StackHandle, busy_ports, processes_under, stack_pids, survivors
+from support.stack import StackHandle, busy_ports, processes_under, stack_pids, survivors
 
 from chaoshelius.stack.ports import StackPorts
 from chaoshelius.stack.state import StackPaths, read_state

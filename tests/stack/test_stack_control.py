@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from stack_helpers import StackHandle, wait_for
+from support.stack import StackHandle, wait_for
 
 from chaoshelius.stack import auth
 from chaoshelius.topology import EDGE_MLFLOW_RDS, EDGE_RECO_MLFLOW, NAMESPACE, App

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.ports import free_port
 
 from chaoshelius.stack import lifecycle, selectors
 from chaoshelius.stack.api_models import MAX_SELECTOR_CHARS
@@ -322,7 +323,7 @@ def test_a_cluster_that_outlived_its_state_dir_is_recreated(tmp_path: Path) -> N
     (seen in a CI-like re-clone). The default PG home: the server user cannot enter pytest's
     private tmp dir."""
     data = tmp_path / "clone" / ".helius" / "postgres" / "data"
-    port = _free_port()
+    port = free_port()
     first = PostgresServer(data, port=port)
     first.start()
     first.stop()
@@ -334,11 +335,3 @@ def test_a_cluster_that_outlived_its_state_dir_is_recreated(tmp_path: Path) -> N
         assert again.accepts_connections()
     finally:
         again.stop()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import httpx
-from stack_helpers import ALIAS_PATH, StackHandle, wait_for
+from support.stack import ALIAS_PATH, StackHandle, wait_for
 
 from chaoshelius.model.actions import promote_model
 from chaoshelius.topology import MODEL_ALIAS, MODEL_NAME

@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg2
 import pytest
-from stack_helpers import StackHandle, outcome, wait_for
+from support.stack import StackHandle, outcome, wait_for
 
 from chaoshelius.stack.procs import pid_alive
 from chaoshelius.topology import EDGE_MLFLOW_RDS, App

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from stack_helpers import POD_READY_SECONDS, StackHandle, outcome, wait_for
+from support.stack import POD_READY_SECONDS, StackHandle, outcome, wait_for
 
 from chaoshelius.stack.procs import pid_alive
 from chaoshelius.topology import ZONES, App

@@ -17,7 +17,7 @@ import httpx
 import psutil
 import psycopg2
 import pytest
-from stack_helpers import StackHandle
+from support.stack import StackHandle
 
 from chaoshelius.stack import auth
 from chaoshelius.stack.api_models import MAX_BODY_BYTES

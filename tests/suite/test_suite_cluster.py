@@ -3,7 +3,7 @@
 The end-to-end test runs the real `chaoshelius suite run` (and through it the real `chaos`
 CLI, the real report builder and a real Prometheus) against the fake API server serving the
 kind overlay, with the simulated pods' series of test_kubernetes_verdicts (no kube-apiserver,
-kubelet or container can run here: see tests/extension/k8s_fake_api.py and
+kubelet or container can run here: see tests/support/k8s_fake_api.py and
 k8s_fake_metrics.py; MLflow's REST API is mlflow_stub). It proves the suite brings no local
 stack up, takes the Prometheus URL from the configuration, waits for a steady cluster, and
 writes one run directory per experiment, the index and JUnit with the verdicts.
@@ -35,7 +35,6 @@ from chaoshelius.suite import PlannedRun, SuiteError, SuiteOptions, chaos_run_ar
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = ROOT / "experiments"
 CLUSTER_PROFILE = EXPERIMENTS / "profiles" / "cluster.json"
-sys.path.insert(0, str(ROOT / "tests" / "extension"))
 
 # one short experiment end to end (the index over several runs is the local suite's tests'
 # subject; the interrupted campaign below runs the zone drain): CI time is tight
@@ -74,7 +73,7 @@ def test_negative_controls_are_refused_on_a_cluster_in_one_line(
 def test_a_context_outside_the_allow_list_stops_the_suite_before_any_run(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from k8s_fake_api import isolate_client, write_kubeconfig
+    from support.k8s_fake_api import isolate_client, write_kubeconfig
 
     kubeconfig = write_kubeconfig(
         tmp_path / "kubeconfig", {"prod": "https://prod.example:6443"}, "prod"
@@ -148,9 +147,9 @@ class FakeCluster:
 
 @contextmanager
 def fake_cluster(tmp_path: Path) -> Iterator[FakeCluster]:
-    from k8s_fake_api import FakeKubeAPI, serve, write_kubeconfig
-    from k8s_fake_metrics import SimulatedSystem, scraped
-    from mlflow_stub import serve_registry
+    from support.k8s_fake_api import FakeKubeAPI, serve, write_kubeconfig
+    from support.k8s_fake_metrics import SimulatedSystem, scraped
+    from support.mlflow_stub import serve_registry
     from test_kubernetes_verdicts import COLD_START_SECONDS, CONTEXT, READY_SECONDS, TIMING
 
     # the cluster profile, as a user passes it, with test_kubernetes_verdicts' short timings
@@ -266,7 +265,7 @@ def test_the_cluster_steady_wait_names_what_is_not_steady(
 ) -> None:
     """Against the fake API server (no real cluster can run here): every reason the suite
     waits for on a cluster, and steady when none holds."""
-    from k8s_fake_api import FakeKubeAPI, isolate_client, serve, write_kubeconfig
+    from support.k8s_fake_api import FakeKubeAPI, isolate_client, serve, write_kubeconfig
 
     from chaoshelius.config import HarnessConfig
     from chaoshelius.drivers import get_driver

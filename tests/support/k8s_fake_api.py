@@ -61,6 +61,8 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes.config import kube_config
 
+from support.http import serve as serve_handler
+
 ZONE = "topology.kubernetes.io/zone"
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 REPO = Path(__file__).resolve().parents[2]
@@ -975,7 +977,7 @@ class FakeKubeAPI:
 
 class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
-        api: FakeKubeAPI = self.server.api  # type: ignore[attr-defined]
+        api: FakeKubeAPI = self.api
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         path, _, query = self.path.partition("?")
@@ -1004,10 +1006,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 def serve(api: FakeKubeAPI) -> tuple[ThreadingHTTPServer, str]:
     """Serve `api` on 127.0.0.1, a free port; return the server and its base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.api = api  # type: ignore[attr-defined]
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
+    return serve_handler(type("Handler", (_Handler,), {"api": api}))
 
 
 def write_kubeconfig(path: Path, contexts: dict[str, str], current: str) -> Path:

@@ -19,8 +19,15 @@ What it simulates, read from the fake cluster on every tick (`TICK_SECONDS`):
   a phase of its own. A failed refresh counts a failure (`timeout` when the path to MLflow is
   blackholed, `unavailable` when MLflow has no endpoint or cannot reach its database) and sets
   the gauge to 1; a successful one sets it to 0 and the model to the registry's version (the
-  MLflow stub, mlflow_stub.py). A Chaos Mesh latency on reco -> MLflow slows refreshes but
-  does not fail them (800 ms is well inside the refresh deadline).
+  MLflow stub, mlflow_stub.py) and `reco_engine_last_successful_refresh_timestamp_seconds`
+  to the wall time (0 until the first success: it advances every refresh while the registry is
+  reachable and stands still while it is cut). A Chaos Mesh latency on reco -> MLflow slows
+  refreshes but does not fail them (800 ms is well inside the refresh deadline). Its own
+  middleware's series of the answers it gives (`reco_engine_requests_total{route,method,
+  status}`, `reco_engine_requests_latency_seconds{route}` with the service's buckets, born
+  with its first answer, a fixed low latency distribution, 500s only under
+  `fallback_error_share` while in fallback) and a flat `process_resident_memory_bytes`; a
+  restarted or new process starts its series from 0.
 - **Each load generator worker** (`helius_client_requests_total{name,outcome,reason}`,
   `helius_client_request_latency_seconds`, `helius_client_users`,
   `helius_client_answers_total{model_version,model_source,model_digest,reco_pod}` (the
@@ -95,21 +102,26 @@ from typing import Any
 
 import httpx
 import yaml
-from http_stub import reply, serve
-from k8s_fake_api import FakeKubeAPI, _is_ready, _selects
-from mlflow_stub import Registry
-from prom_fixture import launch_prometheus
 
 from chaoshelius.topology import (
     CLIENT_ANSWERS,
     CLIENT_LATENCY,
     CLIENT_REQUESTS,
     FALLBACK_GAUGE,
+    LAST_REFRESH_GAUGE,
     MODEL_INFO,
     NAMESPACE,
+    PREDICT_ROUTE,
     REFRESH_FAILURES,
+    RESIDENT_MEMORY,
+    SERVER_LATENCY,
+    SERVER_REQUESTS,
     App,
 )
+from support.http import reply, serve
+from support.k8s_fake_api import FakeKubeAPI, _is_ready, _selects
+from support.mlflow_stub import Registry
+from support.prom_fixture import launch_prometheus
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST_PROMETHEUS = REPO / "manifests" / "monitoring" / "prometheus" / "prometheus.yml"
@@ -126,6 +138,12 @@ CLIENT_REASONS = ("ok", "http_5xx", "connection")
 # a healthy recommender's client latency: (bucket upper bound, share of requests)
 LATENCY_SHARES = ((0.005, 0.3), (0.0075, 0.4), (0.01, 0.2), (0.02, 0.09), (0.05, 0.01))
 LATENCY_BOUNDS = (0.001, 0.002, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.5, 1.0)
+# the recommender's own /predict latency (helius_reco.metrics.LATENCY_BUCKETS), a little under
+# what its clients measure: (bucket upper bound, share of requests)
+SERVER_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+SERVER_SHARES = ((0.0025, 0.3), (0.005, 0.5), (0.01, 0.19), (0.025, 0.01))
+# a recommender's resident memory: flat under a steady load (plus a per-pod offset)
+RSS_BYTES = 180 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -159,6 +177,12 @@ class _Reco:
     version: str = "1"
     source: str = "registry"
     failures: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REFRESH_REASONS, 0))
+    last_success: float = 0.0  # wall time of the last successful refresh (0: never)
+    rss: float = RSS_BYTES
+    # its own /predict answers (helius_reco's middleware): by status, and their latency
+    answered: dict[str, float] = field(default_factory=dict)
+    latency: dict[float, float] = field(default_factory=lambda: dict.fromkeys(SERVER_BOUNDS, 0.0))
+    latency_sum: float = 0.0
 
 
 @dataclass
@@ -400,6 +424,7 @@ class SimulatedSystem:
             if state is None:  # a new pod: one refresh before its first answer
                 phase = (zlib.crc32(name.encode()) % 1000) / 1000 * self.refresh_seconds
                 state = _Reco(self.cluster.zone_of(pod) or "?", now + phase)
+                state.rss += zlib.crc32(name.encode()) % 4096 * 4096
                 self._recos[name] = state
                 self._refresh(pod, state, first=True)
             elif now >= state.next_refresh:
@@ -409,6 +434,7 @@ class SimulatedSystem:
     def _refresh(self, pod: dict[str, Any], state: _Reco, first: bool = False) -> None:
         reason = self._refresh_failure(pod)
         if reason is None:
+            state.last_success = time.time()
             state.fallback = False
             state.version = self.registry.current()
             state.source = "registry"
@@ -459,6 +485,7 @@ class SimulatedSystem:
             self._observe(state, n, None)
             for reco in recos:  # the service proxy spreads the answers evenly
                 served = self._recos[reco]
+                self._answer(served, n / len(recos))
                 digest = (
                     "baseline0000"
                     if served.source == "baseline"
@@ -466,6 +493,17 @@ class SimulatedSystem:
                 )
                 key = (served.version, served.source, digest, reco)
                 state.answers[key] = state.answers.get(key, 0.0) + (n - failing) / len(recos)
+
+    def _answer(self, reco: _Reco, n: float) -> None:
+        """`reco` answers `n` predictions: counted and timed by its own middleware (a share
+        failing with 500 while it is in fallback, under `fallback_error_share`)."""
+        failing = n * self.misbehaviour.fallback_error_share if reco.fallback else 0.0
+        if failing:  # a status's series is born with its first answer
+            reco.answered["500"] = reco.answered.get("500", 0.0) + failing
+        reco.answered["200"] = reco.answered.get("200", 0.0) + n - failing
+        for bound, share in SERVER_SHARES:
+            reco.latency[bound] += n * share
+            reco.latency_sum += n * share * bound * 0.8
 
     @staticmethod
     def _observe(state: _Worker, n: float, seconds: float | None) -> None:
@@ -542,7 +580,34 @@ class SimulatedSystem:
         lines += [f'{MODEL_INFO}{{version="{state.version}",source="{state.source}"}} 1']
         lines += [f"# TYPE {REFRESH_FAILURES} counter"]
         lines += [f'{REFRESH_FAILURES}{{reason="{r}"}} {n}' for r, n in state.failures.items()]
-        return "\n".join(lines) + "\n"
+        lines += [
+            f"# TYPE {LAST_REFRESH_GAUGE} gauge",
+            f"{LAST_REFRESH_GAUGE} {state.last_success}",
+        ]
+        lines += [f"# TYPE {RESIDENT_MEMORY} gauge", f"{RESIDENT_MEMORY} {state.rss:.1f}"]
+        return "\n".join(lines + self._server_metrics(state)) + "\n"
+
+    @staticmethod
+    def _server_metrics(state: _Reco) -> list[str]:
+        """The middleware's series of /predict (none before its first answer, as
+        prometheus_client exports a labelled child only once it is used)."""
+        if not state.answered:
+            return []
+        route = f'route="{PREDICT_ROUTE}"'
+        lines = [f"# TYPE {SERVER_REQUESTS} counter"]
+        for status, count in sorted(state.answered.items()):
+            lines.append(
+                f'{SERVER_REQUESTS}{{{route},method="POST",status="{status}"}} {int(count)}'
+            )
+        lines.append(f"# TYPE {SERVER_LATENCY} histogram")
+        running = 0.0
+        for bound in SERVER_BOUNDS:
+            running += state.latency[bound]
+            lines.append(f'{SERVER_LATENCY}_bucket{{{route},le="{bound}"}} {int(running)}')
+        lines.append(f'{SERVER_LATENCY}_bucket{{{route},le="+Inf"}} {int(running)}')
+        lines.append(f"{SERVER_LATENCY}_count{{{route}}} {int(running)}")
+        lines.append(f"{SERVER_LATENCY}_sum{{{route}}} {state.latency_sum:.6f}")
+        return lines
 
     @staticmethod
     def _client_metrics(state: _Worker) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.provider.python import run_python_activity
-from k8s_fake_api import FakeKubeAPI, isolate_client, serve, write_kubeconfig
+from support.k8s_fake_api import FakeKubeAPI, isolate_client, serve, write_kubeconfig
 
 from chaoshelius import windows
 from chaoshelius.config import HarnessConfig

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import httpx
 import pytest
-from fake_control import FakeStack
+from support.fake_control import FakeStack
 
 from chaoshelius.config import HarnessConfig
 from chaoshelius.drivers.local import LocalDriver

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from k8s_fake_api import FakeKubeAPI, isolate_client, serve, write_kubeconfig
+from support.k8s_fake_api import FakeKubeAPI, isolate_client, serve, write_kubeconfig
 
 from chaoshelius.config import HarnessConfig
 from chaoshelius.drivers import get_driver, k8s_reaper

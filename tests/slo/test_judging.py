@@ -22,11 +22,6 @@ from chaoshelius.slo import probes
 from chaoshelius.slo.verdict import Judged, window_probe
 
 
-@pytest.fixture(autouse=True)
-def _fresh_windows() -> None:
-    windows.reset()
-
-
 def _activity(func: str, **arguments: Any) -> dict[str, Any]:
     return {
         "type": "probe",

@@ -25,7 +25,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
-from http_stub import reply, serve
+
+from support.http import reply, serve
 
 API = "/api/2.0/mlflow"
 ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts/"

@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from chaoshelius.stack import api_models as api
+from support.http import serve as serve_handler
 
 _REQUESTS: dict[tuple[str, str], type[BaseModel]] = {
     ("POST", "/pods/kill"): api.KillRequest,
@@ -160,9 +161,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.loads(raw) if raw else None
         path, _, query = self.path.partition("?")
         authorization = self.headers.get("Authorization") or ""
-        status, payload = self.server.stack.handle(  # type: ignore[attr-defined]
-            self.command, path, query, body, authorization
-        )
+        status, payload = self.stack.handle(self.command, path, query, body, authorization)
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -177,7 +176,5 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def serve(stack: FakeStack) -> tuple[ThreadingHTTPServer, str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.stack = stack  # type: ignore[attr-defined]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.server_address[1]}"
+    """Serve `stack` on 127.0.0.1, a free port; return the server and its base URL."""
+    return serve_handler(type("Handler", (_Handler,), {"stack": stack}))

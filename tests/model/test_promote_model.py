@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 from helius_reco.model.artifact import artifact_digest, decode
-from mlflow_stub import ARTIFACT_FILE, serve_registry, small_artifact
+from support.mlflow_stub import ARTIFACT_FILE, serve_registry, small_artifact
 
 from chaoshelius import windows
 from chaoshelius.exceptions import TargetError

@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 import yaml
-from k8s_fake_api import KIND_OVERLAY, FakeKubeAPI, Rule, _render, isolate_client, serve
-from k8s_fake_api import write_kubeconfig as write
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
+from support.k8s_fake_api import KIND_OVERLAY, FakeKubeAPI, Rule, _render, isolate_client, serve
+from support.k8s_fake_api import write_kubeconfig as write
 
 from chaoshelius.config import HarnessConfig
 from chaoshelius.drivers import get_driver, k8s_reaper

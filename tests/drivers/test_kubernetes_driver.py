@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.provider.python import run_python_activity
-from k8s_fake_api import FakeKubeAPI, Request, isolate_client, serve, write_kubeconfig
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config import kube_config
+from support.k8s_fake_api import FakeKubeAPI, Request, isolate_client, serve, write_kubeconfig
 
 from chaoshelius import windows
 from chaoshelius.config import HarnessConfig

@@ -35,7 +35,6 @@ Window probes are judged as of the end of the recording, T0 + NOW (their `_now` 
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -44,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from support.ports import free_port
 
 SPAN = 600
 NOW = SPAN  # the probes' clock, in seconds after T0: the end of the recording
@@ -71,17 +72,6 @@ class PromHistory:
 
     def at(self, offset: float) -> float:
         return self.t0 + offset
-
-
-def free_port(start: int = 20000, stop: int = 21000) -> int:
-    for port in range(start, stop):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-20999")
 
 
 def _openmetrics(t0: int) -> str:
@@ -196,13 +186,13 @@ _PORTS_HANDED_OUT: set[int] = set()
 def launch_prometheus(
     workdir: Path, config: Path, data: Path, *extra_args: str
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """The real `prometheus` on a free port >= 20000 with `config` and TSDB `data`; returns
-    once `/-/ready` answers. Safe to call from several threads (ports are handed out once)."""
+    """The real `prometheus` on a free port with `config` and TSDB `data`; returns once
+    `/-/ready` answers. Safe to call from several threads (ports are handed out once)."""
     prometheus, _ = binaries()
     with _PORTS_LOCK:
         port = free_port()
         while port in _PORTS_HANDED_OUT:
-            port = free_port(port + 1)
+            port = free_port()
         _PORTS_HANDED_OUT.add(port)
     with (workdir / "prometheus.log").open("wb") as log:  # the child keeps its own copy
         proc = subprocess.Popen(  # noqa: S603  argv list: the prometheus binary

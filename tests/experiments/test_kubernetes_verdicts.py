@@ -50,9 +50,9 @@ from typing import Any
 
 import pytest
 import yaml
-from k8s_fake_api import FakeKubeAPI, isolate_client, serve, write_kubeconfig
-from k8s_fake_metrics import Misbehaviour, SimulatedSystem, scraped
-from mlflow_stub import Registry, serve_registry
+from support.k8s_fake_api import FakeKubeAPI, isolate_client, serve, write_kubeconfig
+from support.k8s_fake_metrics import Misbehaviour, SimulatedSystem, scraped
+from support.mlflow_stub import Registry, serve_registry
 
 from chaoshelius.config import HarnessConfig
 from chaoshelius.drivers import get_driver

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from k8s_fake_api import ZONE, FakeKubeAPI, serve, write_kubeconfig
-from mlflow_stub import Registry, serve_registry
+from support.k8s_fake_api import ZONE, FakeKubeAPI, serve, write_kubeconfig
+from support.mlflow_stub import Registry, serve_registry
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = sorted((ROOT / "experiments").glob("*.json"))

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 from chaoslib.exceptions import InterruptExecution
-from http_stub import reply, serve
-from prom_fixture import launch_prometheus
+from support.http import reply, serve
+from support.prom_fixture import launch_prometheus
 
 from chaoshelius.controls import steady_gate
 from chaoshelius.promapi import PrometheusAPI

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 from chaoslib.exceptions import ActivityFailed
-from fake_control import FakeStack
-from windows_file import read_windows
+from support.fake_control import FakeStack
+from support.windows_file import read_windows
 
 from chaoshelius import windows
 from chaoshelius.exceptions import TargetError

@@ -18,8 +18,8 @@ import pytest
 from chaoslib.activity import run_activity
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.hypothesis import within_tolerance
-from fake_control import FakeStack
-from prom_fixture import (
+from support.fake_control import FakeStack
+from support.prom_fixture import (
     BAD,
     CALM,
     DRAIN,

@@ -23,27 +23,12 @@ from chaoshelius.stack.postgres import PostgresServer
 from chaoshelius.stack.procs import LOOPBACK, pid_alive, port_is_free
 from chaoshelius.stack.state import StackPaths, StackState
 from chaoshelius.topology import MODEL_ALIAS, MODEL_NAME, ZONES, App
+from support.waiting import wait_for
 
 ALIAS_PATH = "/api/2.0/mlflow/registered-models/alias"
 PREDICT_BODY = {"user_id": "u0001", "k": 10}
 # Pod (re)starts compete for two shared cores with another stack: MLflow can take ~40 s.
 POD_READY_SECONDS = 120.0
-
-
-class Timeout(AssertionError):
-    """A condition was not met before its deadline (the message says which)."""
-
-
-def wait_for[T](predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
-    """Poll until `predicate()` is truthy; return its value or fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    last: T = predicate()
-    while not last:
-        if time.monotonic() > deadline:
-            raise Timeout(f"{what}: not true within {timeout:.0f} s (last value {last!r})")
-        time.sleep(interval)
-        last = predicate()
-    return last
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
-from http_stub import reply, serve
+from support.http import reply, serve
 
 from chaoshelius.report import Verdict, build_run_report
 
