@@ -38,8 +38,8 @@ reaper, chaoshelius/drivers/k8s_reaper.py, enforces if the runner dies):
   load generator, reaper); `kube_drain_all_namespaces` widens it to every namespace. The undo
   uncordons only the nodes carrying that annotation.
 
-No cluster can run on the machines this was written on: tests/extension/test_kubernetes_*.py
-check it against a fake API server (tests/extension/k8s_fake_api.py, serving the rendered kind
+No cluster can run on the machines this was written on: tests/drivers/test_kubernetes_*.py
+check it against a fake API server (tests/support/k8s_fake_api.py, serving the rendered kind
 overlay, with graceful deletion, PDB-enforcing eviction and replacing controllers) through the
 real client and chaosk8s, nothing more.
 """

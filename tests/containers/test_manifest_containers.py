@@ -17,7 +17,7 @@ Stand-ins for upstream images and the platform:
   address and port 9000, the bucket created as the `minio-bucket` Job does. Chosen over MLflow's
   local artifact root so that MLflow runs with exactly its rendered `--artifacts-destination`
   (s3://...) and S3 endpoint, and the bootstrap Job's upload really goes through to S3.
-- Kubernetes API (the reaper's): tests/extension/k8s_fake_api.py, served over HTTP; the pod's
+- Kubernetes API (the reaper's): tests/support/k8s_fake_api.py, served over HTTP; the pod's
   ServiceAccount token mount is stood in by a kubeconfig (KUBECONFIG) pointing at it.
 - Prometheus, Grafana: not started; the test scrapes what Prometheus would (pods annotated
   `prometheus.io/scrape`, their port and path; the kind overlay has no PodMonitor) and parses

@@ -1,7 +1,7 @@
 """The kubernetes driver, checked by what it sends to a (fake) Kubernetes API server.
 
 A Kubernetes API server cannot run on the machines this harness is developed on (no cluster, no
-container engine), so tests/extension/k8s_fake_api.py stands in for one: a small HTTP server on
+container engine), so tests/support/k8s_fake_api.py stands in for one: a small HTTP server on
 127.0.0.1, port 0, that records every request and answers with the API server's shapes. Nothing
 is mocked in between: the real `kubernetes` client and the real chaosk8s functions read a real
 kubeconfig (written to tmp_path, `KUBECONFIG` pointed at it) and talk HTTP to the fake.

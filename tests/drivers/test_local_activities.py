@@ -1,5 +1,5 @@
 """Pods / network / zones activities through the local driver, over HTTP against a fake of the
-control API contract (tests/extension/fake_control.py): what is sent, what is recorded."""
+control API contract (tests/support/fake_control.py): what is sent, what is recorded."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 `/health` beside `/predict`, for the per-pod probe and the prediction-only client SLO.
 
 Written as OpenMetrics with explicit timestamps and served by the real `prometheus` binary
-(prom_fixture.py, tests/extension, does the same for the other probes). Timeline (seconds after
+(tests/support/prom_fixture.py does the same for the other probes). Timeline (seconds after
 T0, T0 an hour ago, one sample per second; a counter sample at T0 + s counts seconds 0 .. s-1):
 
 - Server: pods `a`, `b`, `c` answer PER_POD_RATE `/predict`/s each (200, <= 25 ms) and

@@ -1,7 +1,7 @@
 """The question "no recommender in fallback now?", asked one way (chaoshelius.slo.steady).
 
 The probe block experiments can declare is judged by chaoslib's own tolerance code on the
-shape Prometheus really answers (a value is a string); tests/extension/test_slo_probes.py runs
+shape Prometheus really answers (a value is a string); tests/slo/test_slo_probes.py runs
 the block through chaoslib against a real Prometheus.
 """
 
