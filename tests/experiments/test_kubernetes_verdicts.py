@@ -5,11 +5,12 @@ the in-cluster load and a real Prometheus whose series follow the fake cluster.
 No kube-apiserver, kubelet or container can run here (k8s_fake_api.py), so this is the only
 way to see the cluster target *judge*: the pods' behaviour is simulated
 (k8s_fake_metrics.SimulatedSystem: refreshes through the NetworkPolicies and MLflow's
-endpoints, the fallback gauge, refresh failures, model versions, the load generator's client
-series while its Deployment runs), a real `prometheus` scrapes it with the manifests'
-relabelling and evaluates the real alert rules, and every probe of the experiments asks it,
-or the fake API server, what happened. MLflow's REST API is a stub (mlflow_stub.py) whose
-alias the promotion moves.
+endpoints, the fallback gauge, refresh failures and last successful refresh, model versions,
+each pod's own request counter and latency histogram and its resident memory, the load
+generator's client series while its Deployment runs), a real `prometheus` scrapes it with
+the manifests' relabelling and evaluates the real alert rules, and every probe of the
+experiments asks it, or the fake API server, what happened. MLflow's REST API is a stub
+(mlflow_stub.py) whose alias the promotion moves.
 
 What it proves, per experiment:
 
@@ -137,7 +138,16 @@ SIMULATED_CONTROLS = {
 # the three restarts overlap) and out of Prometheus (the fallback alert's `for:` starts over).
 # Locally the outage is 1.3 budgets and a forked restart takes 1-3 s: one restart, unseen by
 # clients. These probes may deviate too; the named ones must.
-ALSO_ON_A_CLUSTER = {"health-needs-mlflow": {"predictions-continued", "fallback-alert-fired"}}
+#
+# And what a defect costs on the probes the catalogue judges per pod, whichever the target:
+# `fallback-errors` fails 2.5 % of every pod's predictions while it is in fallback, which is
+# over recommenders-per-pod-slo's 1 % per pod whenever fallback lasts 40 % of the fault and
+# its recovery (the RDS cut's hold against its recovery here: about 60 %). The aggregate
+# (predictions-continued) is the control's named probe; the per-pod one may see it too.
+ALSO_ON_A_CLUSTER = {
+    "health-needs-mlflow": {"predictions-continued", "fallback-alert-fired"},
+    "fallback-errors": {"recommenders-per-pod-slo"},
+}
 
 
 def _controls() -> dict[str, dict[str, Any]]:
@@ -148,12 +158,18 @@ def _controls() -> dict[str, dict[str, Any]]:
 # Defects with no local control yet, judged here only: (experiment, misbehaviour, the probes
 # that must deviate, exactly). `ready-needs-refresh` is issue 19's seeded defect: a replacement
 # started during an MLflow outage answers /metrics (up) but is never Ready while the outage
-# lasts; its await times out, which Chaos Toolkit only logs.
+# lasts; its await times out, which Chaos Toolkit only logs, and it answers nothing before
+# MLflow is back, so replacement-served-its-cache (on a cluster: the replacement answered
+# during the outage, from its cache or the baseline) deviates too: the defect itself.
 CLUSTER_DEFECTS = {
     "ready-needs-refresh": (
         "reco-cold-start-during-outage",
         Misbehaviour(ready_needs_refresh=True),
-        {"replacement-serving-during-outage", "recommender-replicas-ready"},
+        {
+            "replacement-serving-during-outage",
+            "recommender-replicas-ready",
+            "replacement-served-its-cache",
+        },
     )
 }
 

@@ -45,22 +45,22 @@ What it simulates, read from the fake cluster on every tick (`TICK_SECONDS`):
   scrape job uses the relabel_configs of manifests/monitoring/prometheus/prometheus.yml
   verbatim, followed by two rules that send the scrape to this exporter
   (`/pods/<namespace>/<pod>/metrics`) instead of the pod IP. The alert rules are the real file.
-- **The kubelet's probes** (`_tick_probes`): every started container of the namespace is
-  probed with its pod spec's `livenessProbe` and `readinessProbe` (path, `periodSeconds`
-  x `probe_time_scale` at a phase of its own, `failureThreshold`), against what the simulated
-  process answers on that path (`_answers`): the recommender's `/health` 200 and `/ready` 200
-  once its first refresh was attempted (helius_reco's lifespan), MLflow's `/health` 200 and
-  its registry API 200 only while it reaches PostgreSQL, anything else 200 (exec and TCP
-  probes pass). A new pod is Ready once its cold start is over *and* its readiness probe
-  passed (the fake's `readiness_gated`). `failureThreshold` liveness failures
-  in a row restart the container in place (FakeKubeAPI.restart_container: same name,
-  `restartCount` + 1, not Ready and not scraped until it is up again; a recommender restarts
-  with a fresh process: first refresh, counters from 0); readiness failures make the pod not
-  Ready (out of the Service's endpoints) until the probe passes again. The startup probe is not
-  run (the cold start timer stands for it). `probe_time_scale` (0.2) is the factor between this
-  test's timeline and a cluster's (1 s scrapes against the cluster profile's 5 s): the
-  recommender's liveness budget of 3 x 10 s is 6 s here, inside the shortened MLflow outage
-  (12 s) as the cluster profile's 60 s outage outlasts its 32 s.
+- **The kubelet's probes** (`_tick_probes`): every started container of the namespace is probed with
+  its pod spec's `livenessProbe` and `readinessProbe` (path, `periodSeconds` x `probe_time_scale` at
+  a phase of its own, `failureThreshold`), against what the simulated process answers on that path
+  (`_answers`): the recommender's `/health` 200 and `/ready` 200 once its first refresh was
+  attempted (helius_reco's lifespan), MLflow's `/health` 200 and its registry API 200 only while it
+  reaches PostgreSQL, anything else 200 (exec and TCP probes pass). A new pod is Ready once its cold
+  start is over *and* its readiness probe passed (the fake's `readiness_gated`). `failureThreshold`
+  liveness failures in a row restart the container in place (FakeKubeAPI.restart_container: same
+  name, `restartCount` + 1, not Ready and not scraped until it is up again; a recommender restarts
+  with a fresh process: first refresh, counters from 0, but its pod's model cache, an emptyDir,
+  kept: a first refresh that fails serves the cached model, `source="cache"`); readiness failures
+  make the pod not Ready (out of the Service's endpoints) until the probe passes again. The startup
+  probe is not run (the cold start timer stands for it). `probe_time_scale` (0.2) is the factor
+  between this test's timeline and a cluster's (1 s scrapes against the cluster profile's 5 s): the
+  recommender's liveness budget of 3 x 10 s is 6 s here, inside the shortened MLflow outage (12 s)
+  as the cluster profile's 60 s outage outlasts its 32 s.
 
 `Misbehaviour` makes it plausibly wrong, like the local stack's negative controls
 (chaoshelius/negative/fragile.py): a zone's recommender whose gauge never says fallback
@@ -269,6 +269,9 @@ class SimulatedSystem:
         self._recos: dict[str, _Reco] = {}
         self._probes: dict[tuple[str, str], _Probe] = {}  # (pod, "liveness"|"readiness")
         self._restarting: set[str] = set()  # recommenders restarted, their process not up yet
+        # each recommender pod's on-disk cache (an emptyDir: it survives a restart in place,
+        # not the pod): the version of its last successful refresh
+        self._cached: dict[str, str] = {}
         if self.misbehaviour.mlflow_liveness is not None:
             self._ship_mlflow_liveness(self.misbehaviour.mlflow_liveness)
         self._workers: dict[str, _Worker] = {}
@@ -415,6 +418,8 @@ class SimulatedSystem:
         live = {p["metadata"]["name"]: p for p in self._pods(App.RECO.value) if self._alive(p)}
         for name in set(self._recos) - set(live):
             del self._recos[name]
+        for name in set(self._cached) - set(live):
+            del self._cached[name]
         for name, pod in live.items():
             if name in self._restarting:
                 if self.cluster.starting(NAMESPACE, name):
@@ -438,11 +443,14 @@ class SimulatedSystem:
             state.fallback = False
             state.version = self.registry.current()
             state.source = "registry"
+            self._cached[pod["metadata"]["name"]] = state.version
         else:
             state.failures[reason] += 1
             state.fallback = True
-            if first:
-                state.source = "baseline"
+            if first:  # a restarted process loads its pod's cache, a new pod the baseline
+                cached = self._cached.get(pod["metadata"]["name"])
+                state.source = "baseline" if cached is None else "cache"
+                state.version = cached or state.version
 
     def _tick_load(self, dt: float) -> None:
         workers = [
