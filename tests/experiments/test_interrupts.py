@@ -149,6 +149,9 @@ def test_sigkill_mid_fault_reverts_at_the_ttl(session_stack: StackHandle, tmp_pa
     process = _start_chaos(stack, _experiment(tmp_path, ttl_seconds=ttl), run_dir)
     try:
         fault = wait_for(lambda: _path_faults(stack), 60, "the RDS path cut is active")[0]
+        # mid-fault: the cut is in place and its window recorded (cut_path writes the window
+        # right after the stack confirms the fault; a kill between the two is another test)
+        wait_for((run_dir / "windows.json").exists, 10, "the fault window is recorded")
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
         killed_at = time.time()
