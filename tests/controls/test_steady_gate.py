@@ -158,56 +158,11 @@ def test_a_refused_fault_is_not_judged_through_the_chaos_cli(
     exporter, url = live
     exporter.degraded, exporter.fallback = 1, 0
     _until(url, "alerts firing: ['GateTestDegraded']")
-    (tmp_path / "tinyfault.py").write_text(
-        "import pathlib\n"
-        "def inject(path: str) -> None:\n"
-        "    pathlib.Path(path).write_text('injected')\n"
-    )
     run_dir = tmp_path / "run"
-    experiment = {
-        "version": "1.0.0",
-        "title": "gated",
-        "description": "a fault the gate must refuse",
-        "configuration": {"prometheus_base_url": url, "helius_run_dir": str(run_dir)},
-        "runtime": {"rollbacks": {"strategy": "always"}},
-        "controls": [
-            {
-                "name": "helius-steady-gate",
-                "provider": {
-                    "type": "python",
-                    "module": steady_gate.MODULE,
-                    "arguments": {"timeout_seconds": 2, "poll_seconds": 0.3},
-                },
-            },
-            {
-                "name": "helius-journal",
-                "provider": {"type": "python", "module": "chaoshelius.controls.journal"},
-            },
-        ],
-        "steady-state-hypothesis": {"title": "nothing", "probes": []},
-        "method": [
-            {
-                "type": "action",
-                "name": "inject",
-                "provider": {
-                    "type": "python",
-                    "module": "tinyfault",
-                    "func": "inject",
-                    "arguments": {"path": str(tmp_path / "injected")},
-                },
-            }
-        ],
-    }
-    (tmp_path / "gated.json").write_text(json.dumps(experiment))
-    bin_dir = Path(sys.executable).parent
-    subprocess.run(
-        [str(bin_dir / "chaos"), "--log-file", str(tmp_path / "chaos.log"), "run", "gated.json"],
-        cwd=tmp_path,
-        env={"PATH": str(bin_dir), "PYTHONPATH": str(tmp_path), "HOME": str(tmp_path)},
-        capture_output=True,
-        timeout=120,
-        check=False,
+    (tmp_path / "gated.json").write_text(
+        json.dumps(_tiny_experiment(url, run_dir, tmp_path / "injected"))
     )
+    _chaos_run(tmp_path, "gated.json")
     exporter.degraded = 0
     assert not (tmp_path / "injected").exists(), "the fault was injected into an unsteady stack"
     summary = build_run_report(run_dir, offline=True).summary
