@@ -253,7 +253,8 @@ def side_proxies(pod_urls: list[str]) -> Iterator[dict[str, str]]:
         [sys.executable, "-c", _SIDE_PROXIES, *ports], stdout=subprocess.PIPE
     )
     try:
-        assert process.stdout is not None
+        if process.stdout is None:  # stdout=PIPE above
+            raise RuntimeError("the side proxies' stdout is not a pipe")
         urls = {}
         for _ in Balancing:
             mode, _, port = process.stdout.readline().decode().strip().partition(" ")

@@ -85,7 +85,8 @@ class PrometheusProcess:
 
     def ready(self) -> bool:
         """True once /-/ready answers 200 (blocking); raises if the process exited."""
-        assert self._process is not None, "start() first"
+        if self._process is None:
+            raise RuntimeError("PrometheusProcess.ready() before start()")
         if self._process.poll() is not None:
             raise ProcessStartError(
                 f"Prometheus exited ({self._process.returncode}); see "

@@ -97,7 +97,8 @@ def up(
     if state is not None:
         wanted = config.model_dump(mode="json")
         supervisor = state.pids.supervisor
-        assert supervisor is not None  # running_state checked it
+        if supervisor is None:  # running_state checked it
+            raise StackError(f"{paths.state_file}: a running stack without a supervisor pid")
         if state.profile != wanted or state.base_port != base_port:
             if not restart:
                 raise ProfileMismatchError(

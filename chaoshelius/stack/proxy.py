@@ -450,7 +450,8 @@ class _Client(asyncio.Protocol):
         if pod is None:
             self._finish(NO_UPSTREAM)
             return
-        assert self.request is not None and self.held is not None
+        if self.request is None or self.held is None:  # _dispatch runs only with a request
+            raise RuntimeError("the proxy picked a pod with no request to send it")
         self.pod = pod
         pod.expect(self.request, reused=False)
         self._out.append(self.held)

@@ -127,7 +127,8 @@ class RequestParser:
         if not self._parts:
             return None
         head = self._parts.popleft()
-        assert isinstance(head, RequestHead)
+        if not isinstance(head, RequestHead):  # the parser queues a head before its body
+            raise TypeError(f"expected a request head, found {type(head).__name__}")
         return head
 
     def next_body(self) -> tuple[bytes, bool]:
@@ -137,7 +138,8 @@ class RequestParser:
             part = self._parts.popleft()
             if part is None:
                 return b"".join(data), True
-            assert isinstance(part, bytes)
+            if not isinstance(part, bytes):  # a head never follows before its body's end
+                raise TypeError(f"expected body bytes, found {type(part).__name__}")
             data.append(part)
         return b"".join(data), False
 

@@ -69,15 +69,18 @@ class LocalStack:
         self.state, self.current = up.state, run.profile
 
     def unsteady(self, alerts: bool, interrupts: Interrupts) -> tuple[str | None, str]:
-        assert self.state is not None, "prepare() brings the stack up first"
         return await_steady(
-            self.options.state_dir, self.state, STEADY_TIMEOUT_SECONDS, interrupts, alerts=alerts
+            self.options.state_dir, self._state(), STEADY_TIMEOUT_SECONDS, interrupts, alerts=alerts
         )
 
     def env(self, run: PlannedRun, run_dir: Path) -> dict[str, str]:
-        assert self.state is not None, "prepare() brings the stack up first"
         token = auth.find_token(self.paths.root) or ""
-        return chaos_env(run, run_dir, self.state["ports"], self.options, token)
+        return chaos_env(run, run_dir, self._state()["ports"], self.options, token)
+
+    def _state(self) -> dict[str, Any]:
+        if self.state is None:
+            raise SuiteError("the local stack is used before prepare() brought it up")
+        return self.state
 
     def leave(self) -> None:
         """Leave the stack as found: down if we started it, else back on its own profile."""
