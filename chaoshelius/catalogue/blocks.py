@@ -27,7 +27,11 @@ from chaoshelius.pods import actions as pods
 from chaoshelius.pods import probes as pod_probes
 from chaoshelius.slo import judge_all
 from chaoshelius.slo import probes as slo
-from chaoshelius.slo.steady import NO_FALLBACK_NOW_QUERY, NO_FALLBACK_NOW_TOLERANCE
+from chaoshelius.slo.steady import (
+    NO_FALLBACK_NOW_PROBE,
+    NO_FALLBACK_NOW_QUERY,
+    NO_FALLBACK_NOW_TOLERANCE,
+)
 from chaoshelius.topology import ZONES, App, FaultKind, PathMode
 from chaoshelius.zones import actions as zones
 
@@ -149,7 +153,7 @@ def steady_now() -> list[Json]:
         # a plain instant query and a threshold: chaostoolkit-prometheus's query (under our HTTP
         # deadline) and a chaoslib tolerance, as Chaos Toolkit users write it; before the method
         # the steady gate turns a miss into "not judged" (chaos run alone would exit 0)
-        probe("recommender-not-in-fallback-now", slo.query, query=NO_FALLBACK_NOW_QUERY)
+        probe(NO_FALLBACK_NOW_PROBE["name"], slo.query, query=NO_FALLBACK_NOW_QUERY)
         | {"tolerance": NO_FALLBACK_NOW_TOLERANCE},
     ]
 

@@ -9,7 +9,7 @@ way Chaos Toolkit users write such a check:
 ```json
 {
   "type": "probe",
-  "name": "no-recommender-in-fallback-now",
+  "name": "recommender-not-in-fallback-now",
   "tolerance": {"type": "jsonpath", "path": "$.data.result[0].value[1]", "expect": "0"},
   "provider": {
     "type": "python",
@@ -56,7 +56,7 @@ NO_FALLBACK_NOW_TOLERANCE: dict[str, Any] = {
 }
 NO_FALLBACK_NOW_PROBE: dict[str, Any] = {
     "type": "probe",
-    "name": "no-recommender-in-fallback-now",
+    "name": "recommender-not-in-fallback-now",
     "tolerance": NO_FALLBACK_NOW_TOLERANCE,
     "provider": {
         "type": "python",

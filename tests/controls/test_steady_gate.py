@@ -196,7 +196,7 @@ def test_a_tolerance_missed_before_the_method_is_not_judged_and_exits_1(
     assert done.returncode == 1, "a missed tolerance before the method must fail the CLI"
     assert not (tmp_path / "injected").exists(), "the method ran on an unsteady stack"
     assert summary.verdict is Verdict.NOT_JUDGED, summary.reason
-    assert "no-recommender-in-fallback-now" in summary.reason, summary.reason
+    assert "recommender-not-in-fallback-now" in summary.reason, summary.reason
     assert '"1"' in summary.reason, summary.reason  # what the probe returned
 
 
