@@ -17,11 +17,11 @@ from collections.abc import Callable
 from typing import Any
 
 from chaoshelius.catalogue.steps import CatalogueError, Json, calls
-from chaoshelius.catalogue.timing import TIMING
+from chaoshelius.catalogue.timing import SETTINGS, TIMING
 from chaoshelius.load import actions as load
 from chaoshelius.topology import FaultKind
 
-__all__ = ["LOCAL_DEFAULT", "applied", "seconds", "thresholds"]
+__all__ = ["LOCAL_DEFAULT", "applied", "seconds", "setting", "thresholds"]
 
 _PLACEHOLDER = re.compile(r"^\$\{(\w+)\}$")
 LOCAL_DEFAULT = ", local default"
@@ -42,6 +42,18 @@ def seconds(value: Any, note: str = LOCAL_DEFAULT) -> str:
     if key not in TIMING:
         raise CatalogueError(f"{key!r} is not a timing key (TIMING)")
     return f"{TIMING[key]:g} s ({key}{note})"
+
+
+def setting(value: Any, unit: str) -> str:
+    """'300 ms (helius_slo_p99_ms, local default)' for a `${key}` setting (its default, with the
+    key named), '300 ms' for a number."""
+    match = _PLACEHOLDER.match(value) if isinstance(value, str) else None
+    if match is None:
+        return f"{value:g} {unit}"
+    key = match.group(1)
+    if key not in SETTINGS:
+        raise CatalogueError(f"{key!r} is not a setting key (SETTINGS)")
+    return f"{SETTINGS[key]:g} {unit} ({key}, its default)"
 
 
 def _function(step: Json) -> Callable[..., Any]:
@@ -79,11 +91,17 @@ def _success(a: Json) -> str:
 
 
 def _latency(a: Json) -> str:
-    return (
+    relative = (
         f"p99 <= {a['max_ratio']:g}x the p99 before + {_ms(a['noise_seconds'])} and "
         f"p50 <= {a['p50_max_ratio']:g}x the p50 before + {_ms(a['p50_noise_seconds'])} "
         f"(before: the {seconds(a['baseline_seconds'], '')} before the fault)"
     )
+    ceilings = [
+        f"{name} <= {setting(a[key], 'ms')}"
+        for name, key in (("p99", "slo_p99_ms"), ("p50", "slo_p50_ms"))
+        if a.get(key) is not None
+    ]
+    return relative + (f", and the SLO {' and '.join(ceilings)}" if ceilings else "")
 
 
 def _after(a: Json) -> str:
@@ -162,7 +180,7 @@ def _load(a: Json) -> str:
     if a.get("capacity_fraction"):
         return f"load at {_pct(a['capacity_fraction'])} of the capacity measured at run time"
     if a.get("rate"):
-        return f"load at {a['rate']:g} requests/s"
+        return f"load at {setting(a['rate'], 'requests/s')}"
     return f"load at {load.DEFAULT_RATE:g} requests/s (helius_load_rate, its default)"
 
 

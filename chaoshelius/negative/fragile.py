@@ -54,6 +54,7 @@ __all__ = [
     "page_tokens_app",
     "refresh_blocks_requests_app",
     "refresh_stops_after_recovery_app",
+    "slow_everywhere_app",
     "slow_fallback_app",
     "slow_recovery_app",
     "slow_start_app",
@@ -65,6 +66,7 @@ _Next = Callable[[Request], Awaitable[Response]]
 HOT_PATH_TIMEOUT_SECONDS = 30.0
 FALLBACK_ERROR_EVERY = 40  # 2.5 % of predictions while in fallback
 SLOW_FALLBACK_SECONDS = 0.04  # +40 ms per prediction while in fallback
+SLOW_EVERYWHERE_SECONDS = 0.03  # +30 ms on every prediction, before the fault as during it
 CLEARS_AFTER_SECONDS = 6.0  # the gauge "gives up" reporting after this long
 BREAKER_OPEN_SECONDS = 120.0
 RECOVERY_COOL_DOWN_SECONDS = 600.0  # "let the registry warm up" after an outage
@@ -211,6 +213,22 @@ def slow_fallback_app() -> FastAPI:
     async def slow_down(request: Request, call_next: _Next) -> Response:
         if request.url.path == "/predict" and refresher.in_fallback:
             await asyncio.sleep(SLOW_FALLBACK_SECONDS)
+        return await call_next(request)
+
+    return app
+
+
+def slow_everywhere_app() -> FastAPI:
+    """Every prediction is 30 ms slower, from the start: an awaited per-request call (the
+    user's recent history from a remote store) added to the hot path. Before the fault as
+    during it, so the relative allowance (p50 x2 + 5 ms of the p50 *before*) passes it; the
+    service's absolute SLO (`latency_p99_ratio`'s `slo_p50_ms`) does not."""
+    app = create_app()
+
+    @app.middleware("http")
+    async def slow_down(request: Request, call_next: _Next) -> Response:
+        if request.url.path == "/predict":
+            await asyncio.sleep(SLOW_EVERYWHERE_SECONDS)
         return await call_next(request)
 
     return app

@@ -137,20 +137,25 @@ def latency_p99_ratio(
     recovery_seconds: float | None = None,
     metric: str = CLIENT_LATENCY,
     request_name: str | None = PREDICT_ROUTE,
+    slo_p99_ms: float | None = None,
+    slo_p50_ms: float | None = None,
     window_id: str | None = None,
     kind: str | None = None,
     target: str | None = None,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> dict[str, Any]:
-    """Client latency over the fault and its recovery against the `baseline_seconds` before it,
-    at the tail (p99) and in the middle (p50).
+    """Client latency over the fault and its recovery, against the `baseline_seconds` before it
+    and against the service's own SLO, at the tail (p99) and in the middle (p50).
 
     `ok` when p99 during <= `max_ratio` x p99 before + `noise_seconds` **and** p50 during <=
-    `p50_max_ratio` x p50 before + `p50_noise_seconds`. The allowances are additive, from the
-    measured noise of the healthy service (docs/experiments.md, "Thresholds"), so a fast service
-    cannot hide a 10x slower path behind a fixed floor; the p50 check catches a slower path on
-    every request that a noisy tail would hide. No data fails.
+    `p50_max_ratio` x p50 before + `p50_noise_seconds`, and, when they are given, p99 during <=
+    `slo_p99_ms` and p50 during <= `slo_p50_ms` (absolute ceilings: the SLO users would write,
+    which does not loosen when the service is slow before the fault as the relative allowance
+    does). The relative allowances are additive, from the measured noise of the healthy service
+    (docs/experiments.md, "Thresholds"), so a fast service cannot hide a 10x slower path behind a
+    fixed floor; the p50 checks catch a slower path on every request that a noisy tail would
+    hide. No data fails.
 
     Only the requests named `request_name` count (the `name` label of the client histogram, the
     `route` of the server's; another `metric` is not filtered): predictions by default, not the
@@ -193,6 +198,7 @@ def latency_p99_ratio(
         problems.append(f"p99 {fmt_ms(during)} > {fmt_ms(allowed)}")
     if p50_during > p50_allowed:
         problems.append(f"p50 {fmt_ms(p50_during)} > {fmt_ms(p50_allowed)}")
+    problems += _slo_problems(during, p50_during, slo_p99_ms, slo_p50_ms)
     ratio = during / before
     return judged.result(
         not problems,
@@ -201,9 +207,33 @@ def latency_p99_ratio(
         f"(x{ratio:.2f}; allowed x{max_ratio:g} + {fmt_ms(noise_seconds)}), p50 "
         f"{fmt_ms(p50_during)} vs {fmt_ms(p50_before)} (x{p50_during / p50_before:.2f}; allowed "
         f"x{p50_max_ratio:g} + {fmt_ms(p50_noise_seconds)})"
+        + _slo_text(slo_p99_ms, slo_p50_ms)
         + (f"; FAILED: {'; '.join(problems)}" if problems else ""),
         f"{q_during} / {q_before}",
         allowed_seconds=allowed,
         p50_ratio=p50_during / p50_before,
+        slo_p99_seconds=None if slo_p99_ms is None else slo_p99_ms / 1000,
+        slo_p50_seconds=None if slo_p50_ms is None else slo_p50_ms / 1000,
         **extra,
     )
+
+
+def _slo_problems(
+    p99: float, p50: float, slo_p99_ms: float | None, slo_p50_ms: float | None
+) -> list[str]:
+    """Where the span's p99 or p50 (seconds) broke the service's absolute SLO."""
+    problems = []
+    if slo_p99_ms is not None and p99 * 1000 > slo_p99_ms:
+        problems.append(f"p99 {fmt_ms(p99)} > the SLO's {slo_p99_ms:g} ms")
+    if slo_p50_ms is not None and p50 * 1000 > slo_p50_ms:
+        problems.append(f"p50 {fmt_ms(p50)} > the SLO's {slo_p50_ms:g} ms")
+    return problems
+
+
+def _slo_text(slo_p99_ms: float | None, slo_p50_ms: float | None) -> str:
+    ceilings = [
+        f"{name} <= {value:g} ms"
+        for name, value in (("p99", slo_p99_ms), ("p50", slo_p50_ms))
+        if value is not None
+    ]
+    return f"; SLO {', '.join(ceilings)}" if ceilings else ""

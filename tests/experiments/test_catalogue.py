@@ -20,6 +20,7 @@ from chaoslib.experiment import ensure_experiment_is_valid
 from chaoslib.loader import load_experiment
 
 from chaoshelius.negative import load_controls
+from chaoshelius.negative.coverage import settings_used
 from chaoshelius.suite import plan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -149,6 +150,38 @@ def test_every_probe_function_the_catalogue_uses_has_a_negative_control() -> Non
     assert set(used) - covered == set(), f"no control fails these probe functions: {used}"
 
 
+# (probe function, the experiment:probe that first uses the setting) with no control yet. The
+# list may only shrink: a new setting without a control fails below, and so does an entry that
+# a control now covers (remove it). Each needs a plausible mistake just past that allowance.
+SETTINGS_WITHOUT_A_CONTROL_YET = {
+    ("slo.probes.alert_fired", "rds-path-cut:mlflow-degraded-alert-fired"),
+    ("slo.probes.client_success_ratio", "reco-cold-start-during-outage:clients-success-slo"),
+    ("slo.probes.fallback_engaged_within", "mlflow-outage:fallback-engaged-on-every-pod"),
+    ("slo.probes.latency_p99_ratio", "model-promoted-during-partition:clients-latency-slo"),
+    ("slo.probes.latency_p99_ratio", "mlflow-outage:clients-latency-slo"),
+    ("slo.probes.latency_p99_ratio", "az-drain:clients-latency-slo"),
+    ("slo.probes.pods_prediction_slo", "model-promoted-during-partition:recommenders-per-pod-slo"),
+    ("slo.probes.pods_prediction_slo", "az-drain:recommenders-per-pod-slo"),
+    ("slo.probes.replicas_recovered_within", "az-drain:recommenders-back-in-every-zone"),
+    ("slo.probes.replicas_recovered_within", "mlflow-pod-kill:mlflow-replicas-back"),
+}
+
+
+def test_every_threshold_setting_the_catalogue_uses_has_a_negative_control() -> None:
+    """Coverage by (function, setting), not by function: a control that fails the tail's
+    3x + 50 ms says nothing of the 3x + 1 s where a process restarts. Every setting a probe is
+    written with must be named by a control (which `nox -s negative` shows failing), apart
+    from the shrinking list above."""
+    used = settings_used(ROOT / "experiments")
+    covered = {used[c.experiment, probe] for c in load_controls() for probe in c.probes}
+    first_use: dict[tuple[str, str], str] = {}
+    for (experiment, probe), pair in sorted(used.items()):
+        first_use.setdefault(pair, f"{experiment}:{probe}")
+    uncovered = {(pair[0], first_use[pair]) for pair in set(used.values()) - covered}
+    assert uncovered - SETTINGS_WITHOUT_A_CONTROL_YET == set(), "settings with no control"
+    assert SETTINGS_WITHOUT_A_CONTROL_YET - uncovered == set(), "covered now: remove from list"
+
+
 def test_controls_are_mostly_subtle_mistakes() -> None:
     """Total outages prove little about a threshold: at most two controls may be one."""
     total_outages = {"no-fallback", "hot-path-mlflow", "reco-single-replica"}
@@ -180,7 +213,9 @@ def test_the_files_are_what_the_builder_writes() -> None:
 def test_negative_plan_groups_runs_by_profile() -> None:
     runs = plan(ROOT / "experiments", negative=True)
     profiles = [r.profile for r in runs]
-    assert len(set(profiles)) == len(profiles), "one run per control, each its own profile"
+    assert len(runs) == len(load_controls()), "one run per control"
+    changes = sum(a != b for a, b in zip(profiles, profiles[1:], strict=False))
+    assert changes == len(set(profiles)) - 1, "the runs of one profile are consecutive"
     assert all(r.expected_probes for r in runs)
 
 
@@ -384,6 +419,9 @@ def _claims(data: dict[str, Any]) -> list[str]:
             hold = PLACEHOLDER.match(str(step.get("pauses", {}).get("after", "")))
             if hold:
                 claims.append(_seconds(configuration[hold.group(1)]["default"], hold.group(1)))
+        rate, rate_key = args.get("rate", (None, ""))
+        if rate:  # a stated load, not one shrunk with the service
+            claims.append(f"load at {rate:g} requests/s" + (f" ({rate_key}" if rate_key else ""))
         if args.get("latency_ms", (None,))[0]:
             claims.append(f"{args['latency_ms'][0]:g} ms")
     for probe in data["steady-state-hypothesis"]["probes"]:
@@ -396,6 +434,11 @@ def _claims(data: dict[str, Any]) -> list[str]:
                 f"+ {args['noise_seconds'] * 1000:g} ms",
                 f"p50 <= {args['p50_max_ratio']:g}x the p50 before "
                 f"+ {args['p50_noise_seconds'] * 1000:g} ms",
+            ]
+            claims += [
+                f"{q} <= {args[key]:g} ms ({applied[key][1]}"
+                for q, key in (("p99", "slo_p99_ms"), ("p50", "slo_p50_ms"))
+                if args[key] is not None
             ]
         if func == "client_success_ratio":
             claims += [

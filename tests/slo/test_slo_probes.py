@@ -178,6 +178,33 @@ def test_latency_p99_ratio(cfg: dict[str, Any], history: PromHistory) -> None:
     assert not nodata["ok"] and "no latency data" in nodata["description"]
 
 
+def test_latency_is_also_held_to_the_services_absolute_slo(
+    cfg: dict[str, Any], history: PromHistory
+) -> None:
+    """The relative allowance passes the good window; the absolute ceilings judge the same
+    span's p99 and p50 on their own: just under what was measured fails, just over passes."""
+    good = _window(cfg, history, GOOD)
+
+    def judge(**slo: float) -> dict[str, Any]:
+        return probes.latency_p99_ratio(
+            max_ratio=2.0, noise_seconds=0.01, recovery_seconds=0, window_id=good.id,
+            configuration=cfg, **slo,
+        )  # fmt: skip
+
+    relative = judge()
+    assert relative["ok"] and relative["slo_p99_seconds"] is None
+    p99_ms, p50_ms = relative["p99_during_seconds"] * 1000, relative["p50_during_seconds"] * 1000
+    held = judge(slo_p99_ms=p99_ms * 1.1, slo_p50_ms=p50_ms * 1.1)
+    assert held["ok"], held["description"]
+    assert "SLO p99 <=" in held["description"] and held["slo_p50_seconds"] == pytest.approx(
+        p50_ms * 1.1 / 1000
+    )
+    slow_tail = judge(slo_p99_ms=p99_ms * 0.9)
+    assert not slow_tail["ok"] and "> the SLO's" in slow_tail["description"]
+    slow_median = judge(slo_p50_ms=p50_ms * 0.9)
+    assert not slow_median["ok"] and "p50" in slow_median["description"].split("FAILED")[1]
+
+
 def test_fallback_engaged_and_cleared(cfg: dict[str, Any], history: PromHistory) -> None:
     good = _window(cfg, history, GOOD)
     engaged = probes.fallback_engaged_within(10, window_id=good.id, configuration=cfg)
