@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -43,6 +44,7 @@ from chaoshelius.stack.config import StackConfig
 from chaoshelius.stack.control import create_app
 from chaoshelius.stack.errors import NotFound, StackError
 from chaoshelius.stack.events import EventLog
+from chaoshelius.stack.haproxy import HaproxyBalancer
 from chaoshelius.stack.injection import FaultInjector
 from chaoshelius.stack.pod_specs import MLFLOW_DB, MLFLOW_DB_ROLE, mlflow_spec, reco_spec
 from chaoshelius.stack.ports import StackPorts
@@ -99,18 +101,13 @@ class Stack:
                 EDGE_RECO_MLFLOW, ports.reco_mlflow_path, self._reco_mlflow_upstream
             ),
         }
-        self.service_proxies = {
+        self.service_proxies: dict[App, TcpProxy | HaproxyBalancer] = {
             App.MLFLOW: TcpProxy(
                 "mlflow-service",
                 ports.mlflow_service,
                 RoundRobin(lambda: self.supervisor.ready_upstreams(App.MLFLOW)),
             ),
-            App.RECO: TcpProxy(
-                "reco-service",
-                ports.reco_service,
-                RoundRobin(lambda: self.supervisor.ready_upstreams(App.RECO)),
-                balancing=Balancing(config.reco_proxy_balancing),
-            ),
+            App.RECO: self._reco_service(paths, ports, Balancing(config.reco_proxy_balancing)),
         }
         self.faults = FaultInjector(self.supervisor, self.paths_proxies, self.events, self._changed)
         self.reporter = StatusReporter(
@@ -123,6 +120,18 @@ class Stack:
             self.paths_proxies,
             self.service_proxies,
         )
+
+    def _reco_service(
+        self, paths: StackPaths, ports: StackPorts, balancing: Balancing
+    ) -> TcpProxy | HaproxyBalancer:
+        """Per request (the default, an ingress): HAProxy, whose membership `_changed` pushes;
+        per connection (kube-proxy): the asyncio TcpProxy."""
+        ready = functools.partial(self.supervisor.ready_upstreams, App.RECO)
+        if balancing is Balancing.REQUEST:
+            return HaproxyBalancer(
+                "reco-service", ports.reco_service, ready, paths.run, paths.logs / "haproxy.log"
+            )
+        return TcpProxy("reco-service", ports.reco_service, RoundRobin(ready))
 
     @property
     def config(self) -> StackConfig:
@@ -331,6 +340,9 @@ class Stack:
         return self.reporter.metrics()
 
     def _changed(self) -> None:
+        for proxy in self.service_proxies.values():
+            if isinstance(proxy, HaproxyBalancer):
+                proxy.changed()  # pods turned ready or unready, came or went
         self.reporter.write_targets()
         self._write_state()
 

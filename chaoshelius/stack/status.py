@@ -16,6 +16,7 @@ from chaoshelius.stack import api_models as api
 from chaoshelius.stack import prometheus
 from chaoshelius.stack.boot import PrometheusProcess
 from chaoshelius.stack.config import StackConfig
+from chaoshelius.stack.haproxy import HaproxyBalancer
 from chaoshelius.stack.injection import FaultInjector
 from chaoshelius.stack.pod_specs import MLFLOW_DB, MLFLOW_DB_ROLE
 from chaoshelius.stack.ports import StackPorts
@@ -71,7 +72,7 @@ class StatusReporter:
         supervisor: Supervisor,
         faults: FaultInjector,
         path_proxies: Mapping[str, TcpProxy],
-        service_proxies: Mapping[App, TcpProxy],
+        service_proxies: Mapping[App, TcpProxy | HaproxyBalancer],
     ) -> None:
         self.paths = paths
         self.ports = ports
@@ -142,6 +143,12 @@ class StatusReporter:
             supervisor=os.getpid(), prometheus=self.prometheus.pid, postgres=self.postgres.pid
         )
         groups = [pod.pid for pod in self.supervisor.pods() if pod.pid is not None]
+        # HAProxy leads a group of its own too: a sweep after a supervisor crash kills it
+        groups += [
+            p.pid
+            for p in self.service_proxies.values()
+            if isinstance(p, HaproxyBalancer) and p.pid is not None
+        ]
         state = StackState(
             phase=phase.phase,
             error=phase.error,

@@ -1,9 +1,10 @@
-"""The service proxy's two balancing modes, on real sockets: three (then four) HTTP/1.1
+"""The service proxy's per-connection balancing, on real sockets: three (then four) HTTP/1.1
 keep-alive backends behind a TcpProxy, one keep-alive client.
 
-Per request (an ingress), one client connection reaches every ready pod, stops reaching a pod
-the moment it turns unready, and reaches a pod that became ready later. Per connection
-(kube-proxy) the same client stays on one pod, unready or not: the behaviour issue 9 found.
+Per connection (kube-proxy) the same client stays on one pod, unready or not: the behaviour
+issue 9 found. Per request (an ingress, the recommender's default) is HAProxy now; its tests
+(one client connection reaches every ready pod, follows readiness, retries, limits) are in
+tests/stack/test_haproxy.py.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import socket
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -141,11 +141,6 @@ def _harness(balancing: Balancing, ready: list[Backend]) -> Iterator[ProxyHarnes
 
 
 @pytest.fixture
-def per_request(backends: list[Backend]) -> Iterator[ProxyHarness]:
-    yield from _harness(Balancing.REQUEST, list(backends[:3]))
-
-
-@pytest.fixture
 def per_connection(backends: list[Backend]) -> Iterator[ProxyHarness]:
     yield from _harness(Balancing.CONNECTION, list(backends[:3]))
 
@@ -164,28 +159,6 @@ def _pods_seen(client: http.client.HTTPConnection, count: int) -> Counter[str]:
     return seen
 
 
-def test_per_request_mode_spreads_one_keepalive_client_and_follows_readiness(
-    per_request: ProxyHarness, backends: list[Backend]
-) -> None:
-    client = per_request.client()
-    assert _pods_seen(client, 30) == {"pod-0": 10, "pod-1": 10, "pod-2": 10}
-
-    per_request.ready.remove(backends[1])  # pod-1 turns unready
-    before = backends[1].requests["/predict"]
-    seen = _pods_seen(client, 30)
-    assert "pod-1" not in seen and set(seen) == {"pod-0", "pod-2"}
-    assert backends[1].requests["/predict"] == before
-
-    per_request.ready.append(backends[3])  # a replacement pod becomes ready
-    assert set(_pods_seen(client, 30)) == {"pod-0", "pod-2", "pod-3"}
-
-    assert per_request.proxy.connections_total == 1  # all of it on one client connection
-    assert per_request.proxy.requests_total == 90
-    # upstream connections are kept alive per pod, not opened per request
-    assert backends[0].connections == 1
-    client.close()
-
-
 def test_per_connection_mode_pins_a_keepalive_client_even_to_an_unready_pod(
     per_connection: ProxyHarness, backends: list[Backend]
 ) -> None:
@@ -201,69 +174,6 @@ def test_per_connection_mode_pins_a_keepalive_client_even_to_an_unready_pod(
     fresh = per_connection.client()  # only a new connection sees the change
     assert pinned not in _pods_seen(fresh, 1)
     fresh.close()
-
-
-def test_per_request_mode_relays_chunked_bodies_heads_and_empty_answers(
-    per_request: ProxyHarness,
-) -> None:
-    client = per_request.client()
-    client.putrequest("POST", "/predict")
-    client.putheader("Transfer-Encoding", "chunked")
-    client.endheaders()
-    client.send(b"4\r\nabcd\r\n2\r\nef\r\n0\r\n\r\n")
-    response = client.getresponse()
-    assert json.loads(response.read())["echo"] == "abcdef"
-
-    client.request("GET", "/chunked")
-    response = client.getresponse()
-    assert response.getheader("Transfer-Encoding") == "chunked"
-    assert response.read().decode().startswith("pod-")
-
-    client.request("HEAD", "/health")
-    response = client.getresponse()
-    assert response.status == 200 and response.read() == b""
-
-    client.request("GET", "/empty")
-    response = client.getresponse()
-    assert response.status == 204 and response.read() == b""
-
-    client.request("GET", "/after")  # the connection is still in step after all of those
-    assert client.getresponse().read().decode().startswith("pod-")
-    assert per_request.proxy.connections_total == 1
-    client.close()
-
-
-def test_per_request_mode_answers_503_without_a_ready_pod_and_honours_close(
-    per_request: ProxyHarness,
-) -> None:
-    client = per_request.client()
-    client.request("GET", "/health", headers={"Connection": "close"})
-    response = client.getresponse()
-    assert response.status == 200
-    response.read()
-    assert response.will_close  # the client asked to close: the proxy closes too
-
-    per_request.ready.clear()
-    with socket.create_connection(("127.0.0.1", per_request.proxy.port), timeout=5) as sock:
-        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        answer = b""
-        while chunk := sock.recv(4096):  # the proxy closes after the 503
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 503 ")
-    assert json.loads(body) == {"detail": "no ready upstream pod"}
-
-
-def test_per_request_mode_retries_a_kept_alive_connection_the_pod_closed(
-    per_request: ProxyHarness, backends: list[Backend]
-) -> None:
-    per_request.ready[:] = [backends[0]]
-    backends[0].drop_idle = True  # every kept-alive upstream connection is closed by the pod
-    client = per_request.client()
-    assert _pods_seen(client, 5) == {"pod-0": 5}  # no request failed
-    assert backends[0].connections == 5  # each one found the previous connection closed
-    assert per_request.proxy.connections_total == 1
-    client.close()
 
 
 def test_the_recommender_proxy_balances_per_request_by_default_and_says_so() -> None:
