@@ -11,9 +11,9 @@ whole quick start:
   interpreter among `$HELIUS_PYTHON`, `python3.12`/`python3.13` on PATH, pyenv's installed
   versions (not activated: Debian 12's `python3` is 3.11) and uv's managed ones, without any
   download. None found: nox stops with one line saying what to install (never "skipped").
-- **System tools** (Prometheus, promtool, PostgreSQL 15 server binaries, Chromium): found on
-  PATH (or Debian's `/usr/lib/postgresql/*/bin`), else installed with `apt-get` when running as
-  root, else the session fails with the exact command to run.
+- **System tools** (Prometheus, promtool, HAProxy, PostgreSQL 15 server binaries, Chromium):
+  found on PATH (or Debian's `/usr/lib/postgresql/*/bin`, `/usr/sbin`), else installed with
+  `apt-get` when running as root, else the session fails with the exact command to run.
 """
 
 from __future__ import annotations
@@ -46,9 +46,10 @@ DEBIAN_PACKAGES = {
     "postgres": "postgresql-15",
     "chromium": "chromium",
     "wrk": "wrk",
+    "haproxy": "haproxy",
 }
 POSTGRES_TOOLS = ("initdb", "pg_ctl", "postgres")
-STACK_TOOLS = ("prometheus", "promtool", *POSTGRES_TOOLS)
+STACK_TOOLS = ("prometheus", "promtool", "haproxy", *POSTGRES_TOOLS)
 
 
 def _python_candidates() -> list[str]:
@@ -117,7 +118,8 @@ def _version_key(path: str) -> tuple[int, ...]:
 
 
 def _which(tool: str, path: str) -> str | None:
-    return shutil.which(tool, path=path)
+    # Debian puts haproxy in /usr/sbin, off a non-root user's PATH (the stack looks there too)
+    return shutil.which(tool, path=os.pathsep.join([path, "/usr/sbin", "/usr/local/sbin"]))
 
 
 def _session_path(session: nox.Session) -> str:
