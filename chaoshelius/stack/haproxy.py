@@ -94,7 +94,9 @@ class HaproxyError(StackError):
 
 def find_binary() -> str:
     """The haproxy executable, or a one-line error saying how to install it."""
-    candidate = os.environ.get(BIN_ENV) or shutil.which("haproxy")
+    # Debian installs it in /usr/sbin, which a non-root user's PATH may not have
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
+    candidate = os.environ.get(BIN_ENV) or shutil.which("haproxy", path=path)
     if not candidate or not os.access(candidate, os.X_OK):
         raise StackError(
             "haproxy not found: apt-get install haproxy (or set HELIUS_HAPROXY_BIN to the "

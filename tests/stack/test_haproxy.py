@@ -514,7 +514,7 @@ def test_a_missing_haproxy_is_a_one_line_error_saying_what_to_install(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.delenv(haproxy.BIN_ENV, raising=False)
+    monkeypatch.setenv(haproxy.BIN_ENV, str(tmp_path / "haproxy"))  # not there
     with pytest.raises(StackError) as error:
         haproxy.find_binary()
     message = str(error.value)
