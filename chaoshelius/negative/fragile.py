@@ -42,6 +42,7 @@ from chaoshelius import registry
 __all__ = [
     "alias_cached_app",
     "baseline_on_failure_app",
+    "cold_first_requests_app",
     "fallback_clears_early_app",
     "fallback_errors_app",
     "health_needs_mlflow_app",
@@ -52,6 +53,7 @@ __all__ = [
     "no_fallback_app",
     "one_pod_fallback_errors_app",
     "page_tokens_app",
+    "ready_before_warm_app",
     "refresh_blocks_requests_app",
     "refresh_stops_after_recovery_app",
     "slow_everywhere_app",
@@ -413,14 +415,82 @@ def slow_start_app() -> FastAPI:
     app = create_app()
 
     async def sync_from_peers(app_: FastAPI) -> None:
-        peers = Path(os.environ.get("HELIUS_CACHE_DIR", ".")).resolve().parent / "serving-peers"
-        peers.mkdir(parents=True, exist_ok=True)
+        peers = _peers_dir()
         if _serving_peers(peers):
             await asyncio.sleep(SLOW_START_SECONDS)
-        (peers / os.environ.get("HELIUS_POD_NAME", str(os.getpid()))).write_text(str(os.getpid()))
+        _mark_serving(peers)
 
     _wrap_lifespan(app, sync_from_peers)
     return app
+
+
+def cold_first_requests_app() -> FastAPI:
+    """A replica that builds its scoring index lazily, on the request path: a pod that joins
+    serving peers (a replacement) answers its first `COLD_REQUESTS` predictions 400 ms late
+    each. A fresh deploy's pods are warmed before the load starts, so only a replacement
+    under load shows it: the tail of reco-pod-kill goes past the service's SLO (p99 <= 300 ms),
+    inside its relative allowance (3x + 1 s where a process restarts). Caught by
+    `latency_p99_ratio` with the restart setting."""
+    return _replacement_first_predictions(_slow_prediction)
+
+
+def ready_before_warm_app() -> FastAPI:
+    """`/ready` says yes before the model is warmed: a replacement answers its first
+    `COLD_REQUESTS` predictions 503 ("model warming up"). About 3 % of the predictions over a
+    pod kill and its recovery, and ~25 % of a 5 s window: past the 98 % / 80 % floors that
+    allow for the killed pod's lost in-flight requests. Caught by `client_success_ratio` with
+    the lost-in-flight setting."""
+    return _replacement_first_predictions(_warming_up)
+
+
+COLD_REQUESTS = 300  # ~3.6 s of a replacement's share (1/3) of 250 requests/s
+COLD_REQUEST_SECONDS = 0.4
+
+
+async def _slow_prediction(request: Request, call_next: _Next) -> Response:
+    await asyncio.sleep(COLD_REQUEST_SECONDS)
+    return await call_next(request)
+
+
+async def _warming_up(request: Request, call_next: _Next) -> Response:
+    return JSONResponse({"detail": "model warming up"}, 503)
+
+
+def _replacement_first_predictions(
+    cold: Callable[[Request, _Next], Awaitable[Response]],
+) -> FastAPI:
+    """The real app, where a replica that joined serving peers handles its first
+    `COLD_REQUESTS` predictions with `cold` instead."""
+    app = create_app()
+    left = 0
+
+    async def join(app_: FastAPI) -> None:
+        nonlocal left
+        peers = _peers_dir()
+        left = COLD_REQUESTS if _serving_peers(peers) else 0
+        _mark_serving(peers)
+
+    @app.middleware("http")
+    async def first_predictions(request: Request, call_next: _Next) -> Response:
+        nonlocal left
+        if request.url.path != "/predict" or left <= 0:
+            return await call_next(request)
+        left -= 1
+        return await cold(request, call_next)
+
+    _wrap_lifespan(app, join)
+    return app
+
+
+def _peers_dir() -> Path:
+    """Where the recommender pods of the stack mark that they serve (beside their caches)."""
+    peers = Path(os.environ.get("HELIUS_CACHE_DIR", ".")).resolve().parent / "serving-peers"
+    peers.mkdir(parents=True, exist_ok=True)
+    return peers
+
+
+def _mark_serving(peers: Path) -> None:
+    (peers / os.environ.get("HELIUS_POD_NAME", str(os.getpid()))).write_text(str(os.getpid()))
 
 
 def _serving_peers(peers: Path) -> list[str]:

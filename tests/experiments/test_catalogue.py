@@ -155,10 +155,8 @@ def test_every_probe_function_the_catalogue_uses_has_a_negative_control() -> Non
 # a control now covers (remove it). Each needs a plausible mistake just past that allowance.
 SETTINGS_WITHOUT_A_CONTROL_YET = {
     ("slo.probes.alert_fired", "rds-path-cut:mlflow-degraded-alert-fired"),
-    ("slo.probes.client_success_ratio", "reco-cold-start-during-outage:clients-success-slo"),
     ("slo.probes.fallback_engaged_within", "mlflow-outage:fallback-engaged-on-every-pod"),
     ("slo.probes.latency_p99_ratio", "model-promoted-during-partition:clients-latency-slo"),
-    ("slo.probes.latency_p99_ratio", "mlflow-outage:clients-latency-slo"),
     ("slo.probes.latency_p99_ratio", "az-drain:clients-latency-slo"),
     ("slo.probes.pods_prediction_slo", "model-promoted-during-partition:recommenders-per-pod-slo"),
     ("slo.probes.pods_prediction_slo", "az-drain:recommenders-per-pod-slo"),
