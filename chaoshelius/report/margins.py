@@ -12,7 +12,8 @@ planned run that never started (a `summary.json` and no journal: the suite was i
 are listed as "not run/not judged" with their reason, beside the deviated ones.
 
 Share of the allowance, per probe function:
-- latency_p99_ratio: the larger of p99 / allowed p99 and p50 / allowed p50;
+- latency_p99_ratio: the largest of p99 / allowed p99 and p50 / allowed p50, and of p99 and p50
+  over the service's absolute SLO where it was judged (`slo_p99_ms`, `slo_p50_ms`);
 - client_success_ratio: the larger of the lost share over the allowed loss, for the whole
   span and for the worst short window;
 - fallback_engaged_within, fallback_cleared_within, replicas_recovered_within,
@@ -49,7 +50,12 @@ def allowance_used(func: str, output: dict[str, Any]) -> float | None:
             allowed_p50 = t["p50_max_ratio"] * output["p50_before_seconds"] + t.get(
                 "p50_noise_seconds", 0.0
             )
-            return float(max(p99, output["p50_during_seconds"] / allowed_p50))
+            shares = [p99, output["p50_during_seconds"] / allowed_p50]
+            for quantile in ("p99", "p50"):  # the service's absolute SLO, where judged
+                ceiling = output.get(f"slo_{quantile}_seconds")
+                if ceiling:
+                    shares.append(output[f"{quantile}_during_seconds"] / ceiling)
+            return float(max(shares))
         if func == "client_success_ratio":
             whole = (1 - output["value"]) / (1 - t["min_ratio"])
             worst = (1 - output["worst_window_ratio"]) / (1 - t["min_worst_ratio"])

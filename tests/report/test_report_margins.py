@@ -57,6 +57,9 @@ def test_allowance_used_per_probe_function() -> None:
     # the median dominates when it is the closer call: 13 ms allowed, 11.7 ms seen
     slower = {**_latency(0.02)["output"], "p50_during_seconds": 0.0117}
     assert allowance_used("latency_p99_ratio", slower) == pytest.approx(0.9)
+    # the absolute SLO counts where it was judged: 55 ms of a 100 ms p99 ceiling is the closest
+    held = {**_latency(0.055)["output"], "slo_p99_seconds": 0.1, "slo_p50_seconds": 0.025}
+    assert allowance_used("latency_p99_ratio", held) == pytest.approx(0.55)
     success = {"value": 0.995, "worst_window_ratio": 0.97,
                "threshold": {"min_ratio": 0.99, "min_worst_ratio": 0.95}}  # fmt: skip
     assert allowance_used("client_success_ratio", success) == pytest.approx(0.6)
