@@ -539,3 +539,39 @@ def test_the_plan_keeps_serving_pods_on_their_slots_and_reuses_a_freed_slot_last
     assert plan(current[:2], [("127.0.0.1", 1001), ("127.0.0.1", 1002)]) == []
     with pytest.raises(ValueError):
         plan(current, [("127.0.0.1; shutdown sessions", 1)])
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not (shutil.which("setpriv") and shutil.which("prlimit")),
+    reason="needs root (to become nobody), setpriv and prlimit",
+)
+def test_the_generated_config_serves_as_a_non_root_user_with_few_open_files() -> None:
+    """As `nobody`, with an open-file limit of 1024 HAProxy may not raise: it starts, its
+    runtime socket is nobody's and 0600, and the service answers (503: no pod yet)."""
+    run = Path(tempfile.mkdtemp(prefix="hap-"))
+    run.chmod(0o777)
+    port = free_port()
+    config = run / "haproxy.cfg"
+    config.write_text(haproxy.render_config(port, run / "haproxy.sock"))
+    config.chmod(0o644)
+    process = subprocess.Popen(  # noqa: S603  fixed argv: setpriv, prlimit, haproxy
+        [
+            *("prlimit", "--nofile=1024:1024", "--"),
+            *("setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"),
+            *(haproxy.find_binary(), "-db", "-f", str(config)),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        sock = run / "haproxy.sock"
+        assert wait_until(sock.exists, 5.0, 0.02), process.stdout and process.stdout.read1()
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o600 and sock.stat().st_uid != 0
+        answer = _exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert _status(answer) == 503
+    finally:
+        process.kill()
+        process.wait(10)
+        if process.stdout is not None:
+            process.stdout.close()
+        shutil.rmtree(run, ignore_errors=True)
