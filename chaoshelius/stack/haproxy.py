@@ -1,9 +1,11 @@
 """The recommender service's per-request (L7) balancer: HAProxy, run by the stack's daemon.
 
-Why HAProxy: the issue asks the extra hop of the per-request mode to cost at most 15 % at p50
-(`benchmarks/bench_stack.py`); a relay on a C event loop keeps it there, while the asyncio
-relay the stack had (httptools per request) measured 1.31-1.37 and even a bare Python byte
-relay 1.20 on this 2-core machine.
+Why HAProxy: issue 18 asks the extra hop of the per-request mode to cost at most 15 % at p50
+(`benchmarks/bench_stack.py`). The asyncio relay the stack had (httptools per request)
+measured 1.24-1.42 and even a bare Python byte relay 1.20 on this 2-core machine; a relay on a
+C event loop brings the per-request path to what the per-connection pump costs: 1.07-1.23 in
+six runs, under 1.15 in the loaded ones (docs/stack.md has the figures and why the quiet ones
+miss: a loopback hop's floor, and a warmer pinned pod on the direct side).
 
 The process. `haproxy -db -f RUN/haproxy.cfg` (foreground, master-worker off) is a child of
 the daemon in a process group of its own (`procs.spawn_group`, like Prometheus), started under
