@@ -186,7 +186,10 @@ def tests(session: nox.Session) -> None:
     """All tests: unit, real-server integration (PostgreSQL, MLflow, Prometheus), manifests."""
     ensure_system_tools(session, *STACK_TOOLS)
     session.install(*HARNESS)
-    session.run("pytest", *session.posargs)
+    # one pytest-xdist worker per core: most tests wait on the servers they start (units of
+    # work: tests/support/xdist_units.py); `nox -s tests -- -n 0` runs serially, any -n wins
+    own = any(a.startswith(("-n", "--numprocesses")) or a == "no:xdist" for a in session.posargs)
+    session.run("pytest", *([] if own else ["-n", "auto"]), *session.posargs)
 
 
 @nox.session(python=PYTHON, default=False)

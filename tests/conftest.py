@@ -9,7 +9,9 @@ Each test starts a new "run" (no fault phase, no windows), and `fake_stack` / `c
 give the activities a fake control API to talk to.
 
 One real local stack per test session (base port 27000, state in a pytest tmp dir), shared by
-tests/stack (the stack itself) and tests/experiments (interrupted chaos runs).
+tests/stack (the stack itself) and tests/experiments (interrupted chaos runs). Under `pytest -n
+N` (pytest-xdist, as `nox -s tests` runs) the modules that use it run on one worker, which boots
+it once; every other module is a unit of its own (support/xdist_units.py).
 
 Tests share it, so each one must leave it as it found it: the `stack` fixture undoes every
 fault and waits until all pods are ready again after each test, whatever the test did.
@@ -19,7 +21,7 @@ Teardown stops the stack with `lifecycle.down` and fails if any of its processes
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +40,21 @@ from chaoshelius.stack.state import StackPaths, read_state
 BASE_PORT = int(os.environ.get("HELIUS_TEST_STACK_BASE_PORT", "27000"))
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    if config.pluginmanager.hasplugin("xdist"):  # units of work under -n: support/xdist_units.py
+        from support.xdist_units import XdistUnits
+
+        config.pluginmanager.register(XdistUnits(), "helius-xdist-units")
+
+
+STACK_STOP = pytest.StashKey[Callable[[], None]]()
+LAST_STACK_USER = pytest.StashKey[str | None]()
+
+
 @pytest.fixture(scope="session")
-def session_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
+def session_stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[StackHandle]:
     state_dir = tmp_path_factory.mktemp("helius-stack")
     ports = StackPorts(BASE_PORT)
     result = lifecycle.up(state_dir, BASE_PORT, StackConfig())
@@ -48,9 +63,13 @@ def session_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHan
     control = ControlClient.for_state_dir(state_dir, timeout=15)
     http = httpx.Client()
     handle = StackHandle(state_dir, ports, control, http)
-    try:
-        yield handle
-    finally:
+    stopped = False
+
+    def stop() -> None:
+        nonlocal stopped
+        if stopped:
+            return
+        stopped = True
         http.close()
         control.close()
         state = read_state(StackPaths(state_dir).state_file)
@@ -60,6 +79,34 @@ def session_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHan
         assert survivors(pids, state_dir) == []
         assert busy_ports(ports) == []
         assert not lifecycle.down(state_dir), "a second down found something still running"
+
+    request.config.stash[STACK_STOP] = stop
+    try:
+        yield handle
+    finally:
+        stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Stop the session stack right after the last test that uses it (whose `stack` fixture
+    made it healthy again), not at the end of the session: idle, it still takes about half a
+    core (scrapes, health checks, MLflow's workers) from every test after it. The last user in
+    the collection is the last one run: serially, and under xdist, where every user is in one
+    unit (support/xdist_units.py) run in collection order."""
+    yield
+    stop = item.config.stash.get(STACK_STOP, None)
+    if stop is not None and item.nodeid == _last_stack_user(item.session):
+        stop()
+
+
+def _last_stack_user(session: pytest.Session) -> str | None:
+    if LAST_STACK_USER not in session.config.stash:
+        users = [
+            i.nodeid for i in session.items if "session_stack" in getattr(i, "fixturenames", ())
+        ]
+        session.config.stash[LAST_STACK_USER] = users[-1] if users else None
+    return session.config.stash[LAST_STACK_USER]
 
 
 @pytest.fixture

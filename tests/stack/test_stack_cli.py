@@ -1,13 +1,15 @@
 """`chaoshelius stack up | status | down` as a user runs them (the real CLI, in a subprocess).
 
-The session stack (base 27000) checks `up` twice and `status`; a second, small stack on base
-28000 (one recommender pod, no MLflow) checks a taken port and `up`/`down` end to end.
+The session stack (base 27000, or $HELIUS_TEST_STACK_BASE_PORT) checks `up` twice and `status`;
+a second, small stack on the next base, 28000 (one recommender pod, no MLflow), checks a taken
+port and `up`/`down` end to end.
 Every command gets an explicit --state-dir: the default one may belong to someone else.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -24,7 +26,7 @@ from chaoshelius.topology import EDGE_RECO_MLFLOW
 
 pytestmark = pytest.mark.integration
 
-SECOND_BASE = 28000
+SECOND_BASE = int(os.environ.get("HELIUS_TEST_STACK_BASE_PORT", "27000")) + 1000
 
 
 def _cli_path() -> str:
