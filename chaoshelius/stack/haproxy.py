@@ -38,9 +38,10 @@ The configuration (`render_config`, written 0600 into the run directory):
 Membership: the ready pods (`upstreams()`, the supervisor's `ready_upstreams(App.RECO)`) are
 pushed over the runtime API (`set server pods/slotN addr 127.0.0.1 port P`, `set server
 pods/slotN state ready|maint`) whenever the daemon's change callback fires (`changed()`: the
-supervisor calls it when a pod turns ready or unready, starts, stops or is killed), and checked
-every `RESYNC_SECONDS` against `show servers state` (what HAProxy really has), so a push only
-sends differences and a lost one is repaired. A pod keeps its slot while it is ready; a freed
+supervisor calls it when a pod turns ready or unready, starts, stops or is killed), before the
+callback returns (two local round trips), and checked every `RESYNC_SECONDS` against `show
+servers state` (what HAProxy really has), so a push only sends differences and a lost one is
+repaired. A pod keeps its slot while it is ready; a freed
 slot is reused last. With no ready pod HAProxy answers `503` (JSON `no ready upstream pod`).
 
 Bounded inputs (the pods stay behind them, as with the proxy this replaces):
@@ -65,6 +66,7 @@ import ipaddress
 import logging
 import os
 import shutil
+import socket
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -88,6 +90,7 @@ MAX_HEAD_BYTES = BUFFER_BYTES - REWRITE_RESERVE_BYTES
 RESYNC_SECONDS = 1.0
 START_TIMEOUT_SECONDS = 10.0
 SOCKET_TIMEOUT_SECONDS = 5.0
+PUSH_NOW_TIMEOUT_SECONDS = 0.5  # the change hook's push, on the daemon's event loop
 _SUN_PATH_MAX = 107  # a Unix socket path's bytes (sun_path is 108 with its NUL)
 _MAINT_FLAGS = 0x23  # srv_admin_state: forced, inherited or resolution maintenance
 
@@ -250,6 +253,16 @@ def _checked(upstream: Upstream) -> Upstream:
     return (host, int(port))
 
 
+def _check(commands: Sequence[str], answer: str) -> None:
+    refused = [
+        line
+        for line in answer.splitlines()
+        if line.strip() and not line.startswith(("no need to change", "IP changed", "port changed"))
+    ]
+    if refused:
+        raise HaproxyError(f"HAProxy refused {list(commands)}: {'; '.join(refused)}")
+
+
 class RuntimeApi:
     """HAProxy's runtime API on a Unix socket: one command line per connection."""
 
@@ -268,19 +281,25 @@ class RuntimeApi:
                 with contextlib.suppress(OSError):
                     await writer.wait_closed()
 
+    def ask_now(self, line: str, timeout: float = PUSH_NOW_TIMEOUT_SECONDS) -> str:
+        """`ask`, blocking (a local round trip to a C process: well under a millisecond)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(self.path))
+            sock.sendall(line.encode() + b"\n")
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
+
     async def run(self, commands: Sequence[str]) -> None:
         """Run `commands` in one go; `HaproxyError` if HAProxy refused one of them."""
-        if not commands:
-            return
-        answer = await self.ask(";".join(commands))
-        refused = [
-            line
-            for line in answer.splitlines()
-            if line.strip()
-            and not line.startswith(("no need to change", "IP changed", "port changed"))
-        ]
-        if refused:
-            raise HaproxyError(f"HAProxy refused {commands}: {'; '.join(refused)}")
+        if commands:
+            _check(commands, await self.ask(";".join(commands)))
+
+    def run_now(self, commands: Sequence[str]) -> None:
+        if commands:
+            _check(commands, self.ask_now(";".join(commands)))
 
     async def slots(self) -> list[SlotState]:
         return parse_servers_state(await self.ask(f"show servers state {BACKEND}"))
@@ -329,6 +348,7 @@ class HaproxyBalancer:
         self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._up = False  # answering on its runtime socket
 
     @property
     def pid(self) -> int | None:
@@ -362,10 +382,23 @@ class HaproxyBalancer:
             process.wait()
 
     def changed(self) -> None:
-        """The pods may have changed: push the membership now (the daemon's change hook)."""
+        """The pods may have changed: push the membership now (the daemon's change hook).
+
+        Pushed before this returns, like the asyncio proxy that read the ready pods at every
+        pick: a pod the stack kills or stops is out of HAProxy's rotation before the kill's
+        answer leaves the control API. Should HAProxy not answer within
+        `PUSH_NOW_TIMEOUT_SECONDS`, the loop in `_keep_in_step` pushes it a moment later."""
         self._dirty.set()
+        if not self._up or self._closing:
+            return
+        try:
+            current = parse_servers_state(self.api.ask_now(f"show servers state {BACKEND}"))
+            self.api.run_now(plan(current, self.upstreams()))
+        except (OSError, StackError, ValueError) as exc:
+            log.info("HAProxy membership left to the sync loop: %s", exc)
 
     async def _launch(self, binary: str) -> None:
+        self._up = False
         self.socket_path.unlink(missing_ok=True)
         argv = [binary, "-db", "-f", str(self.config_path)]
         setpriv = shutil.which("setpriv")
@@ -374,6 +407,7 @@ class HaproxyBalancer:
         self._process = spawn_group(argv, self.log_path)
         await self._until_up(self._process)
         await self.sync()
+        self._up = True
 
     async def _until_up(self, process: subprocess.Popen[bytes]) -> None:
         deadline = asyncio.get_running_loop().time() + START_TIMEOUT_SECONDS

@@ -302,6 +302,21 @@ def test_the_change_hook_pushes_the_membership_without_a_direct_sync(
     client.close()
 
 
+def test_the_change_hook_has_pushed_the_membership_when_it_returns(
+    balancer: Harness, pods: list[Pod]
+) -> None:
+    """A pod the stack kills is out of the rotation before the kill is answered: the hook
+    pushes at once, not from the loop a moment later."""
+
+    async def change_then_look() -> set[int]:
+        balancer.ready[:] = [pods[0], pods[3]]
+        balancer.balancer.changed()  # no await after it: the sync loop has not run
+        state = balancer.balancer.api.ask_now(f"show servers state {haproxy.BACKEND}")
+        return {s.port for s in haproxy.parse_servers_state(state) if s.serving}
+
+    assert balancer.call(change_then_look()) == {pods[0].port, pods[3].port}
+
+
 def test_no_ready_pod_gets_a_503(balancer: Harness) -> None:
     balancer.ready.clear()
     balancer.sync()
