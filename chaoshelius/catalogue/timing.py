@@ -84,7 +84,7 @@ CLUSTER_TIMING: dict[str, int] = {
 }
 PROFILES = {"cluster": CLUSTER_TIMING}
 
-# The service's SLO and the stated load of the zone drain: configuration keys as the timings
+# The service's SLO: configuration keys as the timings
 # are (`--var`, or the key in upper case as an environment variable), but the users' to state
 # for their service, so no profile sets them. Defaults from the healthy local stack (fresh
 # clone, 2026-12-07, at 250 requests/s; docs/experiments.md, "Thresholds"): the largest client
@@ -95,10 +95,6 @@ PROFILES = {"cluster": CLUSTER_TIMING}
 SETTINGS: dict[str, int] = {
     "helius_slo_p99_ms": 300,
     "helius_slo_p50_ms": 25,
-    # the zone drain's load, requests/s, stated rather than a share of a capacity measured at run
-    # time (a slower service would get less load): about half the 940 requests/s this 2-core
-    # machine sustains, load generator included, so two zones of three must carry it
-    "helius_drain_load_rate": 450,
 }
 
 
