@@ -157,6 +157,8 @@ SETTINGS_WITHOUT_A_CONTROL_YET = {
     ("slo.probes.alert_fired", "rds-path-cut:mlflow-degraded-alert-fired"),
     ("slo.probes.fallback_engaged_within", "mlflow-outage:fallback-engaged-on-every-pod"),
     ("slo.probes.latency_p99_ratio", "model-promoted-during-partition:clients-latency-slo"),
+    # slow-recovery keeps the registry's version through the outage: its label never moves
+    ("slo.probes.models_converged_within", "mlflow-outage:every-pod-on-the-registry-model"),
     ("slo.probes.latency_p99_ratio", "az-drain:clients-latency-slo"),
     ("slo.probes.pods_prediction_slo", "model-promoted-during-partition:recommenders-per-pod-slo"),
     ("slo.probes.pods_prediction_slo", "az-drain:recommenders-per-pod-slo"),
