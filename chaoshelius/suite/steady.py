@@ -99,8 +99,8 @@ def unsteady_reason(
             return f"pods not ready: {not_ready}"
         if status.faults:
             return f"faults still active: {[f.id for f in status.faults]}"
-        reco = sum(1 for p in status.pods if p.app == App.RECO.value)
-        out_of_fallback = fallback_reason(prom, reco)
+        reco = [p.name for p in status.pods if p.app == App.RECO.value]
+        out_of_fallback = fallback_reason(prom, len(reco), reco)
         if out_of_fallback:
             return out_of_fallback
         firing = steady_gate.unsteady_reason(prom, NAMESPACE) if alerts else None

@@ -22,6 +22,7 @@ from chaoshelius.slo.steady import (
     NO_FALLBACK_NOW_TOLERANCE,
     OUT_OF_FALLBACK_QUERY,
     fallback_reason,
+    out_of_fallback_query,
 )
 from chaoshelius.topology import FALLBACK_GAUGE
 
@@ -100,6 +101,24 @@ def test_fallback_reason_without_a_count_is_any_pod_reporting_fallback() -> None
     assert fallback_reason(_Prom(0, 3)) is None  # type: ignore[arg-type]
     why = fallback_reason(_Prom(2, 1))  # type: ignore[arg-type]
     assert why == "2 recommender(s) reporting fallback"
+
+
+def test_only_the_pods_running_now_confirm_the_recommenders_out_of_fallback() -> None:
+    """Right after the recommenders were replaced, the gone pods' last samples still count 3
+    out of fallback while the new pods are not scraped yet: named pods count only their own
+    series (the CI run of 2026-12-07 started a run in that gap, and its first query found no
+    recommender at all)."""
+    query = out_of_fallback_query(["helius-reco-b9a95", "helius-reco-01eaa"])
+    assert query == (
+        'count(reco_engine_in_fallback_mode{pod=~"helius-reco-01eaa|helius-reco-b9a95"} == 0)'
+    )
+    prom = _Prom(0, 3)
+    prom.values[query] = 0  # the old pods' series answer the plain count, not this one
+    assert fallback_reason(prom, 2, ["helius-reco-b9a95", "helius-reco-01eaa"]) == (  # type: ignore[arg-type]
+        "0 of 2 recommenders seen out of fallback by Prometheus"
+    )
+    assert out_of_fallback_query(['x"} or vector(3) #']) == OUT_OF_FALLBACK_QUERY  # not a name
+    assert out_of_fallback_query([]) == OUT_OF_FALLBACK_QUERY
 
 
 def test_fallback_reason_with_a_count_needs_each_pod_confirmed_out() -> None:
