@@ -33,6 +33,26 @@ from chaoshelius.cli import main
 from chaoshelius.suite import PlannedRun, SuiteError, SuiteOptions, chaos_run_args, suite_target
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _verdicts_module() -> Any:
+    """tests/experiments/test_kubernetes_verdicts.py (its simulated cluster's settings), also
+    when this file runs without that directory collected (`pytest tests/suite`)."""
+    import importlib.util
+
+    name = "test_kubernetes_verdicts"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = ROOT / "tests" / "experiments" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 EXPERIMENTS = ROOT / "experiments"
 CLUSTER_PROFILE = EXPERIMENTS / "profiles" / "cluster.json"
 
@@ -150,7 +170,11 @@ def fake_cluster(tmp_path: Path) -> Iterator[FakeCluster]:
     from support.k8s_fake_api import FakeKubeAPI, serve, write_kubeconfig
     from support.k8s_fake_metrics import SimulatedSystem, scraped
     from support.mlflow_stub import serve_registry
-    from test_kubernetes_verdicts import COLD_START_SECONDS, CONTEXT, READY_SECONDS, TIMING
+
+    verdicts = _verdicts_module()
+    COLD_START_SECONDS, CONTEXT, READY_SECONDS, TIMING = (  # noqa: N806
+        verdicts.COLD_START_SECONDS, verdicts.CONTEXT, verdicts.READY_SECONDS, verdicts.TIMING
+    )  # fmt: skip
 
     # the cluster profile, as a user passes it, with test_kubernetes_verdicts' short timings
     # (the simulated cluster scrapes every second); keys without one keep the experiments'
