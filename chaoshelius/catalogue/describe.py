@@ -32,28 +32,28 @@ _PREAMBLE = (
 )
 
 
-def seconds(value: Any, note: str = LOCAL_DEFAULT) -> str:
-    """'40 s (helius_outage_hold_seconds, local default)' for a `${key}` timing value (its
-    local default, with the key named), '40 s' for a number."""
-    match = _PLACEHOLDER.match(value) if isinstance(value, str) else None
-    if match is None:
-        return f"{value:g} s"
-    key = match.group(1)
-    if key not in TIMING:
-        raise CatalogueError(f"{key!r} is not a timing key (TIMING)")
-    return f"{TIMING[key]:g} s ({key}{note})"
-
-
-def setting(value: Any, unit: str) -> str:
-    """'300 ms (helius_slo_p99_ms, local default)' for a `${key}` setting (its default, with the
-    key named), '300 ms' for a number."""
+def _keyed(value: Any, unit: str, table: dict[str, int], named: str, note: str) -> str:
+    """'<default> <unit> (<key><note>)' for a `${key}` value of `table`, '<value> <unit>' for a
+    number; a key not in `table` fails the generation."""
     match = _PLACEHOLDER.match(value) if isinstance(value, str) else None
     if match is None:
         return f"{value:g} {unit}"
     key = match.group(1)
-    if key not in SETTINGS:
-        raise CatalogueError(f"{key!r} is not a setting key (SETTINGS)")
-    return f"{SETTINGS[key]:g} {unit} ({key}, its default)"
+    if key not in table:
+        raise CatalogueError(f"{key!r} is not a {named}")
+    return f"{table[key]:g} {unit} ({key}{note})"
+
+
+def seconds(value: Any, note: str = LOCAL_DEFAULT) -> str:
+    """'40 s (helius_outage_hold_seconds, local default)' for a `${key}` timing value (its
+    local default, with the key named), '40 s' for a number."""
+    return _keyed(value, "s", TIMING, "timing key (TIMING)", note)
+
+
+def setting(value: Any, unit: str) -> str:
+    """'300 ms (helius_slo_p99_ms, its default)' for a `${key}` setting (its default, with the
+    key named), '300 ms' for a number."""
+    return _keyed(value, unit, SETTINGS, "setting key (SETTINGS)", ", its default")
 
 
 def _function(step: Json) -> Callable[..., Any]:
