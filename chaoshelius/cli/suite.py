@@ -50,6 +50,13 @@ def group() -> None:
     "deviate on the probe that guards against that weakness.",
 )
 @click.option(
+    "--control",
+    "controls",
+    multiple=True,
+    help="With --negative: run only the controls of this profile (its name in "
+    "chaoshelius/negative/profiles/, e.g. lying-pod); repeatable.",
+)
+@click.option(
     "--reports",
     "reports_dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -117,6 +124,7 @@ def run(
     only: tuple[str, ...],
     repeat: int,
     negative: bool,
+    controls: tuple[str, ...],
     reports_dir: Path,
     state_dir: Path,
     base_port: int,
@@ -145,7 +153,7 @@ def run(
     from chaoshelius.suite.results import tally
 
     try:
-        runs = plan(experiments_dir, only, negative, repeat)
+        runs = plan(experiments_dir, only, negative, repeat, controls)
         chaos_args = chaos_run_args(
             var=var,
             var_file=var_file,

@@ -15,13 +15,22 @@ __all__ = ["plan"]
 
 
 def plan(
-    experiments_dir: Path, only: Sequence[str] = (), negative: bool = False, repeat: int = 1
+    experiments_dir: Path,
+    only: Sequence[str] = (),
+    negative: bool = False,
+    repeat: int = 1,
+    controls: Sequence[str] = (),
 ) -> list[PlannedRun]:
-    """The runs of the catalogue (or of `only`), in file order; negatives grouped by profile.
-    With `repeat` N > 1, each run N times in a row (a false-alarm campaign), numbered."""
+    """The runs of the catalogue (or of `only`), in file order; negatives grouped by profile,
+    only those of the `controls` profiles when named. With `repeat` N > 1, each run N times in
+    a row (a false-alarm campaign), numbered."""
     if repeat < 1:
         raise SuiteError(f"--repeat {repeat}: at least 1")
+    if controls and not negative:
+        raise SuiteError("--control names negative controls: add --negative")
     once = _plan_once(experiments_dir, only, negative)
+    if controls:
+        once = _only_controls(once, controls)
     if repeat == 1:
         return once
     return [replace(run, repeat=i) for run in once for i in range(1, repeat + 1)]
@@ -57,6 +66,15 @@ def _plan_once(experiments_dir: Path, only: Sequence[str], negative: bool) -> li
     # one profile change per profile; those the running stack can swap in place (recommender
     # pods only) first, the few that restart the whole stack last (one restart, not two each)
     return sorted(runs, key=lambda r: (_needs_restart(r.profile), str(r.profile), r.key))
+
+
+def _only_controls(runs: list[PlannedRun], names: Sequence[str]) -> list[PlannedRun]:
+    """The negative runs whose profile is one of `names` (a typo: one line naming the known)."""
+    known = sorted({run.profile.stem for run in runs if run.profile is not None})
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise SuiteError(f"unknown negative control(s) {unknown}; known: {known}")
+    return [run for run in runs if run.profile is not None and run.profile.stem in names]
 
 
 def _needs_restart(profile: Path | None) -> bool:

@@ -268,3 +268,17 @@ def test_negative_controls_that_restart_the_whole_stack_run_last() -> None:
     assert runs[-1].profile is not None and runs[-1].profile.stem == restarts[0]
     stems = [r.profile.stem for r in runs[:-1] if r.profile]
     assert stems == sorted(stems)
+
+
+def test_control_runs_only_the_named_negative_controls() -> None:
+    """`--control lying-pod` runs that control alone (a user checking one weakness, or a
+    developer a new control); a misspelt name is one line naming the known ones."""
+    runs = plan(EXPERIMENTS, negative=True, controls=("lying-pod", "slow-start"))
+    assert sorted((r.key, r.profile.stem) for r in runs if r.profile) == [
+        ("rds-path-cut", "lying-pod"), ("reco-pod-kill", "slow-start"),
+    ]  # fmt: skip
+    assert all(r.expected_probes for r in runs)
+    with pytest.raises(SuiteError, match=r"unknown negative control\(s\) \['lyin-pod'\]"):
+        plan(EXPERIMENTS, negative=True, controls=("lyin-pod",))
+    with pytest.raises(SuiteError, match="add --negative"):
+        plan(EXPERIMENTS, controls=("lying-pod",))
