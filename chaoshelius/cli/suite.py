@@ -50,6 +50,15 @@ def group() -> None:
     "deviate on the probe that guards against that weakness.",
 )
 @click.option(
+    "--lanes",
+    type=click.IntRange(1, 4),
+    default=1,
+    show_default=True,
+    help="Runs at once on the local stack, each lane on its own stack (the state dir with "
+    "-lane<n>, the base port + 500 per lane). The lanes share the machine: nox -s negative "
+    "uses 2 (docs/experiments.md, 'Lanes'); keep 1 where latency is the verdict.",
+)
+@click.option(
     "--control",
     "controls",
     multiple=True,
@@ -124,6 +133,7 @@ def run(
     only: tuple[str, ...],
     repeat: int,
     negative: bool,
+    lanes: int,
     controls: tuple[str, ...],
     reports_dir: Path,
     state_dir: Path,
@@ -172,6 +182,7 @@ def run(
             progress=sys.stdout.isatty() if progress is None else progress,
             safeguards=safeguards,
             target=target,
+            lanes=lanes,
         )
         kind = "negative controls" if negative else "experiments"
         click.echo(f"helius suite: {len(runs)} {kind} from {experiments_dir}")

@@ -152,11 +152,11 @@ def run_one(
             env=env,
             start_new_session=True,  # our signal handler decides what reaches it
         )
-        interrupts.child = process
+        interrupts.add(process)
         try:
             wait_for_chaos(process, interrupts, tick)
         finally:
-            interrupts.child = None
+            interrupts.discard(process)
     if tick is not None:
         tick()
         options.echo(f"{prefix} — building the report")

@@ -1,10 +1,11 @@
-"""SIGTERM / SIGINT during a suite: the running `chaos` gets SIGTERM once (it plays its
+"""SIGTERM / SIGINT during a suite: each running `chaos` gets SIGTERM once (it plays its
 rollbacks), then up to CHAOS_STOP_GRACE_SECONDS to finish before SIGKILL."""
 
 from __future__ import annotations
 
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from types import FrameType
@@ -18,18 +19,33 @@ CHAOS_STOP_GRACE_SECONDS = 120.0  # rollbacks + after-hypothesis queries, then S
 
 
 class Interrupts:
-    """SIGTERM/SIGINT: forward SIGTERM to the running `chaos` once, remember it happened."""
+    """SIGTERM/SIGINT: forward SIGTERM to every running `chaos` once (one per lane), remember
+    it happened."""
 
     def __init__(self) -> None:
         self.fired = False
-        self.child: subprocess.Popen[bytes] | None = None
+        self._children: set[subprocess.Popen[bytes]] = set()
+        self._lock = threading.Lock()
         self._previous: dict[int, Any] = {}
+
+    def add(self, child: subprocess.Popen[bytes]) -> None:
+        """A `chaos` run started: an interruption now reaches it (at once if one already came)."""
+        with self._lock:
+            self._children.add(child)
+            fired = self.fired
+        if fired:
+            _terminate(child)
+
+    def discard(self, child: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._children.discard(child)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.fired = True
-        child = self.child
-        if child is not None and child.poll() is None:
-            child.send_signal(signal.SIGTERM)
+        with self._lock:
+            children = list(self._children)
+        for child in children:
+            _terminate(child)
 
     def __enter__(self) -> Interrupts:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -39,6 +55,11 @@ class Interrupts:
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def _terminate(child: subprocess.Popen[bytes]) -> None:
+    if child.poll() is None:
+        child.send_signal(signal.SIGTERM)
 
 
 def wait_for_chaos(

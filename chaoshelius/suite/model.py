@@ -54,6 +54,8 @@ class SuiteOptions:
     # local | kubernetes; None: what the runs' configuration says (--var target=..., a var
     # file, HELIUS_TARGET), else local
     target: str | None = None
+    # runs at once, each lane on its own local stack (chaoshelius.suite.lanes); 1: in turn
+    lanes: int = 1
 
 
 @dataclass

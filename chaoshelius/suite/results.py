@@ -67,7 +67,8 @@ def close_suite(
     each planned run that never started as 'not run' (with why: the campaign counts it), and
     write the index and JUnit over them all."""
     result.interrupted = interrupts.fired
-    missed = list(runs)[len(result.summaries) :]
+    done = {s.run_id for s in result.summaries}
+    missed = [run for run in runs if run.run_id(result.suite_id) not in done]
     if interrupts.fired:
         reason = "The suite was interrupted before this run started."
     elif stopped_by is not None:
@@ -75,11 +76,15 @@ def close_suite(
         reason = f"The suite stopped before this run started ({stopped})."
     else:
         reason = "The suite ended before this run started."
-    for position, run in enumerate(missed, start=len(result.summaries) + 1):
+    for run in missed:
         run_dir = options.reports_dir / "runs" / run.run_id(result.suite_id)
         summary = not_run(run, run_dir, result.suite_id, reason, Verdict.NOT_RUN)
         result.summaries.append(summary)
+        position = list(runs).index(run) + 1
         options.echo(f"[{position}/{len(runs)}] {summary_line(summary)}")
+    # in the plan's order, whichever lane ran them
+    order = {run.run_id(result.suite_id): n for n, run in enumerate(runs)}
+    result.summaries.sort(key=lambda s: order.get(s.run_id, len(order)))
     if result.summaries:
         index = build_index(options.reports_dir, suite_id=result.suite_id)
         result.index_html, result.junit_xml = index.index_html, index.junit_xml

@@ -31,6 +31,7 @@ from chaoshelius.report.model import RunSummary, Verdict
 from chaoshelius.suite.chaos import run_one
 from chaoshelius.suite.cluster import TARGETS, ResolvedRun, resolve_run
 from chaoshelius.suite.interrupts import Interrupts
+from chaoshelius.suite.lanes import MAX_LANES, lane_options, run_lanes
 from chaoshelius.suite.model import PlannedRun, SuiteError, SuiteOptions, SuiteResult
 from chaoshelius.suite.results import close_suite, not_run, summary_line
 from chaoshelius.suite.steady import (
@@ -48,6 +49,10 @@ NEGATIVE_ON_CLUSTER = (
     "--negative runs on the local stack only: its controls swap the local stack's service "
     "variants (profiles), which a cluster's manifests do not have; drop --negative or use "
     "--target local"
+)
+LANES_ON_CLUSTER = (
+    "--lanes runs on the local stack only (one stack per lane); a cluster is one system: "
+    "drop --lanes"
 )
 
 
@@ -91,9 +96,49 @@ def run_suite(runs: Sequence[PlannedRun], options: SuiteOptions) -> SuiteResult:
     if not Path(chaos).exists():
         raise SuiteError("the `chaos` CLI is not installed: pip install chaostoolkit")
     target, resolved = suite_target(runs, options)
+    if not 1 <= options.lanes <= MAX_LANES:
+        raise SuiteError(f"--lanes {options.lanes}: 1 to {MAX_LANES}")
     if target == Target.KUBERNETES:
+        if options.lanes > 1:
+            raise SuiteError(LANES_ON_CLUSTER)
         return _run_all(runs, options, chaos, ClusterTarget(options, resolved))
+    if options.lanes > 1 and len(runs) > 1:
+        return _run_in_lanes(runs, options, chaos)
     return _run_all(runs, options, chaos, LocalStack(options))
+
+
+def _run_in_lanes(runs: Sequence[PlannedRun], options: SuiteOptions, chaos: str) -> SuiteResult:
+    """As `_run_all`, `options.lanes` runs at a time, each lane on its own local stack."""
+    started = time.monotonic()
+    result = SuiteResult(time.strftime("%Y%m%d-%H%M%S"))
+    runs_dir = options.reports_dir / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    lanes = min(options.lanes, len(runs))
+    ports = ", ".join(str(lane_options(options, n).base_port) for n in range(1, lanes + 1))
+    options.echo(f"-- {lanes} lanes, each on its own local stack (base ports {ports})")
+
+    def one(
+        position: int, run: PlannedRun, target: SuiteTarget, mine: SuiteOptions, lane: str
+    ) -> RunSummary:
+        prefix = f"{_prefix(position, len(runs), run)} ({lane})"
+        run_dir = runs_dir / run.run_id(result.suite_id)
+        summary = _run_when_steady(
+            run, run_dir, result.suite_id, chaos, target, interrupts, mine, prefix
+        )
+        options.echo(f"{prefix.split(' ', 1)[0]} {summary_line(summary)} ({lane})")
+        return summary
+
+    stopped_by: BaseException | None = None
+    with Interrupts() as interrupts:
+        try:
+            summaries, stopped_by = run_lanes(runs, options, lanes, interrupts, one)
+            result.summaries.extend(summaries.values())
+        finally:
+            close_suite(result, interrupts, options, runs, stopped_by)
+    if stopped_by is not None:
+        raise stopped_by
+    result.seconds = time.monotonic() - started
+    return result
 
 
 def _run_all(
@@ -115,11 +160,7 @@ def _run_all(
             for position, run in enumerate(runs, start=1):
                 if interrupts.fired:
                     break
-                prefix = (
-                    f"[{position}/{len(runs)}] {run.key}"
-                    + (f" [{run.variant}]" if run.variant else "")
-                    + (f" #{run.repeat}" if run.repeat else "")
-                )
+                prefix = _prefix(position, len(runs), run)
                 run_dir = runs_dir / run.run_id(result.suite_id)
                 summary = _run_when_steady(
                     run, run_dir, result.suite_id, chaos, target, interrupts, options, prefix
@@ -134,6 +175,13 @@ def _run_all(
             target.leave()
     result.seconds = time.monotonic() - started
     return result
+
+
+def _prefix(position: int, total: int, run: PlannedRun) -> str:
+    """`[3/8] rds-path-cut [negative:lying-pod] #2`: how a run's lines start."""
+    variant = f" [{run.variant}]" if run.variant else ""
+    again = f" #{run.repeat}" if run.repeat else ""
+    return f"[{position}/{total}] {run.key}{variant}{again}"
 
 
 def _run_when_steady(

@@ -90,6 +90,20 @@ def test_negative_controls_are_refused_on_a_cluster_in_one_line(
     assert not (tmp_path / "runs").exists()
 
 
+def test_lanes_are_refused_on_a_cluster_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A cluster is one system: two lanes would run two faults on it at once."""
+    monkeypatch.setenv("HELIUS_PROMETHEUS_URL", "http://prometheus.example:9090")
+    code, output = _invoke(
+        "--target", "kubernetes", "--lanes", "2", "--only", "mlflow-outage",
+        "--only", "az-drain", "--reports", str(tmp_path),
+    )  # fmt: skip
+    assert code == 1, output
+    assert "--lanes runs on the local stack only" in _one_error_line(output)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_context_outside_the_allow_list_stops_the_suite_before_any_run(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
