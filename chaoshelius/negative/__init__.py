@@ -5,7 +5,7 @@ names a stack profile (`profiles/*.yml`) that breaks the system in the way the e
 guards against, and the hypothesis probe that must catch it. `chaoshelius suite run --negative`
 runs them all; a negative control passes only when its experiment deviates *on that probe*.
 
-Fragile recommender variants live in `fragile.py`, outside the service package: the production
+Fragile recommender variants live in `fragile/`, outside the service package: the production
 code path never contains them. They wrap `helius_reco.main.create_app` instead of forking it.
 """
 
