@@ -10,7 +10,11 @@ import yaml
 from chaoshelius.exceptions import HeliusError
 from chaoshelius.stack.config import PROFILES_DIR
 
-__all__ = ["NegativeControl", "load_controls", "profile_path"]
+__all__ = ["LATENCY_FUNCTIONS", "NegativeControl", "load_controls", "profile_path"]
+
+# probe functions whose verdict rests on latency: a control expected to fail one of them runs
+# alone (`suite run --lanes`), since another lane's load on the same cores moves latency too
+LATENCY_FUNCTIONS = frozenset({"slo.probes.latency_p99_ratio", "slo.probes.pods_prediction_slo"})
 
 _HERE = Path(__file__).parent
 CONTROLS_FILE = _HERE / "controls.yml"

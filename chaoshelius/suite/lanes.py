@@ -4,8 +4,12 @@ A run is judged against the stack it ran on, so lanes never share one: lane 1 is
 stack (`--state-dir`, `--base-port`), lane n its own beside it (`<state-dir>-lane<n>`, the base
 port + 500 x (n - 1)). The runs are grouped by stack profile (a negative control's fragile
 variant); a lane takes the next group when it is free, so the lanes stay busy whatever each run
-costs, and the groups that restart a whole stack stay last. Lane 1 brings its stack up first
-(the pods' environments are built once, not raced); the others follow.
+costs, and the groups that restart a whole stack stay last.
+
+Runs marked `solo` (negative controls whose verdict rests on latency: another lane's load on
+the same cores moves latency too, and could make a control "deviate" for the wrong reason) go
+first, in lane 1, before any other lane's stack exists; then every lane shares the rest. So
+lane 1 also brings its stack up first (the pods' environments are built once, not raced).
 
 What it costs: the lanes share the machine. A deviation is only the defect's if a healthy run
 in a lane passes too (docs/experiments.md, "Lanes", gives the healthy runs measured this way);
@@ -72,41 +76,50 @@ def run_lanes(
     """Run `runs` in `lanes` threads, each on its own local stack; the summaries by plan
     position, and the first error a lane met (the other lanes finish their current run and
     stop). The caller's thread only waits (signals reach it) and leaves each stack as found."""
-    queue: deque[list[Positioned]] = deque(profile_groups(runs))
+    groups = profile_groups(runs)
+    solo: deque[list[Positioned]] = deque(g for g in groups if any(r.solo for _, r in g))
+    shared: deque[list[Positioned]] = deque(g for g in groups if not any(r.solo for _, r in g))
     lock = threading.Lock()
     summaries: dict[int, RunSummary] = {}
     errors: list[BaseException] = []
-    first_up = threading.Event()
+    alone_done = threading.Event()  # lane 1 ran the solo runs: the other lanes may start
     stop = threading.Event()
 
-    def next_group() -> list[Positioned] | None:
+    def next_group(queue: deque[list[Positioned]]) -> list[Positioned] | None:
         with lock:
             return queue.popleft() if queue and not stop.is_set() else None
+
+    def run_groups(queue: deque[list[Positioned]], target: SuiteTarget, mine: SuiteOptions,
+                   number: int) -> None:  # fmt: skip
+        while not interrupts.fired and (group := next_group(queue)) is not None:
+            for position, run in group:
+                if interrupts.fired or stop.is_set():
+                    return
+                summary = run_one(position, run, target, mine, f"lane {number}")
+                with lock:
+                    summaries[position] = summary
 
     def lane(number: int) -> None:
         mine = lane_options(options, number)
         target = make_target(mine)
         try:
-            group = next_group() if number == 1 else None
             if number == 1:
-                if group is not None:  # first: the first start builds the pods' environments
-                    target.prepare(group[0][1])
-                first_up.set()
-            first_up.wait()
-            while not interrupts.fired and (group := group or next_group()) is not None:
-                for position, run in group:
-                    if interrupts.fired or stop.is_set():
-                        break
-                    summary = run_one(position, run, target, mine, f"lane {number}")
-                    with lock:
-                        summaries[position] = summary
-                group = None
+                # first and alone: the runs judged on latency, while no other stack exists
+                # (lane 1's first start also builds the pods' environments, once)
+                run_groups(solo, target, mine, number)
+                with lock:
+                    first = shared[0][0][1] if shared and not solo else None
+                if first is not None and not interrupts.fired:
+                    target.prepare(first)  # up before the others start theirs
+                alone_done.set()
+            alone_done.wait()
+            run_groups(shared, target, mine, number)
         except BaseException as exc:  # noqa: BLE001  handed to the caller's thread
             with lock:
                 errors.append(exc)
             stop.set()
         finally:
-            first_up.set()
+            alone_done.set()
             try:
                 target.leave()
             except BaseException as exc:  # noqa: BLE001

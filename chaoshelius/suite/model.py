@@ -26,6 +26,9 @@ class PlannedRun:
     expected: Verdict = Verdict.PASSED
     expected_probes: tuple[str, ...] = ()  # negative controls: probes that must fail
     repeat: int = 0  # 1..N when the suite runs each experiment N times (0: once)
+    # run while no other lane runs (chaoshelius.suite.lanes): a negative control whose verdict
+    # rests on latency, which another lane's load on the same cores moves
+    solo: bool = False
 
     @property
     def key(self) -> str:

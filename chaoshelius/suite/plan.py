@@ -7,6 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from chaoshelius.negative import load_controls
+from chaoshelius.negative.controls import LATENCY_FUNCTIONS
+from chaoshelius.negative.coverage import settings_used
 from chaoshelius.report.model import Verdict
 from chaoshelius.stack.config import StackConfig
 from chaoshelius.suite.model import PlannedRun, SuiteError
@@ -54,12 +56,14 @@ def _plan_once(experiments_dir: Path, only: Sequence[str], negative: bool) -> li
     if missing:
         raise SuiteError(f"no negative control for {missing}; add them to chaoshelius/negative/")
     by_stem = {f.stem: f for f in chosen}
+    functions = {key: function for key, (function, _) in settings_used(experiments_dir).items()}
     runs = [
         PlannedRun(
             by_stem[c.experiment],
             c.profile_file,
             Verdict.DEVIATED,
             c.probes,
+            solo=any(functions.get((c.experiment, p)) in LATENCY_FUNCTIONS for p in c.probes),
         )
         for c in controls
     ]

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -163,3 +164,44 @@ def test_an_interruption_reaches_every_lanes_chaos_run() -> None:
     finally:
         for child in children:
             child.kill()
+
+
+def test_runs_judged_on_latency_run_first_and_alone() -> None:
+    """A control expected to fail a latency check runs in lane 1 before any other lane's
+    stack exists: another lane's load on the same two cores moves latency too, so a 'deviation'
+    beside it could be the neighbour's. The plan marks them (the control's expected probe
+    is a latency function)."""
+    recorder = Recorder()
+    runs = [
+        replace(run, solo=run.profile is not None and run.profile.stem.startswith("slow"))
+        for run in _runs("lying-pod", "slow-fallback", "slow-everywhere", "page-tokens", None)
+    ]
+    events: list[tuple[str, int]] = []
+
+    def one(
+        position: int, run: PlannedRun, target: SuiteTarget, mine: SuiteOptions, lane: str
+    ) -> RunSummary:
+        target.prepare(run)
+        recorder.note(lane, f"run {position}")
+        events.append((lane, position))
+        time.sleep(0.05)
+        return _summary(run)
+
+    with Interrupts() as interrupts:
+        summaries, error = run_lanes(
+            runs, SuiteOptions(base_port=21000), 2, interrupts, one, recorder.target
+        )
+    assert error is None and sorted(summaries) == [1, 2, 3, 4, 5]
+    assert events[:2] == [("lane 1", 2), ("lane 1", 3)]
+    first_lane2 = next(i for i, (lane, _) in enumerate(recorder.log) if lane == "21500")
+    solo_done = max(i for i, entry in enumerate(recorder.log) if entry[1] in ("run 2", "run 3"))
+    assert first_lane2 > solo_done, recorder.log
+
+
+def test_the_plan_marks_latency_controls_solo() -> None:
+    from chaoshelius.suite.plan import plan
+
+    runs = {r.profile.stem: r.solo for r in plan(EXPERIMENTS, negative=True) if r.profile}
+    assert runs["slow-fallback"] and runs["slow-everywhere"]  # client latency SLO
+    assert runs["one-pod-fallback-errors"]  # the per-pod SLO judges latency too
+    assert not runs["lying-pod"] and not runs["page-tokens"]
