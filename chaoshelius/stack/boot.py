@@ -11,7 +11,7 @@ import importlib.util
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -20,6 +20,7 @@ from chaoshelius import registry
 from chaoshelius.promapi import PromAPIError, PrometheusAPI
 from chaoshelius.slo.steady import OUT_OF_FALLBACK_QUERY
 from chaoshelius.stack import auth, prometheus
+from chaoshelius.stack.config import AlertRulePatch
 from chaoshelius.stack.errors import ProcessStartError, StackError
 from chaoshelius.stack.events import EventLog
 from chaoshelius.stack.ports import StackPorts
@@ -54,21 +55,34 @@ async def until(
 class PrometheusProcess:
     """The stack's Prometheus: its config, its process group, its readiness."""
 
-    def __init__(self, paths: StackPaths, ports: StackPorts) -> None:
+    def __init__(
+        self,
+        paths: StackPaths,
+        ports: StackPorts,
+        rules_patch: Mapping[str, AlertRulePatch] | None = None,
+    ) -> None:
         self.paths = paths
         self.ports = ports
+        self.rules_patch = dict(rules_patch or {})
         self.pid: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         binary = prometheus.find_binary()
         prometheus.write_targets(self.paths.targets, [])
+        rules = None
+        if self.rules_patch:  # a profile's alerting mistake: a patched copy of the rules
+            rules = self.paths.prometheus_rules
+            text = prometheus.patched_rules(prometheus.rules_file(), self.rules_patch)
+            rules.parent.mkdir(parents=True, exist_ok=True)
+            rules.write_text(text, encoding="utf-8")
         prometheus.write_config(
             self.paths.prometheus_config,
             self.ports.control,
             self.ports.loadgen,
             self.paths.targets,
             auth.token_file(self.paths.root),
+            rules,
         )
         self.paths.prometheus_data.mkdir(parents=True, exist_ok=True)
         process = spawn_group(

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from chaoshelius.stack.errors import NotFound, StackError
 from chaoshelius.topology import MLFLOW_LIVENESS, RECO_LIVENESS, ZONES, Probe
@@ -63,6 +70,43 @@ class LivenessProbe(BaseModel):
         return Probe(self.path, self.period_seconds, self.failure_threshold, self.timeout_seconds)
 
 
+class ReadinessProbe(BaseModel):
+    """How the supervisor probes an app's readiness path (defaults: the local stack's, faster
+    than the manifests' 5 s period so a fault's edges are seen within a second).
+
+    `initial_delay_seconds` is the kubelet's `initialDelaySeconds`: no readiness probe (so not
+    Ready) until that long after the pod started. A slot 0 MLflow pod still lets the other
+    replicas start once it answers (it migrated the schema), as a migration Job would on a
+    cluster, so the delay costs a stack's boot once, not once per replica."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    initial_delay_seconds: float = Field(default=0.0, ge=0, le=600)
+    period_seconds: float = Field(default=0.5, gt=0, le=60)
+    failure_threshold: int = Field(default=2, ge=1, le=100)
+    timeout_seconds: float = Field(default=1.5, gt=0, le=60)
+
+
+# A Prometheus duration as rules files write it (`for: 10s`, `1m30s`)
+PROM_DURATION = r"^([0-9]+(ms|s|m|h|d|w|y))+$"
+
+
+class AlertRulePatch(BaseModel):
+    """A change to one alert of the shipped rules file (`alert_rules_patch`): its `for` and/or
+    its `expr`. The stack's Prometheus then loads a patched copy; the file is not touched."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    for_: str | None = Field(default=None, alias="for", pattern=PROM_DURATION)
+    expr: str | None = Field(default=None, min_length=1, max_length=2000)
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> AlertRulePatch:
+        if self.for_ is None and self.expr is None:
+            raise ValueError("an alert rule patch needs `for` or `expr`")
+        return self
+
+
 # fields whose change only needs new recommender pods (what the negative profiles change)
 RECO_FIELDS = frozenset(
     {"name", "reco", "reco_app", "reco_env", "reco_mlflow_endpoint", "reco_liveness"}
@@ -98,6 +142,16 @@ class StackConfig(BaseModel):
     # liveness probes run like the kubelet (None: not probed); defaults are the manifests'
     reco_liveness: LivenessProbe | None = LivenessProbe.of(RECO_LIVENESS)
     mlflow_liveness: LivenessProbe | None = LivenessProbe.of(MLFLOW_LIVENESS)
+    # how the supervisor probes MLflow's readiness (its registry call); default: no delay
+    mlflow_readiness: ReadinessProbe = ReadinessProbe()
+    # alert name -> a change to that alert in the shipped rules (empty: the file as shipped)
+    alert_rules_patch: dict[str, AlertRulePatch] = Field(default_factory=dict)
+
+    @property
+    def boot_allowance_seconds(self) -> float:
+        """Extra time a boot may take beyond the usual: MLflow's readiness delay (every MLflow
+        pod waits it out before the stack can be ready)."""
+        return self.mlflow_readiness.initial_delay_seconds
 
     def differs_only_in_recommender(self, other: StackConfig) -> bool:
         """True if `other` can be applied by replacing the recommender pods alone."""

@@ -78,7 +78,7 @@ class Stack:
         self.postgres = PostgresServer(
             paths.postgres_data, ports.postgres, log_path=paths.logs / "postgres.log"
         )
-        self.prometheus = PrometheusProcess(paths, ports)
+        self.prometheus = PrometheusProcess(paths, ports, config.alert_rules_patch)
         self._stop = asyncio.Event()
         self.supervisor = Supervisor(
             specs={
@@ -202,7 +202,7 @@ class Stack:
         return tasks
 
     async def _boot(self) -> None:
-        deadline = time.monotonic() + BOOT_TIMEOUT_SECONDS
+        deadline = time.monotonic() + BOOT_TIMEOUT_SECONDS + self.config.boot_allowance_seconds
         await asyncio.to_thread(self.postgres.start)
         await asyncio.to_thread(self.postgres.create_database, MLFLOW_DB, MLFLOW_DB_ROLE)
         self.events.record("postgres ready", port=self.ports.postgres)

@@ -90,9 +90,11 @@ def up(
     restart: bool = False,
     timeout: float = UP_TIMEOUT_SECONDS,
 ) -> UpResult:
-    """Start the stack (or find it running) and wait until it is ready."""
+    """Start the stack (or find it running) and wait until it is ready (`timeout`, plus the
+    profile's boot allowance: MLflow's readiness delay)."""
     paths = StackPaths(state_dir.resolve())
     started = time.monotonic()
+    timeout += config.boot_allowance_seconds
     state = running_state(paths)
     if state is not None:
         wanted = config.model_dump(mode="json")

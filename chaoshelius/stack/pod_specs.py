@@ -54,6 +54,7 @@ def mlflow_spec(
         mlflow_server.READY_PATH,
         config.mlflow_liveness.as_probe() if config.mlflow_liveness else None,
         preload=lambda: mlflow_server.PRELOAD,
+        readiness=config.mlflow_readiness,
     )
 
 

@@ -67,6 +67,11 @@ class StackPaths:
     def targets(self) -> Path:
         return self.root / "prometheus" / "targets" / "pods.json"
 
+    @property
+    def prometheus_rules(self) -> Path:
+        """A profile's patched copy of the alert rules (`alert_rules_patch`); unused without."""
+        return self.root / "prometheus" / "rules" / "helius-alerts.yml"
+
     def create(self) -> None:
         """The state directory and its subdirectories, 0700: only the stack's user reads them
         (profiles, logs, the token and the database password live here)."""

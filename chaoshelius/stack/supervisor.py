@@ -5,7 +5,9 @@ name (`<app>-<5 hex>`) and a fresh port each time it is (re)created. A pod that 
 killed) is replaced after `replace_delay_seconds` (with exponential back-off while it keeps
 crashing before ever becoming ready). A drained zone or a scale-down fault makes slots
 undesired: their pods are stopped and not replaced until the fault is undone or expires.
-Readiness is probed continuously (a real call per app); the service proxies read it.
+Readiness is probed continuously (a real call per app); the service proxies read it. A spec's
+`readiness` (a profile's `mlflow_readiness`) sets the period, timeout and failure threshold, and
+an initial delay like the kubelet's `initialDelaySeconds`: no Ready before it has passed.
 Liveness is probed like the kubelet does, with the manifests' path, period, timeout and failure
 threshold (chaoshelius.topology): once a pod has been ready, `failure_threshold` failed probes
 in a row restart it (SIGKILL, then the slot replaces it), so a liveness endpoint tied to a
@@ -32,15 +34,16 @@ from typing import Any
 import httpx
 
 from chaoshelius.stack import selectors
+from chaoshelius.stack.config import ReadinessProbe
 from chaoshelius.stack.prefork import ForkedProcess, PreforkParent, interpreter_env_matches
 from chaoshelius.stack.procs import LOOPBACK, kill_group, port_is_free
 from chaoshelius.topology import NAMESPACE, ZONE_LABEL, App, Probe
 
 log = logging.getLogger(__name__)
 
-PROBE_PERIOD_SECONDS = 0.5
-PROBE_TIMEOUT_SECONDS = 1.5
-FAILURES_TO_UNREADY = 2
+READINESS = ReadinessProbe()  # every 0.5 s, 1.5 s timeout, 2 failures to unready, no delay
+PROBE_PERIOD_SECONDS = READINESS.period_seconds
+PROBE_TIMEOUT_SECONDS = READINESS.timeout_seconds
 STOP_GRACE_SECONDS = 3.0
 MAX_BACKOFF_SECONDS = 30.0
 PREFORK_TIMEOUT_SECONDS = 120.0  # the parent's imports (once) and one fork
@@ -57,6 +60,7 @@ class PodSpec:
     liveness: Probe | None = None
     # modules imported once by a prefork parent that forks these pods; None: cold starts
     preload: Callable[[], Sequence[str]] | None = None
+    readiness: ReadinessProbe = READINESS
 
 
 @dataclass(eq=False)
@@ -434,31 +438,38 @@ class Supervisor:
         return child
 
     async def _probe(self, pod: Pod, spec: PodSpec) -> None:
+        """Readiness, from the pod's start. Within the spec's initial delay the path is still
+        asked, but only so slot 0 can let the other replicas start once it answers (it has
+        migrated the schema, as a cluster's migration Job would have): the pod is not Ready
+        before the delay has passed, like the kubelet's `initialDelaySeconds`."""
+        readiness = spec.readiness
         url = pod.url + spec.ready_path
         while not pod.exited and not pod.stopping:
             try:
-                response = await self._http.get(url)
+                response = await self._http.get(url, timeout=readiness.timeout_seconds)
                 ok = response.status_code == 200
             except httpx.HTTPError:
                 ok = False
             if pod.stopping or pod.exited:
                 break
-            if ok:
+            if ok and pod.slot == 0 and pod.app not in self.leader_ready:
+                self.leader_ready.add(pod.app)
+                self.poke()
+            delayed = time.time() - pod.started_at < readiness.initial_delay_seconds
+            if ok and not delayed:
                 pod.failures = 0
                 if not pod.ready:
                     pod.ready = True
                     log.info("pod %s ready after %.1f s", pod.name, time.time() - pod.started_at)
                     self.slot_of(pod).crashes_before_ready = 0
-                    if pod.slot == 0:
-                        self.leader_ready.add(pod.app)
                     self.poke()
                     self.on_change()
-            else:
+            elif not ok:
                 pod.failures += 1
-                if pod.ready and pod.failures >= FAILURES_TO_UNREADY:
+                if pod.ready and pod.failures >= readiness.failure_threshold:
                     pod.ready = False
                     self.on_change()
-            await asyncio.sleep(PROBE_PERIOD_SECONDS)
+            await asyncio.sleep(readiness.period_seconds)
 
     async def _liveness(self, pod: Pod, probe: Probe) -> None:
         """The kubelet's liveness probe: from the pod's first readiness on, every
