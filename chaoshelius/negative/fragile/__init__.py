@@ -17,12 +17,18 @@ from chaoshelius.negative.fragile.fallback import (
     LYING_ZONE,
     fallback_clears_early_app,
     fallback_errors_app,
+    fallback_flap_guard_app,
     lying_pod_app,
     one_pod_fallback_errors_app,
+    one_pod_fallback_stalls_app,
     slow_fallback_app,
     swallowed_errors_app,
 )
-from chaoshelius.negative.fragile.latency import refresh_blocks_requests_app, slow_everywhere_app
+from chaoshelius.negative.fragile.latency import (
+    refresh_blocks_requests_app,
+    slow_after_swap_app,
+    slow_everywhere_app,
+)
 from chaoshelius.negative.fragile.memory import page_tokens_app
 from chaoshelius.negative.fragile.outage import hot_path_mlflow_app, no_fallback_app
 from chaoshelius.negative.fragile.recovery import (
@@ -32,6 +38,7 @@ from chaoshelius.negative.fragile.recovery import (
 from chaoshelius.negative.fragile.registry import (
     alias_cached_app,
     baseline_on_failure_app,
+    baseline_until_alias_moves_app,
     ignores_cache_app,
     label_only_app,
 )
@@ -48,9 +55,11 @@ __all__ = [
     "LYING_ZONE",
     "alias_cached_app",
     "baseline_on_failure_app",
+    "baseline_until_alias_moves_app",
     "cold_first_requests_app",
     "fallback_clears_early_app",
     "fallback_errors_app",
+    "fallback_flap_guard_app",
     "health_needs_mlflow_app",
     "hot_path_mlflow_app",
     "ignores_cache_app",
@@ -58,10 +67,12 @@ __all__ = [
     "lying_pod_app",
     "no_fallback_app",
     "one_pod_fallback_errors_app",
+    "one_pod_fallback_stalls_app",
     "page_tokens_app",
     "ready_before_warm_app",
     "refresh_blocks_requests_app",
     "refresh_stops_after_recovery_app",
+    "slow_after_swap_app",
     "slow_everywhere_app",
     "slow_fallback_app",
     "slow_recovery_app",

@@ -1,5 +1,6 @@
 """The fallback path and what its gauge says: errors and latency users see while the registry is
-gone, one pod worse than its peers, a gauge that lies or gives up, swallowed refresh errors."""
+gone, one pod worse than its peers, a gauge that lies, gives up or comes late, swallowed refresh
+errors."""
 
 from __future__ import annotations
 
@@ -24,6 +25,14 @@ LYING_ZONE = "zone-b"
 # one pod of three fails 1 prediction in 27 (3.7 %) while in fallback: 1.2 % of the fleet's
 ONE_POD_ERROR_EVERY = 27
 ONE_POD_ZONE = "zone-b"
+# one pod of three stalls 1 prediction in 50 for 1.2 s while in fallback: ~1.6 % of that pod's
+# answers over mlflow-outage's fault and recovery (~80 % of it in fallback), past 1 % so its p99
+# lands in the 1-2.5 s bucket; ~0.5 % of the clients', whose p99 does not move
+STALL_EVERY = 50
+STALL_SECONDS = 1.2
+STALL_ZONE = "zone-b"
+# fallback reported after 12 failed refreshes in a row: 22-24 s at the local 2 s interval
+FLAP_GUARD_FAILURES = 12
 
 
 # ------------------------------------------------------------ what users see
@@ -90,6 +99,42 @@ class _FailEvery:
         await self.app(scope, receive, drop)
         answer = JSONResponse({"detail": "user unknown to this pod's cached model"}, 500)
         await answer(scope, receive, send)
+
+
+def one_pod_fallback_stalls_app() -> FastAPI:
+    """While in fallback, the zone-b pod stalls 1 prediction in `STALL_EVERY` for
+    `STALL_SECONDS` (1.2 s), as when only that pod's fallback reads the cached model's item
+    lists from its volume for users it has not seen, and that pod's volume is a slow network
+    disk; its peers are fine. Its own p99 goes past 3x the fleet's before + 1 s; the clients'
+    aggregate, where its stalls are ~0.5 % of the answers, does not see it. Caught by
+    `pods_prediction_slo` in mlflow-outage."""
+    app = create_app()
+    components = _components(app)
+    if components.settings.zone != STALL_ZONE:
+        return app
+    # innermost, inside the request-metrics middleware: the pod times the stall as its own
+    app.user_middleware.append(Middleware(_StallEvery, refresher=components.refresher))
+    return app
+
+
+class _StallEvery:
+    """Every STALL_EVERY-th prediction while in fallback waits STALL_SECONDS, then is answered
+    as usual (plain ASGI: the other answers cost nothing more)."""
+
+    def __init__(self, app: ASGIApp, refresher: Any) -> None:
+        self.app = app
+        self.refresher = refresher
+        self.counter = itertools.count(1)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["path"] == "/predict"
+            and self.refresher.in_fallback
+            and next(self.counter) % STALL_EVERY == 0
+        ):
+            await asyncio.sleep(STALL_SECONDS)
+        await self.app(scope, receive, send)
 
 
 def slow_fallback_app() -> FastAPI:
@@ -161,4 +206,32 @@ def swallowed_errors_app() -> FastAPI:
         return RefreshOutcome(True, None, version, False, "unchanged", outcome.duration_seconds)
 
     _wrap_record(app, swallow)
+    return app
+
+
+def fallback_flap_guard_app() -> FastAPI:
+    """A "do not flap" guard on the gauge: fallback is reported only after
+    `FLAP_GUARD_FAILURES` (12) failed refreshes in a row ("one blip must not page anyone"),
+    cleared on the first success. The pod does fall back at once (it serves its cached model,
+    counts every failure); only the gauge and the alert on it come late: 22-24 s into an MLflow
+    outage at the local 2 s refresh, past the 20 s allowed. Caught by `fallback_engaged_within`
+    in mlflow-outage."""
+    app = create_app()
+    components = _components(app)
+    original = components.refresher._record
+    gauge = components.metrics.fallback
+    show = gauge.set
+    failures = 0
+
+    def record(outcome: RefreshOutcome) -> None:
+        nonlocal failures
+        failures = 0 if outcome.ok else failures + 1
+        original(outcome)
+
+    def guarded(value: float) -> None:
+        # the gauge never shows the guarded failures, not even between two statements
+        show(0 if 0 < failures < FLAP_GUARD_FAILURES else value)
+
+    components.refresher._record = record  # type: ignore[method-assign]
+    gauge.set = guarded  # type: ignore[method-assign]
     return app

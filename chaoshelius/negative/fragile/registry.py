@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Any
 
 from fastapi import FastAPI
 from helius_reco.lifecycle.refresher import RefreshOutcome
@@ -110,4 +111,43 @@ def ignores_cache_app() -> FastAPI:
             refresher.cache = cache
 
     refresher.load_local = load_local  # type: ignore[method-assign]
+    return app
+
+
+def baseline_until_alias_moves_app() -> FastAPI:
+    """On the first failed refresh the pod swaps to the packaged baseline ("never serve a model
+    the registry no longer vouches for"), and once the registry answers again it reloads only
+    when the alias points at a version other than the last one it saw ("nothing new
+    published, nothing to download"). After an outage the alias has not moved, so the pod stays
+    on the baseline for good: its fallback gauge clears, its refreshes succeed, and it serves
+    the popularity list until the next promotion. Caught by `models_converged_within` in
+    mlflow-outage (every pod on the registry's model after the outage)."""
+    app = create_app()
+    refresher = _components(app).refresher
+    baseline = load_baseline()
+    seen: dict[str, str] = {}  # the alias's version at the last refresh that resolved it
+    work = refresher._work
+
+    def downgrade(outcome: RefreshOutcome) -> None:
+        if outcome.version is not None:
+            seen["version"] = outcome.version
+        current = refresher.store.current
+        if not outcome.ok and current is not None and current.source != ModelSource.BASELINE:
+            served = ServedModel(
+                baseline, BASELINE_VERSION, ModelSource.BASELINE, baseline.fingerprint()
+            )
+            refresher.store.swap(served)
+            refresher.metrics.set_model(served.version, served.source)
+
+    def reload_only_if_moved(
+        registry: ModelRegistry, attempt: Any, current: ServedModel | None
+    ) -> None:
+        last = seen.get("version")
+        if current is not None and current.source == ModelSource.BASELINE and last is not None:
+            # the mistake: compared with the last version seen, not with the one served
+            current = dataclasses.replace(current, version=last, source=ModelSource.REGISTRY)
+        work(registry, attempt, current)
+
+    _wrap_record(app, downgrade)
+    refresher._work = reload_only_if_moved  # type: ignore[method-assign]
     return app
