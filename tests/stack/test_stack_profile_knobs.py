@@ -1,5 +1,5 @@
 """The profile knobs for MLflow's readiness and for the alert rules (the negative controls
-`mlflow-ready-after-120s` and `alert-for-30s`): real files, real promtool and Prometheus, real
+`mlflow-ready-after-120s` and `degraded-alert-on-up`): real files, real promtool and Prometheus, real
 child processes under the supervisor.
 
 - `alert_rules_patch`: Prometheus loads a patched copy of the shared rules file with one
@@ -62,8 +62,9 @@ def test_the_default_profile_is_the_shipped_system() -> None:
 
 
 def test_the_two_control_profiles_load_and_restart_the_stack() -> None:
-    alert = StackConfig.load(PROFILES_DIR / "alert-for-30s.yml")
-    assert alert.alert_rules_patch == FOR_30S
+    alert = StackConfig.load(PROFILES_DIR / "degraded-alert-on-up.yml")
+    assert list(alert.alert_rules_patch) == ["MLflowDegraded"]
+    assert "up{" in str(alert.alert_rules_patch["MLflowDegraded"].expr)
     ready = StackConfig.load(PROFILES_DIR / "mlflow-ready-after-120s.yml")
     assert ready.mlflow_readiness.initial_delay_seconds == 120
     assert ready.boot_allowance_seconds == 120

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 import chaoshelius.suite
 from chaoshelius.cli import main
 from chaoshelius.report.model import Kpis, RunSummary, Verdict
+from chaoshelius.stack.config import StackConfig
 from chaoshelius.suite import (
     PlannedRun,
     SuiteError,
@@ -260,14 +261,20 @@ def test_repeat_plans_each_run_n_times_in_a_row_with_distinct_run_dirs() -> None
 
 def test_negative_controls_that_restart_the_whole_stack_run_last() -> None:
     """A profile the running stack can swap in place (recommender pods only) costs seconds; one
-    that changes MLflow restarts everything (~1 min, and again to leave it): those go last."""
+    that changes MLflow or Prometheus restarts everything (~1 min, and again to leave it):
+    those go last."""
     runs = plan(EXPERIMENTS, negative=True)
-    restarts = [r.profile.stem for r in runs if r.profile and "mlflow_liveness" in
-                r.profile.read_text()]  # fmt: skip
-    assert restarts == ["mlflow-liveness-is-readiness"]
-    assert runs[-1].profile is not None and runs[-1].profile.stem == restarts[0]
-    stems = [r.profile.stem for r in runs[:-1] if r.profile]
-    assert stems == sorted(stems)
+    swaps_in_place = [
+        r.profile is None or StackConfig().differs_only_in_recommender(StackConfig.load(r.profile))
+        for r in runs
+    ]
+    restarts = [r.profile.stem for r, swap in zip(runs, swaps_in_place, strict=True)
+                if r.profile and not swap]  # fmt: skip
+    assert "mlflow-liveness-is-readiness" in restarts
+    assert swaps_in_place == sorted(swaps_in_place, reverse=True), "the restarts are last"
+    stems = [r.profile.stem for r in runs if r.profile]
+    assert stems[: len(stems) - len(restarts)] == sorted(stems[: len(stems) - len(restarts)])
+    assert restarts == sorted(restarts)
 
 
 def test_control_runs_only_the_named_negative_controls() -> None:
