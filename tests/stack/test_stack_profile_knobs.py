@@ -1,6 +1,6 @@
 """The profile knobs for MLflow's readiness and for the alert rules (the negative controls
-`mlflow-ready-after-120s` and `degraded-alert-on-up`): real files, real promtool and Prometheus, real
-child processes under the supervisor.
+`mlflow-ready-after-120s` and `degraded-alert-on-up`): real files, real promtool and
+Prometheus, real child processes under the supervisor.
 
 - `alert_rules_patch`: Prometheus loads a patched copy of the shared rules file with one
   alert's `for` / `expr` changed, every other rule as shipped; a patch that names no alert of
