@@ -153,16 +153,7 @@ def test_every_probe_function_the_catalogue_uses_has_a_negative_control() -> Non
 # (probe function, the experiment:probe that first uses the setting) with no control yet. The
 # list may only shrink: a new setting without a control fails below, and so does an entry that
 # a control now covers (remove it). Each needs a plausible mistake just past that allowance.
-SETTINGS_WITHOUT_A_CONTROL_YET = {
-    ("slo.probes.fallback_engaged_within", "mlflow-outage:fallback-engaged-on-every-pod"),
-    ("slo.probes.latency_p99_ratio", "model-promoted-during-partition:clients-latency-slo"),
-    # slow-recovery keeps the registry's version through the outage: its label never moves
-    ("slo.probes.models_converged_within", "mlflow-outage:every-pod-on-the-registry-model"),
-    ("slo.probes.latency_p99_ratio", "az-drain:clients-latency-slo"),
-    ("slo.probes.pods_prediction_slo", "model-promoted-during-partition:recommenders-per-pod-slo"),
-    ("slo.probes.pods_prediction_slo", "az-drain:recommenders-per-pod-slo"),
-    ("slo.probes.replicas_recovered_within", "az-drain:recommenders-back-in-every-zone"),
-}
+SETTINGS_WITHOUT_A_CONTROL_YET: set[tuple[str, str]] = set()
 
 
 def test_every_threshold_setting_the_catalogue_uses_has_a_negative_control() -> None:
