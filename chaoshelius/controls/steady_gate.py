@@ -1,7 +1,8 @@
 """Chaos Toolkit control: no fault goes into a stack that is not steady.
 
 Right before the method's first fault (the first action that is not the load's), the gate asks
-Prometheus whether the stack is steady: no helius alert firing and no recommender in fallback.
+Prometheus whether the stack is steady: no helius alert firing or pending (a pending alert's
+`for:` clock is already running) and no recommender in fallback.
 It waits for that up to `timeout_seconds`; if the stack is still not steady then, it
 
 1. writes `<helius_run_dir>/not_steady.json` (`reason`, `waited_seconds`), which the report
@@ -176,13 +177,18 @@ def is_fault(activity: Activity) -> bool:
 
 def unsteady_reason(prom: PrometheusAPI, namespace: str) -> str | None:
     """Why the stack is not steady as Prometheus sees it now, or None: a helius alert firing
-    (this namespace's, or one without a namespace such as an `absent()` alert) or a
-    recommender reporting fallback."""
+    or pending (this namespace's, or one without a namespace such as an `absent()` alert) or
+    a recommender reporting fallback."""
     try:
-        firing = prom.instant(f'ALERTS{{alertstate="firing", namespace=~"{namespace}|"}}')
-        if firing:
-            names = sorted({s.labels.get("alertname", "?") for s in firing})
-            return f"alerts firing: {names}"
+        alerts = prom.instant(f'ALERTS{{alertstate=~"firing|pending", namespace=~"{namespace}|"}}')
+        for state in ("firing", "pending"):
+            names = sorted(
+                {s.labels.get("alertname", "?") for s in alerts
+                 if s.labels.get("alertstate", "firing") == state}
+            )  # fmt: skip
+            if names:
+                # a pending alert's `for:` clock is running: the next fault would raise it early
+                return f"alerts {state}: {names}"
         return fallback_reason(prom)
     except PromAPIError as exc:
         return f"Prometheus did not answer ({exc})"

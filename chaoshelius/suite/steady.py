@@ -52,7 +52,7 @@ def await_steady(
     alerts: bool = True,
 ) -> tuple[str | None, str]:
     """Wait until the stack is steady: every pod ready, no fault active, every recommender
-    seen by Prometheus out of fallback, no alert firing (unless `alerts` is off: the
+    seen by Prometheus out of fallback, no alert firing or pending (unless `alerts` is off: the
     experiment's steady gate checks them when its fault is due), and a prediction through the
     service answering 200. Returns (None when steady else why not, the reasons it waited for)."""
     ports = state["ports"]

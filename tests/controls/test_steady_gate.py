@@ -35,6 +35,10 @@ groups:
       - alert: GateTestDegraded
         expr: helius_gate_test_degraded == 1
         labels: {severity: warning}
+      - alert: GateTestSlowBurn
+        expr: helius_gate_test_slow_burn == 1
+        for: 1h
+        labels: {severity: warning}
 """
 FAULT = {"type": "action", "name": "inject", "provider": {"type": "python", "module": "x"}}
 LOAD = {
@@ -47,11 +51,13 @@ LOAD = {
 class Exporter:
     def __init__(self) -> None:
         self.degraded = 0  # the alert's condition
+        self.slow_burn = 0  # a `for: 1h` alert's condition: pending for the whole test
         self.fallback = 0  # one recommender's gauge
 
     def text(self) -> str:
         return (
             f'helius_gate_test_degraded{{namespace="helius"}} {self.degraded}\n'
+            f'helius_gate_test_slow_burn{{namespace="helius"}} {self.slow_burn}\n'
             f'reco_engine_in_fallback_mode{{namespace="helius",pod="reco-a-0"}} {self.fallback}\n'
         )
 
@@ -130,6 +136,26 @@ def test_the_gate_waits_for_an_alert_to_clear_then_lets_the_fault_in(
     _until(url, "alerts firing: ['GateTestDegraded']")
     steady_gate.before_activity_control(FAULT)
     exporter.degraded = 0
+
+
+def test_the_gate_refuses_a_fault_while_an_alert_is_pending(
+    live: tuple[Exporter, str], tmp_path: Path
+) -> None:
+    """A pending alert's `for:` clock is already running (e.g. on a restart's own refresh
+    failures): a fault now would see it fire sooner than the fault alone makes it, and an
+    `alert_fired` probe would credit the fault. Firing alerts are named first."""
+    exporter, url = live
+    exporter.degraded, exporter.slow_burn, exporter.fallback = 0, 1, 0
+    _until(url, "alerts pending: ['GateTestSlowBurn']")
+    exporter.degraded = 1
+    _until(url, "alerts firing: ['GateTestDegraded']")
+    exporter.degraded = 0
+    _until(url, "alerts pending: ['GateTestSlowBurn']")
+    _configure(url, tmp_path, timeout=2)
+    with pytest.raises(InterruptExecution, match="alerts pending"):
+        steady_gate.before_activity_control(FAULT)
+    exporter.slow_burn = 0
+    _until(url, None)
 
 
 def test_the_gate_refuses_a_fault_while_a_recommender_reports_fallback(

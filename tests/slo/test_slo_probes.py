@@ -291,6 +291,12 @@ def test_alert_fired(cfg: dict[str, Any], history: PromHistory) -> None:
     already = probes.alert_fired("RecoEngineInFallback", 30, window_id=late.id, configuration=cfg)
     assert not already["ok"] and already["firing_at_start"]
     assert "already firing" in already["description"]
+    # a fault starting while the alert was pending (its `for:` clock running since 105) does
+    # not show it raised the alert in time: firing 5 s in is the earlier trouble's
+    pending = _window(cfg, history, (110, 160))
+    early = probes.alert_fired("RecoEngineInFallback", 30, window_id=pending.id, configuration=cfg)
+    assert not early["ok"] and early["pending_at_start"] and not early["firing_at_start"]
+    assert "already pending" in early["description"]
 
 
 def test_counter_grew_counts_a_series_born_in_the_window(

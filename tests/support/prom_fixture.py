@@ -6,8 +6,8 @@ free port >= 20000. Timeline (seconds after T0, T0 an hour ago, one sample per s
 
 - load: 10 requests/s, all successful, latencies in the 50 ms bucket, except
 - GOOD fault [100, 160): MLflow down (up=0 on [102, 163)), refresh failures born at 102 and
-  growing, fallback gauge 1 on every pod on [104, 166), RecoEngineInFallback firing on
-  [115, 170), then resolved; clients unaffected.
+  growing, fallback gauge 1 on every pod on [104, 166), RecoEngineInFallback pending on
+  [105, 115), firing on [115, 170), then resolved; clients unaffected.
 - CALM [200, 260): nothing happens.
 - BAD fault [300, 360): 30 % of requests fail and take ~0.8 s; no alert; the fallback gauge
   is 1 on [304, 366) on every pod but one, LYING_POD, which stays 0 (a max() hides it).
@@ -141,6 +141,8 @@ def _openmetrics(t0: int) -> str:
         lines.append(f'reco_engine_refresh_failures_total{{reason="timeout"}} {v} {t0 + s}')
 
     lines.append("# TYPE ALERTS gauge")  # resolved at 170: no sample after (see STALE_AFTER)
+    for s in range(105, 115):  # its `for:` clock: pending first, as Prometheus writes it
+        lines.append(f'ALERTS{{alertname="RecoEngineInFallback",alertstate="pending"}} 1 {t0 + s}')
     for s in range(115, 170):
         lines.append(f'ALERTS{{alertname="RecoEngineInFallback",alertstate="firing"}} 1 {t0 + s}')
 
