@@ -282,7 +282,7 @@ def test_control_runs_only_the_named_negative_controls() -> None:
     developer a new control); a misspelt name is one line naming the known ones."""
     runs = plan(EXPERIMENTS, negative=True, controls=("lying-pod", "slow-start"))
     assert sorted((r.key, r.profile.stem) for r in runs if r.profile) == [
-        ("rds-path-cut", "lying-pod"), ("reco-pod-kill", "slow-start"),
+        ("az-drain", "slow-start"), ("rds-path-cut", "lying-pod"), ("reco-pod-kill", "slow-start"),
     ]  # fmt: skip
     assert all(r.expected_probes for r in runs)
     with pytest.raises(SuiteError, match=r"unknown negative control\(s\) \['lyin-pod'\]"):
