@@ -161,26 +161,14 @@ def latency_p99_ratio(
     `route` of the server's; another `metric` is not filtered): predictions by default, not the
     load's `/health` calls; None counts them all.
     """
-    p = judged.prometheus
-    start = judged.start
-    end = judged.recovery_end(recovery_seconds)
     label = _NAME_LABEL.get(metric)
     named = {label: request_name} if label else {}
-    before_start = start - baseline_seconds
-    q_during = pq.quantile_over(0.99, metric, start, end, **named)
-    q_before = pq.quantile_over(0.99, metric, before_start, start, **named)
-    during = p.instant_value(q_during)
-    before = p.instant_value(q_before)
-    p50_during = p.instant_value(pq.quantile_over(0.5, metric, start, end, **named))
-    p50_before = p.instant_value(pq.quantile_over(0.5, metric, before_start, start, **named))
-    extra: dict[str, Any] = {
-        "p99_during_seconds": during,
-        "p99_before_seconds": before,
-        "p50_during_seconds": p50_during,
-        "p50_before_seconds": p50_before,
-    }
-    values = (during, before, p50_during, p50_before)
-    if any(v is None for v in values) or not before or not p50_before:
+    extra, q_during, q_before = _quantiles(
+        judged, metric, named, baseline_seconds, judged.recovery_end(recovery_seconds)
+    )
+    during, before = extra["p99_during_seconds"], extra["p99_before_seconds"]
+    p50_during, p50_before = extra["p50_during_seconds"], extra["p50_before_seconds"]
+    if during is None or p50_during is None or not before or not p50_before:
         return judged.result(
             False,
             None,
@@ -190,7 +178,6 @@ def latency_p99_ratio(
             q_during,
             **extra,
         )
-    assert during is not None and before and p50_during is not None and p50_before  # noqa: S101
     allowed = max_ratio * before + noise_seconds
     p50_allowed = p50_max_ratio * p50_before + p50_noise_seconds
     problems = []
@@ -216,6 +203,26 @@ def latency_p99_ratio(
         slo_p50_seconds=None if slo_p50_ms is None else slo_p50_ms / 1000,
         **extra,
     )
+
+
+def _quantiles(
+    judged: Judged, metric: str, named: dict[str, str | None], baseline_seconds: float, end: float
+) -> tuple[dict[str, float | None], str, str]:
+    """p99 and p50 over [start, end] and over the `baseline_seconds` before the start (None:
+    no data), with the p99 queries (during, before) the verdict quotes."""
+    p, start = judged.prometheus, judged.start
+    before_start = start - baseline_seconds
+    q_during = pq.quantile_over(0.99, metric, start, end, **named)
+    q_before = pq.quantile_over(0.99, metric, before_start, start, **named)
+    values = {
+        "p99_during_seconds": p.instant_value(q_during),
+        "p99_before_seconds": p.instant_value(q_before),
+        "p50_during_seconds": p.instant_value(pq.quantile_over(0.5, metric, start, end, **named)),
+        "p50_before_seconds": p.instant_value(
+            pq.quantile_over(0.5, metric, before_start, start, **named)
+        ),
+    }
+    return values, q_during, q_before
 
 
 def _slo_problems(
