@@ -154,6 +154,27 @@ def test_one_pod_fallback_stalls_only_in_fallback_only_in_its_zone(
         assert max(_timed_predictions(client, every)) < 0.5
 
 
+# ------------------------------------------------------------ one-pod-fallback-errors
+def test_one_pod_fallback_errors_fail_every_nth_in_fallback_counted_by_the_pod(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The zone-b pod in fallback answers every ONE_POD_ERROR_EVERY-th prediction 500, and
+    counts it on its own /predict route (what `pods_prediction_slo` reads); another zone's pod
+    does not."""
+    every = fallback.ONE_POD_ERROR_EVERY
+    _environment(monkeypatch, tmp_path, None, zone=fallback.ONE_POD_ZONE)
+    app = fragile.one_pod_fallback_errors_app()
+    with TestClient(app) as client:
+        assert _components(app).refresher.in_fallback
+        codes = [client.post("/predict", json=PREDICTION).status_code for _ in range(2 * every)]
+        assert [i + 1 for i, c in enumerate(codes) if c != 200] == [every, 2 * every]
+        metrics = client.get("/metrics").text
+        assert 'route="/predict",status="500"' in metrics.replace(", ", ",")
+    _environment(monkeypatch, tmp_path, None, zone="zone-a")
+    with TestClient(fragile.one_pod_fallback_errors_app()) as client:
+        assert {client.post("/predict", json=PREDICTION).status_code for _ in range(every)} == {200}
+
+
 # ------------------------------------------------------------ fallback-flap-guard
 def test_fallback_flap_guard_reports_fallback_only_after_k_failures_and_clears_at_once(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, stub: tuple[Registry, str]

@@ -63,42 +63,7 @@ def one_pod_fallback_errors_app() -> FastAPI:
     cache); its peers are fine. Across three pods that is 1.2 % of the fleet's predictions
     while in fallback, less over the fault and its recovery: the client aggregate passes it;
     `pods_prediction_slo` judges each pod and catches it."""
-    app = create_app()
-    components = _components(app)
-    if components.settings.zone != ONE_POD_ZONE:
-        return app
-    # innermost, inside the request-metrics middleware: the pod counts these 500s on its
-    # /predict route as its own, as it would a failing route (`@app.middleware` would wrap them
-    # outside, unseen); plain ASGI, so the other answers cost nothing more
-    app.user_middleware.append(Middleware(_FailEvery, refresher=components.refresher))
-    return app
-
-
-class _FailEvery:
-    """Every ONE_POD_ERROR_EVERY-th prediction while in fallback: routed and ranked, then
-    answered 500 instead."""
-
-    def __init__(self, app: ASGIApp, refresher: Any) -> None:
-        self.app = app
-        self.refresher = refresher
-        self.counter = itertools.count(1)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["path"] != "/predict"
-            or not self.refresher.in_fallback
-            or next(self.counter) % ONE_POD_ERROR_EVERY
-        ):
-            await self.app(scope, receive, send)
-            return
-
-        async def drop(message: Message) -> None:
-            return None
-
-        await self.app(scope, receive, drop)
-        answer = JSONResponse({"detail": "user unknown to this pod's cached model"}, 500)
-        await answer(scope, receive, send)
+    return _on_one_pod(ONE_POD_ZONE, _FailEvery)
 
 
 def one_pod_fallback_stalls_app() -> FastAPI:
@@ -108,18 +73,25 @@ def one_pod_fallback_stalls_app() -> FastAPI:
     disk; its peers are fine. Its own p99 goes past 3x the fleet's before + 1 s; the clients'
     aggregate, where its stalls are ~0.5 % of the answers, does not see it. Caught by
     `pods_prediction_slo` in mlflow-outage."""
+    return _on_one_pod(STALL_ZONE, _StallEvery)
+
+
+def _on_one_pod(zone: str, middleware: type[_EveryNthInFallback]) -> FastAPI:
+    """The real app; in `zone` with `middleware` innermost, inside the request-metrics
+    middleware, so the pod counts and times what it does on its /predict route as its own (as
+    it would a failing or slow route; `@app.middleware` would wrap it outside, unseen)."""
     app = create_app()
     components = _components(app)
-    if components.settings.zone != STALL_ZONE:
-        return app
-    # innermost, inside the request-metrics middleware: the pod times the stall as its own
-    app.user_middleware.append(Middleware(_StallEvery, refresher=components.refresher))
+    if components.settings.zone == zone:
+        app.user_middleware.append(Middleware(middleware, refresher=components.refresher))
     return app
 
 
-class _StallEvery:
-    """Every STALL_EVERY-th prediction while in fallback waits STALL_SECONDS, then is answered
-    as usual (plain ASGI: the other answers cost nothing more)."""
+class _EveryNthInFallback:
+    """Plain ASGI (the other answers cost nothing more): every `every`-th prediction while in
+    fallback goes to `nth`, the others straight through."""
+
+    every = 1
 
     def __init__(self, app: ASGIApp, refresher: Any) -> None:
         self.app = app
@@ -131,9 +103,37 @@ class _StallEvery:
             scope["type"] == "http"
             and scope["path"] == "/predict"
             and self.refresher.in_fallback
-            and next(self.counter) % STALL_EVERY == 0
+            and next(self.counter) % self.every == 0
         ):
-            await asyncio.sleep(STALL_SECONDS)
+            await self.nth(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def nth(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+class _FailEvery(_EveryNthInFallback):
+    """Routed and ranked, then answered 500 instead."""
+
+    every = ONE_POD_ERROR_EVERY
+
+    async def nth(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def drop(message: Message) -> None:
+            return None
+
+        await self.app(scope, receive, drop)
+        answer = JSONResponse({"detail": "user unknown to this pod's cached model"}, 500)
+        await answer(scope, receive, send)
+
+
+class _StallEvery(_EveryNthInFallback):
+    """Waits STALL_SECONDS, then answered as usual."""
+
+    every = STALL_EVERY
+
+    async def nth(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await asyncio.sleep(STALL_SECONDS)
         await self.app(scope, receive, send)
 
 

@@ -82,13 +82,8 @@ def baseline_on_failure_app() -> FastAPI:
     baseline = load_baseline()
 
     def downgrade(outcome: RefreshOutcome) -> None:
-        current = refresher.store.current
-        if not outcome.ok and current is not None and current.source != ModelSource.BASELINE:
-            served = ServedModel(
-                baseline, BASELINE_VERSION, ModelSource.BASELINE, baseline.fingerprint()
-            )
-            refresher.store.swap(served)
-            refresher.metrics.set_model(served.version, served.source)
+        if not outcome.ok:
+            _swap_to_baseline(refresher, baseline)
 
     _wrap_record(app, downgrade)
     return app
@@ -131,13 +126,8 @@ def baseline_until_alias_moves_app() -> FastAPI:
     def downgrade(outcome: RefreshOutcome) -> None:
         if outcome.version is not None:
             seen["version"] = outcome.version
-        current = refresher.store.current
-        if not outcome.ok and current is not None and current.source != ModelSource.BASELINE:
-            served = ServedModel(
-                baseline, BASELINE_VERSION, ModelSource.BASELINE, baseline.fingerprint()
-            )
-            refresher.store.swap(served)
-            refresher.metrics.set_model(served.version, served.source)
+        if not outcome.ok:
+            _swap_to_baseline(refresher, baseline)
 
     def reload_only_if_moved(
         registry: ModelRegistry, attempt: Any, current: ServedModel | None
@@ -151,3 +141,14 @@ def baseline_until_alias_moves_app() -> FastAPI:
     _wrap_record(app, downgrade)
     refresher._work = reload_only_if_moved  # type: ignore[method-assign]
     return app
+
+
+def _swap_to_baseline(refresher: Any, baseline: RecoModel) -> None:
+    """Serve the packaged baseline from now on, unless already on it."""
+    current = refresher.store.current
+    if current is not None and current.source != ModelSource.BASELINE:
+        served = ServedModel(
+            baseline, BASELINE_VERSION, ModelSource.BASELINE, baseline.fingerprint()
+        )
+        refresher.store.swap(served)
+        refresher.metrics.set_model(served.version, served.source)
