@@ -63,7 +63,7 @@ What it simulates, read from the fake cluster on every tick (`TICK_SECONDS`):
   as the cluster profile's 60 s outage outlasts its 32 s.
 
 `Misbehaviour` makes it plausibly wrong, like the local stack's negative controls
-(chaoshelius/negative/fragile.py): a zone's recommender whose gauge never says fallback
+(chaoshelius/negative/fragile/): a zone's recommender whose gauge never says fallback
 (`lying_pod_app`), a share of predictions failing while a pod is in fallback
 (`fallback_errors_app`), a recommender whose `/health` (its liveness endpoint) answers 503
 while its last refresh failed (`health_needs_mlflow_app`), a recommender whose `/ready` needs
