@@ -72,10 +72,16 @@ def run_lanes(
     interrupts: Interrupts,
     run_one: RunOne,
     make_target: Callable[[SuiteOptions], SuiteTarget] = LocalStack,
+    refused: Callable[[RunSummary], bool] = lambda summary: False,
 ) -> tuple[dict[int, RunSummary], BaseException | None]:
     """Run `runs` in `lanes` threads, each on its own local stack; the summaries by plan
     position, and the first error a lane met (the other lanes finish their current run and
-    stop). The caller's thread only waits (signals reach it) and leaves each stack as found."""
+    stop). The caller's thread only waits (signals reach it) and leaves each stack as found.
+
+    A run shared with other lanes that `refused` says was turned away unsteady (the steady
+    gate: no fault injected, nothing judged; e.g. the latency alert firing while the other
+    lane's stack starts) runs once more at the end, in lane 1 alone, once the other lanes are
+    done: its summary replaces the refused one."""
     groups = profile_groups(runs)
     solo: deque[list[Positioned]] = deque(g for g in groups if any(r.solo for _, r in g))
     shared: deque[list[Positioned]] = deque(g for g in groups if not any(r.solo for _, r in g))
@@ -84,6 +90,8 @@ def run_lanes(
     errors: list[BaseException] = []
     alone_done = threading.Event()  # lane 1 ran the solo runs: the other lanes may start
     stop = threading.Event()
+    again: deque[list[Positioned]] = deque()  # refused while shared: once more, alone
+    others_left = threading.Semaphore(0)  # one release per other lane that has left its stack
 
     def next_group(queue: deque[list[Positioned]]) -> list[Positioned] | None:
         with lock:
@@ -95,9 +103,12 @@ def run_lanes(
             for position, run in group:
                 if interrupts.fired or stop.is_set():
                     return
-                summary = run_one(position, run, target, mine, f"lane {number}")
+                label = f"lane {number}" + (", alone, again" if queue is again else "")
+                summary = run_one(position, run, target, mine, label)
                 with lock:
                     summaries[position] = summary
+                    if queue is shared and refused(summary):
+                        again.append([(position, run)])
 
     def lane(number: int) -> None:
         mine = lane_options(options, number)
@@ -114,6 +125,10 @@ def run_lanes(
                 alone_done.set()
             alone_done.wait()
             run_groups(shared, target, mine, number)
+            if number == 1:
+                for _ in range(lanes - 1):  # the other lanes' stacks are down: alone again
+                    others_left.acquire()
+                run_groups(again, target, mine, number)
         except BaseException as exc:  # noqa: BLE001  handed to the caller's thread
             with lock:
                 errors.append(exc)
@@ -125,6 +140,8 @@ def run_lanes(
             except BaseException as exc:  # noqa: BLE001
                 with lock:
                     errors.append(exc)
+            if number != 1:
+                others_left.release()
 
     threads = [
         threading.Thread(target=lane, args=(n,), name=f"helius-lane-{n}", daemon=True)

@@ -24,9 +24,11 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from chaoshelius.exceptions import HeliusError
+from chaoshelius.report.build import NOT_STEADY_FILE
 from chaoshelius.report.model import RunSummary, Verdict
 from chaoshelius.suite.chaos import run_one
 from chaoshelius.suite.cluster import TARGETS, ResolvedRun, resolve_run
@@ -122,6 +124,11 @@ def _run_in_lanes(runs: Sequence[PlannedRun], options: SuiteOptions, chaos: str)
     ) -> RunSummary:
         prefix = f"{_prefix(position, len(runs), run)} ({lane})"
         run_dir = runs_dir / run.run_id(result.suite_id)
+        if run_dir.exists():  # again, alone: the refused attempt kept, out of the index
+            aside = options.reports_dir / "refused" / run_dir.name
+            shutil.rmtree(aside, ignore_errors=True)
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            run_dir.rename(aside)
         summary = _run_when_steady(
             run, run_dir, result.suite_id, chaos, target, interrupts, mine, prefix
         )
@@ -131,7 +138,9 @@ def _run_in_lanes(runs: Sequence[PlannedRun], options: SuiteOptions, chaos: str)
     stopped_by: BaseException | None = None
     with Interrupts() as interrupts:
         try:
-            summaries, stopped_by = run_lanes(runs, options, lanes, interrupts, one)
+            summaries, stopped_by = run_lanes(
+                runs, options, lanes, interrupts, one, refused=partial(_refused, runs_dir)
+            )
             result.summaries.extend(summaries.values())
         finally:
             close_suite(result, interrupts, options, runs, stopped_by)
@@ -175,6 +184,15 @@ def _run_all(
             target.leave()
     result.seconds = time.monotonic() - started
     return result
+
+
+def _refused(runs_dir: Path, summary: RunSummary) -> bool:
+    """Turned away unsteady, nothing injected: by the steady gate (its not_steady.json) or
+    the suite's own steady wait."""
+    if summary.verdict is not Verdict.NOT_JUDGED:
+        return False
+    gate = (runs_dir / summary.run_id / NOT_STEADY_FILE).exists()
+    return gate or summary.reason.startswith(f"The {LocalStack.noun} was not steady")
 
 
 def _prefix(position: int, total: int, run: PlannedRun) -> str:

@@ -205,3 +205,33 @@ def test_the_plan_marks_latency_controls_solo() -> None:
     assert runs["slow-fallback"] and runs["slow-everywhere"]  # client latency SLO
     assert runs["one-pod-fallback-errors"]  # the per-pod SLO judges latency too
     assert not runs["lying-pod"] and not runs["page-tokens"]
+
+
+def test_a_run_refused_beside_another_lane_runs_again_alone_at_the_end() -> None:
+    """The steady gate turned a shared run away (nothing injected; e.g. the latency alert
+    firing while the other lane's stack started): it runs once more in lane 1 after the other
+    lanes have left their stacks, and that summary is the run's. Solo runs are not retried."""
+    recorder = Recorder()
+    runs = _runs("lying-pod", "page-tokens", "slow-start", "swallowed-errors")
+    attempts: dict[int, int] = {}
+
+    def one(
+        position: int, run: PlannedRun, target: SuiteTarget, mine: SuiteOptions, lane: str
+    ) -> RunSummary:
+        attempts[position] = attempts.get(position, 0) + 1
+        recorder.note(lane, f"run {position}")
+        time.sleep(0.05)
+        refused = position == 2 and attempts[position] == 1
+        return replace(_summary(run), verdict=Verdict.NOT_JUDGED if refused else Verdict.PASSED)
+
+    with Interrupts() as interrupts:
+        summaries, error = run_lanes(
+            runs, SuiteOptions(base_port=21000), 2, interrupts, one, recorder.target,
+            refused=lambda s: s.verdict is Verdict.NOT_JUDGED,
+        )  # fmt: skip
+    assert error is None
+    assert attempts == {1: 1, 2: 2, 3: 1, 4: 1}
+    assert summaries[2].verdict is Verdict.PASSED
+    again = recorder.log.index(("lane 1, alone, again", "run 2"))
+    assert ("21500", "leave") in recorder.log[:again], recorder.log
+    assert recorder.log[-1] == ("21000", "leave")
