@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from chaoshelius.stack import api_models as api
-from chaoshelius.stack import lifecycle
+from chaoshelius.stack import cpus, lifecycle
 from chaoshelius.stack.client import ControlClient
 from chaoshelius.stack.config import StackConfig
 from chaoshelius.stack.errors import StackError
@@ -41,13 +41,26 @@ def group() -> None:
 )
 @click.option("--restart", is_flag=True, help="Restart a running stack whose profile differs.")
 @click.option("--timeout", type=float, default=lifecycle.UP_TIMEOUT_SECONDS, show_default=True)
+@click.option(
+    "--cpus",
+    "cpu_list",
+    help="Run the stack (every process it starts) on these CPUs only, e.g. 0 or 0-1 (Linux).",
+)
 def up(
-    state_dir: Path, base_port: int, profile: Path | None, restart: bool, timeout: float
+    state_dir: Path,
+    base_port: int,
+    profile: Path | None,
+    restart: bool,
+    timeout: float,
+    cpu_list: str | None,
 ) -> None:
     """Start the stack and wait until every pod is ready (harmless if already up)."""
     try:
         config = StackConfig.load(profile) if profile else StackConfig()
-        result = lifecycle.up(state_dir, base_port, config, restart=restart, timeout=timeout)
+        pinned = cpus.parse(cpu_list) if cpu_list is not None else None
+        result = lifecycle.up(
+            state_dir, base_port, config, restart=restart, timeout=timeout, cpus=pinned
+        )
     except StackError as exc:
         raise click.ClickException(str(exc)) from exc
     if result.profile_swapped:

@@ -32,7 +32,7 @@ import uvicorn
 import uvloop
 
 from chaoshelius.stack import api_models as api
-from chaoshelius.stack import auth, selectors
+from chaoshelius.stack import auth, cpus, selectors
 from chaoshelius.stack.boot import (
     BOOT_TIMEOUT_SECONDS,
     PrometheusProcess,
@@ -252,7 +252,10 @@ class Stack:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def reconfigure(self, config: StackConfig) -> None:
-        """Apply a profile that differs only in the recommender: replace its pods, wait ready.
+        """Apply a profile a running stack can take in place (`StackConfig.swappable_to`): new
+        recommender pods if the recommender changes; MLflow's probes applied to the pods that
+        run (as once a rollout has completed) and to every pod started later; the alert rules
+        reloaded by Prometheus. Then wait until every pod is ready.
 
         Everything else (PostgreSQL, MLflow, Prometheus and its history) keeps running, so a
         negative control costs seconds instead of a full restart.
@@ -261,26 +264,25 @@ class Stack:
             raise StackError(
                 f"the stack is {self.life.phase}, not ready: cannot change its profile"
             )
-        if not self.config.differs_only_in_recommender(config):
-            raise StackError("this profile changes more than the recommender: restart the stack")
+        if not self.config.swappable_to(config):
+            raise StackError("this profile changes more than a running stack can take: restart it")
         if self.faults.active():
             raise StackError("faults are active: undo them before changing the profile")
+        previous = self.config
         self.life.phase = "reconfiguring"
         self._write_state()
         self.events.record("profile change", profile=config.name)
         deadline = time.monotonic() + BOOT_TIMEOUT_SECONDS
         try:
-            self.supervisor.disable(App.RECO)
-            await self._until(
-                lambda: not self.supervisor.pods(f"app={App.RECO}"),
-                deadline,
-                "the old recommender pods did not stop",
-            )
             self.life.config = config  # pod specs read it when a pod starts
-            self.supervisor.reschedule(App.RECO, config.reco.zone_of, config.reco.replicas)
-            await self._until(self.supervisor.all_ready, deadline, "not every pod became ready")
-            if config.bootstrap_model and config.mlflow.replicas > 0:
-                await self._wait_reco_on_registry_model()
+            self.supervisor.specs[App.MLFLOW] = mlflow_spec(
+                self.paths, self.ports, self.postgres, config
+            )
+            self.supervisor.specs[App.RECO] = reco_spec(self.paths, self.ports, lambda: self.config)
+            if previous.alert_rules_patch != config.alert_rules_patch:
+                await self.prometheus.reload(config.alert_rules_patch, deadline)
+            if previous.recommender_differs(config):
+                await self._replace_recommenders(config, deadline)
         except StackError as exc:
             self.life.phase, self.life.error = "failed", str(exc)
             self._write_state()
@@ -288,6 +290,18 @@ class Stack:
         self.life.phase = "ready"
         self.events.record("profile changed", profile=config.name)
         self._changed()
+
+    async def _replace_recommenders(self, config: StackConfig, deadline: float) -> None:
+        self.supervisor.disable(App.RECO)
+        await self._until(
+            lambda: not self.supervisor.pods(f"app={App.RECO}"),
+            deadline,
+            "the old recommender pods did not stop",
+        )
+        self.supervisor.reschedule(App.RECO, config.reco.zone_of, config.reco.replicas)
+        await self._until(self.supervisor.all_ready, deadline, "not every pod became ready")
+        if config.bootstrap_model and config.mlflow.replicas > 0:
+            await self._wait_reco_on_registry_model()
 
     # -- faults (operations.StackOperations) -------------------------------------------------
     def cut_path(self, edge: str, mode: PathMode, latency_ms: int, ttl_seconds: float) -> api.Fault:
@@ -350,12 +364,24 @@ class Stack:
         self.reporter.write_state(self.life)
 
 
+def _cpus_argument(text: str) -> frozenset[int]:
+    try:
+        return cpus.parse(text)
+    except StackError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chaoshelius.stack.daemon")
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--base-port", type=int, required=True)
     parser.add_argument("--profile", type=Path)
+    # the CPUs the stack runs on (`0-1`), first thing: every thread and process it starts
+    # inherits them (chaoshelius.stack.cpus); default: wherever it was started
+    parser.add_argument("--cpus", type=_cpus_argument)
     args = parser.parse_args(argv)
+    if args.cpus is not None:
+        cpus.pin(0, args.cpus)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     # the readiness and liveness probes are several requests a second: their answers are in
     # the stack's state, not one log line each

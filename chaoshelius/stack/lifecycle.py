@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from chaoshelius.stack import cpus as cpu_set
 from chaoshelius.stack.client import ControlClient
 from chaoshelius.stack.config import StackConfig, shipped_name_of
 from chaoshelius.stack.errors import ControlUnreachable, ProcessStartError, StackError
@@ -89,9 +90,12 @@ def up(
     config: StackConfig,
     restart: bool = False,
     timeout: float = UP_TIMEOUT_SECONDS,
+    cpus: frozenset[int] | None = None,
 ) -> UpResult:
     """Start the stack (or find it running) and wait until it is ready (`timeout`, plus the
-    profile's boot allowance: MLflow's readiness delay)."""
+    profile's boot allowance: MLflow's readiness delay). With `cpus`, the stack runs on those
+    CPUs only (chaoshelius.stack.cpus); a running stack pinned otherwise counts as another
+    stack (restarted with `restart`)."""
     paths = StackPaths(state_dir.resolve())
     started = time.monotonic()
     timeout += config.boot_allowance_seconds
@@ -101,15 +105,21 @@ def up(
         supervisor = state.pids.supervisor
         if supervisor is None:  # running_state checked it
             raise StackError(f"{paths.state_file}: a running stack without a supervisor pid")
-        if state.profile != wanted or state.base_port != base_port:
+        elsewhere = cpus is not None and cpu_set.affinity_of(supervisor) != cpus
+        if state.profile != wanted or state.base_port != base_port or elsewhere:
             if not restart:
                 raise ProfileMismatchError(
                     f"a stack is already up in {paths.root} with profile "
                     f"{state.profile.get('name')!r} on base port "
-                    f"{state.base_port}; run `chaoshelius stack down` first or pass "
-                    f"--restart"
+                    f"{state.base_port}"
+                    + (f", not on CPUs {cpu_set.describe(cpus)}" if cpus and elsewhere else "")
+                    + "; run `chaoshelius stack down` first or pass --restart"
                 )
-            if state.base_port == base_port and _swap_profile(paths, state, config, timeout):
+            if (
+                state.base_port == base_port
+                and not elsewhere
+                and _swap_profile(paths, state, config, timeout)
+            ):
                 ready = _wait_ready(paths, supervisor, started + timeout)
                 return UpResult(
                     True, time.monotonic() - started, _json(ready), profile_swapped=True
@@ -131,6 +141,7 @@ def up(
                 "--state-dir", str(paths.root),
                 "--base-port", str(base_port),
                 "--profile", str(paths.profile_file),
+                *(["--cpus", cpu_set.describe(cpus)] if cpus else []),
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -163,7 +174,7 @@ def _swap_profile(
     """
     running = StackConfig.model_validate(state.profile)
     name = shipped_name_of(config)
-    if name is None or not running.differs_only_in_recommender(config):
+    if name is None or not running.swappable_to(config):
         return False
     client = ControlClient.for_state_dir(paths.root, timeout=timeout)
     try:

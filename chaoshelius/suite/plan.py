@@ -84,7 +84,7 @@ def _only_controls(runs: list[PlannedRun], names: Sequence[str]) -> list[Planned
 def _needs_restart(profile: Path | None) -> bool:
     if profile is None:
         return False
-    return not StackConfig().differs_only_in_recommender(StackConfig.load(profile))
+    return not StackConfig().swappable_to(StackConfig.load(profile))
 
 
 def _validate(path: Path) -> None:

@@ -235,3 +235,51 @@ def test_a_run_refused_beside_another_lane_runs_again_alone_at_the_end() -> None
     again = recorder.log.index(("lane 1, alone, again", "run 2"))
     assert ("21500", "leave") in recorder.log[:again], recorder.log
     assert recorder.log[-1] == ("21000", "leave")
+
+
+def test_pinned_lanes_share_the_latency_runs_each_on_its_own_cpus() -> None:
+    """With a CPU share per lane, no other lane runs on a lane's CPUs, so a control judged on
+    latency needs no solo phase: the runs are shared from the start. Each lane's options carry
+    its share (its stack and `chaos run` are pinned to it) and its thread runs there too."""
+    from chaoshelius.stack import cpus
+
+    recorder = Recorder()
+    runs = [
+        replace(run, solo=run.profile is not None and run.profile.stem.startswith("slow"))
+        for run in _runs("slow-fallback", "lying-pod", "slow-everywhere", "page-tokens")
+    ]
+    shares = [frozenset({0}), frozenset({0})] if len(cpus.available()) < 2 else cpus.shares(2)
+    assert shares is not None
+    seen: dict[str, tuple[frozenset[int] | None, frozenset[int] | None]] = {}
+
+    def one(
+        position: int, run: PlannedRun, target: SuiteTarget, mine: SuiteOptions, lane: str
+    ) -> RunSummary:
+        seen[lane] = (mine.cpus, cpus.affinity_of(0))  # the lane thread's own CPUs
+        recorder.note(lane, f"run {position}")
+        time.sleep(0.3)
+        return _summary(run)
+
+    with Interrupts() as interrupts:
+        summaries, error = run_lanes(
+            runs, SuiteOptions(base_port=21000), 2, interrupts, one, recorder.target,
+            cpus=shares,
+        )  # fmt: skip
+    assert error is None and sorted(summaries) == [1, 2, 3, 4]
+    assert seen["lane 1"] == (shares[0], shares[0])
+    assert seen["lane 2"] == (shares[1], shares[1])
+    # both lanes ran while the solo-marked runs were still to do: nothing waited for them
+    lane2_first = next(i for i, (lane, w) in enumerate(recorder.log) if w.startswith("run")
+                       and lane == "lane 2")  # fmt: skip
+    solo_last = max(i for i, (_, w) in enumerate(recorder.log) if w in ("run 1", "run 3"))
+    assert lane2_first < solo_last, recorder.log
+    assert cpus.affinity_of(0) == frozenset(cpus.available())  # the caller's thread untouched
+
+
+def test_lane_options_carry_their_cpu_share(tmp_path: Path) -> None:
+    options = SuiteOptions(state_dir=tmp_path / "stack", base_port=21000)
+    shares = [frozenset({0}), frozenset({1})]
+    assert lane_options(options, 1, shares).cpus == frozenset({0})
+    two = lane_options(options, 2, shares)
+    assert (two.cpus, two.base_port) == (frozenset({1}), 21000 + LANE_PORT_SPAN)
+    assert lane_options(options, 2).cpus is None
