@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -70,20 +72,7 @@ class PrometheusProcess:
     def start(self) -> None:
         binary = prometheus.find_binary()
         prometheus.write_targets(self.paths.targets, [])
-        rules = None
-        if self.rules_patch:  # a profile's alerting mistake: a patched copy of the rules
-            rules = self.paths.prometheus_rules
-            text = prometheus.patched_rules(prometheus.rules_file(), self.rules_patch)
-            rules.parent.mkdir(parents=True, exist_ok=True)
-            rules.write_text(text, encoding="utf-8")
-        prometheus.write_config(
-            self.paths.prometheus_config,
-            self.ports.control,
-            self.ports.loadgen,
-            self.paths.targets,
-            auth.token_file(self.paths.root),
-            rules,
-        )
+        self._write_config()
         self.paths.prometheus_data.mkdir(parents=True, exist_ok=True)
         process = spawn_group(
             prometheus.argv(
@@ -112,10 +101,76 @@ class PrometheusProcess:
         except httpx.HTTPError:
             return False
 
+    def _write_config(self) -> None:
+        rules = None
+        if self.rules_patch:  # a profile's alerting mistake: a patched copy of the rules
+            rules = self.paths.prometheus_rules
+            text = prometheus.patched_rules(prometheus.rules_file(), self.rules_patch)
+            rules.parent.mkdir(parents=True, exist_ok=True)
+            rules.write_text(text, encoding="utf-8")
+        prometheus.write_config(
+            self.paths.prometheus_config,
+            self.ports.control,
+            self.ports.loadgen,
+            self.paths.targets,
+            auth.token_file(self.paths.root),
+            rules,
+        )
+
+    async def reload(self, rules_patch: Mapping[str, AlertRulePatch], deadline: float) -> None:
+        """Load the shared rules with `rules_patch` (empty: as shipped) into the running
+        Prometheus, as an operator reloads a changed rule on a cluster: the config rewritten,
+        SIGHUP (the stack's own signal: there is no reload endpoint), and wait until Prometheus
+        says that reload succeeded. Alerts of unchanged rules keep their state."""
+        if self.pid is None or self._process is None or self._process.poll() is not None:
+            raise StackError("Prometheus is not running: cannot reload its rules")
+        self.rules_patch = dict(rules_patch)
+        self._write_config()
+        sent = time.time()
+        os.kill(self.pid, signal.SIGHUP)
+        url = f"http://{LOOPBACK}:{self.ports.prometheus}/metrics"
+        async with httpx.AsyncClient(timeout=2) as client:
+            while time.monotonic() < deadline:
+                try:
+                    reloaded = _reloaded_since((await client.get(url)).text, sent)
+                except httpx.HTTPError:
+                    reloaded = None
+                if reloaded is not None:
+                    if not reloaded:
+                        raise StackError(
+                            "Prometheus did not take the new alert rules; see "
+                            f"{self.paths.logs / 'prometheus.log'}"
+                        )
+                    return
+                await asyncio.sleep(0.2)
+        raise StackError("Prometheus did not reload its alert rules in time")
+
     async def stop(self) -> None:
         if self.pid is not None and self._process is not None:
             await asyncio.to_thread(stop_group, self.pid)
             self._process.wait()
+
+
+def _reloaded_since(metrics: str, since: float) -> bool | None:
+    """From Prometheus's own /metrics: True if a config reload succeeded at or after `since`
+    (whole seconds), False if the last one failed, None if none happened since yet."""
+    values: dict[str, float] = {}
+    for line in metrics.splitlines():
+        name, _, value = line.partition(" ")
+        if name in RELOAD_METRICS:
+            values[name] = float(value)
+    if values.get("prometheus_config_last_reload_successful") == 0.0:
+        return False
+    done = values.get("prometheus_config_last_reload_success_timestamp_seconds")
+    return True if done is not None and done >= int(since) else None
+
+
+RELOAD_METRICS = frozenset(
+    {
+        "prometheus_config_last_reload_successful",
+        "prometheus_config_last_reload_success_timestamp_seconds",
+    }
+)
 
 
 async def bootstrap_model(

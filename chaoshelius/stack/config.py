@@ -111,6 +111,9 @@ class AlertRulePatch(BaseModel):
 RECO_FIELDS = frozenset(
     {"name", "reco", "reco_app", "reco_env", "reco_mlflow_endpoint", "reco_liveness"}
 )
+# fields a running stack applies to what runs, without new pods: MLflow's probes (the kubelet's
+# settings, as once a rollout has completed) and the alert rules (Prometheus reloads them)
+LIVE_FIELDS = frozenset({"mlflow_liveness", "mlflow_readiness", "alert_rules_patch"})
 
 
 class StackConfig(BaseModel):
@@ -157,6 +160,17 @@ class StackConfig(BaseModel):
         """True if `other` can be applied by replacing the recommender pods alone."""
         keep = set(type(self).model_fields) - RECO_FIELDS
         return self.model_dump(include=keep) == other.model_dump(include=keep)
+
+    def swappable_to(self, other: StackConfig) -> bool:
+        """True if a running stack can take `other` in place: new recommender pods, MLflow's
+        probes and the alert rules applied live; everything else needs a restart."""
+        keep = set(type(self).model_fields) - RECO_FIELDS - LIVE_FIELDS
+        return self.model_dump(include=keep) == other.model_dump(include=keep)
+
+    def recommender_differs(self, other: StackConfig) -> bool:
+        """True if `other` needs new recommender pods (its name aside)."""
+        fields = set(RECO_FIELDS) - {"name"}
+        return self.model_dump(include=fields) != other.model_dump(include=fields)
 
     @classmethod
     def load(cls, path: Path) -> StackConfig:

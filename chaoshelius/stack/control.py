@@ -239,7 +239,8 @@ def _stack_routes(stack: StackOperations) -> APIRouter:
 
     @router.put("/profile")
     async def profile(body: api.ProfileRequest) -> api.ProfileApplied:
-        """Swap to a shipped profile that differs only in the recommender (no full restart).
+        """Swap to a shipped profile a running stack can take in place (no full restart): new
+        recommender pods, MLflow's probes or the alert rules applied live.
 
         The body names the profile; its content (the app factory, the environment) comes from
         the shipped file, never from the request.

@@ -390,9 +390,7 @@ class Supervisor:
             kill_group(pod.pid, signal.SIGTERM)
             self._spawn(self._kill_later(pod))
         loop = asyncio.get_running_loop()
-        probes = [loop.create_task(self._probe(pod, spec))]
-        if spec.liveness is not None:
-            probes.append(loop.create_task(self._liveness(pod, spec.liveness)))
+        probes = [loop.create_task(self._probe(pod)), loop.create_task(self._liveness(pod))]
         returncode = await pod.process.wait() if pod.process is not None else -1
         for probe in probes:
             probe.cancel()
@@ -437,16 +435,19 @@ class Supervisor:
             self.forked_starts += 1
         return child
 
-    async def _probe(self, pod: Pod, spec: PodSpec) -> None:
+    async def _probe(self, pod: Pod) -> None:
         """Readiness, from the pod's start. Within the spec's initial delay the path is still
         asked, but only so slot 0 can let the other replicas start once it answers (it has
         migrated the schema, as a cluster's migration Job would have): the pod is not Ready
-        before the delay has passed, like the kubelet's `initialDelaySeconds`."""
-        readiness = spec.readiness
-        url = pod.url + spec.ready_path
+        before the delay has passed, like the kubelet's `initialDelaySeconds`. The app's spec
+        is read at each probe: a profile's new settings apply to the running pods too."""
         while not pod.exited and not pod.stopping:
+            spec = self.specs[pod.app]
+            readiness = spec.readiness
             try:
-                response = await self._http.get(url, timeout=readiness.timeout_seconds)
+                response = await self._http.get(
+                    pod.url + spec.ready_path, timeout=readiness.timeout_seconds
+                )
                 ok = response.status_code == 200
             except httpx.HTTPError:
                 ok = False
@@ -471,18 +472,23 @@ class Supervisor:
                     self.on_change()
             await asyncio.sleep(readiness.period_seconds)
 
-    async def _liveness(self, pod: Pod, probe: Probe) -> None:
-        """The kubelet's liveness probe: from the pod's first readiness on, every
-        `period_seconds`; `failure_threshold` failures in a row restart the pod."""
+    async def _liveness(self, pod: Pod) -> None:
+        """The kubelet's liveness probe (the app spec's, read at each probe; none: not
+        probed): from the pod's first readiness on, every `period_seconds`;
+        `failure_threshold` failures in a row restart the pod."""
         while not pod.ready and not pod.exited and not pod.stopping:
             await asyncio.sleep(PROBE_PERIOD_SECONDS)
-        url = pod.url + probe.path
         while not pod.exited and not pod.stopping:
-            await asyncio.sleep(probe.period_seconds)
+            probe = self.specs[pod.app].liveness
+            await asyncio.sleep(probe.period_seconds if probe else PROBE_PERIOD_SECONDS)
             if pod.exited or pod.stopping:
                 return
+            probe = self.specs[pod.app].liveness
+            if probe is None:
+                pod.liveness_failures = 0
+                continue
             try:
-                response = await self._http.get(url, timeout=probe.timeout_seconds)
+                response = await self._http.get(pod.url + probe.path, timeout=probe.timeout_seconds)
                 alive = response.status_code < 400
                 detail = f"HTTP {response.status_code}"
             except httpx.HTTPError as exc:

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -32,7 +33,7 @@ from chaoshelius.stack.errors import StackError
 from chaoshelius.stack.ports import StackPorts
 from chaoshelius.stack.state import StackPaths
 from chaoshelius.stack.supervisor import PodSpec, Supervisor
-from chaoshelius.topology import App
+from chaoshelius.topology import App, Probe
 
 SHIPPED_RULES = prometheus.DEFAULT_RULES
 PATCH = "alert_rules_patch"
@@ -61,15 +62,18 @@ def test_the_default_profile_is_the_shipped_system() -> None:
     assert rule_files == [str(prometheus.rules_file())]
 
 
-def test_the_two_control_profiles_load_and_restart_the_stack() -> None:
+def test_the_two_control_profiles_load_and_swap_in_place() -> None:
     alert = StackConfig.load(PROFILES_DIR / "degraded-alert-on-up.yml")
     assert list(alert.alert_rules_patch) == ["MLflowDegraded"]
     assert "up{" in str(alert.alert_rules_patch["MLflowDegraded"].expr)
     ready = StackConfig.load(PROFILES_DIR / "mlflow-ready-after-120s.yml")
     assert ready.mlflow_readiness.initial_delay_seconds == 120
     assert ready.boot_allowance_seconds == 120
-    for config in (alert, ready):  # Prometheus / MLflow change: not a recommender swap
+    for config in (alert, ready):  # Prometheus / MLflow change: not a recommender swap ...
         assert not StackConfig().differs_only_in_recommender(config)
+        # ... but a running stack takes them live, and keeps its recommender pods
+        assert StackConfig().swappable_to(config) and config.swappable_to(StackConfig())
+        assert not StackConfig().recommender_differs(config)
         # stack.json and profile.json hold the JSON dump: it must read back as the same profile
         assert StackConfig.model_validate(config.model_dump(mode="json")) == config
 
@@ -181,12 +185,61 @@ def test_the_stack_prometheus_loads_the_patched_copy(tmp_path: Path) -> None:
         asyncio.run(process.stop())
 
 
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus not installed")
+def test_a_running_prometheus_takes_a_patch_and_drops_it_live(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The in-place profile swap of `degraded-alert-on-up`: SIGHUP, and the reload confirmed
+    by Prometheus itself; a rules file Prometheus rejects is an error naming its log."""
+    paths = StackPaths(tmp_path / "state")
+    paths.create()
+    auth.create_token(paths.root)
+    port = _free_port()
+    process = PrometheusProcess(paths, StackPorts(port - 90))
+    process.start()
+
+    def durations() -> dict[str, object]:
+        body = httpx.get(f"http://127.0.0.1:{port}/api/v1/rules?type=alert").json()
+        return {r["name"]: r["duration"] for g in body["data"]["groups"] for r in g["rules"]}
+
+    try:
+        deadline = time.monotonic() + 30
+        while not process.ready():
+            assert time.monotonic() < deadline, "Prometheus did not become ready"
+            time.sleep(0.2)
+        assert durations()["MLflowDegraded"] != 30
+        shipped = durations()
+        asyncio.run(process.reload(FOR_30S, time.monotonic() + 30))
+        assert durations() == {**shipped, "MLflowDegraded": 30}
+        asyncio.run(process.reload({}, time.monotonic() + 30))
+        assert durations() == shipped
+        broken = tmp_path / "broken.yml"
+        broken.write_text("groups:\n  - name: x\n    rules:\n      - alert: A\n        expr: (\n")
+        monkeypatch.setenv("HELIUS_ALERT_RULES", str(broken))
+        with pytest.raises(StackError, match="did not take the new alert rules.*prometheus.log"):
+            asyncio.run(process.reload({}, time.monotonic() + 30))
+    finally:
+        asyncio.run(process.stop())
+
+
+def test_reload_is_read_from_prometheus_own_metrics() -> None:
+    from chaoshelius.stack.boot import _reloaded_since
+
+    ok = "prometheus_config_last_reload_successful 1\n"
+    at = "prometheus_config_last_reload_success_timestamp_seconds {}\n"
+    assert _reloaded_since(ok + at.format("1.0e+09"), 1e9 + 0.6) is True  # whole seconds
+    assert _reloaded_since(ok + at.format("1.0e+09"), 1e9 + 1) is None  # not yet
+    assert _reloaded_since("prometheus_config_last_reload_successful 0\n", 0) is False
+    assert _reloaded_since("", 0) is None
+
+
 # ---------------------------------------------------------------------- readiness delays
 SERVER = """
 import http.server, sys
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        self.send_response(200); self.end_headers(); self.wfile.write(b"x")
+        self.send_response(500 if self.path == "/dead" else 200)
+        self.end_headers(); self.wfile.write(b"x")
     def log_message(self, *a): pass
 http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 """
@@ -236,3 +289,65 @@ def test_a_readiness_delay_holds_a_serving_pod_out_and_not_its_peers(tmp_path: P
     # ... and no pod is Ready before its own delay, though both answer within a second
     assert ready_at >= delay, ready_at
     assert ready_at < both_running_at + delay + 2.0, (both_running_at, ready_at)
+
+
+def test_probe_settings_swapped_in_apply_to_the_running_pods_and_their_replacements(
+    tmp_path: Path,
+) -> None:
+    """The in-place swap of MLflow's probes (`mlflow-ready-after-120s`,
+    `mlflow-liveness-is-readiness`): the supervisor reads the app's spec at every probe, so a
+    running pod keeps its Ready state (its delay is long past, as after a finished rollout) and
+    takes a new liveness probe at once; its replacement waits out the new readiness delay."""
+    delay = 3.0
+    spec = PodSpec(
+        App.MLFLOW,
+        lambda pod: [sys.executable, "-c", SERVER, str(pod.port)],
+        lambda pod: {},
+        "/ready",
+        readiness=ReadinessProbe(period_seconds=0.1),
+    )
+    supervisor = Supervisor(
+        {App.MLFLOW: spec},
+        {App.MLFLOW: lambda index: "zone-a"},
+        {App.MLFLOW: 1},
+        list(range(29560, 29580)),
+        tmp_path / "logs",
+        tmp_path / "run",
+        replace_delay=0.1,
+    )
+
+    async def until(check: object, limit: float) -> float:
+        started = time.monotonic()
+        while not check():  # type: ignore[operator]
+            assert time.monotonic() - started < limit, "timed out"
+            await asyncio.sleep(0.05)
+        return time.monotonic() - started
+
+    async def scenario() -> tuple[bool, float, int]:
+        supervisor.enable([App.MLFLOW])
+        runner = asyncio.create_task(supervisor.run())
+        try:
+            await until(lambda: any(p.ready for p in supervisor.pods()), 20)
+            first = supervisor.pods()[0]
+            delayed = ReadinessProbe(initial_delay_seconds=delay, period_seconds=0.1)
+            supervisor.specs[App.MLFLOW] = replace(spec, readiness=delayed)
+            await asyncio.sleep(0.5)
+            still_ready = first.ready  # the running pod: its delay is long past
+            supervisor.kill([first])
+            await until(lambda: [p for p in supervisor.pods() if p is not first], 10)
+            replacement = next(p for p in supervisor.pods() if p is not first)
+            await until(lambda: replacement.ready, 20)
+            ready_at = time.time() - replacement.started_at
+            dead = Probe("/dead", 0.2, 2, 1.0)  # a liveness probe that fails, swapped in
+            supervisor.specs[App.MLFLOW] = replace(spec, readiness=delayed, liveness=dead)
+            await until(lambda: replacement.liveness_kills > 0, 10)
+            return still_ready, ready_at, replacement.liveness_kills
+        finally:
+            runner.cancel()
+            await supervisor.shutdown()
+
+    still_ready, ready_at, kills = asyncio.run(scenario())
+    assert still_ready
+    assert ready_at >= delay, ready_at  # the replacement waited out the new delay
+    assert ready_at < delay + 5, ready_at
+    assert kills == 1  # the running pod took the new liveness probe at once
