@@ -59,13 +59,6 @@ def group() -> None:
     "uses 2 (docs/experiments.md, 'Lanes'); keep 1 where latency is the verdict.",
 )
 @click.option(
-    "--pin-lanes/--no-pin-lanes",
-    default=True,
-    show_default=True,
-    help="With --lanes N and at least N CPUs: each lane's stack and runs on its own share of "
-    "the CPUs, so one lane's bursts do not move another's latency.",
-)
-@click.option(
     "--control",
     "controls",
     multiple=True,
@@ -141,7 +134,6 @@ def run(
     repeat: int,
     negative: bool,
     lanes: int,
-    pin_lanes: bool,
     controls: tuple[str, ...],
     reports_dir: Path,
     state_dir: Path,
@@ -191,7 +183,6 @@ def run(
             safeguards=safeguards,
             target=target,
             lanes=lanes,
-            pin_lanes=pin_lanes,
         )
         kind = "negative controls" if negative else "experiments"
         click.echo(f"helius suite: {len(runs)} {kind} from {experiments_dir}")

@@ -1,10 +1,10 @@
-"""Which CPUs a stack and its runs may use (`suite run --lanes N` gives each lane its own).
+"""Which CPUs a stack may use (`chaoshelius stack up --cpus 0-1`).
 
-Two lanes on one machine share its cores: a burst in one lane (pods restarting, a report being
-built, a fault's recovery) moves the other lane's latency, so a run judged on latency could
-"deviate" for its neighbour's sake. Pinned, each lane's stack (the supervisor and everything it
-starts: PostgreSQL, MLflow, the recommenders, Prometheus, HAProxy) and each lane's `chaos run`
-(and the Locust it starts) run on that lane's CPUs only, as on a smaller machine of their own.
+Pinned, the stack's supervisor and everything it starts (PostgreSQL, MLflow, the recommenders,
+Prometheus, HAProxy) run on those CPUs only, e.g. to keep it off the cores a build uses.
+Measured (2026-12-07, two cores): under the suite's 250 requests/s one stack uses 0.7-1.2
+cores, and a stack pinned to one of them read p99 455 ms before any fault, so the suite's
+lanes are not pinned (docs/experiments.md, "Lanes").
 
 Linux only (`os.sched_setaffinity`); elsewhere nothing is pinned.
 """
@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 from chaoshelius.stack.errors import StackError
 
-__all__ = ["affinity_of", "available", "can_pin", "describe", "parse", "pin", "shares"]
+__all__ = ["affinity_of", "available", "can_pin", "describe", "parse", "pin"]
 
 MAX_CPU_TEXT = 200  # "0-3,8-11": a CPU list is short
 
@@ -30,23 +30,6 @@ def available() -> tuple[int, ...]:
     if not can_pin():
         return tuple(range(os.cpu_count() or 1))
     return tuple(sorted(os.sched_getaffinity(0)))
-
-
-def shares(parts: int) -> list[frozenset[int]] | None:
-    """The available CPUs split into `parts` disjoint, contiguous shares (the first ones get
-    one more when it does not divide); None if there are fewer CPUs than parts or pinning is
-    not possible here."""
-    cpus = available()
-    if parts < 1 or len(cpus) < parts or not can_pin():
-        return None
-    size, extra = divmod(len(cpus), parts)
-    out: list[frozenset[int]] = []
-    start = 0
-    for index in range(parts):
-        end = start + size + (1 if index < extra else 0)
-        out.append(frozenset(cpus[start:end]))
-        start = end
-    return out
 
 
 def parse(text: str) -> frozenset[int]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from chaoshelius.report import build_run_report
 from chaoshelius.report.model import RunSummary
-from chaoshelius.stack import auth, cpus
+from chaoshelius.stack import auth
 from chaoshelius.suite.interrupts import Interrupts, wait_for_chaos
 from chaoshelius.suite.model import PlannedRun, SuiteError, SuiteOptions
 from chaoshelius.suite.progress import LogFollower, PhaseTracker, load_action_names
@@ -152,8 +152,6 @@ def run_one(
             env=env,
             start_new_session=True,  # our signal handler decides what reaches it
         )
-        if options.cpus:  # the lane's CPUs: `chaos` and the Locust it starts inherit them
-            cpus.pin(process.pid, options.cpus)
         interrupts.add(process)
         try:
             wait_for_chaos(process, interrupts, tick)

@@ -6,19 +6,14 @@ port + 500 x (n - 1)). The runs are grouped by stack profile (a negative control
 variant); a lane takes the next group when it is free, so the lanes stay busy whatever each run
 costs, and the groups that restart a whole stack stay last.
 
-Lanes share the machine, so where there are at least as many CPUs as lanes each lane gets its
-own share of them (chaoshelius.stack.cpus): its stack and its `chaos run` (with the Locust it
-starts) run there only, and another lane's burst (pods restarting, a recovery, a report being
-built) cannot move its latency. Where they cannot be pinned (fewer CPUs than lanes, not
-Linux), runs marked `solo` (negative controls whose verdict rests on latency: another lane's
-load on the same cores moves latency too, and could make a control "deviate" for the wrong
-reason) go first, in lane 1, before any other lane's stack exists; then every lane shares the
-rest. Either way lane 1 brings its stack up first (the pods' environments are built once, not
-raced).
+Runs marked `solo` (negative controls whose verdict rests on latency: another lane's load on
+the same cores moves latency too, and could make a control "deviate" for the wrong reason) go
+first, in lane 1, before any other lane's stack exists; then every lane shares the rest. So
+lane 1 also brings its stack up first (the pods' environments are built once, not raced).
 
-What it costs: a pinned lane is a smaller machine. A deviation is only the defect's if a
-healthy run in a lane passes too (docs/experiments.md, "Lanes", gives the healthy runs measured
-this way); the suite the users' verdict rests on (`nox -s chaos`) runs in one lane.
+What it costs: the lanes share the machine. A deviation is only the defect's if a healthy run
+in a lane passes too (docs/experiments.md, "Lanes", gives the healthy runs measured this way);
+the suite the users' verdict rests on (`nox -s chaos`) runs in one lane.
 """
 
 from __future__ import annotations
@@ -30,7 +25,6 @@ from dataclasses import replace
 from pathlib import Path
 
 from chaoshelius.report.model import RunSummary
-from chaoshelius.stack import cpus as cpu_set
 from chaoshelius.suite.interrupts import Interrupts
 from chaoshelius.suite.model import PlannedRun, SuiteOptions
 from chaoshelius.suite.targets import LocalStack, SuiteTarget
@@ -45,20 +39,16 @@ Positioned = tuple[int, PlannedRun]  # 1-based position in the plan, the run
 RunOne = Callable[[int, PlannedRun, SuiteTarget, SuiteOptions, str], RunSummary]
 
 
-def lane_options(
-    options: SuiteOptions, lane: int, cpus: Sequence[frozenset[int]] | None = None
-) -> SuiteOptions:
-    """Lane `lane` (1-based)'s options: lane 1 the suite's own stack, the others beside it;
-    with `cpus` (one share per lane), pinned to its share."""
-    mine = options
-    if lane != 1:
-        state = options.state_dir
-        mine = replace(
-            options,
-            state_dir=state.with_name(f"{state.name}-lane{lane}"),
-            base_port=options.base_port + LANE_PORT_SPAN * (lane - 1),
-        )
-    return replace(mine, cpus=cpus[lane - 1]) if cpus else mine
+def lane_options(options: SuiteOptions, lane: int) -> SuiteOptions:
+    """Lane `lane` (1-based)'s options: lane 1 the suite's own stack, the others beside it."""
+    if lane == 1:
+        return options
+    state = options.state_dir
+    return replace(
+        options,
+        state_dir=state.with_name(f"{state.name}-lane{lane}"),
+        base_port=options.base_port + LANE_PORT_SPAN * (lane - 1),
+    )
 
 
 def profile_groups(runs: Sequence[PlannedRun]) -> list[list[Positioned]]:
@@ -83,7 +73,6 @@ def run_lanes(
     run_one: RunOne,
     make_target: Callable[[SuiteOptions], SuiteTarget] = LocalStack,
     refused: Callable[[RunSummary], bool] = lambda summary: False,
-    cpus: Sequence[frozenset[int]] | None = None,
 ) -> tuple[dict[int, RunSummary], BaseException | None]:
     """Run `runs` in `lanes` threads, each on its own local stack; the summaries by plan
     position, and the first error a lane met (the other lanes finish their current run and
@@ -92,14 +81,10 @@ def run_lanes(
     A run shared with other lanes that `refused` says was turned away unsteady (the steady
     gate: no fault injected, nothing judged; e.g. the latency alert firing while the other
     lane's stack starts) runs once more at the end, in lane 1 alone, once the other lanes are
-    done: its summary replaces the refused one.
-
-    With `cpus` (one share per lane) each lane is pinned to its share and `solo` runs are
-    shared like the others: no other lane runs on their CPUs."""
+    done: its summary replaces the refused one."""
     groups = profile_groups(runs)
-    alone = [g for g in groups if not cpus and any(r.solo for _, r in g)]
-    solo: deque[list[Positioned]] = deque(alone)
-    shared: deque[list[Positioned]] = deque(g for g in groups if g not in alone)
+    solo: deque[list[Positioned]] = deque(g for g in groups if any(r.solo for _, r in g))
+    shared: deque[list[Positioned]] = deque(g for g in groups if not any(r.solo for _, r in g))
     lock = threading.Lock()
     summaries: dict[int, RunSummary] = {}
     errors: list[BaseException] = []
@@ -126,9 +111,7 @@ def run_lanes(
                         again.append([(position, run)])
 
     def lane(number: int) -> None:
-        mine = lane_options(options, number, cpus)
-        if mine.cpus:
-            cpu_set.pin(0, mine.cpus)  # this thread: the reports it builds stay in the lane
+        mine = lane_options(options, number)
         target = make_target(mine)
         try:
             if number == 1:

@@ -59,10 +59,6 @@ class SuiteOptions:
     target: str | None = None
     # runs at once, each lane on its own local stack (chaoshelius.suite.lanes); 1: in turn
     lanes: int = 1
-    # lanes > 1: each lane on its own share of the CPUs when there are enough (below)
-    pin_lanes: bool = True
-    # the CPUs this lane's stack and runs are pinned to (chaoshelius.stack.cpus); None: any
-    cpus: frozenset[int] | None = None
 
 
 @dataclass

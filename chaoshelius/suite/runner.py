@@ -30,7 +30,6 @@ from pathlib import Path
 from chaoshelius.exceptions import HeliusError
 from chaoshelius.report.build import NOT_STEADY_FILE
 from chaoshelius.report.model import RunSummary, Verdict
-from chaoshelius.stack import cpus as cpu_set
 from chaoshelius.suite.chaos import run_one
 from chaoshelius.suite.cluster import TARGETS, ResolvedRun, resolve_run
 from chaoshelius.suite.interrupts import Interrupts
@@ -118,13 +117,7 @@ def _run_in_lanes(runs: Sequence[PlannedRun], options: SuiteOptions, chaos: str)
     runs_dir.mkdir(parents=True, exist_ok=True)
     lanes = min(options.lanes, len(runs))
     ports = ", ".join(str(lane_options(options, n).base_port) for n in range(1, lanes + 1))
-    shares = cpu_set.shares(lanes) if options.pin_lanes else None
-    pinned = (
-        f", pinned to CPUs {' | '.join(cpu_set.describe(s) for s in shares)}"
-        if shares
-        else ", not pinned: the runs judged on latency go first, alone"
-    )
-    options.echo(f"-- {lanes} lanes, each on its own local stack (base ports {ports}){pinned}")
+    options.echo(f"-- {lanes} lanes, each on its own local stack (base ports {ports})")
 
     def one(
         position: int, run: PlannedRun, target: SuiteTarget, mine: SuiteOptions, lane: str
@@ -146,13 +139,7 @@ def _run_in_lanes(runs: Sequence[PlannedRun], options: SuiteOptions, chaos: str)
     with Interrupts() as interrupts:
         try:
             summaries, stopped_by = run_lanes(
-                runs,
-                options,
-                lanes,
-                interrupts,
-                one,
-                refused=partial(_refused, runs_dir),
-                cpus=shares,
+                runs, options, lanes, interrupts, one, refused=partial(_refused, runs_dir)
             )
             result.summaries.extend(summaries.values())
         finally:

@@ -65,9 +65,7 @@ class LocalStack:
         config = StackConfig.load(run.profile) if run.profile else StackConfig()
         if options.progress:
             options.echo(f"-- local stack, profile {config.name!r}: starting (if needed)")
-        up = lifecycle.up(
-            options.state_dir, options.base_port, config, restart=True, cpus=options.cpus
-        )
+        up = lifecycle.up(options.state_dir, options.base_port, config, restart=True)
         self.state, self.current = up.state, run.profile
 
     def unsteady(self, alerts: bool, interrupts: Interrupts) -> tuple[str | None, str]:

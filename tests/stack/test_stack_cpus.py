@@ -1,5 +1,5 @@
-"""CPU shares for lanes (chaoshelius.stack.cpus): the split, the CPU-list syntax, and the
-pinning inherited by what a pinned process starts (real child processes)."""
+"""`stack up --cpus` (chaoshelius.stack.cpus): the CPU-list syntax, and the pinning inherited
+by what a pinned process starts (real child processes)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,6 @@ import pytest
 
 from chaoshelius.stack import cpus
 from chaoshelius.stack.errors import StackError
-
-
-def test_shares_split_the_cpus_into_disjoint_contiguous_parts(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(cpus, "available", lambda: (0, 1, 2, 3, 4))
-    assert cpus.shares(2) == [frozenset({0, 1, 2}), frozenset({3, 4})]
-    assert cpus.shares(5) == [frozenset({n}) for n in range(5)]
-    assert cpus.shares(6) is None  # more lanes than CPUs: not pinned
-    assert cpus.shares(0) is None
 
 
 def test_a_cpu_list_reads_like_taskset_and_bad_ones_say_what_is_wrong(
@@ -44,7 +34,7 @@ def test_a_cpu_list_reads_like_taskset_and_bad_ones_say_what_is_wrong(
 
 @pytest.mark.skipif(not cpus.can_pin(), reason="sched_setaffinity is Linux-only")
 def test_a_pinned_process_and_what_it_starts_later_run_on_its_cpus() -> None:
-    """How a lane's `chaos run` is pinned: right after it starts, before it starts Locust."""
+    """A process pinned right after it starts, and the child it starts later, run there."""
     mine = frozenset({cpus.available()[-1]})
     script = (
         "import os, subprocess, sys, time; time.sleep(0.5); "

@@ -1,7 +1,7 @@
-"""A stack pinned to CPUs (`lifecycle.up(cpus=...)`, what `suite run --lanes N` does for each
-lane): every process and thread of the real stack (the supervisor, PostgreSQL under its own
-user, Prometheus, HAProxy, the prefork parent and the pod it forked) runs on those CPUs only.
-A small stack on its own base (one recommender pod, no MLflow) keeps it quick."""
+"""A stack pinned to CPUs (`lifecycle.up(cpus=...)`, `stack up --cpus`): every process and
+thread of the real stack (the supervisor, PostgreSQL under its own user, Prometheus, HAProxy,
+the prefork parent and the pod it forked) runs on those CPUs only. A small stack on its own
+base (one recommender pod, no MLflow) keeps it quick."""
 
 from __future__ import annotations
 
