@@ -213,14 +213,13 @@ def az_drain() -> Json:
             # at the suite's stated load (helius_load_rate, 250 requests/s), not a share of a
             # capacity measured at run time: at 450 requests/s (about half of what this 2-core
             # machine sustains, load generator included) the p99 *before* the fault read 433-
-            # 456 ms in healthy runs, past any SLO. Availability must hold, the median may
-            # triple, the tail may not pass 3x + 1 s (the zone's pods restart on the same two
-            # cores), and neither may pass the service's SLO.
-            # The median under a zone loss has a heavy tail on two shared cores (the zone's
-            # MLflow and recommender restart beside the survivors): p50 x1.2-x2.1 in 11 of 13
-            # healthy runs, x3.7 (15 ms) and x7.9 (33 ms on a 4 ms baseline) in two (campaign of
-            # 2026-11-30): x3 + 25 ms. A slower path on every request (+40 ms) still fails it.
-            *clients(w, latency={**RESTARTS, "p50_max_ratio": 3.0, "p50_noise_seconds": 0.025}),
+            # 456 ms in healthy runs, past any SLO. Availability must hold, the tail may not
+            # pass the restart class (the zone's pods restart on the same two cores) nor either
+            # the service's SLO.
+            # At the stated 250 req/s (not half a measured capacity, 439-604 req/s, where the
+            # median once read x7.9) ten healthy runs of 2026-12-07 put p50 at x1.06-x1.41
+            # (2.9 ms at most): the median keeps x2 + 5 ms like every experiment.
+            *clients(w, latency=RESTARTS),
             no_fallback("no-fallback", w),
             recovered(
                 "recommenders-back-in-every-zone",

@@ -75,11 +75,16 @@ LATENCY = {
     "slo_p99_ms": setting("helius_slo_p99_ms"),
     "slo_p50_ms": setting("helius_slo_p50_ms"),
 }
-# Where the recovery restarts MLflow or a recommender, the local stack's cold starts (a full
-# core each for seconds) put the tail at 140-650 ms whatever the baseline (19-147 ms): p99
-# x4.5 in mlflow-outage, x21 in the cold start, with p50 x1.1-x2.1 (CI runs 2026-11-30).
-# There the median guards (x2 + 5 ms) and the tail is bounded: 3x + 1 s.
-RESTARTS = {"max_ratio": 3.0, "noise_seconds": 1.0}
+# Where the recovery restarts MLflow or a recommender (mlflow-outage, mlflow-pod-kill,
+# reco-pod-kill, the cold start, az-drain). The former 3x + 1 s was sized for 12-25 s cold
+# starts (tails of 140-650 ms, 2026-11-30); pods forked from a warm parent start in 1-3 s, and
+# the campaign of 2026-12-07 (29 such runs on a quiet two-core machine, 5 more in a fresh
+# clone's CI) put the tail at most 2.1x the p99 before, never above 3x (39 ms vs 18 ms before
+# at worst): the restart adds no tail of its own. It keeps the promotion's 150 ms of additive
+# noise (a process loading a model on the shared cores, below), at most 0.19 of which any of
+# those runs used; the median keeps x2 + 5 ms (0.33 used at most). The service's SLO (300 ms)
+# bounds the rest.
+RESTARTS = {"max_ratio": 3.0, "noise_seconds": 0.15}
 # A promotion makes every pod fetch and load the new model on the same two cores as its
 # requests: healthy model-promoted runs put the tail 70-78 ms above 3x the baseline's p99
 # (97 ms vs 24 ms, 89 ms vs 19 ms: 0.80 and 0.84 of the 50 ms allowance, 2026-11-30). The

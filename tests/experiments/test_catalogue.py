@@ -158,7 +158,7 @@ SETTINGS_WITHOUT_A_CONTROL_YET: set[tuple[str, str]] = set()
 
 def test_every_threshold_setting_the_catalogue_uses_has_a_negative_control() -> None:
     """Coverage by (function, setting), not by function: a control that fails the tail's
-    3x + 50 ms says nothing of the 3x + 1 s where a process restarts. Every setting a probe is
+    3x + 50 ms says nothing of the 3x + 150 ms where a process restarts. Every setting a probe is
     written with must be named by a control (which `nox -s negative` shows failing), apart
     from the shrinking list above."""
     used = settings_used(ROOT / "experiments")
