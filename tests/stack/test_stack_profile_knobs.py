@@ -245,24 +245,33 @@ http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
 """
 
 
-def test_a_readiness_delay_holds_a_serving_pod_out_and_not_its_peers(tmp_path: Path) -> None:
-    delay = 4.0  # long enough that slot 0 answers well within it on a loaded machine
-    spec = PodSpec(
+def _server_spec(readiness: ReadinessProbe) -> PodSpec:
+    """MLflow pods played by a tiny HTTP server (every path 200, `/dead` 500)."""
+    return PodSpec(
         App.MLFLOW,
         lambda pod: [sys.executable, "-c", SERVER, str(pod.port)],
         lambda pod: {},
         "/ready",
-        readiness=ReadinessProbe(initial_delay_seconds=delay, period_seconds=0.1),
+        readiness=readiness,
     )
-    supervisor = Supervisor(
+
+
+def _supervisor(tmp_path: Path, spec: PodSpec, replicas: int, ports: range) -> Supervisor:
+    return Supervisor(
         {App.MLFLOW: spec},
         {App.MLFLOW: lambda index: "zone-a"},
-        {App.MLFLOW: 2},
-        list(range(29540, 29560)),
+        {App.MLFLOW: replicas},
+        list(ports),
         tmp_path / "logs",
         tmp_path / "run",
         replace_delay=0.1,
     )
+
+
+def test_a_readiness_delay_holds_a_serving_pod_out_and_not_its_peers(tmp_path: Path) -> None:
+    delay = 4.0  # long enough that slot 0 answers well within it on a loaded machine
+    readiness = ReadinessProbe(initial_delay_seconds=delay, period_seconds=0.1)
+    supervisor = _supervisor(tmp_path, _server_spec(readiness), 2, range(29540, 29560))
 
     async def watch() -> tuple[float, float, int]:
         supervisor.enable([App.MLFLOW], leader_first=[App.MLFLOW])
@@ -299,22 +308,8 @@ def test_probe_settings_swapped_in_apply_to_the_running_pods_and_their_replaceme
     running pod keeps its Ready state (its delay is long past, as after a finished rollout) and
     takes a new liveness probe at once; its replacement waits out the new readiness delay."""
     delay = 3.0
-    spec = PodSpec(
-        App.MLFLOW,
-        lambda pod: [sys.executable, "-c", SERVER, str(pod.port)],
-        lambda pod: {},
-        "/ready",
-        readiness=ReadinessProbe(period_seconds=0.1),
-    )
-    supervisor = Supervisor(
-        {App.MLFLOW: spec},
-        {App.MLFLOW: lambda index: "zone-a"},
-        {App.MLFLOW: 1},
-        list(range(29560, 29580)),
-        tmp_path / "logs",
-        tmp_path / "run",
-        replace_delay=0.1,
-    )
+    spec = _server_spec(ReadinessProbe(period_seconds=0.1))
+    supervisor = _supervisor(tmp_path, spec, 1, range(29560, 29580))
 
     async def until(check: object, limit: float) -> float:
         started = time.monotonic()
