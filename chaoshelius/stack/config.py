@@ -156,11 +156,6 @@ class StackConfig(BaseModel):
         pod waits it out before the stack can be ready)."""
         return self.mlflow_readiness.initial_delay_seconds
 
-    def differs_only_in_recommender(self, other: StackConfig) -> bool:
-        """True if `other` can be applied by replacing the recommender pods alone."""
-        keep = set(type(self).model_fields) - RECO_FIELDS
-        return self.model_dump(include=keep) == other.model_dump(include=keep)
-
     def swappable_to(self, other: StackConfig) -> bool:
         """True if a running stack can take `other` in place: new recommender pods, MLflow's
         probes and the alert rules applied live; everything else needs a restart."""

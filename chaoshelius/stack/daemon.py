@@ -53,7 +53,7 @@ from chaoshelius.stack.procs import LOOPBACK, ensure_port_free
 from chaoshelius.stack.proxy import Balancing, RoundRobin, TcpProxy, Upstream
 from chaoshelius.stack.state import PRIVATE_DIR_MODE, StackPaths
 from chaoshelius.stack.status import Phase, StatusReporter
-from chaoshelius.stack.supervisor import Supervisor
+from chaoshelius.stack.supervisor import PodSpec, Supervisor
 from chaoshelius.topology import EDGE_MLFLOW_RDS, EDGE_RECO_MLFLOW, App, PathMode
 
 log = logging.getLogger("chaoshelius.stack")
@@ -81,10 +81,7 @@ class Stack:
         self.prometheus = PrometheusProcess(paths, ports, config.alert_rules_patch)
         self._stop = asyncio.Event()
         self.supervisor = Supervisor(
-            specs={
-                App.MLFLOW: mlflow_spec(paths, ports, self.postgres, config),
-                App.RECO: reco_spec(paths, ports, lambda: self.config),
-            },
+            specs=self._pod_specs(config),
             placements={App.MLFLOW: config.mlflow.zone_of, App.RECO: config.reco.zone_of},
             replicas={App.MLFLOW: config.mlflow.replicas, App.RECO: config.reco.replicas},
             pod_ports=ports.pod_ports(),
@@ -132,6 +129,14 @@ class Stack:
                 "reco-service", ports.reco_service, ready, paths.run, paths.logs / "haproxy.log"
             )
         return TcpProxy("reco-service", ports.reco_service, RoundRobin(ready))
+
+    def _pod_specs(self, config: StackConfig) -> dict[App, PodSpec]:
+        """How each app's pods run under `config` (the supervisor reads them at each start and
+        probe; the recommender's reads the profile in force when a pod starts)."""
+        return {
+            App.MLFLOW: mlflow_spec(self.paths, self.ports, self.postgres, config),
+            App.RECO: reco_spec(self.paths, self.ports, lambda: self.config),
+        }
 
     @property
     def config(self) -> StackConfig:
@@ -275,10 +280,7 @@ class Stack:
         deadline = time.monotonic() + BOOT_TIMEOUT_SECONDS
         try:
             self.life.config = config  # pod specs read it when a pod starts
-            self.supervisor.specs[App.MLFLOW] = mlflow_spec(
-                self.paths, self.ports, self.postgres, config
-            )
-            self.supervisor.specs[App.RECO] = reco_spec(self.paths, self.ports, lambda: self.config)
+            self.supervisor.specs.update(self._pod_specs(config))
             if previous.alert_rules_patch != config.alert_rules_patch:
                 await self.prometheus.reload(config.alert_rules_patch, deadline)
             if previous.recommender_differs(config):

@@ -105,7 +105,9 @@ def up(
         supervisor = state.pids.supervisor
         if supervisor is None:  # running_state checked it
             raise StackError(f"{paths.state_file}: a running stack without a supervisor pid")
-        elsewhere = cpus is not None and cpu_set.affinity_of(supervisor) != cpus
+        elsewhere = (
+            cpus is not None and cpu_set.can_pin() and cpu_set.affinity_of(supervisor) != cpus
+        )
         if state.profile != wanted or state.base_port != base_port or elsewhere:
             if not restart:
                 raise ProfileMismatchError(
