@@ -78,6 +78,7 @@ class Window:
 class _RunState:
     fault_phase: bool = False
     windows: list[Window] = field(default_factory=list)
+    load_started_at: float | None = None
     load_stopped_at: float | None = None
     await_timeouts: list[tuple[str, str]] = field(default_factory=list)  # (app, why)
 
@@ -103,6 +104,20 @@ def fault_phase_started() -> bool:
     """True once any fault action of this run has been called, whether it succeeded or not."""
     with _LOCK:
         return _STATE.fault_phase
+
+
+def load_started(at: float | None = None) -> None:
+    """Record when this run's load started (the first start counts): the client probes read
+    the answers counted from here, never a previous run's (its pods, its model, its faults)."""
+    with _LOCK:
+        if _STATE.load_started_at is None:
+            _STATE.load_started_at = time.time() if at is None else at
+
+
+def load_started_at() -> float | None:
+    """When this run's load started, if it did."""
+    with _LOCK:
+        return _STATE.load_started_at
 
 
 def load_stopped(at: float | None = None) -> None:

@@ -117,6 +117,7 @@ def start_load(
     )
     asked.check()
     files = rt.run_files(config)
+    windows.load_started()  # the client probes read this run's answers from here
     if config.target != LOCAL:
         return _start_in_cluster(config, files, asked)
     return _start_locally(config, files, asked)

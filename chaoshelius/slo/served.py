@@ -86,6 +86,13 @@ def _answers(judged: Judged, start: float, end: float) -> tuple[list[Answers], s
     return found, q
 
 
+def _since(t: float) -> float:
+    """`t`, or this run's load start when that is later: answers before it were counted for
+    a previous run (its pods, its model, its faults) and are not this run's to judge."""
+    started = windows.load_started_at()
+    return t if started is None else max(t, started)
+
+
 def _by_pod(answers: Iterable[Answers]) -> dict[str, list[Answers]]:
     pods: dict[str, list[Answers]] = {}
     for a in answers:
@@ -194,11 +201,12 @@ def no_pod_downgraded(
     secrets: Secrets = None,
 ) -> dict[str, Any]:
     """No pod answered from the packaged `baseline` after having answered from a registry or
-    cache model during the run (from 60 s before the fault to the end of its recovery), judged
-    per pod from the clients' counter: a pod that had a good model keeps it through a fault.
+    cache model during the run (from 60 s before the fault, or this run's load start if later,
+    to the end of its recovery), judged per pod from the clients' counter: a pod that had a
+    good model keeps it through a fault.
     Value: the most baseline answers one pod gave after a good one (allowed
     `max_baseline_answers`)."""
-    start, end = judged.start - _BEFORE_SECONDS, judged.recovery_end(recovery_seconds)
+    start, end = _since(judged.start - _BEFORE_SECONDS), judged.recovery_end(recovery_seconds)
     found, q = _answers(judged, start, end)
     pods = _by_pod(found)
     if not pods:
@@ -253,11 +261,12 @@ def replacement_served_cache(
     until = outage.ended_at if outage is not None and outage.ended_at is not None else None
     end = min(until or judged.recovery_end(None), judged.recovery_end(None))
     before = set(windows.pods_before(judged.window, app))
-    found, q = _answers(judged, kill - _BEFORE_SECONDS, end)
+    since = _since(kill - _BEFORE_SECONDS)
+    found, q = _answers(judged, since, end)
     good_before = [
         (a.last() or 0.0, a.digest)
         for a in found
-        if a.source == "registry" and a.between(kill - _BEFORE_SECONDS, kill) > 0
+        if a.source == "registry" and a.between(since, kill) > 0
     ]
     if not good_before:
         return _no_data(judged, q, "from the registry before the kill")

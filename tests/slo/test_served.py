@@ -134,6 +134,25 @@ def test_no_pod_downgraded(history: dict[str, Any]) -> None:
     assert not judge()["ok"]
 
 
+def test_a_previous_runs_pods_are_not_this_runs(history: dict[str, Any]) -> None:
+    """The 60 s read before the fault reach back past this run's start: a previous run's pods
+    (here a fragile variant that dropped to the baseline during its own fault) are left out
+    once this run's load start is known, and judged (wrongly) without it."""
+    run_dir = history["configuration"]["helius_run_dir"]
+    fault(run_dir, FaultKind.PATH, "mlflow-rds", 40)
+    history["answers"] = [
+        series("old", "1", "registry", "d1", {-60: 5, -40: 0}),
+        series("old", "baseline", "baseline", "b0", {-40: 5, -20: 0}),
+        series("a", "1", "registry", "d1", {-60: 0, -12: 5}),
+    ]
+    judge = lambda: probes.no_pod_downgraded(kind="path", configuration=history["configuration"])  # noqa: E731
+    blind = judge()
+    assert not blind["ok"] and "old answered" in blind["description"]
+    windows.load_started(T0 - 13)
+    result = judge()
+    assert result["ok"], result["description"]
+
+
 def test_a_replacement_served_its_cache(history: dict[str, Any]) -> None:
     run_dir = history["configuration"]["helius_run_dir"]
     fault(run_dir, FaultKind.SCALE, App.MLFLOW, 60)
