@@ -1,4 +1,4 @@
-"""Units of work for `pytest -n N` (pytest-xdist; `nox -s tests` passes `-n auto`).
+"""Units of work for `pytest -n N` (pytest-xdist; `nox -s tests` passes one per core, plus one).
 
 A unit is a whole test module, so its module fixtures are set up once and its tests run in
 file order as they do serially, or, for the modules that use one of `SHARED_SERVERS` (session
