@@ -8,6 +8,7 @@ driver, close the matching open windows, and return what was undone and the wind
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -97,11 +98,14 @@ def closed_output(closed: list[windows.Window]) -> dict[str, Any] | None:
 
 
 def close_fault_windows(
-    config: HarnessConfig, kind: FaultKind, target: str
+    config: HarnessConfig, kind: FaultKind, target: str, lifting_at: float | None = None
 ) -> dict[str, Any] | None:
-    """Close the open windows of `kind` on `target`; `closed_output` of them."""
+    """Close the open windows of `kind` on `target` (their undo began at `lifting_at`);
+    `closed_output` of them."""
     return closed_output(
-        windows.close_windows(config.helius_run_dir, kind=kind.value, target=target)
+        windows.close_windows(
+            config.helius_run_dir, kind=kind.value, target=target, lifting_at=lifting_at
+        )
     )
 
 
@@ -116,5 +120,6 @@ def undo_fault(
     Returns `{"undone": [ids], "window": {...} | None}`.
     """
     config, driver = driver_for(configuration)
+    lifting = time.time()  # the dependency may be back from here: the undo takes its time
     undone = undo(driver)
-    return {"undone": undone, "window": close_fault_windows(config, kind, target)}
+    return {"undone": undone, "window": close_fault_windows(config, kind, target, lifting)}

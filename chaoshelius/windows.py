@@ -59,6 +59,10 @@ class Window:
     started_at: float
     ended_at: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    # when the undo began: the dependency may be back anywhere from here to `ended_at` (a slow
+    # API call, a busy runner), so "held until back" is judged against this, "recovered
+    # within N s" against `ended_at`
+    lifting_at: float | None = None
 
     def as_output(self) -> dict[str, Any]:
         """What a fault action returns under `"window"` (the journal keeps it)."""
@@ -71,7 +75,13 @@ class Window:
 
     def as_close_output(self) -> dict[str, Any]:
         """What a restore action returns under `"window"`."""
-        return {"id": self.id, "ended_at": self.ended_at}
+        lifting = {} if self.lifting_at is None else {"lifting_at": self.lifting_at}
+        return {"id": self.id, "ended_at": self.ended_at, **lifting}
+
+    @property
+    def lifted_from(self) -> float | None:
+        """The earliest moment the fault may have ended (its undo's start, else its end)."""
+        return self.lifting_at if self.lifting_at is not None else self.ended_at
 
 
 @dataclass
@@ -183,8 +193,10 @@ def close_windows(
     target: str | None = None,
     window_id: str | None = None,
     ended_at: float | None = None,
+    lifting_at: float | None = None,
 ) -> list[Window]:
-    """End the open windows that match; already-closed windows keep their first end (idempotent)."""
+    """End the open windows that match; already-closed windows keep their first end (idempotent).
+    `lifting_at`: when the undo that ends them began (see `Window.lifting_at`)."""
     stamp = time.time() if ended_at is None else ended_at
     closed: list[Window] = []
     with _LOCK:
@@ -192,6 +204,8 @@ def close_windows(
             if window.ended_at is not None or not _matches(window, kind, target, window_id):
                 continue
             window.ended_at = stamp
+            if lifting_at is not None:
+                window.lifting_at = min(lifting_at, stamp)
             closed.append(Window(**asdict(window)))
         if closed:
             _persist(run_dir)

@@ -80,7 +80,8 @@ def fallback_engaged_within(
 ) -> dict[str, Any]:
     """Every recommender pod reported fallback (gauge 1) within `seconds` of the fault's start
     (of its own start, for a pod born during the fault) and **kept reporting it until the
-    dependency was back**: the fault's end, or with `after_app_back` (e.g. "mlflow") the moment
+    dependency was back**: the fault's end (from the start of the undo that ended it: a slow
+    undo call is not a pod clearing early), or with `after_app_back` (e.g. "mlflow") the moment
     Prometheus scraped that app again.
 
     Fails when any pod never reported 1, reported it late, cleared before the dependency was
@@ -89,6 +90,9 @@ def fallback_engaged_within(
     Reports `time_to_fallback_seconds` (the slowest pod)."""
     start = judged.start
     back = _dependency_back_at(judged, after_app_back) or judged.end
+    # the earliest the dependency may have been back: the undo's start (a slow undo call
+    # is not a pod clearing early)
+    lifted = back if after_app_back else min(back, judged.window.lifted_from or back)
     q, pods = _gauges(judged, start - 10.0, back)
     if not pods:
         return judged.result(False, None, f"no {FALLBACK_GAUGE} data in the fault window", q)
@@ -113,7 +117,7 @@ def fallback_engaged_within(
         # the dependency's return is seen through its own scrape, the clear through the pod's:
         # each is up to one scrape interval late, so a clear closer to `back` than two
         # intervals is the same moment (a pod that reached the first MLflow replica up)
-        cleared = next((t for t, v in inside if t > first and t < back - slack and v < 1), None)
+        cleared = next((t for t, v in inside if t > first and t < lifted - slack and v < 1), None)
         if cleared is not None:
             problems.append(
                 f"{gauge.pod} cleared at +{cleared - start:.1f} s, before the dependency was "

@@ -247,6 +247,32 @@ def test_a_clear_within_two_scrapes_of_the_dependencys_return_is_that_return(
     assert not late["ok"] and "before the dependency was back" in late["description"]
 
 
+def test_a_slow_undo_is_not_a_pod_clearing_early(cfg: dict[str, Any], history: PromHistory) -> None:
+    """GOOD, but the undo call took 8 s (began at 160, returned at 168; a slow API server or a
+    busy runner): the pods cleared at 166, when the dependency may already have been back.
+    Judged from the undo's return alone they cleared "early"; from its start, they held."""
+
+    def judged(lifting: int | None) -> dict[str, Any]:
+        window = windows.open_window(
+            Path(cfg["helius_run_dir"]), "scale", "mlflow", started_at=history.at(100)
+        )
+        closed = windows.close_windows(
+            Path(cfg["helius_run_dir"]),
+            window_id=window.id,
+            ended_at=history.at(168),
+            lifting_at=None if lifting is None else history.at(lifting),
+        )
+        if lifting is not None:
+            assert closed[0].as_close_output()["lifting_at"] == history.at(lifting)
+        return probes.fallback_engaged_within(10, window_id=window.id, configuration=cfg)
+
+    blind = judged(None)
+    assert not blind["ok"] and "before the dependency was back" in blind["description"]
+    fair = judged(160)
+    assert fair["ok"], fair["description"]
+    assert not judged(167)["ok"]  # an undo begun after the clear: still early
+
+
 def test_one_lying_pod_fails_fallback_engaged(cfg: dict[str, Any], history: PromHistory) -> None:
     """BAD: three pods report fallback, one stays at 0. `max()` over pods reads 1 the whole
     time (what the probe used to judge); judged per pod, the liar is named."""
