@@ -78,11 +78,6 @@ class Window:
         lifting = {} if self.lifting_at is None else {"lifting_at": self.lifting_at}
         return {"id": self.id, "ended_at": self.ended_at, **lifting}
 
-    @property
-    def lifted_from(self) -> float | None:
-        """The earliest moment the fault may have ended (its undo's start, else its end)."""
-        return self.lifting_at if self.lifting_at is not None else self.ended_at
-
 
 @dataclass
 class _RunState:

@@ -92,7 +92,8 @@ def fallback_engaged_within(
     back = _dependency_back_at(judged, after_app_back) or judged.end
     # the earliest the dependency may have been back: the undo's start (a slow undo call
     # is not a pod clearing early)
-    lifted = back if after_app_back else min(back, judged.window.lifted_from or back)
+    lifting = judged.window.lifting_at
+    lifted = back if after_app_back or lifting is None else min(back, lifting)
     q, pods = _gauges(judged, start - 10.0, back)
     if not pods:
         return judged.result(False, None, f"no {FALLBACK_GAUGE} data in the fault window", q)
